@@ -1,0 +1,65 @@
+# panns_lightning — every target installs what it needs into .venv first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PY := $(BIN)/python
+
+DEMO_DIR := data/demo
+DEMO_RATE := 16000
+DEMO_SECONDS := 2
+DEMO_RUN := outputs/demo/runs/make-demo-$(shell date +%Y%m%d-%H%M%S)
+AUDIOSET_SHARDS ?= data/audioset/shards
+GPUS ?= 1
+ARGS ?=
+
+.PHONY: help install demo demo-data test bench pretrain clean
+
+help:
+	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
+	@echo "make test      install and run the test suite"
+	@echo "make bench     print throughput figures"
+	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[dev]'
+	@touch $@
+
+demo-data: install
+	$(BIN)/panns-prepare synthetic --out $(DEMO_DIR)/raw --overwrite
+	$(BIN)/panns-prepare audioset --segments $(DEMO_DIR)/raw/balanced_train_segments.csv \
+		--audio-dir $(DEMO_DIR)/raw/audio --labels $(DEMO_DIR)/raw/class_labels_indices.csv \
+		--out $(DEMO_DIR)/shards/train --sample-rate $(DEMO_RATE) --clip-seconds $(DEMO_SECONDS) \
+		--clips-per-shard 256 --overwrite
+	$(BIN)/panns-prepare audioset --segments $(DEMO_DIR)/raw/eval_segments.csv \
+		--audio-dir $(DEMO_DIR)/raw/audio --labels $(DEMO_DIR)/raw/class_labels_indices.csv \
+		--out $(DEMO_DIR)/shards/eval --sample-rate $(DEMO_RATE) --clip-seconds $(DEMO_SECONDS) \
+		--clips-per-shard 128 --overwrite
+
+demo: demo-data
+	$(BIN)/panns-train experiment=demo hydra.run.dir=$(DEMO_RUN) $(ARGS)
+	$(BIN)/panns-eval ckpt_path=$(DEMO_RUN)/checkpoints/best.ckpt data_dir=$(DEMO_DIR)/shards/eval \
+		hydra.run.dir=$(DEMO_RUN)/eval
+
+test: install
+	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+
+bench: install
+	$(PY) benchmarks/run.py $(ARGS)
+
+pretrain: install
+	@if [ ! -f $(AUDIOSET_SHARDS)/full_train/manifest.json ] || [ ! -f $(AUDIOSET_SHARDS)/eval/manifest.json ]; then \
+		echo "No AudioSet shards under $(AUDIOSET_SHARDS)/{full_train,eval}. Make them first, e.g.:"; \
+		echo "  $(BIN)/panns-prepare audioset --segments /path/unbalanced_train_segments.csv --audio-dir /path/audio \\"; \
+		echo "      --labels /path/class_labels_indices.csv --out $(AUDIOSET_SHARDS)/full_train --workers 32"; \
+		echo "  (and the same with eval_segments.csv --out $(AUDIOSET_SHARDS)/eval)"; \
+		exit 1; fi
+	$(BIN)/panns-train experiment=pretrain_audioset trainer.devices=$(GPUS) \
+		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/eval \
+		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
+
+clean:
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,107 @@
+"""Typed schema of panns-train's config: a typo'd key or a wrong type fails before any work starts.
+
+Hydra already refuses command-line overrides of keys that do not exist; this schema also catches
+typos inside YAML files (experiments, group presets), which Hydra would silently merge.
+Groups whose keys are a library's own arguments (trainer, logger, callbacks) are checked by that
+library when they are instantiated.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class DataConfig:
+    train_dir: Optional[str] = None
+    val_dir: Optional[str] = None
+    test_dir: Optional[str] = None
+    train_urls: Optional[str] = None
+    val_urls: Optional[str] = None
+    test_urls: Optional[str] = None
+    batch_size: int = 32
+    num_workers: int = 4
+    balanced: bool = True
+    steps_per_epoch: int = 1000
+    repeat_scale: float = 1.0
+    shuffle_buffer: int = 2000
+    train_crop_seconds: Optional[float] = None
+    fail_fast: bool = False
+    pin_memory: bool = False
+
+
+@dataclass
+class ModelConfig:
+    name: str = "Cnn14"
+    sample_rate: int = 32000
+    window_size: int = 1024
+    hop_size: int = 320
+    mel_bins: int = 64
+    fmin: int = 50
+    fmax: int = 14000
+
+
+@dataclass
+class MixupConfig:
+    enabled: bool = True
+    alpha: float = 1.0
+
+
+@dataclass
+class SpecAugmentConfig:
+    enabled: bool = True
+    time_drop_width: int = 64
+    time_stripes_num: int = 2
+    freq_drop_width: int = 8
+    freq_stripes_num: int = 2
+
+
+@dataclass
+class AugmentConfig:
+    mixup: MixupConfig = field(default_factory=MixupConfig)
+    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = True
+    warmup_steps: int = 0
+
+
+@dataclass
+class TrainConfig:
+    task_name: str = "train"
+    seed: int = 1234
+    ckpt_path: Optional[str] = None
+    test: bool = True
+    paths: dict[str, Any] = field(default_factory=dict)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    trainer: dict[str, Any] = field(default_factory=dict)
+    logger: Optional[dict[str, Any]] = field(default_factory=dict)
+    callbacks: Optional[dict[str, Any]] = field(default_factory=dict)
+
+
+class ConfigError(ValueError):
+    """A config that does not fit the schema; the message names the key."""
+
+
+def validate_train_config(cfg: DictConfig) -> DictConfig:
+    """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
+    schema = OmegaConf.structured(TrainConfig)
+    try:
+        return OmegaConf.merge(schema, cfg)  # type: ignore[return-value]
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None) or "?"
+        first = str(error).splitlines()[0]
+        raise ConfigError(f"invalid config key '{key}': {first}") from None

@@ -1,0 +1,82 @@
+"""panns-eval: a checkpoint + a shard set → metrics JSON + a printed table.
+
+The checkpoint carries the model config and the label list, so nothing else is needed:
+``panns-eval ckpt_path=outputs/.../checkpoints/best.ckpt data_dir=data/demo/shards/eval``.
+Every clip of the shard set is scored exactly once (also under DDP).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig
+
+from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.training.callbacks import scores_to_json, write_json_atomic
+from panns_lightning.training.metrics import TaggingScores, format_scores_table
+
+log = logging.getLogger("panns_lightning.eval")
+
+
+def evaluate_checkpoint(
+    ckpt_path: str | Path,
+    data_dir: str | Path,
+    batch_size: int = 32,
+    num_workers: int = 2,
+    accelerator: str = "auto",
+    devices: int | str = 1,
+) -> tuple[TaggingScores, list[str]]:
+    """Score a training checkpoint on every clip of a shard set."""
+    from panns_lightning.data import AudioShardDataModule
+    from panns_lightning.training.checkpoints import load_tagging_module
+
+    module = load_tagging_module(ckpt_path)
+    datamodule = AudioShardDataModule(
+        train_dir=None, val_dir=None, test_dir=str(data_dir), batch_size=batch_size, num_workers=num_workers
+    )
+    model_rate = int(module.hparams.model_config["sample_rate"])
+    if int(datamodule.sample_rate) != model_rate:
+        raise SystemExit(
+            f"panns-eval: {ckpt_path} was trained at {model_rate} Hz but {data_dir} holds "
+            f"{datamodule.sample_rate} Hz shards"
+        )
+    checkpoint_names = module.label_names
+    data_names = list(datamodule.label_names)
+    if checkpoint_names != data_names:
+        raise SystemExit(
+            f"panns-eval: the label list of {ckpt_path} ({len(checkpoint_names)} classes) differs from "
+            f"{data_dir}/manifest.json ({len(data_names)} classes)"
+        )
+    trainer = L.Trainer(
+        accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    assert module.last_test_scores is not None
+    return module.last_test_scores, checkpoint_names
+
+
+@hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> float:
+    scores, names = evaluate_checkpoint(
+        cfg.ckpt_path, cfg.data_dir, cfg.batch_size, cfg.num_workers, cfg.accelerator, cfg.devices
+    )
+    payload: dict[str, Any] = {
+        "checkpoint": str(cfg.ckpt_path),
+        "data_dir": str(cfg.data_dir),
+        **(scores_to_json(scores, names) or {}),
+    }
+    out = Path(cfg.output_json)
+    write_json_atomic(out, payload)
+    print(f"\nEvaluation of {cfg.ckpt_path}\non {cfg.data_dir}\n")
+    print(format_scores_table(scores, names))
+    print(f"\nmetrics written to {out}")
+    return scores.mAP
+
+
+if __name__ == "__main__":
+    main()
