@@ -1,0 +1,191 @@
+"""``panns-prepare``: make datasets and convert them into shard sets.
+
+Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
+shards), ``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = "panns-prepare " + " ".join(argv)
+    return args.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{synthetic,audioset,inspect}")
+
+    synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
+    synthetic.add_argument("--out", required=True, type=Path, help="folder for CSVs and audio/")
+    synthetic.add_argument("--num-classes", type=int, default=None, help="classes (default 12)")
+    synthetic.add_argument("--num-train", type=int, default=None, help="clips in balanced_train_segments.csv (default 2000)")
+    synthetic.add_argument("--num-eval", type=int, default=None, help="clips in eval_segments.csv (default 300)")
+    synthetic.add_argument("--clip-seconds", type=float, default=None, help="clip length (default 2.0)")
+    synthetic.add_argument("--seed", type=int, default=0)
+    synthetic.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
+    synthetic.add_argument("--quiet", action="store_true", help="no progress bar")
+    synthetic.set_defaults(run=run_synthetic)
+
+    audioset = commands.add_parser("audioset", help="convert an AudioSet segment CSV and its audio into shards")
+    audioset.add_argument("--segments", required=True, type=Path, help="e.g. balanced_train_segments.csv")
+    audioset.add_argument("--audio-dir", required=True, type=Path, help="folder searched recursively for the clips")
+    audioset.add_argument("--labels", required=True, type=Path, help="class_labels_indices.csv")
+    audioset.add_argument("--out", required=True, type=Path, help="output shard directory")
+    audioset.add_argument("--sample-rate", type=int, default=32000)
+    audioset.add_argument("--clip-seconds", type=float, default=10.0)
+    audioset.add_argument("--storage", choices=("int16", "flac"), default="int16")
+    audioset.add_argument("--clips-per-shard", type=int, default=1000)
+    audioset.add_argument("--min-shards", type=int, default=8, help="at least this many shards (capped at the clip count), so every DataLoader worker gets one")
+    audioset.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
+    audioset.add_argument(
+        "--audio-pattern",
+        action="append",
+        default=None,
+        metavar="PATTERN",
+        help="file name pattern with {ytid}, {start}, {end}; '.*' = any audio extension; repeatable "
+        "(default: 'Y{ytid}.*' and '{ytid}_{start}_{end}.*')",
+    )
+    audioset.add_argument("--split", default=None, help="split name in the manifest (default: from the CSV name)")
+    audioset.add_argument("--seed", type=int, default=0, help="seed of the shard assignment")
+    audioset.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+    audioset.add_argument("--quiet", action="store_true", help="no progress bar")
+    audioset.set_defaults(run=run_audioset)
+
+    inspect = commands.add_parser("inspect", help="summarise a shard set (class counts, sampler behaviour)")
+    inspect.add_argument("shard_dir", type=Path)
+    inspect.add_argument("--balanced", action="store_true", help="draw through the balanced sampler")
+    inspect.add_argument("--draws", type=int, default=10000)
+    inspect.add_argument("--seed", type=int, default=0)
+    inspect.add_argument("--batch-size", type=int, default=32)
+    inspect.set_defaults(run=run_inspect)
+    return parser
+
+
+def run_synthetic(args: argparse.Namespace) -> int:
+    from panns_lightning.datasets import synthetic
+
+    options = {
+        "num_classes": args.num_classes if args.num_classes is not None else synthetic.DEFAULT_NUM_CLASSES,
+        "num_train": args.num_train if args.num_train is not None else synthetic.DEFAULT_NUM_TRAIN,
+        "num_eval": args.num_eval if args.num_eval is not None else synthetic.DEFAULT_NUM_EVAL,
+        "clip_seconds": args.clip_seconds if args.clip_seconds is not None else synthetic.DEFAULT_CLIP_SECONDS,
+    }
+    try:
+        dataset = synthetic.generate_synthetic_audioset(args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet, **options)
+    except (ValueError, FileExistsError) as error:
+        print(f"panns-prepare synthetic: error: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {dataset.num_files} clips ({options['num_classes']} classes, {options['clip_seconds']} s) to {dataset.root}")
+    for split, counts in dataset.class_counts.items():
+        print(f"  {split}: {dataset.segments[split].name}  positives per class min {min(counts)} / max {max(counts)}")
+    print("convert with, e.g.:")
+    for split, path in dataset.segments.items():
+        print(
+            f"  panns-prepare audioset --segments {path} --audio-dir {dataset.audio_dir} "
+            f"--labels {dataset.labels_csv} --sample-rate 16000 --clip-seconds {options['clip_seconds']} --out SHARDS/{split}"
+        )
+    return EXIT_OK
+
+
+def run_audioset(args: argparse.Namespace) -> int:
+    from panns_lightning.datasets.audioset import read_audioset, split_name
+    from panns_lightning.labels import LabelFileError, read_label_csv
+    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError, write_shards
+
+    usage_problems = [f"{flag} {path} not found" for flag, path in (("--segments", args.segments), ("--labels", args.labels)) if not path.is_file()]
+    if not args.audio_dir.is_dir():
+        usage_problems.append(f"--audio-dir {args.audio_dir} is not a directory")
+    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
+        usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    if usage_problems:
+        return _usage_error("audioset", "; ".join(usage_problems))
+    try:
+        labels = read_label_csv(args.labels)
+        result = read_audioset(args.segments, args.audio_dir, labels, audio_patterns=args.audio_pattern)
+    except (LabelFileError, ValueError, UnicodeDecodeError) as error:
+        return _usage_error("audioset", str(error))
+    for warning in result.warnings[:10]:
+        print(f"warning: {warning}", file=sys.stderr)
+    if len(result.warnings) > 10:
+        print(f"warning: ... and {len(result.warnings) - 10} more rows with dropped labels", file=sys.stderr)
+    split = args.split or split_name(args.segments)
+    print(f"{args.segments.name}: {len(result.records)} clips found, {len(result.skipped)} skipped before decoding")
+    try:
+        manifest = write_shards(
+            result.records,
+            args.out,
+            sample_rate=args.sample_rate,
+            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+            labels=labels.to_manifest(),
+            dataset="audioset",
+            split=split,
+            storage=args.storage,
+            clips_per_shard=args.clips_per_shard,
+            min_shards=args.min_shards,
+            num_workers=args.workers,
+            multilabel=True,
+            seed=args.seed,
+            skipped=result.skipped,
+            extra_manifest={"warnings": result.warnings} if result.warnings else None,
+            created_by=args.command_line,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except OutputNotEmptyError as error:
+        return _usage_error("audioset", str(error))
+    except NoUsableClipsError as error:
+        print(f"panns-prepare audioset: nothing usable: {error}", file=sys.stderr)
+        _print_skips(error.skipped, stream=sys.stderr)
+        return EXIT_NOTHING_USABLE
+    print(
+        f"wrote {manifest.num_clips} clips in {len(manifest.shards)} shards to {args.out} "
+        f"({manifest.storage}, {manifest.sample_rate} Hz, {manifest.clip_samples} samples per clip)"
+    )
+    _print_skips(manifest.skipped, stream=sys.stdout)
+    return EXIT_OK
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    try:
+        from panns_lightning.data.inspect import run_inspect as inspect_shards
+    except ImportError as error:
+        return _usage_error("inspect", f"the inspector is not available ({error})")
+    outcome = inspect_shards(args.shard_dir, balanced=args.balanced, draws=args.draws, seed=args.seed, batch_size=args.batch_size)
+    return outcome if isinstance(outcome, int) else EXIT_OK
+
+
+def _print_skips(skipped: Sequence, *, stream) -> None:
+    if not skipped:
+        print("skipped 0 clips", file=stream)
+        return
+    reasons = Counter(entry.reason for entry in skipped)
+    example = {}
+    for entry in skipped:
+        example.setdefault(entry.reason, entry)
+    print(f"skipped {len(skipped)} clips:", file=stream)
+    for reason, count in reasons.most_common(10):
+        first = example[reason]
+        print(f"  {count:>7}  {reason}  (e.g. {first.key} from {first.source})", file=stream)
+    if len(reasons) > 10:
+        print(f"  ... {len(reasons) - 10} more distinct reasons; the manifest lists every clip", file=stream)
+
+
+def _usage_error(command: str, message: str) -> int:
+    print(f"panns-prepare {command}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,526 @@
+"""One shard writer for every dataset, and the manifest reader.
+
+Layout and member formats are fixed in ``docs/architecture.md`` (format_version 1). The writer
+is stratified (each class spread evenly over shards, so a streamed prefix of any shard already
+sees rare classes), atomic (``NAME.tar.tmp`` → rename, manifest last) and parallel (a process
+pool decodes and encodes; the main process only writes tar members in a fixed order, so output
+is reproducible for a given seed).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import sys
+import tarfile
+from collections import Counter, deque
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Mapping, Sequence
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from panns_lightning import audio
+from panns_lightning.datasets.records import ClipRecord, SkippedClip
+
+FORMAT_VERSION = 1
+MANIFEST_NAME = "manifest.json"
+STORAGES = ("int16", "flac")
+AUDIO_MEMBER_EXTENSION = {"int16": "npy", "flac": "flac"}
+SHARD_NAME_FORMAT = "shard-{:06d}.tar"
+_CHUNK_SIZE = 8  # clips per pool task: amortises inter-process overhead, keeps the order window small
+
+
+class ManifestError(ValueError):
+    """A manifest.json that is missing, unreadable or inconsistent."""
+
+
+class OutputNotEmptyError(FileExistsError):
+    """The output directory already holds files and ``overwrite`` was not requested."""
+
+
+class NoUsableClipsError(RuntimeError):
+    """Every clip failed or was skipped: there is nothing to write."""
+
+    def __init__(self, message: str, skipped: Sequence[SkippedClip]) -> None:
+        super().__init__(message)
+        self.skipped = list(skipped)
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str
+    num_clips: int
+    class_counts: list[int]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "num_clips": self.num_clips, "class_counts": list(self.class_counts)}
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """``manifest.json`` as a dataclass; ``root`` is the directory it was read from or written to."""
+
+    dataset: str
+    split: str
+    sample_rate: int
+    clip_samples: int
+    storage: str
+    multilabel: bool
+    labels: list[dict[str, Any]]
+    num_clips: int
+    class_counts: list[int]
+    shards: list[ShardInfo]
+    skipped: list[SkippedClip]
+    num_skipped: int
+    created_by: str
+    created_at: str
+    format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
+    root: Path | None = field(default=None, compare=False)
+
+    @property
+    def label_names(self) -> list[str]:
+        return [entry["name"] for entry in self.labels]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.labels)
+
+    @property
+    def audio_extension(self) -> str:
+        """The tar member extension holding audio: ``npy`` (int16) or ``flac``."""
+        return AUDIO_MEMBER_EXTENSION[self.storage]
+
+    def shard_paths(self) -> list[Path]:
+        """Absolute shard paths (requires ``root``)."""
+        if self.root is None:
+            raise ManifestError("manifest has no root directory; read it with read_manifest()")
+        return [self.root / shard.name for shard in self.shards]
+
+    def to_json(self) -> dict[str, Any]:
+        core = {
+            "format_version": self.format_version,
+            "dataset": self.dataset,
+            "split": self.split,
+            "sample_rate": self.sample_rate,
+            "clip_samples": self.clip_samples,
+            "storage": self.storage,
+            "multilabel": self.multilabel,
+            "labels": self.labels,
+            "num_clips": self.num_clips,
+            "class_counts": self.class_counts,
+            "shards": [shard.to_json() for shard in self.shards],
+            "skipped": [entry.to_json() for entry in self.skipped],
+            "num_skipped": self.num_skipped,
+            "created_by": self.created_by,
+            "created_at": self.created_at,
+        }
+        return {**core, **self.extra}
+
+
+def write_shards(
+    records: Iterable[ClipRecord],
+    out_dir: str | os.PathLike,
+    *,
+    sample_rate: int,
+    clip_samples: int,
+    labels: Sequence[Mapping[str, Any]],
+    dataset: str,
+    split: str,
+    storage: str = "int16",
+    clips_per_shard: int = 1000,
+    min_shards: int = 1,
+    num_workers: int | None = None,
+    multilabel: bool = True,
+    seed: int = 0,
+    skipped: Iterable[SkippedClip] = (),
+    extra_manifest: Mapping[str, Any] | None = None,
+    created_by: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> Manifest:
+    """Decode ``records`` and write a stratified shard set plus ``manifest.json`` into ``out_dir``.
+
+    ``labels`` is the manifest's label list (``[{"index", "mid", "name"}]``); ``skipped`` carries
+    the reader's own skips into the manifest. ``num_shards = max(ceil(n / clips_per_shard),
+    min(min_shards, n))``. ``num_workers=0`` decodes in this process; ``None`` uses every core.
+    Clips that fail to decode are skipped and reported. Raises :class:`NoUsableClipsError`
+    (and leaves no manifest) if not a single clip could be written.
+    """
+    if storage not in STORAGES:
+        raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
+    if sample_rate <= 0 or clip_samples <= 0 or clips_per_shard <= 0:
+        raise ValueError(f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}")
+    if extra_manifest and set(extra_manifest) & _CORE_KEYS:
+        raise ValueError(f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & _CORE_KEYS)}")
+    labels = _checked_labels(labels)
+    num_classes = len(labels)
+    skipped_clips = list(skipped)
+    records = _unique_records(records, num_classes, multilabel, skipped_clips)
+    if not records:
+        raise NoUsableClipsError(f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips)
+
+    out_dir = Path(out_dir)
+    _prepare_output_dir(out_dir, overwrite)
+    num_shards = max(math.ceil(len(records) / clips_per_shard), min(max(min_shards, 1), len(records)))
+    plan = plan_shards([r.labels for r in records], num_shards, seed=seed)
+    workers = (os.cpu_count() or 1) if num_workers is None else num_workers
+
+    tasks = [(position, str(records[position].audio_path), sample_rate, clip_samples, storage) for shard in plan for position in shard]
+    shard_infos: list[ShardInfo] = []
+    bar = tqdm(total=len(tasks), unit="clip", desc=f"{dataset}/{split}", disable=not progress, dynamic_ncols=True)
+    try:
+        results = _convert_all(tasks, workers)
+        for shard_positions in plan:
+            info = _write_one_shard(out_dir, len(shard_infos), shard_positions, results, records, num_classes, skipped_clips, storage, bar)
+            if info is not None:
+                shard_infos.append(info)
+    finally:
+        bar.close()
+
+    num_clips = sum(info.num_clips for info in shard_infos)
+    if num_clips == 0:
+        for info in shard_infos:
+            (out_dir / info.name).unlink(missing_ok=True)
+        raise NoUsableClipsError(f"none of {len(records)} clips of {dataset}/{split} could be decoded", skipped_clips)
+
+    extra = dict(extra_manifest or {})
+    manifest = Manifest(
+        dataset=dataset,
+        split=split,
+        sample_rate=sample_rate,
+        clip_samples=clip_samples,
+        storage=storage,
+        multilabel=multilabel,
+        labels=labels,
+        num_clips=num_clips,
+        class_counts=[sum(info.class_counts[c] for info in shard_infos) for c in range(num_classes)],
+        shards=shard_infos,
+        skipped=skipped_clips,
+        num_skipped=len(skipped_clips),
+        created_by=created_by if created_by is not None else " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        created_at=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        extra=extra,
+        root=out_dir,
+    )
+    _write_atomically(out_dir / MANIFEST_NAME, (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
+    return manifest
+
+
+def plan_shards(label_lists: Sequence[Sequence[int]], num_shards: int, *, seed: int = 0) -> list[list[int]]:
+    """Assign clip positions to shards so every class is spread evenly (a greedy stratification).
+
+    Clips are placed rarest label first (random order within a class); each goes to the open
+    shard where its labels are least represented, each class weighted by ``1 / its clip count``
+    so rare classes dominate the choice, ties broken round-robin. A class with ``n`` clips then
+    lands about ``n / S`` times in each of the ``S`` shards, co-occurring head classes included.
+    Each shard is shuffled afterwards so streaming it does not see rare classes first.
+    """
+    rng = np.random.default_rng(seed)
+    totals = Counter(c for labels in label_lists for c in set(labels))
+    dense = {c: i for i, c in enumerate(sorted(totals))}
+    weight = np.array([1.0 / totals[c] for c in sorted(totals)])
+    tiebreak = rng.permutation(len(label_lists))
+
+    def rarity(position: int) -> tuple[float, int, int]:
+        labels = label_lists[position]
+        if not labels:
+            return (math.inf, -1, int(tiebreak[position]))
+        rarest = min(labels, key=lambda c: (totals[c], c))
+        return (totals[rarest], rarest, int(tiebreak[position]))
+
+    capacity = math.ceil(len(label_lists) / num_shards)
+    counts = np.zeros((num_shards, len(dense)))
+    sizes = np.zeros(num_shards, dtype=np.int64)
+    shards: list[list[int]] = [[] for _ in range(num_shards)]
+    next_shard = 0
+    for position in sorted(range(len(label_lists)), key=rarity):
+        columns = sorted({dense[c] for c in label_lists[position]})
+        score = counts[:, columns] @ weight[columns] if columns else np.zeros(num_shards)
+        score = np.where(sizes < capacity, score, np.inf)
+        best = np.flatnonzero(score <= score.min() + 1e-12)
+        best = best[sizes[best] == sizes[best].min()]
+        chosen = int(best[np.argmin((best - next_shard) % num_shards)])
+        next_shard = (chosen + 1) % num_shards
+        shards[chosen].append(position)
+        sizes[chosen] += 1
+        counts[chosen, columns] += 1
+    for shard in shards:
+        rng.shuffle(shard)
+    return [list(map(int, shard)) for shard in shards]
+
+
+def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -> Manifest:
+    """Load and validate ``manifest.json`` (a shard directory or the file itself)."""
+    path = Path(dir_or_path)
+    if path.is_dir():
+        path = path / MANIFEST_NAME
+    if not path.is_file():
+        raise ManifestError(f"{path}: not found (a shard directory without a manifest is an incomplete conversion)")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{path}: cannot read JSON ({error})") from error
+    manifest = _manifest_from_json(data, path)
+    if check_files:
+        missing = [p.name for p in manifest.shard_paths() if not p.is_file()]
+        if missing:
+            raise ManifestError(f"{path}: {len(missing)} listed shard(s) missing from {path.parent}: {', '.join(missing[:5])}")
+    return manifest
+
+
+def shard_key(key: str) -> str:
+    """Tar member stem for a clip key: webdataset splits key/extension at the first ``.``."""
+    return key.replace(".", "_").replace("/", "_").replace("\\", "_")
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+_CORE_KEYS = frozenset(
+    "format_version dataset split sample_rate clip_samples storage multilabel labels num_clips "
+    "class_counts shards skipped num_skipped created_by created_at".split()
+)
+
+
+def _checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    checked = []
+    for position, entry in enumerate(labels):
+        if entry.get("index") != position or "mid" not in entry or "name" not in entry:
+            raise ValueError(f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {dict(entry)!r}")
+        checked.append({"index": position, "mid": str(entry["mid"]), "name": str(entry["name"])})
+    if not checked:
+        raise ValueError("labels is empty: a shard set needs at least one class")
+    return checked
+
+
+def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]) -> list[ClipRecord]:
+    """Check label indices (a reader bug: raise) and drop keys that collide after sanitising (report)."""
+    kept: list[ClipRecord] = []
+    seen: dict[str, str] = {}
+    for record in records:
+        bad = [c for c in record.labels if not (isinstance(c, (int, np.integer)) and 0 <= c < num_classes)]
+        if bad:
+            raise ValueError(f"record {record.key!r}: label indices {bad} outside 0..{num_classes - 1}")
+        if not multilabel and len(record.labels) != 1:
+            raise ValueError(f"record {record.key!r}: single-label dataset needs exactly one label, found {list(record.labels)}")
+        member = shard_key(record.key)
+        if not member:
+            raise ValueError(f"record with source {record.source_text!r} has an empty key")
+        if member in seen:
+            skipped.append(SkippedClip(record.key, record.source_text, f"duplicate key (as tar member {member!r}), first from {seen[member]}"))
+            continue
+        seen[member] = record.source_text
+        kept.append(record)
+    return kept
+
+
+def _prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputNotEmptyError(f"{out_dir} exists and is not a directory")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    entries = sorted(p.name for p in out_dir.iterdir())
+    if not entries:
+        return
+    if not overwrite:
+        raise OutputNotEmptyError(
+            f"{out_dir} is not empty ({len(entries)} entries, e.g. {', '.join(entries[:3])}); "
+            "pass --overwrite (overwrite=True) to replace its shards"
+        )
+    # Manifest first: from here on the directory reads as an incomplete conversion.
+    (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
+    for path in out_dir.iterdir():
+        if path.is_file() and (path.name.startswith("shard-") or path.name.endswith(".tmp")):
+            path.unlink()
+
+
+def _write_one_shard(
+    out_dir: Path,
+    shard_index: int,
+    positions: Sequence[int],
+    results: Iterator[tuple[int, bytes | None, str | None]],
+    records: Sequence[ClipRecord],
+    num_classes: int,
+    skipped: list[SkippedClip],
+    storage: str,
+    bar: tqdm,
+) -> ShardInfo | None:
+    """Write one shard from the ordered result stream; ``None`` if every clip in it failed."""
+    name = SHARD_NAME_FORMAT.format(shard_index)
+    final_path = out_dir / name
+    temp_path = out_dir / (name + ".tmp")
+    extension = AUDIO_MEMBER_EXTENSION[storage]
+    class_counts = [0] * num_classes
+    written = 0
+    try:
+        with temp_path.open("wb") as handle:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+                for expected in positions:
+                    position, payload, error = next(results)
+                    assert position == expected, "result stream out of order"
+                    record = records[position]
+                    bar.update(1)
+                    if payload is None:
+                        skipped.append(SkippedClip(record.key, record.source_text, error or "unknown error"))
+                        bar.set_postfix(skipped=len(skipped), refresh=False)
+                        continue
+                    member = shard_key(record.key)
+                    info = {"labels": [int(c) for c in record.labels], "source": record.source_text, **record.meta}
+                    _add_member(tar, f"{member}.{extension}", payload)
+                    _add_member(tar, f"{member}.json", json.dumps(info, sort_keys=False).encode())
+                    for c in set(record.labels):
+                        class_counts[c] += 1
+                    written += 1
+            handle.flush()
+            os.fsync(handle.fileno())
+        if written == 0:
+            temp_path.unlink()
+            return None
+        os.replace(temp_path, final_path)
+    except BaseException:
+        temp_path.unlink(missing_ok=True)
+        raise
+    return ShardInfo(name, written, class_counts)
+
+
+def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    # Fixed metadata (mtime 0, no owner) keeps shards byte-identical across runs with one seed.
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    info.mode = 0o444
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def _convert_all(tasks: Sequence[tuple], workers: int) -> Iterator[tuple[int, bytes | None, str | None]]:
+    """Results in task order; a bounded window of chunks in flight keeps memory flat."""
+    if workers <= 0:
+        for task in tasks:
+            yield convert_clip(task)
+        return
+    chunks = [tasks[i : i + _CHUNK_SIZE] for i in range(0, len(tasks), _CHUNK_SIZE)]
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+    pending: deque[Future] = deque()
+    try:
+        for chunk in chunks:
+            pending.append(pool.submit(_convert_chunk, chunk))
+            if len(pending) >= 4 * workers:
+                yield from pending.popleft().result()
+        while pending:
+            yield from pending.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def convert_clip(task: tuple[int, str, int, int, str]) -> tuple[int, bytes | None, str | None]:
+    """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
+    position, path, sample_rate, clip_samples, storage = task
+    try:
+        waveform = audio.load_audio(path, sample_rate, clip_samples)
+    except audio.AudioDecodeError as error:
+        return position, None, error.reason
+    except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
+        return position, None, f"{type(error).__name__}: {error}"
+    if storage == "flac":
+        return position, audio.encode_flac(waveform, sample_rate), None
+    return position, audio.encode_npy(waveform), None
+
+
+def _convert_chunk(chunk: Sequence[tuple]) -> list[tuple[int, bytes | None, str | None]]:
+    return [convert_clip(task) for task in chunk]
+
+
+def _init_worker() -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one process per core already; avoid oversubscription
+
+
+def _write_atomically(path: Path, payload: bytes) -> None:
+    temp = path.with_name(path.name + ".tmp")
+    try:
+        with temp.open("wb") as handle:
+            handle.write(payload)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def _manifest_from_json(data: Any, path: Path) -> Manifest:
+    def fail(message: str) -> ManifestError:
+        return ManifestError(f"{path}: {message}")
+
+    if not isinstance(data, dict):
+        raise fail(f"expected a JSON object, found {type(data).__name__}")
+    missing = sorted(_CORE_KEYS - set(data))
+    if missing:
+        raise fail(f"missing keys: {', '.join(missing)}")
+    if data["format_version"] != FORMAT_VERSION:
+        raise fail(f"format_version {data['format_version']!r} is not supported (expected {FORMAT_VERSION})")
+    for key, kind in (("sample_rate", int), ("clip_samples", int), ("num_clips", int), ("num_skipped", int)):
+        if not isinstance(data[key], kind) or isinstance(data[key], bool) or data[key] < 0:
+            raise fail(f"{key!r} must be a non-negative integer, found {data[key]!r}")
+    if data["sample_rate"] == 0 or data["clip_samples"] == 0:
+        raise fail("sample_rate and clip_samples must be positive")
+    if data["storage"] not in STORAGES:
+        raise fail(f"storage must be one of {STORAGES}, found {data['storage']!r}")
+    if not isinstance(data["multilabel"], bool):
+        raise fail(f"'multilabel' must be true or false, found {data['multilabel']!r}")
+    try:
+        labels = _checked_labels(data["labels"])
+    except (ValueError, AttributeError, TypeError) as error:
+        raise fail(f"bad 'labels': {error}") from error
+    num_classes = len(labels)
+
+    def counts(value: Any, where: str) -> list[int]:
+        if not isinstance(value, list) or len(value) != num_classes or not all(isinstance(v, int) and v >= 0 for v in value):
+            raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {str(value)[:80]}")
+        return value
+
+    class_counts = counts(data["class_counts"], "class_counts")
+    shards = []
+    if not isinstance(data["shards"], list) or not data["shards"]:
+        raise fail("'shards' must be a non-empty list")
+    for i, entry in enumerate(data["shards"]):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("num_clips"), int):
+            raise fail(f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}")
+        shards.append(ShardInfo(entry["name"], entry["num_clips"], counts(entry.get("class_counts"), f"shards[{i}].class_counts")))
+    if sum(s.num_clips for s in shards) != data["num_clips"]:
+        raise fail(f"num_clips is {data['num_clips']} but the shards hold {sum(s.num_clips for s in shards)}")
+    summed = [sum(s.class_counts[c] for s in shards) for c in range(num_classes)]
+    if summed != class_counts:
+        raise fail("class_counts differ from the sum of the shards' class_counts")
+    skipped = []
+    for i, entry in enumerate(data["skipped"] if isinstance(data["skipped"], list) else [None]):
+        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("key", "source", "reason")):
+            raise fail(f"skipped[{i}] must have string 'key', 'source' and 'reason', found {str(entry)[:80]}")
+        skipped.append(SkippedClip(entry["key"], entry["source"], entry["reason"]))
+    if data["num_skipped"] != len(skipped):
+        raise fail(f"num_skipped is {data['num_skipped']} but 'skipped' lists {len(skipped)}")
+    return Manifest(
+        dataset=str(data["dataset"]),
+        split=str(data["split"]),
+        sample_rate=data["sample_rate"],
+        clip_samples=data["clip_samples"],
+        storage=data["storage"],
+        multilabel=data["multilabel"],
+        labels=labels,
+        num_clips=data["num_clips"],
+        class_counts=class_counts,
+        shards=shards,
+        skipped=skipped,
+        num_skipped=data["num_skipped"],
+        created_by=str(data["created_by"]),
+        created_at=str(data["created_at"]),
+        format_version=data["format_version"],
+        extra={k: v for k, v in data.items() if k not in _CORE_KEYS},
+        root=path.parent,
+    )
