@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from panns_lightning.training.metrics import TaggingMetrics, d_prime, format_scores_table, score_tagging
-from panns_lightning.training.mixup import mix_pairs, sample_mixup_lambda
+from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 
 
 def test_perfect_predictions_score_one():
@@ -65,13 +65,13 @@ def test_mixup_lambda_pairs_sum_to_one():
         sample_mixup_lambda(7, alpha=1.0)
 
 
-def test_mix_pairs_arithmetic():
+def test_do_mixup_arithmetic():
     x = torch.arange(12, dtype=torch.float32).reshape(4, 3)
     lam = torch.tensor([0.25, 0.75, 1.0, 0.0])
-    mixed = mix_pairs(x, lam)
+    mixed = do_mixup(x, lam)
     assert mixed.shape == (2, 3)
     assert torch.allclose(mixed[0], 0.25 * x[0] + 0.75 * x[1])
     assert torch.allclose(mixed[1], x[2])
     # Targets mixed with the same lambdas stay valid soft labels.
     targets = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [0.0, 0.0]])
-    assert torch.allclose(mix_pairs(targets, lam), torch.tensor([[0.25, 0.75], [1.0, 1.0]]))
+    assert torch.allclose(do_mixup(targets, lam), torch.tensor([[0.25, 0.75], [1.0, 1.0]]))

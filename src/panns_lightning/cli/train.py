@@ -44,11 +44,11 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
             "whose front end matches"
         )
     spec = cfg.augment.specaugment
-    model_config["specaugment"] = bool(spec.enabled)
+    # SpecAugment lives in the model's front end (train mode only); "off" is zero stripes.
     model_config["time_drop_width"] = int(spec.time_drop_width)
-    model_config["time_stripes_num"] = int(spec.time_stripes_num)
+    model_config["time_stripes_num"] = int(spec.time_stripes_num) if spec.enabled else 0
     model_config["freq_drop_width"] = int(spec.freq_drop_width)
-    model_config["freq_stripes_num"] = int(spec.freq_stripes_num)
+    model_config["freq_stripes_num"] = int(spec.freq_stripes_num) if spec.enabled else 0
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(optim, dict)
     return TaggingModule(

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import torch
 
+from panns_lightning.models.mixup import do_mixup
+
+__all__ = ["sample_mixup_lambda", "do_mixup"]
+
 
 def sample_mixup_lambda(batch_size: int, alpha: float) -> torch.Tensor:
     """Draw one λ ~ Beta(α, α) per pair (torch's global RNG, seeded by the run's seed) as [λ, 1-λ, ...]."""
@@ -19,10 +23,3 @@ def sample_mixup_lambda(batch_size: int, alpha: float) -> torch.Tensor:
         raise ValueError(f"mixup alpha must be > 0, got {alpha}")
     lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((batch_size // 2,))
     return torch.stack([lam, 1.0 - lam], dim=1).reshape(-1)
-
-
-def mix_pairs(x: torch.Tensor, mixup_lambda: torch.Tensor) -> torch.Tensor:
-    """Mix consecutive rows: the same arithmetic the model applies to its log-mel features."""
-    shape = (-1,) + (1,) * (x.dim() - 1)
-    weighted = x * mixup_lambda.to(x.dtype).reshape(shape)
-    return weighted[0::2] + weighted[1::2]

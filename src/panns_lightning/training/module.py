@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from panns_lightning.models import build_model
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
-from panns_lightning.training.mixup import mix_pairs, sample_mixup_lambda
+from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 
 _PROB_EPS = 1e-7
 
@@ -80,7 +80,7 @@ class TaggingModule(L.LightningModule):
             if waveform.shape[0] % 2:  # pairs only: drop the odd clip out
                 waveform, target = waveform[:-1], target[:-1]
             mixup_lambda = sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha).to(waveform.device)
-            target = mix_pairs(target, mixup_lambda)
+            target = do_mixup(target, mixup_lambda)
         output = self.model(waveform, mixup_lambda)
         loss = self.loss(output["clipwise_output"], target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=target.shape[0])
