@@ -29,9 +29,11 @@ class DataConfig:
     steps_per_epoch: int = 1000
     repeat_scale: float = 1.0
     shuffle_buffer: int = 2000
+    repeat_spread: Optional[int] = None
     train_crop_seconds: Optional[float] = None
     fail_fast: bool = False
     pin_memory: bool = False
+    seed: int = 1234
 
 
 @dataclass

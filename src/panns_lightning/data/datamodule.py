@@ -1,0 +1,302 @@
+"""AudioShardDataModule: streamed tar shard sets → train / val / test DataLoaders (plain arguments, no Hydra).
+
+Train is an endless, optionally class-balanced stream cut into ``steps_per_epoch`` batches per rank;
+val/test read every clip exactly once across ranks × workers (see ``sampling.py`` for guarantees).
+
+Epochs: Lightning never calls ``set_epoch`` on an IterableDataset, so add
+:class:`StreamEpochCallback` to the Trainer. The epoch is a shared value read by each worker when its
+iterator starts, so it works with re-created workers (``persistent_workers=False``, our default) and
+with persistent ones. ``train_dataloader()`` also sets it from the attached trainer, because Lightning
+creates the first epoch's iterator of a run (also after resuming) before ``on_train_epoch_start``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader
+
+from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream
+from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, read_shard_manifest, shard_urls
+
+log = logging.getLogger(__name__)
+
+Urls = str | Sequence[str] | None
+SPLITS = ("train", "val", "test")
+
+
+class AudioShardDataModule(pl.LightningDataModule):
+    """Streams shard sets written by ``panns-prepare`` (docs/architecture.md) as batch dicts.
+
+    ``*_dir`` is a shard-set directory holding ``manifest.json``; ``*_urls`` optionally says where
+    to read that set's shards from instead (brace patterns, ``pipe:`` commands, http URLs) while the
+    manifest still comes from the directory. Batches: ``{"waveform": float32[B, T],
+    "target": float32[B, C], "key": list[str]}``; train T is ``train_crop_samples`` when set.
+    """
+
+    def __init__(
+        self,
+        train_dir: str | None = None,
+        val_dir: str | None = None,
+        test_dir: str | None = None,
+        *,
+        train_urls: Urls = None,
+        val_urls: Urls = None,
+        test_urls: Urls = None,
+        batch_size: int = 32,
+        num_workers: int = 2,
+        balanced: bool = True,
+        steps_per_epoch: int = 1000,
+        repeat_scale: float = 1.0,
+        shuffle_buffer: int = 2000,
+        repeat_spread: int | None = None,
+        train_crop_samples: int | None = None,
+        seed: int = 1234,
+        fail_fast: bool = False,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
+        self.urls = {"train": train_urls, "val": val_urls, "test": test_urls}
+        if all(directory is None for directory in self.dirs.values()):
+            raise ValueError("AudioShardDataModule needs at least one of train_dir, val_dir, test_dir")
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.balanced = balanced
+        self.steps_per_epoch = steps_per_epoch
+        self.repeat_scale = repeat_scale
+        self.shuffle_buffer = shuffle_buffer
+        self.repeat_spread = repeat_spread
+        self.train_crop_samples = train_crop_samples
+        self.seed = seed
+        self.fail_fast = fail_fast
+        self.pin_memory = pin_memory
+        self._epoch = SharedCount(0)
+        self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
+        self._manifests: dict[str, dict[str, Any]] | None = None
+        self._rank_and_world: tuple[int, int] | None = None
+
+    # ----------------------------------------------------------------- what the data is
+
+    @property
+    def num_classes(self) -> int:
+        return len(self._reference_manifest()["labels"])
+
+    @property
+    def labels(self) -> list[dict[str, Any]]:
+        """The manifest's label list: ``[{"index", "mid", "name"}, ...]``."""
+        return list(self._reference_manifest()["labels"])
+
+    @property
+    def label_names(self) -> list[str]:
+        return [str(label.get("name", label.get("mid", label["index"]))) for label in self.labels]
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self._reference_manifest()["sample_rate"])
+
+    @property
+    def clip_samples(self) -> int:
+        """Stored clip length of the reference set (train if given); train batches may be cropped shorter."""
+        return int(self._reference_manifest()["clip_samples"])
+
+    @property
+    def multilabel(self) -> bool:
+        return bool(self._reference_manifest()["multilabel"])
+
+    def manifest(self, split: str) -> dict[str, Any]:
+        """The manifest of ``split`` ("train", "val" or "test"); ``KeyError`` if that split has no directory."""
+        manifests = self._read_manifests()
+        if split not in manifests:
+            raise KeyError(f"no {split}_dir was given to AudioShardDataModule")
+        return manifests[split]
+
+    # ----------------------------------------------------------------- Lightning hooks
+
+    def setup(self, stage: str | None = None) -> None:
+        """Read and cross-check manifests; take rank/world from the trainer (or torch.distributed)."""
+        self._read_manifests()
+        self._rank_and_world = self._detect_rank_and_world()
+
+    def set_rank(self, rank: int, world_size: int) -> None:
+        """Use this rank/world instead of detecting them (tools, tests, custom launchers)."""
+        if not 0 <= rank < world_size:
+            raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+        self._rank_and_world = (rank, world_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch's shard permutation and seeds; called by :class:`StreamEpochCallback`."""
+        self._epoch.value = epoch
+
+    def error_counts(self) -> dict[str, dict[str, int]]:
+        """Skipped clips and broken shards so far per split, summed over this process's workers."""
+        return {split: errors.counts() for split, errors in self._errors.items()}
+
+    def train_dataloader(self) -> DataLoader:
+        trainer = self._trainer_or_none()
+        if trainer is not None:
+            self.set_epoch(trainer.current_epoch)
+        rank, world_size = self._rank_world()
+        dataset = TrainClipStream(
+            self._stream_spec("train"),
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size,
+            steps_per_epoch=self.steps_per_epoch,
+            balanced=self.balanced,
+            repeat_scale=self.repeat_scale,
+            shuffle_buffer=self.shuffle_buffer,
+            repeat_spread=self.repeat_spread,
+            crop_samples=self.train_crop_samples,
+            seed=self.seed,
+            epoch=self._epoch,
+            errors=self._errors["train"],
+        )
+        return self._loader(dataset)
+
+    def val_dataloader(self) -> DataLoader | list:
+        """The val loader; ``[]`` (Lightning's "no loader") when no ``val_dir`` was given."""
+        return self._eval_loader("val") if self.dirs["val"] is not None else []
+
+    def test_dataloader(self) -> DataLoader | list:
+        """The test loader; ``[]`` when no ``test_dir`` was given."""
+        return self._eval_loader("test") if self.dirs["test"] is not None else []
+
+    # ----------------------------------------------------------------- helpers
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        rank, world_size = self._rank_world()
+        dataset = EvalClipStream(
+            self._stream_spec(split),
+            rank=rank,
+            world_size=world_size,
+            batch_size=self.batch_size,
+            errors=self._errors[split],
+        )
+        return self._loader(dataset)
+
+    def _loader(self, dataset: TrainClipStream | EvalClipStream) -> DataLoader:
+        # Datasets yield whole batches: batch_size=None turns off DataLoader batching.
+        return DataLoader(
+            dataset,
+            batch_size=None,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=False,
+        )
+
+    def _stream_spec(self, split: str) -> StreamSpec:
+        manifest = self.manifest(split)
+        directory = self.dirs[split]
+        assert directory is not None  # manifest() raised otherwise
+        return StreamSpec(
+            urls=tuple(shard_urls(directory, manifest, self.urls[split])),
+            storage=manifest["storage"],
+            sample_rate=int(manifest["sample_rate"]),
+            clip_samples=int(manifest["clip_samples"]),
+            num_classes=len(manifest["labels"]),
+            class_counts=tuple(int(count) for count in manifest["class_counts"]),
+            num_clips=int(manifest["num_clips"]),
+        )
+
+    def _read_manifests(self) -> dict[str, dict[str, Any]]:
+        if self._manifests is None:
+            manifests = {
+                split: read_shard_manifest(directory)
+                for split, directory in self.dirs.items()
+                if directory is not None
+            }
+            _check_compatible(manifests, self.dirs)
+            self._manifests = manifests
+        return self._manifests
+
+    def _reference_manifest(self) -> dict[str, Any]:
+        return next(iter(self._read_manifests().values()))
+
+    def _rank_world(self) -> tuple[int, int]:
+        if self._rank_and_world is None:
+            self._rank_and_world = self._detect_rank_and_world()
+        return self._rank_and_world
+
+    def _detect_rank_and_world(self) -> tuple[int, int]:
+        if self._rank_and_world is not None:
+            return self._rank_and_world
+        trainer = self._trainer_or_none()
+        if trainer is not None:
+            return int(trainer.global_rank), int(trainer.world_size)
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            return torch.distributed.get_rank(), torch.distributed.get_world_size()
+        return 0, 1
+
+    def _trainer_or_none(self) -> pl.Trainer | None:
+        return getattr(self, "trainer", None)
+
+
+class StreamEpochCallback(pl.Callback):
+    """Tells the streamed train set which epoch it is (Lightning does not, for IterableDatasets).
+
+    Also logs the datamodule's skipped-sample counters at the end of each train epoch.
+    """
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        target = _epoch_target(trainer)
+        if target is not None:
+            target.set_epoch(trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        datamodule = trainer.datamodule
+        if isinstance(datamodule, AudioShardDataModule):
+            counts = datamodule.error_counts()
+            if any(value for split in counts.values() for value in split.values()):
+                log.warning("rank %d: skipped data so far: %s", trainer.global_rank, counts)
+
+
+def _epoch_target(trainer: pl.Trainer) -> Any:
+    """The object whose ``set_epoch`` steers the train stream: the datamodule, else the dataset."""
+    datamodule = trainer.datamodule
+    if datamodule is not None and callable(getattr(datamodule, "set_epoch", None)):
+        return datamodule
+    loader = trainer.train_dataloader
+    dataset = getattr(loader, "dataset", None)
+    if dataset is not None and callable(getattr(dataset, "set_epoch", None)):
+        return dataset
+    return None
+
+
+def _check_compatible(manifests: dict[str, dict[str, Any]], dirs: dict[str, str | None]) -> None:
+    """Train/val/test must share the label set and sample rate, or metrics and models silently break."""
+    items = list(manifests.items())
+    if not items:
+        return
+    first_split, first = items[0]
+    first_path = Path(str(dirs[first_split])) / "manifest.json"
+    for split, manifest in items[1:]:
+        path = Path(str(dirs[split])) / "manifest.json"
+        if _label_identity(manifest) != _label_identity(first):
+            raise ShardSetError(
+                f"label sets differ: {first_path} has {len(first['labels'])} labels, {path} has "
+                f"{len(manifest['labels'])}; first difference: {_first_label_difference(first, manifest)}"
+            )
+        if manifest["sample_rate"] != first["sample_rate"]:
+            raise ShardSetError(
+                f"sample rates differ: {first_path} has {first['sample_rate']} Hz, "
+                f"{path} has {manifest['sample_rate']} Hz"
+            )
+
+
+def _label_identity(manifest: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
+    return [(label.get("index"), label.get("mid"), label.get("name")) for label in manifest["labels"]]
+
+
+def _first_label_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+    left, right = _label_identity(a), _label_identity(b)
+    for position, (x, y) in enumerate(zip(left, right)):
+        if x != y:
+            return f"position {position}: {x} vs {y}"
+    return f"one list is longer ({len(left)} vs {len(right)})"

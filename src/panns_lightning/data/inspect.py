@@ -1,0 +1,160 @@
+"""``panns-prepare inspect``: what a shard set holds and what the train stream actually draws from it.
+
+The draw statistics run the real train sampling code (``TrainClipStream``) on a labels-only stream,
+so they measure the sampler rather than a model of it, without decoding audio.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from panns_lightning.data.sampling import StreamSpec, TrainClipStream
+from panns_lightning.data.stream import ErrorLog, read_shard_manifest, shard_urls
+
+_TOP = 5  # classes shown at each end of the per-class tables
+
+
+def run_inspect(
+    shard_dir: str | Path,
+    balanced: bool = False,
+    draws: int = 0,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict[str, Any]:
+    """Print a summary of ``shard_dir`` and, with ``draws > 0``, the train stream's per-class draws.
+
+    Returns the same facts as a dict: ``num_clips, num_shards, storage, sample_rate, clip_samples,
+    clip_seconds, class_counts, num_skipped`` and, with draws, ``stream`` holding ``balanced, draws,
+    batches, share`` (per class: clips drawn containing it ÷ draws/C), ``min_share``,
+    ``max_min_ratio``, ``coverage`` (per class: fraction of its clips drawn at least once),
+    ``min_coverage``, ``batches_with_repeat``, ``bad_samples``, ``bad_shards``. C counts only classes
+    that have clips; classes without clips are listed as ``empty_classes``.
+    """
+    manifest = read_shard_manifest(shard_dir)
+    names = [str(label.get("name", label.get("mid", label["index"]))) for label in manifest["labels"]]
+    counts = [int(count) for count in manifest["class_counts"]]
+    report: dict[str, Any] = {
+        "shard_dir": str(shard_dir),
+        "num_clips": int(manifest["num_clips"]),
+        "num_shards": len(manifest["shards"]),
+        "storage": manifest["storage"],
+        "sample_rate": int(manifest["sample_rate"]),
+        "clip_samples": int(manifest["clip_samples"]),
+        "clip_seconds": int(manifest["clip_samples"]) / int(manifest["sample_rate"]),
+        "num_classes": len(names),
+        "class_counts": counts,
+        "empty_classes": [names[index] for index, count in enumerate(counts) if count == 0],
+        "num_skipped": int(manifest.get("num_skipped", len(manifest.get("skipped", [])))),
+    }
+    _print_summary(report, names)
+    if draws > 0:
+        report["stream"] = measure_stream(
+            shard_dir, manifest, balanced=balanced, draws=draws, seed=seed, batch_size=batch_size
+        )
+        _print_stream(report["stream"], names)
+    return report
+
+
+def measure_stream(
+    shard_dir: str | Path,
+    manifest: dict[str, Any],
+    *,
+    balanced: bool,
+    draws: int,
+    seed: int,
+    batch_size: int,
+) -> dict[str, Any]:
+    """Draw ``draws`` clips from one labels-only train stream (rank 0 of 1, in-process) and tally them."""
+    num_classes = len(manifest["labels"])
+    counts = np.array(manifest["class_counts"], dtype=np.int64)
+    errors = ErrorLog("inspect")
+    spec = StreamSpec(
+        urls=tuple(shard_urls(shard_dir, manifest)),
+        storage=manifest["storage"],
+        sample_rate=int(manifest["sample_rate"]),
+        clip_samples=int(manifest["clip_samples"]),
+        num_classes=num_classes,
+        class_counts=tuple(int(count) for count in counts),
+        num_clips=int(manifest["num_clips"]),
+    )
+    stream = TrainClipStream(
+        spec,
+        rank=0,
+        world_size=1,
+        batch_size=batch_size,
+        steps_per_epoch=math.ceil(draws / batch_size),
+        balanced=balanced,
+        seed=seed,
+        errors=errors,
+        labels_only=True,
+    )
+    drawn_with_class = np.zeros(num_classes, dtype=np.int64)
+    seen_keys_by_class: list[set[str]] = [set() for _ in range(num_classes)]
+    batches_with_repeat = 0
+    drawn = 0
+    batches = 0
+    for batch in stream:
+        batches += 1
+        if len(set(batch["key"])) < len(batch["key"]):
+            batches_with_repeat += 1
+        for key, labels in zip(batch["key"], batch["labels"]):
+            if drawn == draws:
+                break
+            drawn += 1
+            for index in set(labels):
+                if 0 <= index < num_classes:
+                    drawn_with_class[index] += 1
+                    seen_keys_by_class[index].add(key)
+    present = counts > 0
+    fair_share = drawn / max(int(present.sum()), 1)
+    share = drawn_with_class / fair_share
+    coverage = np.array([len(seen) for seen in seen_keys_by_class]) / np.maximum(counts, 1)
+    present_share = share[present]
+    min_share = float(present_share.min()) if present_share.size else 0.0
+    max_share = float(present_share.max()) if present_share.size else 0.0
+    return {
+        "balanced": balanced,
+        "draws": drawn,
+        "batches": batches,
+        "share": [float(value) if has else None for value, has in zip(share, present)],
+        "min_share": min_share,
+        "max_min_ratio": max_share / min_share if min_share > 0 else math.inf,
+        "coverage": [float(value) if has else None for value, has in zip(coverage, present)],
+        "min_coverage": float(coverage[present].min()) if present.any() else 0.0,
+        "batches_with_repeat": batches_with_repeat,
+        **errors.counts(),
+    }
+
+
+def _print_summary(report: dict[str, Any], names: list[str]) -> None:
+    print(f"shard set      {report['shard_dir']}")
+    print(f"clips          {report['num_clips']} in {report['num_shards']} shards ({report['storage']})")
+    print(
+        f"audio          {report['sample_rate']} Hz, {report['clip_samples']} samples "
+        f"({report['clip_seconds']:.2f} s) per clip"
+    )
+    print(f"classes        {report['num_classes']} ({len(report['empty_classes'])} without clips)")
+    print(f"skipped        {report['num_skipped']} clips at conversion")
+    order = sorted(range(len(names)), key=lambda index: report["class_counts"][index], reverse=True)
+    print("most clips     " + ", ".join(f"{names[i]}={report['class_counts'][i]}" for i in order[:_TOP]))
+    print("fewest clips   " + ", ".join(f"{names[i]}={report['class_counts'][i]}" for i in order[-_TOP:][::-1]))
+
+
+def _print_stream(stream: dict[str, Any], names: list[str]) -> None:
+    mode = "balanced" if stream["balanced"] else "plain shuffled"
+    print(f"train stream   {mode}: {stream['draws']} draws in {stream['batches']} batches")
+    print(
+        f"draw share     min {stream['min_share']:.2f} of fair share, max/min {stream['max_min_ratio']:.1f}"
+        f"  (1.00 = each class in draws/C clips)"
+    )
+    print(f"coverage       min {stream['min_coverage']:.2f} of a class's clips drawn at least once")
+    print(f"repeats        {stream['batches_with_repeat']} batches hold a clip twice")
+    print(f"read errors    {stream['bad_samples']} clips, {stream['bad_shards']} shards")
+    present = [index for index, value in enumerate(stream["share"]) if value is not None]
+    order = sorted(present, key=lambda index: stream["share"][index])
+    print("lowest share   " + ", ".join(f"{names[i]}={stream['share'][i]:.2f}" for i in order[:_TOP]))
+    print("highest share  " + ", ".join(f"{names[i]}={stream['share'][i]:.2f}" for i in order[-_TOP:][::-1]))

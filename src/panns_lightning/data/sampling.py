@@ -1,0 +1,455 @@
+"""Turning shard streams into batches: class-balanced endless train stream, exactly-once eval stream.
+
+Train (``TrainClipStream``), balanced: a clip read from a shard is emitted ``k`` times, ``k`` an
+integer rounding of ``ρ·E_i`` with ``E_i = (N/C)·Σ_{c∈labels(i)} 1/n_c`` (global class counts
+``n_c`` from the manifest, C = classes with clips, so E has mean 1 and ρ = ``repeat_scale`` is
+the mean number of copies per clip read). A clip's draw probability is then ∝ Σ_c 1/n_c, as in
+PANNs' BalancedTrainSampler: every class is present in ≥ 1/C of draws in expectation. The fraction
+of ρ·E_i is rounded by rotation, not by coin flips: pass p adds one copy iff
+``floor(u_i + (p+1)·f_i) > floor(u_i + p·f_i)`` (u_i a per-clip hash), so a clip with f = 0.2
+gets its extra copy in exactly one pass of every five: a class's clips are cycled through, as in
+PANNs, instead of some being drawn repeatedly and others never. Copies are not emitted together:
+the first enters a bounded shuffle buffer at once, later ones evenly spaced over the next
+``repeat_spread`` clips read. Batches are drawn at random from the buffer, skipping keys already
+in the batch; audio is decoded only after a clip is drawn.
+
+Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
+(``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
+the previous one is expected to have stopped, so every shard is read once per pass across epochs
+(re-permuting every epoch would read some shards each epoch and others rarely when an epoch is
+shorter than a pass). The epoch comes from a :class:`SharedCount` the DataModule sets, so it
+reaches workers whether they are re-created each epoch or persistent.
+
+Guarantees, per DataLoader worker:
+- memory: at most ``shuffle_buffer + repeat_spread`` distinct undecoded clips (plus one burst of
+  copies of a single clip);
+- no clip twice in one batch while the buffer holds another clip not yet in the batch;
+- exactly its share of ``steps_per_epoch`` batches, so every rank yields ``steps_per_epoch``;
+- within a pass, slots read disjoint shards (when shards ≥ ranks × workers);
+- reproducible: the key sequence depends only on (seed, epoch, rank, world, worker, num_workers).
+Not guaranteed (unlike PANNs): per-batch stratification; exact per-class frequencies (they hold
+in expectation). ``balanced=False`` emits every clip once (a plain shuffled stream).
+
+Val/test (``EvalClipStream``): shards in manifest order, split so that all ranks × workers together
+see every readable clip exactly once (``stream.eval_shares_for_slot``); no shuffle, no repeats.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import zlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import IterableDataset, get_worker_info
+
+from panns_lightning.data.stream import (
+    ErrorLog,
+    RawClip,
+    SharedCount,
+    decode_waveform,
+    eval_shares_for_slot,
+    multi_hot,
+    read_shard,
+    train_shard_schedule,
+)
+
+# Tries at random positions before scanning the buffer for a key not yet in the batch.
+_RANDOM_TRIES = 8
+# A shard set where nothing decodes would otherwise spin forever.
+_MAX_DECODE_FAILURES_IN_A_ROW = 1000
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """What a stream needs to know about its shard set: where shards are and how clips are stored."""
+
+    urls: tuple[str, ...]
+    storage: str
+    sample_rate: int
+    clip_samples: int
+    num_classes: int
+    class_counts: tuple[int, ...]
+    num_clips: int
+
+
+@dataclass(frozen=True)
+class ReaderSlot:
+    """Which of the ``rank × worker`` readers this is: ``index`` in ``range(count)``."""
+
+    rank: int
+    world_size: int
+    worker: int
+    num_workers: int
+
+    @property
+    def index(self) -> int:
+        return self.rank * self.num_workers + self.worker
+
+    @property
+    def count(self) -> int:
+        return self.world_size * self.num_workers
+
+
+def current_slot(rank: int, world_size: int) -> ReaderSlot:
+    """This process's slot: the given rank, and the DataLoader worker we run in (0 of 1 in-process)."""
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
+    info = get_worker_info()
+    if info is None:
+        return ReaderSlot(rank, world_size, 0, 1)
+    return ReaderSlot(rank, world_size, info.id, info.num_workers)
+
+
+# --------------------------------------------------------------------------- repeat factors
+
+
+class ClassBalanceFactor:
+    """E(labels) = (N/C)·Σ_{c∈labels} 1/n_c: mean 1 over the set, rare classes' clips repeated more.
+
+    C counts only classes that have clips; a label whose manifest count is 0 (inconsistent
+    manifest) is treated as count 1 rather than dividing by zero. A class, not a closure, so that
+    datasets holding it can be pickled into spawned workers.
+    """
+
+    def __init__(self, class_counts: Sequence[int], num_clips: int) -> None:
+        present = sum(1 for count in class_counts if count > 0)
+        if present == 0 or num_clips <= 0:
+            raise ValueError("balanced sampling needs a manifest with at least one labelled clip")
+        self._inverse = [1.0 / max(count, 1) for count in class_counts]
+        self._scale = num_clips / present
+
+    def __call__(self, labels: Sequence[int]) -> float:
+        inverse = self._inverse
+        return self._scale * sum(inverse[index] for index in labels if 0 <= index < len(inverse))
+
+
+def rotating_round(value: float, phase: float, pass_index: int) -> int:
+    """floor(value), plus one in a fraction frac(value) of passes, evenly spaced over passes.
+
+    Averaged over passes this is ``value`` exactly; ``phase`` in [0, 1) staggers clips so that
+    clips with the same value do not all get their extra copy in the same pass.
+    """
+    whole = math.floor(value)
+    fraction = value - whole
+    return whole + math.floor(phase + (pass_index + 1) * fraction) - math.floor(phase + pass_index * fraction)
+
+
+def clip_phase(seed: int, key: str) -> float:
+    """A per-clip number in [0, 1) that is the same in every worker, rank and pass."""
+    return zlib.crc32(f"{seed}/{key}".encode()) / 2**32
+
+
+# --------------------------------------------------------------------------- the buffer
+
+
+class RepeatShuffleBuffer:
+    """A bounded shuffle buffer of undecoded clips, fed ``k`` copies per clip spread over time.
+
+    ``next(avoid)`` returns a random buffered clip whose key is not in ``avoid`` (if any), keeping
+    the buffer filled to ``capacity`` from ``source``, which yields (clip, copies) pairs.
+    Copy 0 of a clip is buffered at once; copy j
+    is held back until ``j·spread/k`` more clips have been read, so copies of a rare clip do not
+    land in the same few batches.
+    """
+
+    def __init__(
+        self,
+        source: Iterator[tuple[RawClip, int]],
+        *,
+        capacity: int,
+        spread: int,
+        rng: np.random.Generator,
+    ) -> None:
+        if capacity < 1:
+            raise ValueError(f"shuffle buffer capacity must be >= 1, got {capacity}")
+        self._source = source
+        self._capacity = capacity
+        self._spread = max(spread, 0)
+        self._rng = rng
+        self._buffer: list[RawClip] = []
+        self._pending: list[tuple[int, int, RawClip]] = []  # (release clock, tie-breaker, clip)
+        self._clock = 0
+        self._tiebreak = itertools.count()
+        self._exhausted = False
+
+    def next(self, avoid: set[str] | frozenset[str] = frozenset()) -> RawClip | None:
+        """A random clip from the buffer, avoiding ``avoid`` keys when it can; None once a finite source is used up."""
+        self._fill()
+        if not self._buffer:
+            return None
+        position = self._pick(avoid)
+        buffer = self._buffer
+        buffer[position], buffer[-1] = buffer[-1], buffer[position]
+        return buffer.pop()
+
+    def _fill(self) -> None:
+        while len(self._buffer) < self._capacity and not self._exhausted:
+            try:
+                clip, copies = next(self._source)
+            except StopIteration:
+                self._exhausted = True
+                break
+            self._admit(clip, copies)
+        if self._exhausted and not self._buffer and self._pending:
+            # A finite source has ended: release held-back copies now rather than lose them.
+            self._buffer.extend(clip for _, _, clip in sorted(self._pending))
+            self._pending.clear()
+
+    def _admit(self, clip: RawClip, copies: int) -> None:
+        if copies > 0:
+            self._buffer.append(clip)
+        for copy in range(1, copies):
+            release = self._clock + max(1, round(copy * self._spread / copies))
+            heapq.heappush(self._pending, (release, next(self._tiebreak), clip))
+        self._clock += 1
+        while self._pending and self._pending[0][0] <= self._clock:
+            self._buffer.append(heapq.heappop(self._pending)[2])
+
+    def _pick(self, avoid: set[str] | frozenset[str]) -> int:
+        size = len(self._buffer)
+        for _ in range(_RANDOM_TRIES):
+            position = int(self._rng.integers(size))
+            if self._buffer[position].key not in avoid:
+                return position
+        start = int(self._rng.integers(size))
+        for step in range(size):
+            position = (start + step) % size
+            if self._buffer[position].key not in avoid:
+                return position
+        return start  # the buffer holds only keys already in the batch: a repeat is unavoidable
+
+
+# --------------------------------------------------------------------------- datasets
+
+
+class TrainClipStream(IterableDataset):
+    """Endless, optionally class-balanced train stream; yields ready batches (use ``batch_size=None``).
+
+    Each batch is ``{"waveform": float32[B, T], "target": float32[B, C], "key": list[str]}`` with
+    ``T = crop_samples or clip_samples``; with ``labels_only=True`` it is ``{"key", "labels"}`` and
+    no audio is read (used by ``inspect``; same sampling code).
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        steps_per_epoch: int,
+        balanced: bool = True,
+        repeat_scale: float = 1.0,
+        shuffle_buffer: int = 2000,
+        repeat_spread: int | None = None,
+        crop_samples: int | None = None,
+        seed: int = 1234,
+        epoch: SharedCount | None = None,
+        errors: ErrorLog | None = None,
+        labels_only: bool = False,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1 or steps_per_epoch < 1:
+            raise ValueError(f"batch_size and steps_per_epoch must be >= 1, got {batch_size}, {steps_per_epoch}")
+        if repeat_scale <= 0:
+            raise ValueError(f"repeat_scale must be > 0, got {repeat_scale}")
+        if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
+            raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
+        self.spec = spec
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.steps_per_epoch = steps_per_epoch
+        self.balanced = balanced
+        self.repeat_scale = repeat_scale
+        self.shuffle_buffer = shuffle_buffer
+        self.repeat_spread = shuffle_buffer if repeat_spread is None else repeat_spread
+        self.crop_samples = crop_samples
+        self.seed = seed
+        self.epoch = epoch if epoch is not None else SharedCount()
+        self.errors = errors if errors is not None else ErrorLog("train")
+        self.labels_only = labels_only
+        self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
+
+    def __len__(self) -> int:
+        """Batches this rank yields per epoch (all its workers together)."""
+        return self.steps_per_epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch.value = epoch
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        slot = current_slot(self.rank, self.world_size)
+        epoch = self.epoch.value
+        rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
+        buffer = RepeatShuffleBuffer(
+            self._clips_with_copies(slot, epoch),
+            capacity=self.shuffle_buffer,
+            spread=self.repeat_spread,
+            rng=rng,
+        )
+        unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
+        for _ in range(self._batches_for_worker(slot)):
+            yield self._next_batch(buffer, rng, unreadable)
+
+    def _batches_for_worker(self, slot: ReaderSlot) -> int:
+        share, extra = divmod(self.steps_per_epoch, slot.num_workers)
+        return share + int(slot.worker < extra)
+
+    def _shards_per_epoch(self, slot: ReaderSlot) -> int:
+        """Shards a slot is expected to read per epoch: where the next epoch starts in its schedule."""
+        mean_copies = self.repeat_scale if self.balanced else 1.0
+        clips_read = self._batches_for_worker(slot) * self.batch_size / mean_copies
+        clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
+        return max(1, math.ceil(clips_read / clips_per_shard))
+
+    def _clips_with_copies(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int]]:
+        num_shards = len(self.spec.urls)
+        schedule = train_shard_schedule(
+            num_shards, slot.index, slot.count, seed=self.seed, start=epoch * self._shards_per_epoch(slot)
+        )
+        empty_in_a_row = 0
+        for pass_index, shard_index in schedule:
+            url = self.spec.urls[shard_index]
+            read = 0
+            for clip in read_shard(url, storage=self.spec.storage, with_audio=not self.labels_only, errors=self.errors):
+                read += 1
+                yield clip, self._copies(clip, pass_index)
+            empty_in_a_row = 0 if read else empty_in_a_row + 1
+            if empty_in_a_row >= max(num_shards, 2):
+                raise RuntimeError(f"train stream: {empty_in_a_row} shards in a row held no readable clip, last {url}")
+
+    def _copies(self, clip: RawClip, pass_index: int) -> int:
+        if self._factor is None:
+            return 1
+        value = self.repeat_scale * self._factor(clip.labels)
+        return rotating_round(value, clip_phase(self.seed, clip.key), pass_index)
+
+    def _next_batch(
+        self, buffer: RepeatShuffleBuffer, rng: np.random.Generator, unreadable: set[str]
+    ) -> dict[str, Any]:
+        keys: list[str] = []
+        labels: list[tuple[int, ...]] = []
+        waveforms: list[np.ndarray] = []
+        targets: list[np.ndarray] = []
+        in_batch: set[str] = set()
+        failures_in_a_row = 0
+        while len(keys) < self.batch_size:
+            clip = buffer.next(in_batch)
+            if clip is None:
+                raise RuntimeError("train stream ended, but it is endless by design: no shard yielded clips")
+            if not self.labels_only:
+                decoded = self._decode_once(clip, unreadable)
+                if decoded is None:
+                    failures_in_a_row += 1
+                    if failures_in_a_row > _MAX_DECODE_FAILURES_IN_A_ROW:
+                        raise RuntimeError(
+                            f"train stream: {failures_in_a_row} draws in a row could not be decoded; "
+                            f"last {clip.key!r} in {clip.shard}"
+                        )
+                    continue
+                failures_in_a_row = 0
+                waveform, target = decoded
+                waveforms.append(self._crop(waveform, rng))
+                targets.append(target)
+            keys.append(clip.key)
+            labels.append(clip.labels)
+            in_batch.add(clip.key)
+        if self.labels_only:
+            return {"key": keys, "labels": labels}
+        return {
+            "waveform": torch.from_numpy(np.stack(waveforms)),
+            "target": torch.from_numpy(np.stack(targets)),
+            "key": keys,
+        }
+
+    def _decode_once(self, clip: RawClip, unreadable: set[str]) -> tuple[np.ndarray, np.ndarray] | None:
+        """Decode, or None; a clip that fails is reported once and its later copies skipped quietly."""
+        if clip.key in unreadable:
+            return None
+        try:
+            return decode_clip(clip, self.spec)
+        except ValueError as exc:
+            unreadable.add(clip.key)
+            self.errors.sample(clip.shard, clip.key, str(exc))
+            return None
+
+    def _crop(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        if self.crop_samples is None or self.crop_samples == waveform.shape[0]:
+            return waveform
+        start = int(rng.integers(waveform.shape[0] - self.crop_samples + 1))
+        return waveform[start : start + self.crop_samples]
+
+
+class EvalClipStream(IterableDataset):
+    """Val/test stream: every readable clip exactly once over all ranks × workers, in shard order.
+
+    Yields ready batches (``batch_size=None`` in the DataLoader); each worker's last batch may be short.
+    """
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        rank: int,
+        world_size: int,
+        batch_size: int,
+        errors: ErrorLog | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.spec = spec
+        self.rank = rank
+        self.world_size = world_size
+        self.batch_size = batch_size
+        self.errors = errors if errors is not None else ErrorLog("eval")
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        batch: list[tuple[str, np.ndarray, np.ndarray]] = []
+        for clip in self._my_clips():
+            try:
+                waveform, target = decode_clip(clip, self.spec)
+            except ValueError as exc:
+                self.errors.sample(clip.shard, clip.key, str(exc))
+                continue
+            batch.append((clip.key, waveform, target))
+            if len(batch) == self.batch_size:
+                yield collate(batch)
+                batch = []
+        if batch:
+            yield collate(batch)
+
+    def _my_clips(self) -> Iterator[RawClip]:
+        slot = current_slot(self.rank, self.world_size)
+        for share in eval_shares_for_slot(len(self.spec.urls), slot.index, slot.count):
+            url = self.spec.urls[share.shard_index]
+            clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors)
+            for position, clip in enumerate(clips):
+                if position % share.stride == share.offset:
+                    yield clip
+
+
+def decode_clip(clip: RawClip, spec: StreamSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Undecoded clip → (float32 waveform [clip_samples], float32 multi-hot [num_classes])."""
+    if clip.audio is None:
+        raise ValueError("clip was read without audio (labels-only stream)")
+    waveform = decode_waveform(
+        clip.audio, storage=spec.storage, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples
+    )
+    return waveform, multi_hot(clip.labels, spec.num_classes)
+
+
+def collate(items: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
+    """(key, waveform, target) triples → the batch dict of docs/architecture.md."""
+    return {
+        "waveform": torch.from_numpy(np.stack([waveform for _, waveform, _ in items])),
+        "target": torch.from_numpy(np.stack([target for _, _, target in items])),
+        "key": [key for key, _, _ in items],
+    }

@@ -1,0 +1,377 @@
+"""Shard sets as a stream: read the manifest, list shard URLs, split them, read and decode tar members.
+
+A shard set is a directory with ``manifest.json`` and ``shard-*.tar`` (docs/architecture.md).
+Everything here is plain functions and small classes; ``sampling.py`` turns the stream into batches.
+
+Tar members are read with :mod:`tarfile` in stream mode over a file object from webdataset's URL
+opener (local paths, ``file:``, ``pipe:`` commands, ``http(s)``). We do not use webdataset's
+pipeline: its default node splitter refuses world_size > 1, its error handlers sleep, and its shard
+shuffle repeats every epoch (see shared notes). Reading members ourselves also lets the labels-only
+path skip audio bytes without reading them into memory.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import multiprocessing
+import tarfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from multiprocessing.context import get_spawning_popen
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from braceexpand import braceexpand
+from torch.utils.data import get_worker_info
+from webdataset.gopen import gopen
+
+log = logging.getLogger(__name__)
+
+MANIFEST_NAME = "manifest.json"
+SUPPORTED_FORMAT_VERSION = 1
+AUDIO_EXTENSION = {"int16": "npy", "flac": "flac"}
+_REQUIRED_MANIFEST_FIELDS = (
+    "format_version",
+    "sample_rate",
+    "clip_samples",
+    "storage",
+    "multilabel",
+    "labels",
+    "num_clips",
+    "class_counts",
+    "shards",
+)
+
+
+class ShardSetError(ValueError):
+    """A shard set directory or manifest is missing or does not follow docs/architecture.md."""
+
+
+class BadSampleError(RuntimeError):
+    """A tar member or shard could not be read or decoded (raised only with ``fail_fast``)."""
+
+
+# --------------------------------------------------------------------------- manifest and URLs
+
+
+def read_shard_manifest(shard_dir: str | Path) -> dict[str, Any]:
+    """Read and check ``shard_dir/manifest.json``.
+
+    Kept local to ``data/`` until ``panns_lightning.shards.read_manifest`` lands; both must accept
+    the same format_version 1 manifest.
+    """
+    directory = Path(shard_dir)
+    if not directory.is_dir():
+        raise ShardSetError(f"shard set directory {directory} does not exist")
+    path = directory / MANIFEST_NAME
+    if not path.is_file():
+        raise ShardSetError(
+            f"{path} not found: a shard set directory must hold {MANIFEST_NAME} "
+            "(it is written last, so its absence means an incomplete conversion)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise ShardSetError(f"{path} is not valid JSON: {exc}") from exc
+    missing = [field for field in _REQUIRED_MANIFEST_FIELDS if field not in manifest]
+    if missing:
+        raise ShardSetError(f"{path} lacks required fields {missing}")
+    if manifest["format_version"] != SUPPORTED_FORMAT_VERSION:
+        raise ShardSetError(
+            f"{path} has format_version {manifest['format_version']!r}, expected {SUPPORTED_FORMAT_VERSION}"
+        )
+    if manifest["storage"] not in AUDIO_EXTENSION:
+        raise ShardSetError(f"{path} has storage {manifest['storage']!r}, expected one of {sorted(AUDIO_EXTENSION)}")
+    if len(manifest["class_counts"]) != len(manifest["labels"]):
+        raise ShardSetError(
+            f"{path}: class_counts has {len(manifest['class_counts'])} entries but labels has {len(manifest['labels'])}"
+        )
+    if not manifest["shards"]:
+        raise ShardSetError(f"{path} lists no shards")
+    return manifest
+
+
+def shard_urls(shard_dir: str | Path, manifest: dict[str, Any], urls: str | Sequence[str] | None = None) -> list[str]:
+    """Where to read the shards from: the manifest's files in ``shard_dir``, or ``urls`` when given.
+
+    ``urls`` may be one string or a list; each is brace-expanded (``shard-{000000..000009}.tar``) and
+    may be a path, ``file:``, ``pipe:CMD`` or ``http(s)://`` URL. Order is kept: it is the eval order.
+    """
+    if urls is None:
+        return [str(Path(shard_dir) / shard["name"]) for shard in manifest["shards"]]
+    patterns = [urls] if isinstance(urls, str) else list(urls)
+    expanded = [url for pattern in patterns for url in braceexpand(pattern)]
+    if not expanded:
+        raise ShardSetError(f"shard URL override {urls!r} for {shard_dir} expands to no URLs")
+    return expanded
+
+
+# --------------------------------------------------------------------------- splitting
+
+
+def train_shards_for_slot(num_shards: int, slot: int, num_slots: int, *, seed: int, pass_index: int) -> list[int]:
+    """Shard indices one reader slot (rank × worker) reads in one pass over the train set.
+
+    One global permutation per (seed, pass) is sliced across slots, so within a pass slots read
+    disjoint shards and every slot gets at least one; with fewer shards than slots, slots wrap
+    around the permutation and share shards.
+    """
+    order = np.random.default_rng([seed, pass_index]).permutation(num_shards)
+    if num_shards < num_slots:
+        return [int(order[slot % num_shards])]
+    return [int(index) for index in order[slot::num_slots]]
+
+
+def train_shard_schedule(
+    num_shards: int, slot: int, num_slots: int, *, seed: int, start: int = 0
+) -> Iterator[tuple[int, int]]:
+    """The endless (pass_index, shard_index) sequence of one slot: its pass slices one after another.
+
+    ``start`` skips that many entries, so that an epoch can resume where the previous one stopped
+    instead of re-permuting (which would read some shards every epoch and others rarely).
+    """
+    per_pass = len(train_shards_for_slot(num_shards, slot, num_slots, seed=seed, pass_index=0))
+    pass_index, offset = divmod(start, per_pass)
+    while True:
+        shard_indices = train_shards_for_slot(num_shards, slot, num_slots, seed=seed, pass_index=pass_index)
+        for shard_index in shard_indices[offset:]:
+            yield pass_index, shard_index
+        pass_index, offset = pass_index + 1, 0
+
+
+@dataclass(frozen=True)
+class EvalShardShare:
+    """One slot's share of one shard: keep the clips whose position ``i`` has ``i % stride == offset``."""
+
+    shard_index: int
+    stride: int
+    offset: int
+
+
+def eval_shares_for_slot(num_shards: int, slot: int, num_slots: int) -> list[EvalShardShare]:
+    """What one slot reads for val/test so that all slots together see every clip exactly once.
+
+    Shard-level split when there are at least as many shards as slots; otherwise slot ``s`` reads
+    shard ``s % num_shards`` and the slots sharing a shard split it by clip position.
+    """
+    if num_shards >= num_slots:
+        return [EvalShardShare(index, 1, 0) for index in range(slot, num_shards, num_slots)]
+    shard_index = slot % num_shards
+    sharing_slots = len(range(shard_index, num_slots, num_shards))
+    return [EvalShardShare(shard_index, sharing_slots, slot // num_shards)]
+
+
+# --------------------------------------------------------------------------- reading members
+
+
+@dataclass(frozen=True)
+class RawClip:
+    """One clip as read from a shard: labels parsed, audio still encoded (or absent, labels-only)."""
+
+    key: str
+    shard: str
+    labels: tuple[int, ...]
+    audio: bytes | None
+
+
+class SharedCount:
+    """Integers visible to the main process and its DataLoader workers (fork or spawn).
+
+    Each process writes only its own slot (slot 0: the main process, 1 + worker id: a worker), so
+    no lock is needed; ``value`` is the sum. Lock-free raw shared memory also travels to workers
+    started in any multiprocessing context, which a ``multiprocessing.Value`` lock does not.
+    Copied any other way (deepcopy, pickle outside process start) it degrades to private ints.
+    """
+
+    _SLOTS = 65
+
+    def __init__(self, value: int = 0) -> None:
+        self._slots: Any = multiprocessing.RawArray("q", self._SLOTS)
+        self._slots[0] = value
+
+    @property
+    def value(self) -> int:
+        return int(sum(self._slots))
+
+    @value.setter
+    def value(self, new: int) -> None:
+        """Set the total (meant for the main process, e.g. the epoch, while no worker runs)."""
+        for slot in range(1, len(self._slots)):
+            self._slots[slot] = 0
+        self._slots[0] = new
+
+    def add(self, amount: int = 1) -> None:
+        info = get_worker_info()
+        slot = 0 if info is None else 1 + info.id % (len(self._slots) - 1)
+        self._slots[slot] += amount
+
+    def __getstate__(self) -> dict[str, Any]:
+        if get_spawning_popen() is not None:  # travelling to a new worker: share
+            return {"_slots": self._slots}
+        return {"_slots": list(self._slots)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._slots = state["_slots"]
+
+
+class ErrorLog:
+    """Counts and logs unreadable samples and shards instead of sleeping (webdataset's handlers do).
+
+    ``fail_fast`` turns every report into a :class:`BadSampleError`.
+    """
+
+    def __init__(self, split: str, fail_fast: bool = False) -> None:
+        self.split = split
+        self.fail_fast = fail_fast
+        self.bad_samples = SharedCount()
+        self.bad_shards = SharedCount()
+
+    def sample(self, shard: str, key: str, problem: str) -> None:
+        message = f"{self.split}: skipped clip {key!r} in {shard}: {problem}"
+        if self.fail_fast:
+            raise BadSampleError(message)
+        self.bad_samples.add()
+        log.warning(message)
+
+    def shard(self, shard: str, after_key: str | None, problem: str) -> None:
+        where = f"after clip {after_key!r}" if after_key else "before its first clip"
+        message = f"{self.split}: stopped reading {shard} {where}: {problem}"
+        if self.fail_fast:
+            raise BadSampleError(message)
+        self.bad_shards.add()
+        log.warning(message)
+
+    def counts(self) -> dict[str, int]:
+        return {"bad_samples": self.bad_samples.value, "bad_shards": self.bad_shards.value}
+
+
+def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) -> Iterator[RawClip]:
+    """Yield the clips of one tar shard in stored order.
+
+    A clip with unreadable labels or without its audio member is reported and skipped; a truncated
+    or unreadable tar is reported and the rest of that shard is skipped. With ``with_audio=False``
+    audio members are stepped over without being read.
+    """
+    audio_ext = AUDIO_EXTENSION[storage]
+    current_key: str | None = None
+    last_good_key: str | None = None
+    members: dict[str, bytes | None] = {}
+    try:
+        stream = gopen(url, "rb")
+    except Exception as exc:  # noqa: BLE001 - any opener failure is a shard failure
+        errors.shard(url, None, f"cannot open ({type(exc).__name__}: {exc})")
+        return
+    try:
+        with tarfile.open(fileobj=stream, mode="r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                key, ext = _split_member_name(member.name)
+                if key != current_key:
+                    if current_key is not None:
+                        clip = _assemble_clip(url, current_key, members, audio_ext, errors)
+                        if clip is not None:
+                            last_good_key = current_key
+                            yield clip
+                    current_key, members = key, {}
+                if ext == "json" or (with_audio and ext == audio_ext):
+                    handle = tar.extractfile(member)
+                    members[ext] = handle.read() if handle is not None else b""
+                elif ext == audio_ext:
+                    members[ext] = None  # present, deliberately not read
+            if current_key is not None:
+                clip = _assemble_clip(url, current_key, members, audio_ext, errors)
+                if clip is not None:
+                    yield clip
+    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+        errors.shard(url, last_good_key, f"unreadable or truncated tar ({type(exc).__name__}: {exc})")
+    finally:
+        _close_quietly(stream, url)
+
+
+def _split_member_name(name: str) -> tuple[str, str]:
+    """``dir/KEY.ext.more`` → (``dir/KEY``, ``ext.more``): the first dot of the basename splits, as in webdataset."""
+    directory, _, basename = name.rpartition("/")
+    stem, _, ext = basename.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), ext
+
+
+def _assemble_clip(
+    url: str, key: str, members: dict[str, bytes | None], audio_ext: str, errors: ErrorLog
+) -> RawClip | None:
+    if "json" not in members:
+        errors.sample(url, key, "no .json member (labels)")
+        return None
+    if audio_ext not in members:
+        errors.sample(url, key, f"no .{audio_ext} member (audio)")
+        return None
+    try:
+        labels = parse_labels(members["json"] or b"")
+    except ValueError as exc:
+        errors.sample(url, key, f"bad .json member: {exc}")
+        return None
+    return RawClip(key=key, shard=url, labels=labels, audio=members[audio_ext])
+
+
+def parse_labels(data: bytes) -> tuple[int, ...]:
+    """Class indices from a clip's ``.json`` member; ``ValueError`` says what is wrong."""
+    try:
+        record = json.loads(data)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"not JSON ({exc})") from exc
+    labels = record.get("labels") if isinstance(record, dict) else None
+    if not isinstance(labels, list) or not all(isinstance(index, int) for index in labels):
+        raise ValueError(f"expected {{'labels': [int, ...]}}, found {str(record)[:80]!r}")
+    return tuple(labels)
+
+
+def _close_quietly(stream: Any, url: str) -> None:
+    # A pipe: command closed early exits with SIGPIPE; that is not a data error.
+    try:
+        stream.close()
+    except Exception as exc:  # noqa: BLE001
+        log.debug("closing %s: %s", url, exc)
+
+
+# --------------------------------------------------------------------------- decoding
+
+
+def decode_waveform(data: bytes, *, storage: str, sample_rate: int, clip_samples: int) -> np.ndarray:
+    """Audio member bytes → float32 [clip_samples]; ``ValueError`` says what does not match the manifest."""
+    if storage == "int16":
+        try:
+            array = np.load(io.BytesIO(data), allow_pickle=False)
+        except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad bytes
+            raise ValueError(f"not a .npy array ({type(exc).__name__}: {exc})") from exc
+        if array.dtype != np.int16 or array.ndim != 1:
+            raise ValueError(f"expected 1-D int16 .npy, found {array.dtype} with shape {array.shape}")
+        waveform = array.astype(np.float32) / 32767.0
+    elif storage == "flac":
+        import soundfile  # local: only flac shard sets need libsndfile
+
+        try:
+            waveform, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
+        except Exception as exc:  # noqa: BLE001 - libsndfile errors are not one type
+            raise ValueError(f"not a readable FLAC ({type(exc).__name__}: {exc})") from exc
+        if waveform.ndim != 1:
+            raise ValueError(f"expected mono FLAC, found shape {waveform.shape}")
+        if file_rate != sample_rate:
+            raise ValueError(f"FLAC sample rate {file_rate} differs from the manifest's {sample_rate}")
+    else:
+        raise ValueError(f"unknown storage {storage!r}")
+    if waveform.shape[0] != clip_samples:
+        raise ValueError(f"expected {clip_samples} samples (manifest clip_samples), found {waveform.shape[0]}")
+    return waveform
+
+
+def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Class indices → float32 multi-hot of length ``num_classes``; ``ValueError`` on an index out of range."""
+    target = np.zeros(num_classes, dtype=np.float32)
+    for index in labels:
+        if not 0 <= index < num_classes:
+            raise ValueError(f"label index {index} outside 0..{num_classes - 1}")
+        target[index] = 1.0
+    return target
