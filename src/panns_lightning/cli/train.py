@@ -73,8 +73,16 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return loggers
 
 
-def build_callbacks(cfg: DictConfig) -> list[Any]:
-    return [instantiate(cb) for cb in (cfg.get("callbacks") or {}).values() if cb is not None]
+def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[Any]:
+    callbacks = []
+    for name, cb_cfg in (cfg.get("callbacks") or {}).items():
+        if cb_cfg is None:
+            continue
+        if not have_logger and "LearningRateMonitor" in str(cb_cfg.get("_target_", "")):
+            log.info("callbacks.%s: no logger configured, learning-rate monitoring is off", name)
+            continue
+        callbacks.append(instantiate(cb_cfg))
+    return callbacks
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -83,7 +91,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg), logger=build_loggers(cfg) or False)
+    loggers = build_loggers(cfg)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
+    )
     if trainer.is_global_zero:
         log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
     trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path)

@@ -53,8 +53,8 @@ class TaggingModule(L.LightningModule):
         self.save_hyperparameters()
         self.labels = list(labels)
         self.multilabel = multilabel
-        name = model_config.pop("name")
-        self.model = build_model(name, classes_num=len(labels), **model_config)
+        model_kwargs = dict(model_config)  # the saved hyper-parameters keep "name"
+        self.model = build_model(model_kwargs.pop("name"), classes_num=len(labels), **model_kwargs)
         self.val_metrics = TaggingMetrics(len(labels), multilabel)
         self.test_metrics = TaggingMetrics(len(labels), multilabel)
         self.last_val_scores: TaggingScores | None = None

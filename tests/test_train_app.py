@@ -1,0 +1,132 @@
+"""The training and evaluation apps end to end, on a tiny synthetic AudioSet made by the real path.
+
+synthetic generator (AudioSet layout) → panns-prepare audioset → shards → panns-train → checkpoint
+→ panns-eval. Models are run at 16 kHz on 1 s clips with few steps so the whole file stays fast.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
+
+from panns_lightning.cli.config_schema import ConfigError, validate_train_config
+from panns_lightning.cli.hydra_app import find_config_dir
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+RATE = 16000
+
+
+@pytest.fixture(scope="module")
+def tiny_audioset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 1 s, 16 kHz synthetic AudioSet converted to shards with the real CLI."""
+    root = tmp_path_factory.mktemp("tiny_audioset")
+    run([BIN / "panns-prepare", "synthetic", "--out", root / "raw", "--num-classes", "6",
+         "--num-train", "96", "--num-eval", "40", "--clip-seconds", "1", "--quiet"])
+    for split, csv in (("train", "balanced_train_segments.csv"), ("eval", "eval_segments.csv")):
+        run([BIN / "panns-prepare", "audioset", "--segments", root / "raw" / csv,
+             "--audio-dir", root / "raw" / "audio", "--labels", root / "raw" / "class_labels_indices.csv",
+             "--out", root / split, "--sample-rate", str(RATE), "--clip-seconds", "1",
+             "--min-shards", "4", "--workers", "1", "--quiet"])
+    return root
+
+
+def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
+    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=REPO, **kwargs)
+    if result.returncode != 0:
+        raise AssertionError(f"{cmd[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+def demo_overrides(data: Path, out: Path, model: str = "Cnn6") -> list[str]:
+    return [
+        "experiment=demo", f"model={model}",
+        f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'eval'}", f"data.test_dir={data / 'eval'}",
+        "data.batch_size=4", "data.num_workers=0", "data.steps_per_epoch=2", "data.shuffle_buffer=16",
+        "model.sample_rate=16000", "model.window_size=512", "model.hop_size=160", "model.fmax=8000",
+        f"paths.root_dir={out}", f"paths.output_dir={out}",
+    ]
+
+
+def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) -> None:
+    """panns-train writes a best checkpoint; panns-eval on it reproduces the validation mAP."""
+    out = tmp_path / "run"
+    run([BIN / "panns-train", *demo_overrides(tiny_audioset, out), "trainer.max_steps=4",
+         f"hydra.run.dir={out}"])
+    best = out / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["global_step"] == 4
+    assert metrics["test"]["num_clips"] == 40  # every eval clip scored exactly once
+
+    # The checkpoint alone is enough: it carries the model config and the label names.
+    checkpoint = torch.load(best, map_location="cpu", weights_only=True)
+    assert checkpoint["hyper_parameters"]["model_config"]["name"] == "Cnn6"
+    assert len(checkpoint["hyper_parameters"]["labels"]) == 6
+
+    eval_out = tmp_path / "eval"
+    result = run([BIN / "panns-eval", f"ckpt_path={best}", f"data_dir={tiny_audioset / 'eval'}",
+                  "num_workers=0", f"hydra.run.dir={eval_out}", f"paths.root_dir={eval_out}"])
+    assert "mAP" in result.stdout and "d-prime" in result.stdout
+    evaluated = json.loads((eval_out / "eval_metrics.json").read_text())
+    assert evaluated["num_clips"] == 40
+    # best.ckpt is the test checkpoint of the training run: the same weights on the same clips.
+    assert evaluated["mAP"] == pytest.approx(metrics["test"]["mAP"], abs=1e-6)
+
+
+@pytest.mark.parametrize("model", ["Cnn14", "Wavegram_Logmel_Cnn14"])
+def test_fast_dev_run_large_models(tiny_audioset: Path, tmp_path: Path, model: str) -> None:
+    from panns_lightning.cli.train import train
+
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=demo_overrides(tiny_audioset, tmp_path, model) + [
+            "trainer.fast_dev_run=1", "data.batch_size=2", "logger=none", "callbacks.model_checkpoint=null",
+            "test=false",
+        ])
+    results = train(cfg)
+    assert torch.isfinite(torch.tensor(results["train/loss"]))
+
+
+def test_typo_in_yaml_is_named(tmp_path: Path) -> None:
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo"])
+    with open_dict(cfg):
+        cfg.data.batch_sizee = 3
+    with pytest.raises(ConfigError, match=r"data\.batch_sizee"):
+        validate_train_config(cfg)
+
+
+def test_wrong_type_is_named() -> None:
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo"])
+    cfg.data.batch_size = "many"
+    with pytest.raises(ConfigError, match=r"data\.batch_size"):
+        validate_train_config(cfg)
+
+
+def test_cli_typo_and_unknown_model_fail_before_work(tiny_audioset: Path, tmp_path: Path) -> None:
+    typo = subprocess.run([str(BIN / "panns-train"), "experiment=demo", "data.batch_sizee=3"],
+                          capture_output=True, text=True, cwd=REPO)
+    assert typo.returncode != 0 and "batch_sizee" in typo.stderr
+    unknown = subprocess.run([str(BIN / "panns-train"), *demo_overrides(tiny_audioset, tmp_path),
+                              "model.name=Cnn99", f"hydra.run.dir={tmp_path}"],
+                             capture_output=True, text=True, cwd=REPO)
+    assert unknown.returncode != 0
+    assert "Cnn99" in unknown.stderr and "Cnn14" in unknown.stderr  # names it and lists valid ones
+
+
+def test_sample_rate_mismatch_is_explained(tiny_audioset: Path, tmp_path: Path) -> None:
+    result = subprocess.run([str(BIN / "panns-train"), *demo_overrides(tiny_audioset, tmp_path),
+                             "model.sample_rate=32000", f"hydra.run.dir={tmp_path}"],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode != 0
+    assert "model.sample_rate=32000" in result.stderr and "16000 Hz" in result.stderr
