@@ -1,0 +1,21 @@
+"""The PANNs model zoo as plain PyTorch modules (no Lightning, no Hydra).
+
+``build_model("Cnn14", **FRONTEND_DEFAULTS["Cnn14"], classes_num=527)`` returns a module with
+``forward(waveform[B, T], mixup_lambda=None) -> {"clipwise_output", "embedding"[, "framewise_output"]}``
+whose state_dict keys match the published PANNs checkpoints.
+"""
+
+from .checkpoint import CheckpointMismatchError, load_panns_checkpoint, save_panns_checkpoint
+from .mixup import do_mixup
+from .registry import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, list_models
+
+__all__ = [
+    "FRONTEND_DEFAULTS",
+    "FRONTEND_KEYS",
+    "CheckpointMismatchError",
+    "build_model",
+    "do_mixup",
+    "list_models",
+    "load_panns_checkpoint",
+    "save_panns_checkpoint",
+]

@@ -1,0 +1,226 @@
+"""Read and write PANNs checkpoints.
+
+Accepted inputs:
+  * upstream PANNs files: ``{"model": state_dict, "iteration": ..., ...}``;
+  * a bare ``state_dict``;
+  * Lightning checkpoints: ``{"state_dict": {"model.<key>": ...}}`` (the LightningModule holds
+    the network as attribute ``model``).
+
+Files are always read with ``weights_only=True``: a checkpoint is data, and unpickling arbitrary
+objects from a downloaded file would run code.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import pickle
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .registry import FRONTEND_DEFAULTS, build_model, list_models
+
+logger = logging.getLogger(__name__)
+
+LIGHTNING_PREFIX = "model."
+EXAMPLES_SHOWN = 5
+# Keys whose first dimension is the class count, which differs between datasets.
+CLASSIFIER_PREFIXES = ("fc_audioset.", "att_block.")
+
+
+class CheckpointMismatchError(RuntimeError):
+    """The checkpoint's keys or shapes do not fit the model."""
+
+
+def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
+    """Load weights from ``path`` into ``model`` (in place) and return it.
+
+    With ``strict=True`` any missing, unexpected or mis-shaped key raises
+    :class:`CheckpointMismatchError` naming them and the zoo model the file fits best. With
+    ``strict=False`` only keys present in both with equal shapes are loaded (e.g. a 527-class
+    AudioSet checkpoint into a 10-class model: everything but ``fc_audioset``); the skipped keys
+    are logged.
+    """
+    path = Path(path)
+    state_dict = read_state_dict(path)
+    model_state = model.state_dict()
+    missing = [key for key in model_state if key not in state_dict]
+    unexpected = [key for key in state_dict if key not in model_state]
+    misshaped = [
+        key for key in model_state
+        if key in state_dict and tuple(state_dict[key].shape) != tuple(model_state[key].shape)
+    ]
+    if strict and (missing or unexpected or misshaped):
+        raise CheckpointMismatchError(
+            _mismatch_message(path, model, state_dict, model_state, missing, unexpected, misshaped)
+        )
+    if missing or unexpected or misshaped:
+        logger.warning(
+            "Partial load from %s: skipped %d missing, %d unexpected and %d mis-shaped keys (%s)",
+            path, len(missing), len(unexpected), len(misshaped),
+            _examples(missing + unexpected + misshaped),
+        )
+    compatible = {
+        key: value for key, value in state_dict.items()
+        if key in model_state and key not in misshaped
+    }
+    model.load_state_dict(compatible, strict=strict)
+    return model
+
+
+def save_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Path:
+    """Write ``{"model": state_dict}`` (upstream's format, which panns-inference reads) atomically.
+
+    The file is written next to ``path`` under a temporary name and renamed, so a crash never
+    leaves a truncated checkpoint behind.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save({"model": state_dict}, file)
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Return the network state_dict stored in ``path``, whichever supported layout it uses."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"PANNs checkpoint not found: {path}")
+    try:
+        content = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as error:
+        raise CheckpointMismatchError(
+            f"{path} holds objects other than tensors and plain containers, which are not loaded "
+            f"(weights_only=True). If you trust the file, load it once with "
+            f"torch.load(..., weights_only=False) and re-save the network with "
+            f"save_panns_checkpoint. Details: {error}"
+        ) from error
+    return _extract_state_dict(content, path)
+
+
+def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
+    if not isinstance(content, Mapping):
+        raise CheckpointMismatchError(
+            f"{path}: expected a dict (state_dict, {{'model': ...}} or Lightning checkpoint), "
+            f"found {type(content).__name__}"
+        )
+    if isinstance(content.get("state_dict"), Mapping):
+        lightning_state = content["state_dict"]
+        state = {
+            key[len(LIGHTNING_PREFIX):]: value
+            for key, value in lightning_state.items()
+            if key.startswith(LIGHTNING_PREFIX)
+        }
+        if not state:
+            prefixes = sorted({key.split(".", 1)[0] for key in lightning_state})
+            raise CheckpointMismatchError(
+                f"{path}: Lightning checkpoint has no '{LIGHTNING_PREFIX}*' keys (the network must "
+                f"be the LightningModule's attribute 'model'); found prefixes {prefixes}"
+            )
+    elif isinstance(content.get("model"), Mapping):
+        state = dict(content["model"])
+    else:
+        state = dict(content)
+    non_tensors = [key for key, value in state.items() if not isinstance(value, torch.Tensor)]
+    if non_tensors:
+        raise CheckpointMismatchError(
+            f"{path}: expected a state_dict of tensors; {len(non_tensors)} entries are not tensors "
+            f"({_examples(non_tensors)}). Top-level keys: {sorted(map(str, content))[:10]}"
+        )
+    # nn.DataParallel / DistributedDataParallel wrap the network as 'module'.
+    if state and all(key.startswith("module.") for key in state):
+        state = {key[len("module."):]: value for key, value in state.items()}
+    return state
+
+
+def best_matching_models(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], float]:
+    """Zoo models whose (key, shape) layout best fits ``state_dict``, and the fitted fraction.
+
+    Candidates are built once per process on the meta device (no memory) with their paper
+    front end; classifier rows (the class count) are not compared. Several names tie when
+    layouts are identical (e.g. Cnn14 and Cnn14_DecisionLevelMax).
+    """
+    given = {key: tuple(value.shape) for key, value in state_dict.items()}
+    scores: dict[str, float] = {}
+    for name in list_models():
+        layout = _zoo_layout(name)
+        matching = sum(1 for key, shape in layout.items() if _same_layout(key, given.get(key), shape))
+        scores[name] = matching / len(set(layout) | set(given))
+    best = max(scores.values())
+    return [name for name, score in scores.items() if score == best], best
+
+
+def _same_layout(key: str, given: tuple[int, ...] | None, expected: tuple[int, ...]) -> bool:
+    if given is None or len(given) != len(expected):
+        return False
+    if key.startswith(CLASSIFIER_PREFIXES):
+        return given[1:] == expected[1:]
+    return given == expected
+
+
+@functools.lru_cache(maxsize=None)
+def _zoo_layout(name: str) -> dict[str, tuple[int, ...]]:
+    with torch.device("meta"):
+        model = build_model(name, **FRONTEND_DEFAULTS[name], classes_num=527)
+    return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+def _classes_num(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+    for key in ("fc_audioset.bias", "att_block.cla.bias"):
+        if key in state_dict:
+            return int(state_dict[key].shape[0])
+    return None
+
+
+def _mismatch_message(
+    path: Path,
+    model: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    model_state: Mapping[str, torch.Tensor],
+    missing: list[str],
+    unexpected: list[str],
+    misshaped: list[str],
+) -> str:
+    model_name = getattr(model, "zoo_name", type(model).__name__)
+    lines = [
+        f"Checkpoint {path} does not fit {model_name} "
+        f"({len(model_state)} keys; file has {len(state_dict)}):"
+    ]
+    if missing:
+        lines.append(f"  {len(missing)} missing from the file: {_examples(missing)}")
+    if unexpected:
+        lines.append(f"  {len(unexpected)} unexpected in the file: {_examples(unexpected)}")
+    if misshaped:
+        details = [
+            f"{key} file {tuple(state_dict[key].shape)} vs model {tuple(model_state[key].shape)}"
+            for key in misshaped
+        ]
+        lines.append(f"  {len(misshaped)} with other shapes: {_examples(details)}")
+    names, score = best_matching_models(state_dict)
+    classes_num = _classes_num(state_dict)
+    classes = f"; the file's classifier has {classes_num} classes" if classes_num is not None else ""
+    lines.append(
+        f"  The file's layout best fits zoo model {' / '.join(names)} "
+        f"({score:.0%} of keys and shapes{classes})."
+    )
+    only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in misshaped)
+    if misshaped and only_classifier and not (missing or unexpected):
+        lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")
+    return "\n".join(lines)
+
+
+def _examples(items: list[str]) -> str:
+    shown = ", ".join(items[:EXAMPLES_SHOWN])
+    return shown + (f", ... ({len(items) - EXAMPLES_SHOWN} more)" if len(items) > EXAMPLES_SHOWN else "")

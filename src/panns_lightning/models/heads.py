@@ -1,0 +1,92 @@
+"""Output heads: global pooling, the clip-level tagging head, and the SED (framewise) helpers.
+
+Attribute names (``fc1``, ``fc_audioset``, ``att_block.att`` ...) follow upstream checkpoints.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .blocks import init_bn, init_layer
+
+
+def max_plus_mean_over_time(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T]`` → ``[B, C]``: upstream sums max- and mean-pooling over time."""
+    return x.max(dim=2).values + x.mean(dim=2)
+
+
+def pool_freq_then_time(x: torch.Tensor) -> torch.Tensor:
+    """``[B, C, T, F]`` → ``[B, C]``: mean over frequency, then max + mean over time."""
+    return max_plus_mean_over_time(x.mean(dim=3))
+
+
+def linear_layer(in_features: int, out_features: int) -> nn.Linear:
+    """A biased ``nn.Linear`` with upstream's Xavier init."""
+    layer = nn.Linear(in_features, out_features, bias=True)
+    init_layer(layer)
+    return layer
+
+
+class ClipHeadMixin:
+    """``fc1`` (embedding) + ``fc_audioset`` (sigmoid tagger) on pooled ``[B, C]`` features."""
+
+    fc1: nn.Linear
+    fc_audioset: nn.Linear
+    training: bool
+
+    def build_clip_head(self, in_features: int, embedding_size: int, classes_num: int) -> None:
+        self.fc1 = linear_layer(in_features, embedding_size)
+        self.fc_audioset = linear_layer(embedding_size, classes_num)
+
+    def clip_outputs(self, features: torch.Tensor, input_dropout: float = 0.5) -> dict[str, torch.Tensor]:
+        """Return ``clipwise_output`` and ``embedding`` as upstream computes them.
+
+        Upstream applies the last dropout to the returned embedding only: the classifier reads
+        the undropped ``fc1`` activations. Kept as is so training matches the paper's recipe.
+        """
+        x = F.dropout(features, p=input_dropout, training=self.training)
+        x = F.relu(self.fc1(x))
+        embedding = F.dropout(x, p=0.5, training=self.training)
+        return {"clipwise_output": torch.sigmoid(self.fc_audioset(x)), "embedding": embedding}
+
+
+class AttBlock(nn.Module):
+    """Attention pooling over time for ``Cnn14_DecisionLevelAtt``.
+
+    ``bn_att`` is unused in the forward pass, as upstream, but kept so checkpoints load.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, activation: str = "sigmoid"):
+        super().__init__()
+        if activation not in ("linear", "sigmoid"):
+            raise ValueError(f"activation must be 'linear' or 'sigmoid', got {activation!r}")
+        self.activation = activation
+        self.att = nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=True)
+        self.cla = nn.Conv1d(in_channels, out_channels, kernel_size=1, bias=True)
+        self.bn_att = nn.BatchNorm1d(out_channels)
+        init_layer(self.att)
+        init_layer(self.cla)
+        init_bn(self.bn_att)
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``[B, C, T]`` → (clipwise ``[B, K]``, attention ``[B, K, T]``, segmentwise ``[B, K, T]``)."""
+        attention = torch.softmax(torch.clamp(self.att(x), -10, 10), dim=-1)
+        segmentwise = self.cla(x)
+        if self.activation == "sigmoid":
+            segmentwise = torch.sigmoid(segmentwise)
+        return (attention * segmentwise).sum(dim=2), attention, segmentwise
+
+
+def segments_to_frames(segmentwise: torch.Tensor, ratio: int, frames_num: int) -> torch.Tensor:
+    """Upsample ``[B, segments, K]`` to ``[B, frames_num, K]`` as upstream does.
+
+    Each segment is repeated ``ratio`` times (the CNN's time downsampling); the frames that the
+    pooling floor dropped at the end are filled with the last segment's values.
+    """
+    frames = segmentwise.repeat_interleave(ratio, dim=1)
+    missing = frames_num - frames.shape[1]
+    if missing > 0:
+        frames = torch.cat([frames, frames[:, -1:, :].expand(-1, missing, -1)], dim=1)
+    return frames[:, :frames_num, :]
