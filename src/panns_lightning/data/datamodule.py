@@ -12,6 +12,7 @@ creates the first epoch's iterator of a run (also after resuming) before ``on_tr
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,7 +22,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream
+from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream, shard_counts
 from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, read_shard_manifest, shard_urls
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         seed: int = 1234,
         fail_fast: bool = False,
         pin_memory: bool = False,
+        fold: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -77,6 +79,8 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.seed = seed
         self.fail_fast = fail_fast
         self.pin_memory = pin_memory
+        # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
+        self.fold = fold
         self._epoch = SharedCount(0)
         self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
         self._manifests: dict[str, dict[str, Any]] | None = None
@@ -195,6 +199,18 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
+        spec = self._whole_set_spec(split, manifest, directory)
+        if self.fold is None:
+            return spec
+        from panns_lightning.datasets.folds import fold_selection
+
+        try:
+            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=str(Path(directory) / "manifest.json"))
+        except ValueError as error:
+            raise ShardSetError(str(error)) from None
+        return dataclasses.replace(spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips)
+
+    def _whole_set_spec(self, split: str, manifest: dict[str, Any], directory: str) -> StreamSpec:
         return StreamSpec(
             urls=tuple(shard_urls(directory, manifest, self.urls[split])),
             storage=manifest["storage"],
@@ -203,6 +219,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             num_classes=len(manifest["labels"]),
             class_counts=tuple(int(count) for count in manifest["class_counts"]),
             num_clips=int(manifest["num_clips"]),
+            **shard_counts(manifest),
         )
 
     def _read_manifests(self) -> dict[str, dict[str, Any]]:

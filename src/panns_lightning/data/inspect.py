@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream
+from panns_lightning.data.sampling import StreamSpec, TrainClipStream, shard_counts
 from panns_lightning.data.stream import ErrorLog, read_shard_manifest, shard_urls
 
 _TOP = 5  # classes shown at each end of the per-class tables
@@ -80,6 +80,7 @@ def measure_stream(
         num_classes=num_classes,
         class_counts=tuple(int(count) for count in counts),
         num_clips=int(manifest["num_clips"]),
+        **shard_counts(manifest),
     )
     stream = TrainClipStream(
         spec,

@@ -20,6 +20,21 @@ the previous one is expected to have stopped, so every shard is read once per pa
 shorter than a pass). The epoch comes from a :class:`SharedCount` the DataModule sets, so it
 reaches workers whether they are re-created each epoch or persistent.
 
+Epoch ranges (when the manifest gives per-shard class counts): each shard's weight is Σ E over its
+clips, computable from the manifest alone; a pass is split into slot slices of equal weight
+(``stream.weighted_slices``) and epoch e of a slot reads exactly the clips whose cumulative E lies
+in [e·M, (e+1)·M), M = its draws per epoch / ρ. At the end of its range the stream releases all
+held-back copies and reads further only if the buffer runs dry, so an epoch draws what it read
+and slots finish a pass together. Without those counts (URL overrides, folds) epochs start at the
+expected shard count, as before.
+
+Memory (what the sampler keeps, per worker): the shuffle buffer and the held-back copies
+(≤ ``shuffle_buffer + repeat_spread`` distinct undecoded clips, references not copies), one float
+per shard (weights) and the class counts. Nothing grows with the number of clips, which is why
+a labels-only run over 1.9 M clips adds ~30 MB (``simulate.py``), against ~175 MB for PANNs'
+per-class index lists. With audio: 4000 int16 10 s clips ≈ 2.5 GB per worker at the defaults
+(FLAC ≈ 1.4 GB); lower ``shuffle_buffer``/``repeat_spread`` for many workers.
+
 Guarantees, per DataLoader worker:
 - memory: at most ``shuffle_buffer + repeat_spread`` distinct undecoded clips (plus one burst of
   copies of a single clip);
@@ -40,7 +55,7 @@ import heapq
 import itertools
 import math
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,7 +72,12 @@ from panns_lightning.data.stream import (
     multi_hot,
     read_shard,
     train_shard_schedule,
+    weighted_train_schedule,
 )
+
+# Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
+# (``simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
+ShardReader = Callable[..., Iterator[RawClip]]
 
 # Tries at random positions before scanning the buffer for a key not yet in the batch.
 _RANDOM_TRIES = 8
@@ -76,6 +96,24 @@ class StreamSpec:
     num_classes: int
     class_counts: tuple[int, ...]
     num_clips: int
+    # Per shard (same order as ``urls``), from the manifest: lets slots split passes by expected
+    # draws rather than by shard count. None when unknown (e.g. URL overrides of another length).
+    shard_clips: tuple[int, ...] | None = None
+    shard_class_counts: tuple[tuple[int, ...], ...] | None = None
+    # Only clips with these member keys are used (a cross-validation fold); None: all clips.
+    # class_counts / num_clips then describe the kept clips.
+    keep_keys: frozenset[str] | None = None
+
+
+def shard_counts(manifest: dict[str, Any]) -> dict[str, Any]:
+    """``shard_clips`` and ``shard_class_counts`` of a :class:`StreamSpec` from a manifest's shard list."""
+    shards = manifest["shards"]
+    if not all("num_clips" in shard and "class_counts" in shard for shard in shards):
+        return {}
+    return {
+        "shard_clips": tuple(int(shard["num_clips"]) for shard in shards),
+        "shard_class_counts": tuple(tuple(int(count) for count in shard["class_counts"]) for shard in shards),
+    }
 
 
 @dataclass(frozen=True)
@@ -128,6 +166,11 @@ class ClassBalanceFactor:
         inverse = self._inverse
         return self._scale * sum(inverse[index] for index in labels if 0 <= index < len(inverse))
 
+    def total(self, class_counts: Sequence[int]) -> float:
+        """Σ E over a group of clips (e.g. a shard) from its per-class clip counts alone."""
+        inverse = self._inverse
+        return self._scale * sum(count * inverse[index] for index, count in enumerate(class_counts) if index < len(inverse))
+
 
 def rotating_round(value: float, phase: float, pass_index: int) -> int:
     """floor(value), plus one in a fraction frac(value) of passes, evenly spaced over passes.
@@ -152,7 +195,9 @@ class RepeatShuffleBuffer:
     """A bounded shuffle buffer of undecoded clips, fed ``k`` copies per clip spread over time.
 
     ``next(avoid)`` returns a random buffered clip whose key is not in ``avoid`` (if any), keeping
-    the buffer filled to ``capacity`` from ``source``, which yields (clip, copies) pairs.
+    the buffer filled to ``capacity`` from ``source``, which yields (clip, copies) pairs. A ``None``
+    from ``source`` marks the end of the epoch's share: held-back copies are released at once and
+    the source is read further only when nothing is left, so an epoch draws the copies it read.
     Copy 0 of a clip is buffered at once; copy j
     is held back until ``j·spread/k`` more clips have been read, so copies of a rare clip do not
     land in the same few batches.
@@ -160,7 +205,7 @@ class RepeatShuffleBuffer:
 
     def __init__(
         self,
-        source: Iterator[tuple[RawClip, int]],
+        source: Iterator[tuple[RawClip, int] | None],
         *,
         capacity: int,
         spread: int,
@@ -177,6 +222,7 @@ class RepeatShuffleBuffer:
         self._clock = 0
         self._tiebreak = itertools.count()
         self._exhausted = False
+        self._paused = False
 
     def next(self, avoid: set[str] | frozenset[str] = frozenset()) -> RawClip | None:
         """A random clip from the buffer, avoiding ``avoid`` keys when it can; None once a finite source is used up."""
@@ -184,22 +230,48 @@ class RepeatShuffleBuffer:
         if not self._buffer:
             return None
         position = self._pick(avoid)
+        while position < 0 and self._paused and not self._exhausted:
+            self._read_one()  # the epoch's share is used up, but a repeat in the batch is worse
+            position = self._pick(avoid)
+        if position < 0:
+            position = int(self._rng.integers(len(self._buffer)))  # only keys already in the batch: repeat
         buffer = self._buffer
         buffer[position], buffer[-1] = buffer[-1], buffer[position]
         return buffer.pop()
 
     def _fill(self) -> None:
-        while len(self._buffer) < self._capacity and not self._exhausted:
+        if self._paused and not self._buffer:
+            self._release_all()
+        while not self._exhausted and (
+            len(self._buffer) < self._capacity if not self._paused else not (self._buffer or self._pending)
+        ):
             try:
-                clip, copies = next(self._source)
+                item = next(self._source)
             except StopIteration:
                 self._exhausted = True
                 break
-            self._admit(clip, copies)
+            if item is None:
+                # The epoch's share of the stream is read: hand out what is held back, read more only if dry.
+                self._paused = True
+                self._release_all()
+                continue
+            self._admit(*item)
         if self._exhausted and not self._buffer and self._pending:
             # A finite source has ended: release held-back copies now rather than lose them.
             self._buffer.extend(clip for _, _, clip in sorted(self._pending))
             self._pending.clear()
+
+    def _read_one(self) -> None:
+        for item in self._source:
+            if item is not None:
+                self._admit(*item)
+                self._release_all()
+                return
+        self._exhausted = True
+
+    def _release_all(self) -> None:
+        self._buffer.extend(clip for _, _, clip in sorted(self._pending))
+        self._pending.clear()
 
     def _admit(self, clip: RawClip, copies: int) -> None:
         if copies > 0:
@@ -222,7 +294,7 @@ class RepeatShuffleBuffer:
             position = (start + step) % size
             if self._buffer[position].key not in avoid:
                 return position
-        return start  # the buffer holds only keys already in the batch: a repeat is unavoidable
+        return -1  # the buffer holds only keys already in the batch
 
 
 # --------------------------------------------------------------------------- datasets
@@ -253,6 +325,7 @@ class TrainClipStream(IterableDataset):
         epoch: SharedCount | None = None,
         errors: ErrorLog | None = None,
         labels_only: bool = False,
+        reader: ShardReader | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or steps_per_epoch < 1:
@@ -275,7 +348,9 @@ class TrainClipStream(IterableDataset):
         self.epoch = epoch if epoch is not None else SharedCount()
         self.errors = errors if errors is not None else ErrorLog("train")
         self.labels_only = labels_only
+        self.reader = reader if reader is not None else read_shard
         self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
+        self._shard_weights = self._expected_copies_per_shard()
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
@@ -285,7 +360,13 @@ class TrainClipStream(IterableDataset):
         self.epoch.value = epoch
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        slot = current_slot(self.rank, self.world_size)
+        return self.iter_slot(current_slot(self.rank, self.world_size))
+
+    def iter_slot(self, slot: ReaderSlot) -> Iterator[dict[str, Any]]:
+        """The batches of one reader slot this epoch; ``__iter__`` picks the slot from the DataLoader worker.
+
+        Public so that a simulation can run all ranks × workers in one process through this same code.
+        """
         epoch = self.epoch.value
         rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
         buffer = RepeatShuffleBuffer(
@@ -302,27 +383,76 @@ class TrainClipStream(IterableDataset):
         share, extra = divmod(self.steps_per_epoch, slot.num_workers)
         return share + int(slot.worker < extra)
 
-    def _shards_per_epoch(self, slot: ReaderSlot) -> int:
-        """Shards a slot is expected to read per epoch: where the next epoch starts in its schedule."""
+    def _expected_copies_per_shard(self) -> list[float] | None:
+        """Copies each shard emits per pass at repeat_scale 1 (Σ E over its clips; its clip count unbalanced)."""
+        spec = self.spec
+        if spec.keep_keys is not None:  # a subset (fold): per-shard manifest counts do not describe it
+            return None
+        if spec.shard_clips is None or len(spec.shard_clips) != len(spec.urls):
+            return None
+        if self._factor is None:
+            return [float(count) for count in spec.shard_clips]
+        if spec.shard_class_counts is None or len(spec.shard_class_counts) != len(spec.urls):
+            return None
+        return [self._factor.total(counts) for counts in spec.shard_class_counts]
+
+    def _clips_with_copies(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int] | None]:
+        """(clip, copies) in schedule order; ``None`` once this epoch's share is read (then more if asked)."""
+        if self._shard_weights is None:
+            yield from self._clips_by_shard_count(slot, epoch)
+            return
+        # Positions are cumulative E (1 per clip unbalanced) along the slot's schedule, the same
+        # quantity the manifest gives per shard: epoch e reads exactly the clips in
+        # [e·M, (e+1)·M) with M the expected reads of an epoch, so epochs neither overlap nor skip.
+        mean_copies = self.repeat_scale if self.balanced else 1.0
+        span = self._batches_for_worker(slot) * self.batch_size / mean_copies
+        start, stop = epoch * span, (epoch + 1) * span
+        schedule = weighted_train_schedule(
+            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=start
+        )
+        signalled = False
+        tally = [0]
+        for pass_index, shard_index, position in self._guard_empty(schedule, tally):
+            url = self.spec.urls[shard_index]
+            for clip in self._read(url, tally):
+                weight = self._factor(clip.labels) if self._factor is not None else 1.0
+                clip_position, position = position, position + weight
+                if clip_position < start and not signalled:
+                    continue  # read by the previous epoch
+                if clip_position >= stop and not signalled:
+                    signalled = True
+                    yield None
+                yield clip, self._copies(clip, pass_index)
+
+    def _clips_by_shard_count(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int]]:
+        """Fallback without per-shard counts (URL overrides, folds): epochs start at expected shard counts."""
         mean_copies = self.repeat_scale if self.balanced else 1.0
         clips_read = self._batches_for_worker(slot) * self.batch_size / mean_copies
         clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
-        return max(1, math.ceil(clips_read / clips_per_shard))
-
-    def _clips_with_copies(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int]]:
-        num_shards = len(self.spec.urls)
-        schedule = train_shard_schedule(
-            num_shards, slot.index, slot.count, seed=self.seed, start=epoch * self._shards_per_epoch(slot)
-        )
-        empty_in_a_row = 0
-        for pass_index, shard_index in schedule:
-            url = self.spec.urls[shard_index]
-            read = 0
-            for clip in read_shard(url, storage=self.spec.storage, with_audio=not self.labels_only, errors=self.errors):
-                read += 1
+        start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
+        schedule = train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
+        tally = [0]
+        for pass_index, shard_index in self._guard_empty(schedule, tally):
+            for clip in self._read(self.spec.urls[shard_index], tally):
                 yield clip, self._copies(clip, pass_index)
-            empty_in_a_row = 0 if read else empty_in_a_row + 1
-            if empty_in_a_row >= max(num_shards, 2):
+
+    def _read(self, url: str, tally: list[int]) -> Iterator[RawClip]:
+        keep = self.spec.keep_keys
+        for clip in self.reader(url, storage=self.spec.storage, with_audio=not self.labels_only, errors=self.errors):
+            tally[0] += 1
+            if keep is None or clip.key in keep:
+                yield clip
+
+    def _guard_empty(self, schedule: Iterator[tuple[Any, ...]], tally: list[int]) -> Iterator[tuple[Any, ...]]:
+        """Pass the schedule through, failing once every shard in a row held no readable clip (``tally`` counts them)."""
+        empty_in_a_row = 0
+        limit = max(len(self.spec.urls), 2)
+        for entry in schedule:
+            tally[0] = 0
+            yield entry
+            empty_in_a_row = 0 if tally[0] else empty_in_a_row + 1
+            if empty_in_a_row >= limit:
+                url = self.spec.urls[entry[1]]
                 raise RuntimeError(f"train stream: {empty_in_a_row} shards in a row held no readable clip, last {url}")
 
     def _copies(self, clip: RawClip, pass_index: int) -> int:
@@ -431,8 +561,10 @@ class EvalClipStream(IterableDataset):
         for share in eval_shares_for_slot(len(self.spec.urls), slot.index, slot.count):
             url = self.spec.urls[share.shard_index]
             clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors)
+            keep = self.spec.keep_keys
             for position, clip in enumerate(clips):
-                if position % share.stride == share.offset:
+                # Position counts every clip, kept or not, so the exactly-once split is unchanged.
+                if position % share.stride == share.offset and (keep is None or clip.key in keep):
                     yield clip
 
 

@@ -12,6 +12,7 @@ path skip audio bytes without reading them into memory.
 
 from __future__ import annotations
 
+import heapq
 import io
 import json
 import logging
@@ -112,17 +113,49 @@ def shard_urls(shard_dir: str | Path, manifest: dict[str, Any], urls: str | Sequ
 # --------------------------------------------------------------------------- splitting
 
 
-def train_shards_for_slot(num_shards: int, slot: int, num_slots: int, *, seed: int, pass_index: int) -> list[int]:
+def train_shards_for_slot(
+    num_shards: int,
+    slot: int,
+    num_slots: int,
+    *,
+    seed: int,
+    pass_index: int,
+    weights: Sequence[float] | None = None,
+) -> list[int]:
     """Shard indices one reader slot (rank × worker) reads in one pass over the train set.
 
-    One global permutation per (seed, pass) is sliced across slots, so within a pass slots read
+    One global permutation per (seed, pass) is split across slots, so within a pass slots read
     disjoint shards and every slot gets at least one; with fewer shards than slots, slots wrap
-    around the permutation and share shards.
+    around the permutation and share shards. Without ``weights`` slot s takes every num_slots-th
+    shard. With ``weights`` (the copies a shard is expected to emit) slices are balanced by weight
+    (:func:`weighted_slices`): every slot then needs the same number of draws to finish its slice,
+    so all slots finish a pass together and no shard of a pass is left unread while others are
+    read twice — that, not rounding, was what skewed rare classes' counts over a pass.
     """
-    order = np.random.default_rng([seed, pass_index]).permutation(num_shards)
+    rng = np.random.default_rng([seed, pass_index])
+    order = rng.permutation(num_shards)
     if num_shards < num_slots:
         return [int(order[slot % num_shards])]
-    return [int(index) for index in order[slot::num_slots]]
+    if weights is None:
+        return [int(index) for index in order[slot::num_slots]]
+    return weighted_slices(order, np.asarray(weights, dtype=np.float64), num_slots, rng)[slot]
+
+
+def weighted_slices(order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator) -> list[list[int]]:
+    """Split shards into ``num_slots`` slices of near-equal total weight, each listed in ``order``.
+
+    Greedy longest-processing-time on weights jittered by ±25 % (log-normal), so that slices
+    change from pass to pass instead of pinning each slot to the same shards forever.
+    """
+    jittered = weights[order] * np.exp(0.25 * rng.standard_normal(len(order)))
+    loads = [(0.0, 0, slot) for slot in range(num_slots)]  # (weight, shard count, slot): empty slots first
+    heapq.heapify(loads)
+    assigned: list[list[int]] = [[] for _ in range(num_slots)]
+    for position in np.argsort(-jittered, kind="stable"):
+        load, count, slot = heapq.heappop(loads)
+        assigned[slot].append(int(position))
+        heapq.heappush(loads, (load + float(weights[order[position]]), count + 1, slot))
+    return [[int(order[position]) for position in sorted(positions)] for positions in assigned]
 
 
 def train_shard_schedule(
@@ -140,6 +173,27 @@ def train_shard_schedule(
         for shard_index in shard_indices[offset:]:
             yield pass_index, shard_index
         pass_index, offset = pass_index + 1, 0
+
+
+def weighted_train_schedule(
+    num_shards: int, slot: int, num_slots: int, *, seed: int, weights: Sequence[float], start: float = 0.0
+) -> Iterator[tuple[int, int, float]]:
+    """Like :func:`train_shard_schedule` on weight-balanced slices, yielding (pass, shard, position).
+
+    ``position`` is the cumulative shard weight of the slot's schedule before that shard; the first
+    shard yielded is the one holding position ``start``, so a reader can skip its clips before it.
+    """
+    pass_index, position = 0, 0.0
+    while True:
+        shards = train_shards_for_slot(num_shards, slot, num_slots, seed=seed, pass_index=pass_index, weights=weights)
+        for shard_index in shards:
+            following = position + float(weights[shard_index])
+            if following > start or (following == position and position >= start):
+                yield pass_index, shard_index, position
+            position = following
+        if position <= 0:
+            raise ValueError("weighted_train_schedule: every shard has weight 0")
+        pass_index += 1
 
 
 @dataclass(frozen=True)
