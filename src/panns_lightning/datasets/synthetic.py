@@ -130,7 +130,10 @@ def event_catalog() -> list[EventClass]:
         EventClass("/synth/noise_low", "Noise burst, low band (300-800 Hz)", _noise_band(300, 800)),
         EventClass("/synth/clicks_slow", "Click train, slow (6/s)", _clicks(6)),
         EventClass("/synth/harmonic_180", "Harmonic stack, 180 Hz", _harmonic(180, 10)),
-        EventClass("/synth/tone_2500", "Tone, 2.5 kHz", _tone(2500)),
+        # A slow wide sweep: its shape, not only its position on the mel axis, sets it apart. PANNs
+        # CNNs average over frequency at the end, so classes that differ by position alone
+        # (two pure tones) take far longer to learn than a demo can afford.
+        EventClass("/synth/siren", "Siren, sweeping 0.9-2.1 kHz", _vibrato(1500, 600, 2)),
         EventClass("/synth/am_1200", "Tremolo tone, 1.2 kHz", _am_tone(1200, 8)),
         EventClass("/synth/chirp_down", "Chirp, falling", _chirp(3200, 400)),
         EventClass("/synth/noise_high", "Noise burst, high band (3.5-5.5 kHz)", _noise_band(3500, 5500)),
@@ -149,6 +152,7 @@ def event_catalog() -> list[EventClass]:
         EventClass("/synth/chirp_down_wide", "Chirp, falling wide", _chirp(6000, 1500)),
         EventClass("/synth/harmonic_350", "Harmonic stack, 350 Hz", _harmonic(350, 6)),
         EventClass("/synth/tone_250", "Tone, 250 Hz", _tone(250)),
+        EventClass("/synth/tone_2500", "Tone, 2.5 kHz", _tone(2500)),
     ]
 
 
