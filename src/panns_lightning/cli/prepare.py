@@ -1,7 +1,8 @@
 """``panns-prepare``: make datasets and convert them into shard sets.
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
-shards), ``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error.
+shards), ``esc50`` / ``gtzan`` / ``ravdess`` (official layouts → one shard set with folds),
+``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{synthetic,audioset,inspect}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{synthetic,audioset,esc50,gtzan,ravdess,inspect}")
 
     synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
     synthetic.add_argument("--out", required=True, type=Path, help="folder for CSVs and audio/")
@@ -63,12 +64,15 @@ def build_parser() -> argparse.ArgumentParser:
     audioset.add_argument("--quiet", action="store_true", help="no progress bar")
     audioset.set_defaults(run=run_audioset)
 
+    _add_folded_commands(commands)
+
     inspect = commands.add_parser("inspect", help="summarise a shard set (class counts, sampler behaviour)")
     inspect.add_argument("shard_dir", type=Path)
     inspect.add_argument("--balanced", action="store_true", help="draw through the balanced sampler")
     inspect.add_argument("--draws", type=int, default=10000)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--batch-size", type=int, default=32)
+    inspect.add_argument("--plot", type=Path, default=None, metavar="PATH", help="with --draws: write a PNG of per-class counts (raw, ours, PANNs)")
     inspect.set_defaults(run=run_inspect)
     return parser
 
@@ -157,12 +161,101 @@ def run_audioset(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
+    """esc50 / gtzan / ravdess: one single-label shard set per dataset, folds in clips and manifest."""
+    specs = {
+        "esc50": ("ESC-50 (audio/*.wav + meta/esc50.csv), official 5 folds", "the ESC-50 folder (ESC-50-master)", 5.0),
+        "gtzan": ("GTZAN (genres/<genre>/*.au or genres_original/<genre>/*.wav), stratified k folds", "folder holding genres/ or genres_original/", 30.0),
+        "ravdess": ("RAVDESS audio (Actor_NN/MM-VV-EE-II-SS-RR-AA.wav), folds by actor", "folder holding the Actor_NN folders", 4.0),
+    }
+    for name, (help_text, root_help, seconds) in specs.items():
+        sub = commands.add_parser(name, help=f"convert {help_text} into shards")
+        sub.add_argument("--root", required=True, type=Path, help=root_help)
+        sub.add_argument("--out", required=True, type=Path, help="output shard directory")
+        sub.add_argument("--sample-rate", type=int, default=32000, help="target rate (default 32000, the PANNs front end)")
+        sub.add_argument("--clip-seconds", type=float, default=seconds, help=f"pad/crop to this length (default {seconds:g})")
+        sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
+        sub.add_argument("--clips-per-shard", type=int, default=256)
+        sub.add_argument("--min-shards", type=int, default=8)
+        sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
+        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment" + (" and of the folds" if name == "gtzan" else ""))
+        sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        if name == "esc50":
+            sub.add_argument("--esc10", action="store_true", help="only the ESC-10 subset (10 classes, re-indexed)")
+        if name == "gtzan":
+            sub.add_argument("--num-folds", type=int, default=10)
+            sub.add_argument("--split-file", type=Path, default=None, help="text list of the files to keep (e.g. a fault-filtered split)")
+        if name == "ravdess":
+            sub.add_argument("--channel", choices=("speech", "song", "both"), default="speech")
+            sub.add_argument("--num-folds", type=int, default=4, help="folds of actors (default 4: 6 actors each, 3 male + 3 female)")
+        sub.set_defaults(run=run_folded, dataset_name=name)
+
+
+def run_folded(args: argparse.Namespace) -> int:
+    from panns_lightning.datasets import folds
+    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError
+
+    command = args.dataset_name
+    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
+        return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    try:
+        if command == "esc50":
+            from panns_lightning.datasets.esc50 import read_esc50
+
+            folded = read_esc50(args.root, esc10=args.esc10)
+        elif command == "gtzan":
+            from panns_lightning.datasets.gtzan import read_gtzan
+
+            folded = read_gtzan(args.root, num_folds=args.num_folds, seed=args.seed, split_file=args.split_file)
+        else:
+            from panns_lightning.datasets.ravdess import read_ravdess
+
+            folded = read_ravdess(args.root, channel=args.channel, num_folds=args.num_folds)
+    except (FileNotFoundError, ValueError, UnicodeDecodeError) as error:
+        return _usage_error(command, str(error))
+    for warning in folded.result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    print(f"{folded.dataset}: {len(folded.result.records)} clips found, {len(folded.result.skipped)} skipped before decoding, {len(folded.labels)} classes")
+    try:
+        manifest, entry = folds.write_folded_shards(
+            folded,
+            args.out,
+            split="all",
+            sample_rate=args.sample_rate,
+            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+            storage=args.storage,
+            clips_per_shard=args.clips_per_shard,
+            min_shards=args.min_shards,
+            num_workers=args.workers,
+            seed=args.seed,
+            created_by=args.command_line,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
+    except OutputNotEmptyError as error:
+        return _usage_error(command, str(error))
+    except NoUsableClipsError as error:
+        print(f"panns-prepare {command}: nothing usable: {error}", file=sys.stderr)
+        _print_skips(error.skipped, stream=sys.stderr)
+        return EXIT_NOTHING_USABLE
+    print(
+        f"wrote {manifest.num_clips} clips in {len(manifest.shards)} shards to {args.out} "
+        f"({manifest.storage}, {manifest.sample_rate} Hz, {manifest.clip_samples} samples per clip)"
+    )
+    print(folds.fold_table(entry, manifest.label_names))
+    _print_skips(manifest.skipped, stream=sys.stdout)
+    return EXIT_OK
+
+
 def run_inspect(args: argparse.Namespace) -> int:
     try:
         from panns_lightning.data.inspect import run_inspect as inspect_shards
     except ImportError as error:
         return _usage_error("inspect", f"the inspector is not available ({error})")
-    outcome = inspect_shards(args.shard_dir, balanced=args.balanced, draws=args.draws, seed=args.seed, batch_size=args.batch_size)
+    outcome = inspect_shards(
+        args.shard_dir, balanced=args.balanced, draws=args.draws, seed=args.seed, batch_size=args.batch_size, plot=args.plot
+    )
     return outcome if isinstance(outcome, int) else EXIT_OK
 
 

@@ -1,0 +1,229 @@
+"""FineTuneModule: a pretrained PANNs backbone with a new classifier, trained on a small dataset.
+
+It is a :class:`TaggingModule` (same loss, mixup, metrics, checkpoint contents); what it adds:
+
+- **Backbone weights** from a published PANNs file (``{"model": ...}``), a bare state_dict or one
+  of our Lightning checkpoints, loaded *strictly* for everything but the AudioSet classifier: a
+  missing, extra or mis-shaped backbone key is an error, never a silent partial load. The mel
+  filterbank stored in the file must also equal the one ``model_config`` builds, which catches a
+  checkpoint trained at another sample rate / fmin / fmax whose tensors happen to have equal shapes.
+- **A new head** ``Linear(embedding_dim, num_classes)`` where ``fc_audioset`` was (the AudioSet
+  weights are dropped). Keeping the attribute name makes the fine-tuned network an ordinary zoo
+  model with ``num_classes`` outputs: ``build_model(name, classes_num=K)`` + ``load_panns_checkpoint``
+  read it back, and panns-eval can score it. Single-label training is cross-entropy over the head's
+  logits (``TaggingModule.loss`` recovers them from the sigmoid outputs), i.e. a log-softmax head.
+- **What trains**: ``mode="full"`` (everything), ``"linear_probe"`` (only the head; the backbone is
+  frozen *and kept in eval mode*, so BatchNorm running statistics and dropout do not move) or
+  ``"partial"`` with ``freeze_until="conv_block3"`` (the model's top-level layers up to and
+  including that one frozen, in registration order = forward order). ``layer_decay`` < 1 gives
+  each trainable layer ``lr · layer_decay^depth`` with depth counted from the head.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torchmetrics.utilities import dim_zero_cat
+
+from panns_lightning.models.blocks import init_layer
+from panns_lightning.models.checkpoint import CheckpointMismatchError, best_matching_models, read_state_dict
+from panns_lightning.training.module import TaggingModule
+
+log = logging.getLogger(__name__)
+
+MODES = ("full", "linear_probe", "partial")
+HEAD = "fc_audioset"
+# The classifier keys of the published files; everything else is backbone.
+CLASSIFIER_PREFIXES = ("fc_audioset.", "att_block.")
+# Deterministic front-end tensors: equal only if the checkpoint was made with the same front end.
+FRONTEND_TENSORS = ("logmel_extractor.melW",)
+
+
+class FineTuneModule(TaggingModule):
+    """A TaggingModule whose backbone starts from a checkpoint and may be (partly) frozen.
+
+    ``checkpoint=None`` trains from scratch (the demo's baseline, and how a saved fine-tuned
+    checkpoint is rebuilt before its own weights are loaded). Other keyword arguments go to
+    :class:`TaggingModule` (lr, betas, mixup_enabled, ...).
+    """
+
+    def __init__(
+        self,
+        model_config: dict[str, Any],
+        labels: list[dict[str, Any]],
+        multilabel: bool = False,
+        checkpoint: str | None = None,
+        mode: str = "full",
+        freeze_until: str | None = None,
+        layer_decay: float = 1.0,
+        **tagging_options: Any,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"finetune mode must be one of {MODES}, got {mode!r}")
+        if mode == "partial" and not freeze_until:
+            raise ValueError("finetune mode 'partial' needs freeze_until (e.g. 'conv_block3')")
+        if mode != "partial" and freeze_until:
+            raise ValueError(f"freeze_until={freeze_until!r} is only used with mode 'partial' (mode is {mode!r})")
+        if not 0 < layer_decay <= 1:
+            raise ValueError(f"layer_decay must be in (0, 1], got {layer_decay}")
+        super().__init__(model_config, labels, multilabel, **tagging_options)
+        if not isinstance(getattr(self.model, HEAD, None), nn.Linear):
+            raise ValueError(
+                f"fine-tuning replaces the clip classifier '{HEAD}', which {model_config['name']} does not have "
+                "(attention-pooled SED models are not supported); pick a clip-level model such as Cnn14"
+            )
+        self.mode = mode
+        self.layer_decay = layer_decay
+        if checkpoint:
+            load_backbone(self.model, checkpoint)
+        self.reset_head()
+        self.frozen_layers = frozen_layer_names(self.model, mode, freeze_until)
+        for name in self.frozen_layers:
+            for parameter in getattr(self.model, name).parameters():
+                parameter.requires_grad_(False)
+        self.last_test_predictions: tuple[torch.Tensor, torch.Tensor] | None = None
+
+    @property
+    def embedding_dim(self) -> int:
+        return int(getattr(self.model, HEAD).in_features)
+
+    def reset_head(self) -> None:
+        """A fresh ``Linear(embedding_dim, num_classes)`` with upstream's Xavier init."""
+        head = nn.Linear(self.embedding_dim, len(self.labels), bias=True)
+        init_layer(head)
+        setattr(self.model, HEAD, head)
+
+    def train(self, mode: bool = True) -> FineTuneModule:
+        """BatchNorm layers inside frozen layers stay in eval mode, so their running statistics never move.
+
+        Only BatchNorm: SpecAugment and the zoo's functional dropout follow the model's mode, so
+        augmentation still acts while the backbone is frozen.
+        """
+        super().train(mode)
+        self._keep_frozen_batchnorm_in_eval()
+        return self
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        # Lightning restores each submodule's mode itself around validation; re-assert before every step.
+        self._keep_frozen_batchnorm_in_eval()
+
+    def _keep_frozen_batchnorm_in_eval(self) -> None:
+        for name in getattr(self, "frozen_layers", ()):
+            for module in getattr(self.model, name).modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+
+    def on_test_epoch_end(self) -> None:
+        # Keep the raw predictions (gathered across ranks) for confusion matrices before they are reset.
+        with self.test_metrics.sync_context(should_sync=self.trainer.world_size > 1 if self._trainer else False):
+            probs = dim_zero_cat(self.test_metrics.probs) if self.test_metrics.probs else torch.zeros(0, len(self.labels))
+            targets = dim_zero_cat(self.test_metrics.targets) if self.test_metrics.targets else torch.zeros(0, len(self.labels))
+        self.last_test_predictions = (probs.cpu(), targets.cpu())
+        super().on_test_epoch_end()
+
+    def configure_optimizers(self) -> Any:
+        """Adam over the trainable parameters only, one group per layer when ``layer_decay`` < 1."""
+        hp = self.hparams
+        groups = parameter_groups(self.model, hp.lr, self.layer_decay)
+        if not groups:
+            raise ValueError("nothing to train: every parameter is frozen")
+        optimizer = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
+        if hp.warmup_steps <= 0:
+            return optimizer
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+
+def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
+    """Load every non-classifier tensor of ``path`` into ``model`` strictly; returns what was loaded.
+
+    Raises :class:`CheckpointMismatchError` naming missing / unexpected / mis-shaped keys (and the
+    zoo model the file fits best), or a front end that differs from the model's.
+    """
+    path = Path(path)
+    state = read_state_dict(path)
+    file_backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    model_backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
+    missing = sorted(set(model_backbone) - set(file_backbone))
+    unexpected = sorted(set(file_backbone) - set(model_backbone))
+    misshaped = sorted(k for k in set(model_backbone) & set(file_backbone) if tuple(model_backbone[k].shape) != tuple(file_backbone[k].shape))
+    name = getattr(model, "zoo_name", type(model).__name__)
+    if missing or unexpected or misshaped:
+        names, score = best_matching_models(state)
+        details = []
+        if missing:
+            details.append(f"{len(missing)} backbone keys missing from the file (e.g. {', '.join(missing[:4])})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected keys in the file (e.g. {', '.join(unexpected[:4])})")
+        if misshaped:
+            k = misshaped[0]
+            details.append(f"{len(misshaped)} keys with other shapes (e.g. {k}: file {tuple(file_backbone[k].shape)} vs model {tuple(model_backbone[k].shape)})")
+        raise CheckpointMismatchError(
+            f"{path} does not fit the {name} backbone: {'; '.join(details)}. The file's layout best fits "
+            f"{' / '.join(names)} ({score:.0%} of keys); set model=<that name> and its front end"
+        )
+    for key in FRONTEND_TENSORS:
+        if key in file_backbone and not torch.allclose(file_backbone[key].float(), model_backbone[key].float(), atol=1e-5):
+            raise CheckpointMismatchError(
+                f"{path}: its {key} differs from the one {name} builds from model_config, so the checkpoint was "
+                "trained with another front end (sample_rate / window_size / mel_bins / fmin / fmax); use the "
+                "checkpoint's front end and convert the data at its sample rate"
+            )
+    # strict=False only because the head is not in the file; the backbone was checked key by key above.
+    model.load_state_dict(file_backbone, strict=False)
+    log.info("loaded %d backbone tensors from %s (classifier dropped)", len(file_backbone), path)
+    return file_backbone
+
+
+def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files."""
+    content = torch.load(Path(path), map_location="cpu", weights_only=True)
+    hyper = content.get("hyper_parameters") if isinstance(content, Mapping) else None
+    config = hyper.get("model_config") if isinstance(hyper, Mapping) else None
+    return dict(config) if isinstance(config, Mapping) else None
+
+
+def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) -> list[str]:
+    """Top-level children to freeze: none (full), all but the head (linear_probe), up to ``freeze_until``."""
+    names = [name for name, _ in model.named_children()]
+    if mode == "full":
+        return []
+    if mode == "linear_probe":
+        return [name for name in names if name != HEAD]
+    if freeze_until not in names or freeze_until == HEAD:
+        choices = [name for name in names if name != HEAD]
+        raise ValueError(f"freeze_until={freeze_until!r} is not a layer of {getattr(model, 'zoo_name', type(model).__name__)}; choose one of {choices}")
+    return names[: names.index(freeze_until) + 1]
+
+
+def parameter_groups(model: nn.Module, lr: float, layer_decay: float) -> list[dict[str, Any]]:
+    """Trainable parameters grouped per top-level layer, lr decayed by depth from the head.
+
+    Layers without trainable parameters (frozen, or the fixed STFT) do not count as depth.
+    """
+    layers = [(name, [p for p in child.parameters() if p.requires_grad]) for name, child in model.named_children()]
+    layers = [(name, params) for name, params in layers if params]
+    groups = []
+    for depth, (name, params) in enumerate(reversed(layers)):
+        groups.append({"params": params, "lr": lr * layer_decay**depth, "name": name})
+    return list(reversed(groups))
+
+
+def load_finetune_module(path: str | Path) -> FineTuneModule:
+    """Rebuild a fine-tuned module from its Lightning checkpoint (labels and config included) for eval."""
+    from panns_lightning.training.checkpoints import read_checkpoint
+
+    content = read_checkpoint(path)
+    hyper = dict(content.get("hyper_parameters") or {})
+    if "mode" not in hyper or "state_dict" not in content:
+        raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")
+    hyper["checkpoint"] = None  # the weights come from this file, not the pretrained one
+    module = FineTuneModule(**hyper)
+    module.load_state_dict(content["state_dict"])
+    module.eval()
+    return module
