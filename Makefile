@@ -13,13 +13,21 @@ AUDIOSET_SHARDS ?= data/audioset/shards
 GPUS ?= 1
 ARGS ?=
 
-.PHONY: help install demo demo-data test bench pretrain clean
+DATA ?= esc50
+CKPT ?=
+FOLDS_esc50 := 1,2,3,4,5
+FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
+FOLDS_ravdess := 1,2,3,4
+FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
+
+.PHONY: help install demo demo-data test bench pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
 	@echo "make test      install and run the test suite"
 	@echo "make bench     print throughput figures"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
+	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
 
 install: $(VENV)/.installed
 
@@ -60,6 +68,12 @@ pretrain: install
 	$(BIN)/panns-train experiment=pretrain_audioset trainer.devices=$(GPUS) \
 		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/eval \
 		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
+
+finetune: install
+	@test -n "$(CKPT)" || { echo "usage: make finetune DATA=esc50|gtzan|ravdess CKPT=checkpoint"; exit 2; }
+	@test -f data/$(DATA)/shards/manifest.json || { echo "make data/$(DATA)/shards first: $(BIN)/panns-prepare $(DATA) --root ... --out data/$(DATA)/shards (see docs/finetune/$(DATA).md)"; exit 1; }
+	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$(FOLDS_$(DATA)) finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
+	$(BIN)/panns-cv-report $(FT_SWEEP)
 
 clean:
 	rm -rf outputs multirun .pytest_cache
