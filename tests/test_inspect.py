@@ -41,3 +41,35 @@ def test_draws_measure_the_balanced_and_plain_streams(long_tail: Path, capsys: p
     assert plain["min_coverage"] > 0.9, "a plain stream of 3000 draws passes over every clip"
     assert balanced["batches_with_repeat"] == 0 and balanced["bad_samples"] == 0
     assert "balanced: 3000 draws" in printed and "plain shuffled: 3000 draws" in printed
+
+
+def test_balanced_draws_are_printed_next_to_panns_and_plotted(
+    long_tail: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    plot = tmp_path / "figures" / "counts.png"
+    report = run_inspect(long_tail, balanced=True, draws=2000, seed=0, batch_size=25, plot=plot)
+    printed = capsys.readouterr().out
+    panns, ours = report["comparison"]["panns"], report["comparison"]["ours"]
+    assert panns["draws"] == ours["draws"] == 2000
+    assert ours["per_class"].sum() >= 2000, "every drawn key maps back to a clip of the set"
+    assert list(ours["per_class"]) == [
+        round(share * 2000 / 8) for share in report["stream"]["share"][:8]
+    ] + [0], "the side-by-side figures count the same draws as the stream tally"
+    assert ours["min_count"] >= 0.5 * panns["min_count"] > 0
+    assert "PANNs BalancedTrainSampler" in printed and "ours (stream)" in printed and "KL to uniform" in printed
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000
+    assert report["plot"] == str(plot)
+
+
+def test_plain_draws_print_no_comparison_unless_plotted(long_tail: Path, tmp_path: Path) -> None:
+    assert "comparison" not in run_inspect(long_tail, balanced=False, draws=300, seed=0)
+    report = run_inspect(long_tail, balanced=False, draws=300, seed=0, plot=tmp_path / "plain.png")
+    assert report["comparison"]["ours"]["draws"] == 300 and (tmp_path / "plain.png").is_file()
+
+
+def test_cli_plot_flag_writes_the_png(long_tail: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from panns_lightning.cli.prepare import main
+
+    plot = tmp_path / "cli.png"
+    assert main(["inspect", str(long_tail), "--balanced", "--draws", "300", "--plot", str(plot)]) == 0
+    assert plot.read_bytes()[:4] == b"\x89PNG" and f"plot           {plot}" in capsys.readouterr().out

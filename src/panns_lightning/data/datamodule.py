@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.fold = fold
         self._epoch = SharedCount(0)
         self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
+        self._counters_pid = os.getpid()
         self._manifests: dict[str, dict[str, Any]] | None = None
         self._rank_and_world: tuple[int, int] | None = None
 
@@ -127,6 +129,20 @@ class AudioShardDataModule(pl.LightningDataModule):
         """Read and cross-check manifests; take rank/world from the trainer (or torch.distributed)."""
         self._read_manifests()
         self._rank_and_world = self._detect_rank_and_world()
+        self._own_counters()
+
+    def _own_counters(self) -> None:
+        """Give this process its own epoch and error counters if it was spawned with a copy of ours.
+
+        ``ddp_spawn`` pickles the datamodule into every rank while spawning, and shared memory
+        travels as shared memory then: all ranks would add their workers' errors into the same
+        slots (and lose updates). Counters made here are shared with this rank's workers only.
+        """
+        if self._counters_pid == os.getpid():
+            return
+        self._epoch = SharedCount(self._epoch.value)
+        self._errors = {split: ErrorLog(split, self.fail_fast) for split in SPLITS}
+        self._counters_pid = os.getpid()
 
     def set_rank(self, rank: int, world_size: int) -> None:
         """Use this rank/world instead of detecting them (tools, tests, custom launchers)."""
@@ -258,7 +274,10 @@ class AudioShardDataModule(pl.LightningDataModule):
 class StreamEpochCallback(pl.Callback):
     """Tells the streamed train set which epoch it is (Lightning does not, for IterableDatasets).
 
-    Also logs the datamodule's skipped-sample counters at the end of each train epoch.
+    Also logs the datamodule's read-error counters at the end of each train epoch (after that
+    epoch's validation) as metrics ``data/bad_samples`` and ``data/bad_shards``: clips skipped and
+    shards cut short since the run started, train + val + test, summed over ranks. A rising
+    count in the training logs is how a damaged shard set shows up without stopping the run.
     """
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -268,10 +287,17 @@ class StreamEpochCallback(pl.Callback):
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         datamodule = trainer.datamodule
-        if isinstance(datamodule, AudioShardDataModule):
-            counts = datamodule.error_counts()
-            if any(value for split in counts.values() for value in split.values()):
-                log.warning("rank %d: skipped data so far: %s", trainer.global_rank, counts)
+        if not isinstance(datamodule, AudioShardDataModule):
+            return
+        counts = datamodule.error_counts()
+        for name in ("bad_samples", "bad_shards"):
+            total = sum(split[name] for split in counts.values())
+            pl_module.log(
+                f"data/{name}", float(total), on_step=False, on_epoch=True, reduce_fx="sum",
+                sync_dist=trainer.world_size > 1,
+            )
+        if any(value for split in counts.values() for value in split.values()):
+            log.warning("rank %d: skipped data so far: %s", trainer.global_rank, counts)
 
 
 def _epoch_target(trainer: pl.Trainer) -> Any:

@@ -67,10 +67,12 @@ from panns_lightning.data.stream import (
     ErrorLog,
     RawClip,
     SharedCount,
+    decode_samples,
     decode_waveform,
     eval_shares_for_slot,
     multi_hot,
     read_shard,
+    samples_to_float,
     train_shard_schedule,
     weighted_train_schedule,
 )
@@ -466,17 +468,20 @@ class TrainClipStream(IterableDataset):
     ) -> dict[str, Any]:
         keys: list[str] = []
         labels: list[tuple[int, ...]] = []
-        waveforms: list[np.ndarray] = []
-        targets: list[np.ndarray] = []
         in_batch: set[str] = set()
         failures_in_a_row = 0
+        if not self.labels_only:
+            # Decoded straight into the batch: one float32 write per sample, no per-clip copies to stack.
+            length = self.crop_samples or self.spec.clip_samples
+            waveforms = np.empty((self.batch_size, length), dtype=np.float32)
+            targets = np.zeros((self.batch_size, self.spec.num_classes), dtype=np.float32)
         while len(keys) < self.batch_size:
             clip = buffer.next(in_batch)
             if clip is None:
                 raise RuntimeError("train stream ended, but it is endless by design: no shard yielded clips")
             if not self.labels_only:
-                decoded = self._decode_once(clip, unreadable)
-                if decoded is None:
+                row = len(keys)
+                if not self._decode_into(clip, unreadable, waveforms[row], targets[row], rng):
                     failures_in_a_row += 1
                     if failures_in_a_row > _MAX_DECODE_FAILURES_IN_A_ROW:
                         raise RuntimeError(
@@ -485,36 +490,45 @@ class TrainClipStream(IterableDataset):
                         )
                     continue
                 failures_in_a_row = 0
-                waveform, target = decoded
-                waveforms.append(self._crop(waveform, rng))
-                targets.append(target)
             keys.append(clip.key)
             labels.append(clip.labels)
             in_batch.add(clip.key)
         if self.labels_only:
             return {"key": keys, "labels": labels}
-        return {
-            "waveform": torch.from_numpy(np.stack(waveforms)),
-            "target": torch.from_numpy(np.stack(targets)),
-            "key": keys,
-        }
+        return {"waveform": torch.from_numpy(waveforms), "target": torch.from_numpy(targets), "key": keys}
 
-    def _decode_once(self, clip: RawClip, unreadable: set[str]) -> tuple[np.ndarray, np.ndarray] | None:
-        """Decode, or None; a clip that fails is reported once and its later copies skipped quietly."""
+    def _decode_into(
+        self, clip: RawClip, unreadable: set[str], waveform: np.ndarray, target: np.ndarray, rng: np.random.Generator
+    ) -> bool:
+        """Decode ``clip`` (cropped) into the batch rows; False if it cannot be.
+
+        A clip that fails is reported once and its later copies are skipped quietly. The crop start
+        is drawn only for a clip that decoded, as before decoding went straight into the batch, so
+        the sequence of crops for a seed is unchanged.
+        """
         if clip.key in unreadable:
-            return None
+            return False
+        spec = self.spec
         try:
-            return decode_clip(clip, self.spec)
+            if clip.audio is None:
+                raise ValueError("clip was read without audio (labels-only stream)")
+            samples = decode_samples(
+                clip.audio, storage=spec.storage, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples
+            )
+            target[:] = multi_hot(clip.labels, spec.num_classes)
         except ValueError as exc:
             unreadable.add(clip.key)
+            target[:] = 0.0
             self.errors.sample(clip.shard, clip.key, str(exc))
-            return None
+            return False
+        start = self._crop_start(samples.shape[0], rng)
+        samples_to_float(samples[start : start + waveform.shape[0]], waveform)
+        return True
 
-    def _crop(self, waveform: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.crop_samples is None or self.crop_samples == waveform.shape[0]:
-            return waveform
-        start = int(rng.integers(waveform.shape[0] - self.crop_samples + 1))
-        return waveform[start : start + self.crop_samples]
+    def _crop_start(self, length: int, rng: np.random.Generator) -> int:
+        if self.crop_samples is None or self.crop_samples == length:
+            return 0
+        return int(rng.integers(length - self.crop_samples + 1))
 
 
 class EvalClipStream(IterableDataset):
