@@ -20,12 +20,13 @@ FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
 FOLDS_ravdess := 1,2,3,4
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data test bench pretrain finetune clean
+.PHONY: help install demo demo-data test bench bench-data pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
 	@echo "make test      install and run the test suite"
-	@echo "make bench     print throughput figures"
+	@echo "make bench     print throughput figures (converter, stream, train step)"
+	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
 
@@ -57,6 +58,9 @@ test: install
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+
+bench-data: install
+	$(PY) benchmarks/bench_data.py $(ARGS)
 
 pretrain: install
 	@if [ ! -f $(AUDIOSET_SHARDS)/full_train/manifest.json ] || [ ! -f $(AUDIOSET_SHARDS)/eval/manifest.json ]; then \
