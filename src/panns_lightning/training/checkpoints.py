@@ -34,6 +34,10 @@ def load_tagging_module(path: str | Path) -> TaggingModule:
             f"'state_dict', found {sorted(checkpoint)[:8]}); for published PANNs files use "
             "panns_lightning.models.load_panns_checkpoint"
         )
+    if "mode" in checkpoint["hyper_parameters"]:  # written by FineTuneModule (panns-finetune)
+        from panns_lightning.training.finetune import load_finetune_module
+
+        return load_finetune_module(path)
     module = TaggingModule(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()
