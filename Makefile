@@ -11,6 +11,7 @@ DEMO_SECONDS := 2
 DEMO_RUN := outputs/demo/runs/make-demo-$(shell date +%Y%m%d-%H%M%S)
 AUDIOSET_SHARDS ?= data/audioset/shards
 GPUS ?= 1
+SWEEP_STEPS ?= 60
 ARGS ?=
 
 DATA ?= esc50
@@ -20,7 +21,7 @@ FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
 FOLDS_ravdess := 1,2,3,4
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data test bench bench-data pretrain finetune clean
+.PHONY: help install demo demo-data test bench bench-data sweep pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
@@ -28,6 +29,7 @@ help:
 	@echo "make bench     print throughput figures (converter, stream, train step)"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
+	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
 
 install: $(VENV)/.installed
@@ -62,6 +64,11 @@ bench: install
 bench-data: install
 	$(PY) benchmarks/bench_data.py $(ARGS)
 
+sweep: demo-data
+	$(BIN)/panns-train -m experiment=demo trainer.max_steps=$(SWEEP_STEPS) test=false \
+		augment.mixup.alpha=0.2,1.0 augment.specaugment.enabled=true,false $(ARGS)
+	@echo "report: outputs/demo/multiruns/<latest>/sweep_summary.{md,csv,png}"
+
 pretrain: install
 	@if [ ! -f $(AUDIOSET_SHARDS)/full_train/manifest.json ] || [ ! -f $(AUDIOSET_SHARDS)/eval/manifest.json ]; then \
 		echo "No AudioSet shards under $(AUDIOSET_SHARDS)/{full_train,eval}. Make them first, e.g.:"; \
@@ -69,7 +76,7 @@ pretrain: install
 		echo "      --labels /path/class_labels_indices.csv --out $(AUDIOSET_SHARDS)/full_train --workers 32"; \
 		echo "  (and the same with eval_segments.csv --out $(AUDIOSET_SHARDS)/eval)"; \
 		exit 1; fi
-	$(BIN)/panns-train experiment=pretrain_audioset trainer.devices=$(GPUS) \
+	$(BIN)/panns-train experiment=pretrain_audioset trainer=ddp trainer.devices=$(GPUS) \
 		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/eval \
 		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
 

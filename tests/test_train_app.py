@@ -7,9 +7,7 @@ synthetic generator (AudioSet layout) → panns-prepare audioset → shards → 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -19,48 +17,15 @@ from omegaconf import open_dict
 
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
+from train_fixtures import BIN, REPO, demo_overrides, run
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-RATE = 16000
-
-
-@pytest.fixture(scope="module")
-def tiny_audioset(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 1 s, 16 kHz synthetic AudioSet converted to shards with the real CLI."""
-    root = tmp_path_factory.mktemp("tiny_audioset")
-    run([BIN / "panns-prepare", "synthetic", "--out", root / "raw", "--num-classes", "6",
-         "--num-train", "96", "--num-eval", "40", "--clip-seconds", "1", "--quiet"])
-    for split, csv in (("train", "balanced_train_segments.csv"), ("eval", "eval_segments.csv")):
-        run([BIN / "panns-prepare", "audioset", "--segments", root / "raw" / csv,
-             "--audio-dir", root / "raw" / "audio", "--labels", root / "raw" / "class_labels_indices.csv",
-             "--out", root / split, "--sample-rate", str(RATE), "--clip-seconds", "1",
-             "--min-shards", "4", "--workers", "1", "--quiet"])
-    return root
-
-
-def run(cmd: list, **kwargs) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    result = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, env=env, cwd=REPO, **kwargs)
-    if result.returncode != 0:
-        raise AssertionError(f"{cmd[0]} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def demo_overrides(data: Path, out: Path, model: str = "Cnn6") -> list[str]:
-    return [
-        "experiment=demo", f"model={model}",
-        f"data.train_dir={data / 'train'}", f"data.val_dir={data / 'eval'}", f"data.test_dir={data / 'eval'}",
-        "data.batch_size=4", "data.num_workers=0", "data.steps_per_epoch=2", "data.shuffle_buffer=16",
-        "model.sample_rate=16000", "model.window_size=512", "model.hop_size=160", "model.fmax=8000",
-        f"paths.root_dir={out}", f"paths.output_dir={out}",
-    ]
+# tiny_audioset: the session fixture in conftest.py.
 
 
 def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) -> None:
     """panns-train writes a best checkpoint; panns-eval on it reproduces the validation mAP."""
     out = tmp_path / "run"
-    run([BIN / "panns-train", *demo_overrides(tiny_audioset, out), "trainer.max_steps=4",
+    run([BIN / "panns-train", *demo_overrides(tiny_audioset, out), "trainer.max_steps=4", "test=true",
          f"hydra.run.dir={out}"])
     best = out / "checkpoints" / "best.ckpt"
     assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
@@ -130,3 +95,19 @@ def test_sample_rate_mismatch_is_explained(tiny_audioset: Path, tmp_path: Path) 
                             capture_output=True, text=True, cwd=REPO)
     assert result.returncode != 0
     assert "model.sample_rate=32000" in result.stderr and "16000 Hz" in result.stderr
+
+
+def test_ckpt_path_auto_resumes_only_when_last_exists(tmp_path: Path) -> None:
+    from panns_lightning.cli.train import resolve_ckpt_path
+
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo", "ckpt_path=auto", f"paths.root_dir={tmp_path}",
+                                          f"paths.output_dir={tmp_path}"])
+    cfg = validate_train_config(cfg)
+    assert resolve_ckpt_path(cfg) is None  # a fresh run starts from scratch
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.parent.mkdir()
+    last.write_bytes(b"")
+    assert resolve_ckpt_path(cfg) == str(last)  # a requeued run resumes
+    cfg.ckpt_path = "/some/explicit.ckpt"
+    assert resolve_ckpt_path(cfg) == "/some/explicit.ckpt"

@@ -14,6 +14,9 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+# Kept in step with training.augment.MIXUP_SITES (not imported: this module must stay torch-free).
+MIXUP_SITES = ("logmel", "waveform")
+
 
 @dataclass
 class DataConfig:
@@ -51,6 +54,9 @@ class ModelConfig:
 class MixupConfig:
     enabled: bool = True
     alpha: float = 1.0
+    # Where pairs are mixed: "logmel" inside the model after bn0 and SpecAugment (PANNs), or
+    # "waveform" before the model. (Not named "on": YAML reads an unquoted `on:` key as true.)
+    at: str = "logmel"
 
 
 @dataclass
@@ -63,9 +69,30 @@ class SpecAugmentConfig:
 
 
 @dataclass
+class GainConfig:
+    enabled: bool = False
+    min_db: float = -6.0
+    max_db: float = 6.0
+
+
+@dataclass
+class TimeShiftConfig:
+    enabled: bool = False
+    # Circular shift of up to ± this many seconds per clip.
+    max_seconds: float = 0.5
+
+
+@dataclass
+class WaveformAugmentConfig:
+    gain: GainConfig = field(default_factory=GainConfig)
+    time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
+
+
+@dataclass
 class AugmentConfig:
     mixup: MixupConfig = field(default_factory=MixupConfig)
     specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
+    waveform: WaveformAugmentConfig = field(default_factory=WaveformAugmentConfig)
 
 
 @dataclass
@@ -82,8 +109,11 @@ class OptimConfig:
 class TrainConfig:
     task_name: str = "train"
     seed: int = 1234
+    # A checkpoint path, "auto" (<run dir>/checkpoints/last.ckpt when it exists) or null.
     ckpt_path: Optional[str] = None
     test: bool = True
+    # torch.compile the network (in place: checkpoint keys do not change).
+    compile: bool = False
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -102,8 +132,27 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
     schema = OmegaConf.structured(TrainConfig)
     try:
-        return OmegaConf.merge(schema, cfg)  # type: ignore[return-value]
+        merged: DictConfig = OmegaConf.merge(schema, cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
         first = str(error).splitlines()[0]
         raise ConfigError(f"invalid config key '{key}': {first}") from None
+    _check_values(merged)
+    return merged
+
+
+def _check_values(cfg: DictConfig) -> None:
+    """Value checks a type cannot express; each names the key and what it holds."""
+    augment = cfg.augment
+    if augment.mixup.at not in MIXUP_SITES:
+        raise ConfigError(f"augment.mixup.at must be one of {list(MIXUP_SITES)}, got {augment.mixup.at!r}")
+    if augment.mixup.enabled and augment.mixup.alpha <= 0:
+        raise ConfigError(f"augment.mixup.alpha must be > 0 when mixup is enabled, got {augment.mixup.alpha}")
+    gain = augment.waveform.gain
+    if gain.enabled and gain.min_db > gain.max_db:
+        raise ConfigError(
+            f"augment.waveform.gain: min_db={gain.min_db} is above max_db={gain.max_db}"
+        )
+    shift = augment.waveform.time_shift
+    if shift.enabled and shift.max_seconds < 0:
+        raise ConfigError(f"augment.waveform.time_shift.max_seconds must be >= 0, got {shift.max_seconds}")

@@ -67,9 +67,13 @@ class TaggingMetrics(Metric):
         self.targets.append(targets.detach().float())
 
     def compute(self) -> TaggingScores:  # type: ignore[override]
-        probs = dim_zero_cat(self.probs) if self.probs else torch.zeros(0, self.num_classes)
-        targets = dim_zero_cat(self.targets) if self.targets else torch.zeros(0, self.num_classes)
-        return score_tagging(probs, targets, self.multilabel)
+        return score_tagging(self._gathered(self.probs), self._gathered(self.targets), self.multilabel)
+
+    def _gathered(self, state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
+        # Under DDP torchmetrics' sync has already concatenated the list state into one tensor.
+        if isinstance(state, torch.Tensor):
+            return state.reshape(-1, self.num_classes)
+        return dim_zero_cat(state) if state else torch.zeros(0, self.num_classes)
 
 
 def score_tagging(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool = True) -> TaggingScores:

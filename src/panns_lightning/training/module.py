@@ -1,8 +1,9 @@
 """TaggingModule: the LightningModule around any model of the zoo.
 
 It owns what is *training*: the loss (BCE multi-label / CE single-label), PANNs-style mixup
-(λ ~ Beta(α, α), targets mixed with the same pairwise arithmetic as the features), Adam with
-PANNs' defaults, and the metrics. The network itself is a plain ``nn.Module`` from
+(λ ~ Beta(α, α), targets mixed with the same pairwise arithmetic as the features; on the log-mel
+inside the model as upstream, or on the waveforms before it), cheap waveform augmentations
+(``training/augment.py``, train step only), Adam with PANNs' defaults, and the metrics. The network itself is a plain ``nn.Module`` from
 ``build_model`` stored as ``self.model``, so its state_dict keys inside a Lightning checkpoint are
 ``model.<upstream key>``.
 
@@ -21,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from panns_lightning.models import build_model
+from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment, mix_waveforms
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 
@@ -43,6 +45,10 @@ class TaggingModule(L.LightningModule):
         warmup_steps: int = 0,
         mixup_alpha: float = 1.0,
         mixup_enabled: bool = True,
+        mixup_on: str = "logmel",
+        gain_db: tuple[float, float] | list[float] | None = None,
+        max_shift_seconds: float = 0.0,
+        compile_model: bool = False,
     ) -> None:
         super().__init__()
         if not labels:
@@ -50,7 +56,16 @@ class TaggingModule(L.LightningModule):
         model_config = dict(model_config)
         if "name" not in model_config:
             raise ValueError(f"model_config needs a 'name'; got keys {sorted(model_config)}")
-        self.save_hyperparameters()
+        if mixup_on not in MIXUP_SITES:
+            raise ValueError(f"mixup_on must be one of {MIXUP_SITES}, got {mixup_on!r}")
+        # compile_model is how this process runs, not what the weights are: a checkpoint must not
+        # make its evaluator compile.
+        self.save_hyperparameters(ignore=["compile_model"])
+        self.compile_model = compile_model
+        self.waveform_augment = WaveformAugment(
+            gain_db=None if gain_db is None else (float(gain_db[0]), float(gain_db[1])),
+            max_shift_samples=int(round(max_shift_seconds * int(model_config.get("sample_rate", 0)))),
+        )
         self.labels = list(labels)
         self.multilabel = multilabel
         model_kwargs = dict(model_config)  # the saved hyper-parameters keep "name"
@@ -73,14 +88,24 @@ class TaggingModule(L.LightningModule):
         logits = torch.logit(probs.clamp(_PROB_EPS, 1 - _PROB_EPS))
         return F.cross_entropy(logits, target)
 
+    def configure_model(self) -> None:
+        """Compile the network in place (``nn.Module.compile`` keeps the state_dict keys unchanged)."""
+        if self.compile_model and not getattr(self, "_model_compiled", False):
+            self.model.compile()
+            self._model_compiled = True
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         waveform, target = batch["waveform"], batch["target"]
+        if self.waveform_augment.enabled:  # each source clip is augmented before any mixing
+            waveform = self.waveform_augment(waveform)
         mixup_lambda = None
         if self.hparams.mixup_enabled and waveform.shape[0] >= 2:
             if waveform.shape[0] % 2:  # pairs only: drop the odd clip out
                 waveform, target = waveform[:-1], target[:-1]
             mixup_lambda = sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha).to(waveform.device)
             target = do_mixup(target, mixup_lambda)
+            if self.hparams.get("mixup_on", "logmel") == "waveform":
+                waveform, mixup_lambda = mix_waveforms(waveform, mixup_lambda), None
         output = self.model(waveform, mixup_lambda)
         loss = self.loss(output["clipwise_output"], target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=target.shape[0])
