@@ -54,6 +54,7 @@ demo: demo-data
 	$(BIN)/panns-train experiment=demo hydra.run.dir=$(DEMO_RUN) $(ARGS)
 	$(BIN)/panns-eval ckpt_path=$(DEMO_RUN)/checkpoints/best.ckpt data_dir=$(DEMO_DIR)/shards/eval \
 		hydra.run.dir=$(DEMO_RUN)/eval
+	PY=$(PY) bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
 test: install
 	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc

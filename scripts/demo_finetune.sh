@@ -25,11 +25,17 @@ COMMON=(-m experiment=demo_finetune "data.fold=1,2,3,4,5" "data.train_dir=$WORK/
         "trainer.max_steps=$STEPS" $MODEL)
 
 echo "== fine-tuning the pretrained $CKPT (5 folds) =="
-$PY -m panns_lightning.cli.finetune "${COMMON[@]}" "finetune.checkpoint=$CKPT" "hydra.sweep.dir=$RUNS/pretrained" 2>&1 \
-    | grep -E "accuracy [0-9]|^fold|^---|^[0-9] |^mean" || true
+mkdir -p "$RUNS"
+run_folds() {  # name, extra overrides...; the full log stays on disk, its tail is shown on failure
+    local name=$1; shift
+    if ! $PY -m panns_lightning.cli.finetune "${COMMON[@]}" "$@" "hydra.sweep.dir=$RUNS/$name" > "$RUNS/$name.log" 2>&1; then
+        tail -n 40 "$RUNS/$name.log"; echo "fine-tuning ($name) failed: see $RUNS/$name.log" >&2; exit 1
+    fi
+    grep -E "accuracy [0-9]|^fold|^---|^[0-9] |^mean" "$RUNS/$name.log" || true
+}
+run_folds pretrained "finetune.checkpoint=$CKPT"
 echo "== the same from a random initialisation (5 folds) =="
-$PY -m panns_lightning.cli.finetune "${COMMON[@]}" "finetune.checkpoint=null" "hydra.sweep.dir=$RUNS/scratch" 2>&1 \
-    | grep -E "accuracy [0-9]|^fold|^---|^[0-9] |^mean" || true
+run_folds scratch "finetune.checkpoint=null"
 
 $PY - "$RUNS" <<'PY'
 import json, sys
