@@ -8,8 +8,9 @@ import pytest
 
 from panns_lightning.datasets.audioset import AudioIndex, parse_segments_csv, read_audioset, split_name
 from panns_lightning.labels import LabelFileError, LabelSet, read_label_csv, write_label_csv
+from shared_data import SHARED_AUDIOSET
 
-REAL_LABEL_CSV = Path("/work/shared/data/audioset/class_labels_indices.csv")
+REAL_LABEL_CSV = SHARED_AUDIOSET / "class_labels_indices.csv"
 
 SEGMENTS = """\
 # Segments csv created Sun Mar  5 10:54:31 2017

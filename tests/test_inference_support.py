@@ -19,8 +19,9 @@ from panns_lightning.inference import AudioTagger
 from panns_lightning.labels import LabelSet, write_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, save_panns_checkpoint
 from panns_lightning.training.module import TaggingModule
+from shared_data import SHARED_AUDIOSET
 
-SHARED_AUDIO = Path(__file__).resolve().parents[2] / "shared" / "data" / "audioset"
+SHARED_AUDIO = SHARED_AUDIOSET
 EXAMPLE_WAV = SHARED_AUDIO / "R9_ZSCveAHg_7s.wav"
 EXAMPLE_MP3 = SHARED_AUDIO / "R9_ZSCveAHg_7s.mp3"
 AUDIOSET_CSV = SHARED_AUDIO / "class_labels_indices.csv"
