@@ -111,3 +111,10 @@ def test_ckpt_path_auto_resumes_only_when_last_exists(tmp_path: Path) -> None:
     assert resolve_ckpt_path(cfg) == str(last)  # a requeued run resumes
     cfg.ckpt_path = "/some/explicit.ckpt"
     assert resolve_ckpt_path(cfg) == "/some/explicit.ckpt"
+
+
+def test_sweep_dir_resolves_before_any_job_starts() -> None:
+    """A multirun resolves hydra.sweep.dir before HydraConfig exists: no ${hydra:...} may feed it."""
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["experiment=demo"], return_hydra_config=True)
+    assert str(cfg.hydra.sweep.dir).startswith("./outputs/demo/multiruns/")
