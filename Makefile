@@ -11,7 +11,8 @@ DEMO_SECONDS := 2
 DEMO_RUN := outputs/demo/runs/make-demo-$(shell date +%Y%m%d-%H%M%S)
 AUDIOSET_SHARDS ?= data/audioset/shards
 GPUS ?= 1
-SWEEP_STEPS ?= 60
+SWEEP_STEPS ?= 90
+SWEEP_EPOCH ?= 30
 ARGS ?=
 
 DATA ?= esc50
@@ -66,7 +67,7 @@ bench-data: install
 	$(PY) benchmarks/bench_data.py $(ARGS)
 
 sweep: demo-data
-	$(BIN)/panns-train -m experiment=demo trainer.max_steps=$(SWEEP_STEPS) test=false \
+	$(BIN)/panns-train -m experiment=demo trainer.max_steps=$(SWEEP_STEPS) data.steps_per_epoch=$(SWEEP_EPOCH) test=false \
 		augment.mixup.alpha=0.2,1.0 augment.specaugment.enabled=true,false $(ARGS)
 	@echo "report: outputs/demo/multiruns/<latest>/sweep_summary.{md,csv,png}"
 
