@@ -9,7 +9,8 @@ from hydra import compose, initialize_config_dir
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.models import do_mixup
-from panns_lightning.training.augment import WaveformAugment, mix_waveforms, random_gain, random_roll
+from panns_lightning.models import do_mixup
+from panns_lightning.training.augment import WaveformAugment, random_gain, random_roll
 from panns_lightning.training.module import TaggingModule
 
 LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"class{i}"} for i in range(3)]
@@ -20,7 +21,7 @@ MODEL = {"name": "Cnn6", "sample_rate": 16000, "window_size": 512, "hop_size": 1
 def test_waveform_mixup_is_pairwise_and_matches_targets() -> None:
     waveform = torch.arange(4 * 5, dtype=torch.float32).reshape(4, 5)
     lam = torch.tensor([0.7, 0.3, 0.2, 0.8])
-    mixed = mix_waveforms(waveform, lam)
+    mixed = do_mixup(waveform, lam)
     assert mixed.shape == (2, 5)
     torch.testing.assert_close(mixed[0], 0.7 * waveform[0] + 0.3 * waveform[1])
     torch.testing.assert_close(mixed[1], 0.2 * waveform[2] + 0.8 * waveform[3])

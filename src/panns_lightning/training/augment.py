@@ -16,7 +16,6 @@ from dataclasses import dataclass
 
 import torch
 
-from panns_lightning.models import do_mixup
 
 MIXUP_SITES = ("logmel", "waveform")
 
@@ -68,8 +67,3 @@ def random_roll(waveform: torch.Tensor, max_shift: int) -> torch.Tensor:
     shift = torch.randint(-int(max_shift), int(max_shift) + 1, (batch, 1), device=waveform.device)
     index = (torch.arange(samples, device=waveform.device).unsqueeze(0) - shift) % samples
     return waveform.gather(1, index)
-
-
-def mix_waveforms(waveform: torch.Tensor, mixup_lambda: torch.Tensor) -> torch.Tensor:
-    """Waveform mixup with PANNs' pairwise layout: ``[B, T]`` → ``[B // 2, T]``."""
-    return do_mixup(waveform, mixup_lambda)

@@ -37,7 +37,7 @@ def load_tagging_module(path: str | Path) -> TaggingModule:
     if "mode" in checkpoint["hyper_parameters"]:  # written by FineTuneModule (panns-finetune)
         from panns_lightning.training.finetune import load_finetune_module
 
-        return load_finetune_module(path)
+        return load_finetune_module(path, checkpoint)
     module = TaggingModule(**checkpoint["hyper_parameters"])
     module.load_state_dict(checkpoint["state_dict"])
     module.eval()

@@ -214,11 +214,15 @@ def parameter_groups(model: nn.Module, lr: float, layer_decay: float) -> list[di
     return list(reversed(groups))
 
 
-def load_finetune_module(path: str | Path) -> FineTuneModule:
-    """Rebuild a fine-tuned module from its Lightning checkpoint (labels and config included) for eval."""
+def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = None) -> FineTuneModule:
+    """Rebuild a fine-tuned module from its Lightning checkpoint (labels and config included) for eval.
+
+    ``content`` is the already-read checkpoint, when the caller has it (no second read of a large file).
+    """
     from panns_lightning.training.checkpoints import read_checkpoint
 
-    content = read_checkpoint(path)
+    if content is None:
+        content = read_checkpoint(path)
     hyper = dict(content.get("hyper_parameters") or {})
     if "mode" not in hyper or "state_dict" not in content:
         raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from panns_lightning.models import build_model
-from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment, mix_waveforms
+from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 
@@ -105,7 +105,8 @@ class TaggingModule(L.LightningModule):
             mixup_lambda = sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha).to(waveform.device)
             target = do_mixup(target, mixup_lambda)
             if self.hparams.get("mixup_on", "logmel") == "waveform":
-                waveform, mixup_lambda = mix_waveforms(waveform, mixup_lambda), None
+                # Same pairwise arithmetic as the log-mel site, applied before the front end.
+                waveform, mixup_lambda = do_mixup(waveform, mixup_lambda), None
         output = self.model(waveform, mixup_lambda)
         loss = self.loss(output["clipwise_output"], target)
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=target.shape[0])
