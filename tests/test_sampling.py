@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Iterator
 from collections import Counter
 from pathlib import Path
 
@@ -96,10 +97,16 @@ def test_rotating_round_spreads_extra_copies_evenly() -> None:
     assert extra_passes[1] - extra_passes[0] == 4
 
 
-def test_buffer_avoids_repeats_within_a_batch_and_spreads_copies() -> None:
+def cycling_source(copies_of_k0: int, gap: float) -> Iterator[tuple[RawClip, list[float], float]]:
+    """200 clips read over and over; k0 brings ``copies_of_k0`` copies due ``gap`` positions apart."""
     clips = [RawClip(f"k{index}", "s", (0,), None) for index in range(200)]
-    source = ((clip, 20 if clip.key == "k0" else 1) for clip in itertools.cycle(clips))
-    buffer = RepeatShuffleBuffer(source, capacity=50, spread=200, rng=np.random.default_rng(0))
+    for position, clip in enumerate(itertools.cycle(clips)):
+        copies = copies_of_k0 if clip.key == "k0" else 1
+        yield clip, [position + copy * gap for copy in range(copies)], float(position)
+
+
+def test_buffer_avoids_repeats_within_a_batch_and_spreads_copies() -> None:
+    buffer = RepeatShuffleBuffer(cycling_source(20, gap=10.0), capacity=50, jitter=50.0, rng=np.random.default_rng(0))
     batches = []
     for _ in range(40):
         chosen: set[str] = set()
@@ -113,9 +120,18 @@ def test_buffer_avoids_repeats_within_a_batch_and_spreads_copies() -> None:
     assert batches_with_k0 >= 10, "20 copies per 200 clips read must reach many different batches"
 
 
+def test_buffer_holds_copies_back_until_they_fall_due() -> None:
+    buffer = RepeatShuffleBuffer(cycling_source(5, gap=30.0), capacity=4, jitter=4.0, rng=np.random.default_rng(0))
+    drawn = [buffer.next().key for _ in range(100)]
+    first = drawn.index("k0")
+    # With 4 buffered clips a copy is drawn within a few draws of falling due: never 5 close together.
+    assert drawn[first : first + 20].count("k0") <= 1
+    assert drawn[:150].count("k0") >= 3
+
+
 def test_buffer_repeats_only_when_nothing_else_is_buffered() -> None:
-    source = iter([(RawClip("only", "s", (0,), None), 5)])
-    buffer = RepeatShuffleBuffer(source, capacity=10, spread=0, rng=np.random.default_rng(0))
+    source = iter([(RawClip("only", "s", (0,), None), [0.0] * 5, 0.0)])
+    buffer = RepeatShuffleBuffer(source, capacity=10, jitter=10.0, rng=np.random.default_rng(0))
     keys = [buffer.next({"only"}) for _ in range(5)]
     assert all(clip is not None and clip.key == "only" for clip in keys)
     assert buffer.next() is None

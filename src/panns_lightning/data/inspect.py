@@ -223,6 +223,7 @@ def measure_stream(
         "coverage": [float(value) if has else None for value, has in zip(coverage, present)],
         "min_coverage": float(coverage[present].min()) if present.any() else 0.0,
         "batches_with_repeat": batches_with_repeat,
+        "copy_window": stream.copy_window,
         **errors.counts(),
     }
 
@@ -250,6 +251,11 @@ def _print_stream(stream: dict[str, Any], names: list[str]) -> None:
     )
     print(f"coverage       min {stream['min_coverage']:.2f} of a class's clips drawn at least once")
     print(f"repeats        {stream['batches_with_repeat']} batches hold a clip twice")
+    if stream["copy_window"]:
+        print(
+            f"copy window    {stream['copy_window']:.0f} draws at this batch size: a rare clip's copies"
+            " fall due a batch apart; each epoch re-reads this much of the previous one"
+        )
     print(f"read errors    {stream['bad_samples']} clips, {stream['bad_shards']} shards")
     present = [index for index, value in enumerate(stream["share"]) if value is not None]
     order = sorted(present, key=lambda index: stream["share"][index])

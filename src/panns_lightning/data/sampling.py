@@ -9,9 +9,11 @@ of ρ·E_i is rounded by rotation, not by coin flips: pass p adds one copy iff
 ``floor(u_i + (p+1)·f_i) > floor(u_i + p·f_i)`` (u_i a per-clip hash), so a clip with f = 0.2
 gets its extra copy in exactly one pass of every five: a class's clips are cycled through, as in
 PANNs, instead of some being drawn repeatedly and others never. Copies are not emitted together:
-the first enters a bounded shuffle buffer at once, later ones evenly spaced over the next
-``repeat_spread`` clips read. Batches are drawn at random from the buffer, skipping keys already
-in the batch; audio is decoded only after a clip is drawn.
+copy j of a clip read at stream position x (cumulative E) falls due at x + j·gap, gap ≥ one batch
+of draws, so a rare clip reaches one batch after another (a batch holds a clip only once). Due
+copies are drawn in order of due position plus a random jitter of about ``shuffle_buffer`` draws
+(a bounded-delay shuffle), skipping keys already in the batch; audio is decoded only after a clip
+is drawn.
 
 Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
 (``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
@@ -22,28 +24,37 @@ reaches workers whether they are re-created each epoch or persistent.
 
 Epoch ranges (when the manifest gives per-shard class counts): each shard's weight is Σ E over its
 clips, computable from the manifest alone; a pass is split into slot slices of equal weight
-(``stream.weighted_slices``) and epoch e of a slot reads exactly the clips whose cumulative E lies
-in [e·M, (e+1)·M), M = its draws per epoch / ρ. At the end of its range the stream releases all
-held-back copies and reads further only if the buffer runs dry, so an epoch draws what it read
-and slots finish a pass together. Without those counts (URL overrides, folds) epochs start at the
-expected shard count, as before.
+(``stream.weighted_slices``). A copy belongs to the epoch whose position range [e·M, (e+1)·M)
+holds its due position (M = the slot's draws per epoch / ρ, ranges offset by one lookback), and
+epoch e starts reading ``copy_window`` draws before its range for the copies still owed by clips
+read at the end of epoch e-1. So copies of a rare clip read late in an epoch are drawn early in
+the next instead of being lost, every epoch is balanced alike (epoch 0 included), and the draws
+of an epoch depend only on (seed, epoch, slot): a resumed run draws what an uninterrupted one
+would have. Without per-shard counts (URL overrides, folds) epochs start at the expected shard
+count and clips bring all their copies.
 
 Memory (what the sampler keeps, per worker): the shuffle buffer and the held-back copies
-(≤ ``shuffle_buffer + repeat_spread`` distinct undecoded clips, references not copies), one float
-per shard (weights) and the class counts. Nothing grows with the number of clips, which is why
-a labels-only run over 1.9 M clips adds ~30 MB (``simulate.py``), against ~175 MB for PANNs'
-per-class index lists. With audio: 4000 int16 10 s clips ≈ 2.5 GB per worker at the defaults
-(FLAC ≈ 1.4 GB); lower ``shuffle_buffer``/``repeat_spread`` for many workers.
+(≤ ``shuffle_buffer`` drawable copies plus those due within ``copy_window`` draws, as references
+to undecoded clips, not copies), one float per shard (weights) and the class counts. Nothing grows
+with the number of clips, which is why a labels-only run over 1.9 M clips adds ~20 MB
+(``simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
+clips ≈ 1.3 GB per worker at the defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
 
 Guarantees, per DataLoader worker:
-- memory: at most ``shuffle_buffer + repeat_spread`` distinct undecoded clips (plus one burst of
-  copies of a single clip);
+- memory: at most ``shuffle_buffer`` drawable copies plus those held back (due within
+  ``copy_window`` draws), all references to undecoded clips;
+- balance: each clip's copies per pass are ρ·E rounded by rotation, each drawn in the epoch its
+  due position falls in (none lost at an epoch's end, up to the shuffle buffer's last draws);
 - no clip twice in one batch while the buffer holds another clip not yet in the batch;
 - exactly its share of ``steps_per_epoch`` batches, so every rank yields ``steps_per_epoch``;
-- within a pass, slots read disjoint shards (when shards ≥ ranks × workers);
+- within a pass, slots read disjoint shards (when shards ≥ ranks × workers); an epoch reads a
+  shard twice only if its draws plus ``copy_window`` exceed the slot's share of a pass;
 - reproducible: the key sequence depends only on (seed, epoch, rank, world, worker, num_workers).
 Not guaranteed (unlike PANNs): per-batch stratification; exact per-class frequencies (they hold
-in expectation). ``balanced=False`` emits every clip once (a plain shuffled stream).
+in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
+once per pass, so over half a pass it has read about half of each class's clips, with
+shard-level variance; PANNs' random access cycles through every class list at any length).
+``balanced=False`` emits every clip once (a plain shuffled stream).
 
 Val/test (``EvalClipStream``): shards in manifest order, split so that all ranks × workers together
 see every readable clip exactly once (``stream.eval_shares_for_slot``); no shuffle, no repeats.
@@ -81,8 +92,6 @@ from panns_lightning.data.stream import (
 # (``simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
 ShardReader = Callable[..., Iterator[RawClip]]
 
-# Tries at random positions before scanning the buffer for a key not yet in the batch.
-_RANDOM_TRIES = 8
 # A shard set where nothing decodes would otherwise spin forever.
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
 
@@ -163,10 +172,15 @@ class ClassBalanceFactor:
             raise ValueError("balanced sampling needs a manifest with at least one labelled clip")
         self._inverse = [1.0 / max(count, 1) for count in class_counts]
         self._scale = num_clips / present
+        self._rarest = min(count for count in class_counts if count > 0)
 
     def __call__(self, labels: Sequence[int]) -> float:
         inverse = self._inverse
         return self._scale * sum(inverse[index] for index in labels if 0 <= index < len(inverse))
+
+    def largest(self) -> float:
+        """E of a clip labelled with the rarest present class only."""
+        return self._scale / self._rarest
 
     def total(self, class_counts: Sequence[int]) -> float:
         """Σ E over a group of clips (e.g. a shard) from its per-class clip counts alone."""
@@ -194,58 +208,75 @@ def clip_phase(seed: int, key: str) -> float:
 
 
 class RepeatShuffleBuffer:
-    """A bounded shuffle buffer of undecoded clips, fed ``k`` copies per clip spread over time.
+    """A bounded shuffle buffer of undecoded clips, fed copies of clips at their due positions.
 
-    ``next(avoid)`` returns a random buffered clip whose key is not in ``avoid`` (if any), keeping
-    the buffer filled to ``capacity`` from ``source``, which yields (clip, copies) pairs. A ``None``
-    from ``source`` marks the end of the epoch's share: held-back copies are released at once and
-    the source is read further only when nothing is left, so an epoch draws the copies it read.
-    Copy 0 of a clip is buffered at once; copy j
-    is held back until ``j·spread/k`` more clips have been read, so copies of a rare clip do not
-    land in the same few batches.
+    ``source`` yields ``(clip, dues, position)``: the clip read at stream ``position`` (cumulative
+    E) and the positions at which its copies fall due. A copy becomes drawable once the stream has
+    been read up to its due position, and drawable copies are handed out in the order of due
+    position plus a random jitter in ``[0, jitter)``: a shuffle within a window of about
+    ``capacity`` draws, in which no copy waits much longer than the window (a uniform pick from
+    the buffer would let the copies of a rare clip, one per batch, pile up behind each other and
+    be lost at the epoch's end). ``next(avoid)`` skips keys in ``avoid`` (already in the batch)
+    when it can, keeping ``capacity`` copies drawable. A ``None`` from ``source`` marks the end of
+    the epoch's share: held-back copies are released at once and the source is read further only
+    when nothing is left.
     """
 
     def __init__(
         self,
-        source: Iterator[tuple[RawClip, int] | None],
+        source: Iterator[tuple[RawClip, Sequence[float], float] | None],
         *,
         capacity: int,
-        spread: int,
+        jitter: float,
         rng: np.random.Generator,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"shuffle buffer capacity must be >= 1, got {capacity}")
         self._source = source
         self._capacity = capacity
-        self._spread = max(spread, 0)
+        self._jitter = max(jitter, 0.0)
         self._rng = rng
-        self._buffer: list[RawClip] = []
-        self._pending: list[tuple[int, int, RawClip]] = []  # (release clock, tie-breaker, clip)
-        self._clock = 0
+        self._ready: list[tuple[float, int, RawClip]] = []  # (due + jitter, tie-breaker, clip), a heap
+        self._pending: list[tuple[float, int, RawClip]] = []  # (due position, tie-breaker, clip), a heap
         self._tiebreak = itertools.count()
         self._exhausted = False
         self._paused = False
 
+    def __len__(self) -> int:
+        """Copies drawable now (held-back ones not counted)."""
+        return len(self._ready)
+
     def next(self, avoid: set[str] | frozenset[str] = frozenset()) -> RawClip | None:
-        """A random clip from the buffer, avoiding ``avoid`` keys when it can; None once a finite source is used up."""
+        """The next drawable copy whose key is not in ``avoid`` if any; None once a finite source is used up."""
         self._fill()
-        if not self._buffer:
+        if not self._ready:
             return None
-        position = self._pick(avoid)
-        while position < 0 and self._paused and not self._exhausted:
+        clip = self._pop_avoiding(avoid)
+        while clip is None and self._paused and not self._exhausted:
             self._read_one()  # the epoch's share is used up, but a repeat in the batch is worse
-            position = self._pick(avoid)
-        if position < 0:
-            position = int(self._rng.integers(len(self._buffer)))  # only keys already in the batch: repeat
-        buffer = self._buffer
-        buffer[position], buffer[-1] = buffer[-1], buffer[position]
-        return buffer.pop()
+            clip = self._pop_avoiding(avoid)
+        if clip is None:
+            clip = heapq.heappop(self._ready)[2]  # only keys already in the batch: repeat
+        return clip
+
+    def _pop_avoiding(self, avoid: set[str] | frozenset[str]) -> RawClip | None:
+        skipped = []
+        found = None
+        while self._ready:
+            entry = heapq.heappop(self._ready)
+            if entry[2].key not in avoid:
+                found = entry[2]
+                break
+            skipped.append(entry)
+        for entry in skipped:
+            heapq.heappush(self._ready, entry)
+        return found
 
     def _fill(self) -> None:
-        if self._paused and not self._buffer:
+        if self._paused and not self._ready:
             self._release_all()
         while not self._exhausted and (
-            len(self._buffer) < self._capacity if not self._paused else not (self._buffer or self._pending)
+            len(self._ready) < self._capacity if not self._paused else not (self._ready or self._pending)
         ):
             try:
                 item = next(self._source)
@@ -258,10 +289,8 @@ class RepeatShuffleBuffer:
                 self._release_all()
                 continue
             self._admit(*item)
-        if self._exhausted and not self._buffer and self._pending:
-            # A finite source has ended: release held-back copies now rather than lose them.
-            self._buffer.extend(clip for _, _, clip in sorted(self._pending))
-            self._pending.clear()
+        if self._exhausted and not self._ready and self._pending:
+            self._release_all()  # a finite source has ended: release held-back copies rather than lose them
 
     def _read_one(self) -> None:
         for item in self._source:
@@ -272,31 +301,23 @@ class RepeatShuffleBuffer:
         self._exhausted = True
 
     def _release_all(self) -> None:
-        self._buffer.extend(clip for _, _, clip in sorted(self._pending))
-        self._pending.clear()
+        while self._pending:
+            due, _, clip = heapq.heappop(self._pending)
+            self._make_ready(due, clip)
 
-    def _admit(self, clip: RawClip, copies: int) -> None:
-        if copies > 0:
-            self._buffer.append(clip)
-        for copy in range(1, copies):
-            release = self._clock + max(1, round(copy * self._spread / copies))
-            heapq.heappush(self._pending, (release, next(self._tiebreak), clip))
-        self._clock += 1
-        while self._pending and self._pending[0][0] <= self._clock:
-            self._buffer.append(heapq.heappop(self._pending)[2])
+    def _make_ready(self, due: float, clip: RawClip) -> None:
+        order = due + float(self._rng.random()) * self._jitter
+        heapq.heappush(self._ready, (order, next(self._tiebreak), clip))
 
-    def _pick(self, avoid: set[str] | frozenset[str]) -> int:
-        size = len(self._buffer)
-        for _ in range(_RANDOM_TRIES):
-            position = int(self._rng.integers(size))
-            if self._buffer[position].key not in avoid:
-                return position
-        start = int(self._rng.integers(size))
-        for step in range(size):
-            position = (start + step) % size
-            if self._buffer[position].key not in avoid:
-                return position
-        return -1  # the buffer holds only keys already in the batch
+    def _admit(self, clip: RawClip, dues: Sequence[float], position: float) -> None:
+        for due in dues:
+            if due <= position:
+                self._make_ready(due, clip)
+            else:
+                heapq.heappush(self._pending, (due, next(self._tiebreak), clip))
+        while self._pending and self._pending[0][0] <= position:
+            due, _, clip = heapq.heappop(self._pending)
+            self._make_ready(due, clip)
 
 
 # --------------------------------------------------------------------------- datasets
@@ -374,7 +395,7 @@ class TrainClipStream(IterableDataset):
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
             capacity=self.shuffle_buffer,
-            spread=self.repeat_spread,
+            jitter=self.shuffle_buffer / self._mean_copies,
             rng=rng,
         )
         unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
@@ -398,45 +419,90 @@ class TrainClipStream(IterableDataset):
             return None
         return [self._factor.total(counts) for counts in spec.shard_class_counts]
 
-    def _clips_with_copies(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int] | None]:
-        """(clip, copies) in schedule order; ``None`` once this epoch's share is read (then more if asked)."""
+    def _clips_with_copies(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, list[float], float] | None]:
+        """(clip, due positions of its copies this epoch, its position) in schedule order.
+
+        Positions are cumulative E along the slot's schedule (1 per clip unbalanced), the quantity
+        the manifest gives per shard. Copy j of a clip at position x falls due at x + j·gap (gap ≥
+        one batch), and a copy belongs to the epoch whose range [e·M, (e+1)·M) holds its due
+        position, M the expected reads of an epoch. So epoch e re-reads the last ``lookback`` of
+        epoch e-1's range for the copies it still owes: copies of a rare clip read late in an epoch
+        are drawn early in the next one instead of being lost, and every epoch is balanced alike.
+        Ranges are offset by one lookback so that epoch 0 has a stretch to look back on too (its
+        clips' first copies are drawn one pass later, when that stretch comes round again).
+        ``None`` is yielded once the range is read; later clips (read only if the buffer runs dry)
+        bring their first copy only.
+        """
         if self._shard_weights is None:
             yield from self._clips_by_shard_count(slot, epoch)
             return
-        # Positions are cumulative E (1 per clip unbalanced) along the slot's schedule, the same
-        # quantity the manifest gives per shard: epoch e reads exactly the clips in
-        # [e·M, (e+1)·M) with M the expected reads of an epoch, so epochs neither overlap nor skip.
-        mean_copies = self.repeat_scale if self.balanced else 1.0
-        span = self._batches_for_worker(slot) * self.batch_size / mean_copies
-        start, stop = epoch * span, (epoch + 1) * span
+        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        lookback = self.copy_window / self._mean_copies
+        # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
+        start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
+        first = start - lookback
         schedule = weighted_train_schedule(
-            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=start
+            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=first
         )
         signalled = False
         tally = [0]
         for pass_index, shard_index, position in self._guard_empty(schedule, tally):
-            url = self.spec.urls[shard_index]
-            for clip in self._read(url, tally):
+            for clip in self._read(self.spec.urls[shard_index], tally):
                 weight = self._factor(clip.labels) if self._factor is not None else 1.0
                 clip_position, position = position, position + weight
-                if clip_position < start and not signalled:
-                    continue  # read by the previous epoch
+                if clip_position < first:
+                    continue
                 if clip_position >= stop and not signalled:
                     signalled = True
                     yield None
-                yield clip, self._copies(clip, pass_index)
+                dues = self._due_positions(clip, pass_index, clip_position)
+                if signalled:
+                    dues = dues[:1]  # read past the range because the buffer ran dry
+                else:
+                    dues = [due for due in dues if start <= due < stop]
+                if dues or clip_position >= start:
+                    yield clip, dues, clip_position
 
-    def _clips_by_shard_count(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, int]]:
+    def _clips_by_shard_count(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, list[float], float]]:
         """Fallback without per-shard counts (URL overrides, folds): epochs start at expected shard counts."""
-        mean_copies = self.repeat_scale if self.balanced else 1.0
-        clips_read = self._batches_for_worker(slot) * self.batch_size / mean_copies
+        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
         clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
         start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
         schedule = train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
         tally = [0]
+        position = 0.0
         for pass_index, shard_index in self._guard_empty(schedule, tally):
             for clip in self._read(self.spec.urls[shard_index], tally):
-                yield clip, self._copies(clip, pass_index)
+                yield clip, self._due_positions(clip, pass_index, position), position
+                position += self._factor(clip.labels) if self._factor is not None else 1.0
+
+    @property
+    def _mean_copies(self) -> float:
+        return self.repeat_scale if self.balanced else 1.0
+
+    @property
+    def copy_window(self) -> float:
+        """Draws over which one clip's copies are spread at most (also what an epoch re-reads of the last).
+
+        Wide enough for a clip labelled only with the rarest class to get one copy per batch, and at
+        least ``repeat_spread``: ``max(repeat_spread, k₁·batch_size)``, k₁ that clip's copies per
+        pass. Clips with more copies (several rare labels) get them closer than one per batch.
+        Epoch e re-reads this much (in draws, /ρ in clips) of epoch e-1, so no shard is read twice
+        in an epoch while ``copy_window + draws per worker and epoch`` fit in a worker's pass.
+        """
+        if self._factor is None:
+            return 0.0
+        rarest_copies = math.ceil(self.repeat_scale * self._factor.largest())
+        return float(max(self.repeat_spread, rarest_copies * self.batch_size))
+
+    def _due_positions(self, clip: RawClip, pass_index: int, position: float) -> list[float]:
+        copies = self._copies(clip, pass_index)
+        if copies <= 1:
+            return [position] * copies
+        gap_draws = max(self.batch_size, self.repeat_spread / copies)
+        gap_draws = min(gap_draws, self.copy_window / (copies - 1))
+        gap = gap_draws / self._mean_copies
+        return [position + copy * gap for copy in range(copies)]
 
     def _read(self, url: str, tally: list[int]) -> Iterator[RawClip]:
         keep = self.spec.keep_keys
@@ -599,3 +665,4 @@ def collate(items: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, An
         "target": torch.from_numpy(np.stack([target for _, _, target in items])),
         "key": [key for key, _, _ in items],
     }
+
