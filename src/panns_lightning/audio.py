@@ -2,21 +2,24 @@
 
 This is the only module that touches audio files. Decoding goes through soundfile
 (libsndfile: wav, flac, ogg, mp3, au, aiff, ...) because torchaudio >= 2.9 no longer decodes;
-resampling goes through ``torchaudio.functional.resample``.
+resampling goes through torchaudio's sinc resampler (``torchaudio.transforms.Resample``, whose
+filter is built once per rate pair and cached: building it costs more than applying it).
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
+import struct
 from pathlib import Path
-from typing import Union
+from typing import BinaryIO, Union
 
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+import torchaudio.transforms as AT
 
 AudioSource = Union[str, os.PathLike, bytes]
 
@@ -25,6 +28,14 @@ INT16_SCALE = 32767
 
 # Extra source frames read past the crop so the resampling filter sees real signal at the end.
 _RESAMPLE_MARGIN_FRAMES = 256
+# Frames per read: bounds the memory of reading a window (8 channels x 64 Ki frames x 4 B = 2 MiB).
+_READ_BLOCK_FRAMES = 1 << 16
+# Containers whose frame count may be an estimate (MP3 without a Xing/LAME tag, Ogg granule positions).
+_ESTIMATED_LENGTH_FORMATS = frozenset({"MP3", "MPEG", "OGG"})
+_CODEC_SLACK_FRAMES = 1152  # one MPEG-1 layer III frame, on top of 1% of the declared length
+# Data-chunk sizes a streaming writer leaves when it cannot seek back to fill in the length.
+_WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
+_MAX_RIFF_CHUNKS = 64  # LIST/bext/JUNK chunks before "data"; more than this is not a WAV we trust
 
 
 class AudioDecodeError(Exception):
@@ -42,35 +53,40 @@ def load_audio(
     clip_samples: int | None = None,
     *,
     offset_seconds: float = 0.0,
+    min_seconds: float = 0.0,
 ) -> np.ndarray:
     """Decode ``source`` to float32 mono at ``target_sr``, padded/cropped to ``clip_samples``.
 
-    When ``clip_samples`` is given only the frames needed for it are read, so an hour-long
-    file costs as much as a 10 s one. Raises :class:`AudioDecodeError` for missing, unreadable,
-    empty or non-finite audio.
+    When ``clip_samples`` is given only the frames needed for it are read (in blocks), so an
+    hour-long file costs as much as a 10 s one. Channels are averaged; any rate is resampled.
+    Raises :class:`AudioDecodeError` for a missing, empty (0 bytes or 0 frames), unreadable,
+    truncated (see :func:`wav_truncation` and :func:`_read_window`) or non-finite file, and for
+    one shorter than ``min_seconds`` (when it is also shorter than the window asked for).
     """
     if target_sr <= 0:
         raise ValueError(f"target_sr must be positive, got {target_sr}")
     name = _describe(source)
-    if not isinstance(source, (bytes, bytearray)) and not Path(source).is_file():
-        raise AudioDecodeError(name, "file not found")
+    _check_exists_and_not_empty(source, name)
+    truncation = wav_truncation(source)
+    if truncation is not None:
+        declared, present = truncation
+        raise AudioDecodeError(name, f"truncated: header says {declared} frames, got {present}")
     try:
         with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as f:
             source_sr = f.samplerate
             start = int(round(offset_seconds * source_sr))
             if start:
                 f.seek(start)
-            frames = -1
+            wanted = -1
             if clip_samples is not None:
-                frames = math.ceil(clip_samples * source_sr / target_sr) + _RESAMPLE_MARGIN_FRAMES
-            data = f.read(frames=frames, dtype="float32", always_2d=True)
+                wanted = math.ceil(clip_samples * source_sr / target_sr) + _RESAMPLE_MARGIN_FRAMES
+            data = _read_window(f, name, start, wanted)
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as error:
-        # libsndfile's own message ("Format not recognised") groups well in skip summaries.
-        detail = getattr(error, "error_string", None) or str(error)
-        raise AudioDecodeError(name, f"cannot decode: {detail}") from error
+        raise AudioDecodeError(name, _decode_failure(error)) from error
 
     if data.shape[0] == 0:
         raise AudioDecodeError(name, "empty audio (0 frames)")
+    _check_min_length(name, data.shape[0], source_sr, min_seconds, wanted)
     if not np.isfinite(data).all():
         raise AudioDecodeError(name, "contains non-finite samples (NaN or inf)")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
@@ -80,12 +96,36 @@ def load_audio(
     return np.ascontiguousarray(mono, dtype=np.float32)
 
 
+def wav_truncation(source: AudioSource) -> tuple[int, int] | None:
+    """``(frames the header declares, frames on disk)`` for a RIFF/WAVE file cut short, else ``None``.
+
+    libsndfile silently shrinks a WAV's frame count to what is on disk, so a half-downloaded
+    WAV would decode as a shorter, valid clip. Only the chunk headers are read. The streaming
+    placeholders 0 and 0xFFFFFFFF (length unknown when the writer could not seek back) are
+    accepted; non-WAV files (and RF64, W64) return ``None``.
+    """
+    try:
+        if isinstance(source, (bytes, bytearray)):
+            return _riff_data_shortfall(io.BytesIO(source), len(source))
+        with open(source, "rb") as handle:
+            return _riff_data_shortfall(handle, os.fstat(handle.fileno()).st_size)
+    except OSError:
+        return None  # unreadable: libsndfile will say so with a better message
+
+
 def resample(waveform: np.ndarray, source_sr: int, target_sr: int) -> np.ndarray:
     """Band-limited resampling of a 1-D float32 signal (no-op when the rates match)."""
     if source_sr == target_sr:
         return waveform
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    return AF.resample(tensor, source_sr, target_sr).numpy()
+    with torch.no_grad():
+        return _resampler(source_sr, target_sr)(tensor).numpy()
+
+
+@functools.lru_cache(maxsize=16)
+def _resampler(source_sr: int, target_sr: int) -> AT.Resample:
+    """Same filter as ``torchaudio.functional.resample``; e.g. 22050 → 32000 Hz is a 640 x 470 kernel."""
+    return AT.Resample(source_sr, target_sr, dtype=torch.float32)
 
 
 def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
@@ -145,3 +185,106 @@ def _describe(source: AudioSource) -> str:
     if isinstance(source, (bytes, bytearray)):
         return f"<{len(source)} bytes>"
     return str(source)
+
+
+def _check_exists_and_not_empty(source: AudioSource, name: str) -> None:
+    """Give missing and 0-byte files their own reasons (libsndfile calls both "format not recognised")."""
+    if isinstance(source, (bytes, bytearray)):
+        size = len(source)
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise AudioDecodeError(name, "file not found")
+        size = path.stat().st_size
+    if size == 0:
+        raise AudioDecodeError(name, "empty file (0 bytes)")
+
+
+def _riff_data_shortfall(handle: BinaryIO, total_size: int) -> tuple[int, int] | None:
+    """Walk RIFF chunk headers to ``data``; compare its declared size with the bytes present."""
+    head = handle.read(12)
+    if len(head) < 12 or head[:4] not in (b"RIFF", b"RIFX") or head[8:12] != b"WAVE":
+        return None
+    order = "<" if head[:4] == b"RIFF" else ">"
+    block_align = 0
+    position = 12
+    for _ in range(_MAX_RIFF_CHUNKS):
+        handle.seek(position)
+        header = handle.read(8)
+        if len(header) < 8:
+            return None
+        chunk_id, (size,) = header[:4], struct.unpack(order + "I", header[4:])
+        if chunk_id == b"fmt ":
+            fmt = handle.read(min(size, 16))
+            block_align = struct.unpack(order + "H", fmt[12:14])[0] if len(fmt) >= 14 else 0
+        elif chunk_id == b"data":
+            present = max(total_size - position - 8, 0)
+            if block_align <= 0 or size in _WAV_UNKNOWN_SIZES or present >= size:
+                return None
+            return size // block_align, present // block_align
+        position += 8 + size + (size & 1)  # chunks are word-aligned
+    return None
+
+
+def _read_window(f: sf.SoundFile, name: str, start: int, wanted: int) -> np.ndarray:
+    """Read ``wanted`` frames (-1: to the end) in blocks, and insist the header's promise is kept.
+
+    The header's frame count says how many frames exist from ``start``; getting fewer than
+    ``min(wanted, that)`` means the file ends early (a truncated MP3 decodes "fine" but short),
+    and a decoder error part-way (a truncated FLAC loses sync) means the same or corruption.
+    MP3/Ogg headers can estimate the length, so a shortfall of one codec frame plus 1% of the
+    declared length is tolerated there (the clip is then padded like any short clip);
+    WAV/FLAC/AIFF/AU must be exact. Damage past the window is not looked for in compressed
+    files (that would mean decoding all of a long file); in WAV it is (header arithmetic).
+    """
+    available = max(f.frames - start, 0)
+    expected = available if wanted < 0 else min(wanted, available)
+    blocks: list[np.ndarray] = []
+    got = 0
+    while got < expected:
+        try:
+            block = f.read(frames=min(_READ_BLOCK_FRAMES, expected - got), dtype="float32", always_2d=True)
+        except (sf.SoundFileError, RuntimeError) as error:
+            raise AudioDecodeError(
+                name, f"truncated or corrupt: header says {f.frames} frames, decoding failed after {start + got} ({_libsndfile_detail(error)})"
+            ) from error
+        if block.shape[0] == 0:
+            break
+        blocks.append(block)
+        got += block.shape[0]
+    if expected - got > _tolerated_shortfall(f.format, f.frames):
+        raise AudioDecodeError(name, f"truncated: header says {f.frames} frames, got {start + got}")
+    if not blocks:
+        return np.zeros((0, f.channels), dtype=np.float32)
+    return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+def _tolerated_shortfall(container: str, declared_frames: int) -> int:
+    if container.upper() in _ESTIMATED_LENGTH_FORMATS:
+        return _CODEC_SLACK_FRAMES + declared_frames // 100
+    return 0
+
+
+def _check_min_length(name: str, frames: int, source_sr: int, min_seconds: float, wanted: int) -> None:
+    """Too short = below ``min_seconds`` AND below the window asked for (a tiny crop is not a fault)."""
+    minimum = math.ceil(min_seconds * source_sr)
+    if wanted >= 0:
+        minimum = min(minimum, wanted)
+    if frames < minimum:
+        raise AudioDecodeError(
+            name, f"too short: {frames} frame{'s' if frames != 1 else ''} at {source_sr} Hz ({1000 * frames / source_sr:.1f} ms), minimum is {1000 * min_seconds:g} ms"
+        )
+
+
+def _decode_failure(error: BaseException) -> str:
+    """libsndfile's own message ("Format not recognised.") groups well in skip summaries."""
+    detail = _libsndfile_detail(error)
+    if "does not exist or is not a regular file" in detail:
+        # What libsndfile says of an existing file in which mpg123 finds no MPEG frame (e.g. a cut-off mp3).
+        detail = "no decodable audio stream found"
+    return f"cannot decode: {detail}"
+
+
+def _libsndfile_detail(error: BaseException) -> str:
+    detail = (getattr(error, "error_string", None) or str(error)).strip()
+    return detail.removeprefix("Error : ")

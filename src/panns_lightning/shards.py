@@ -5,6 +5,11 @@ is stratified (each class spread evenly over shards, so a streamed prefix of any
 sees rare classes), atomic (``NAME.tar.tmp`` → rename, manifest last) and parallel (a process
 pool decodes and encodes; the main process only writes tar members in a fixed order, so output
 is reproducible for a given seed).
+
+Hostile input never ends a conversion: a file that cannot be used is listed in the manifest's
+``skipped`` with its reason (see ``docs/fault_tolerance.md``), and a decoder that kills its
+worker process only costs the clip it was decoding. An output directory that already holds
+shards is never resumed or added to (see :func:`_prepare_output_dir`).
 """
 
 from __future__ import annotations
@@ -15,12 +20,15 @@ import math
 import os
 import sys
 import tarfile
+import threading
+import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -34,6 +42,21 @@ STORAGES = ("int16", "flac")
 AUDIO_MEMBER_EXTENSION = {"int16": "npy", "flac": "flac"}
 SHARD_NAME_FORMAT = "shard-{:06d}.tar"
 _CHUNK_SIZE = 8  # clips per pool task: amortises inter-process overhead, keeps the order window small
+TEMP_SUFFIX = ".tmp"
+_PARENT_POLL_SECONDS = 0.5
+
+MIN_CLIP_SECONDS = 0.05
+"""Source audio shorter than this (50 ms) is skipped as "too short", not padded.
+
+Padding a 1-sample file to 10 s would store 10 s of silence under the clip's labels, teaching
+the model that silence is "Dog". 50 ms is under two 32 ms analysis windows of the PANNs front
+end: too little to hold a labelled event, so in practice such files are failed downloads or
+cuts. Real clips (AudioSet 10 s, ESC-50 5 s, GTZAN 30 s, RAVDESS ~4 s) are far above it, and a
+window shorter than the minimum (a tiny ``clip_samples``) lowers the bar to that window.
+"""
+
+SILENT_MANIFEST_KEY = "silent_clips"
+"""Manifest entry listing the keys of converted clips that are digital silence (only if any)."""
 
 
 class ManifestError(ValueError):
@@ -144,14 +167,20 @@ def write_shards(
     created_by: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    min_seconds: float = MIN_CLIP_SECONDS,
+    finalize: Callable[[Manifest], Mapping[str, Any]] | None = None,
 ) -> Manifest:
     """Decode ``records`` and write a stratified shard set plus ``manifest.json`` into ``out_dir``.
 
     ``labels`` is the manifest's label list (``[{"index", "mid", "name"}]``); ``skipped`` carries
     the reader's own skips into the manifest. ``num_shards = max(ceil(n / clips_per_shard),
     min(min_shards, n))``. ``num_workers=0`` decodes in this process; ``None`` uses every core.
-    Clips that fail to decode are skipped and reported. Raises :class:`NoUsableClipsError`
-    (and leaves no manifest) if not a single clip could be written.
+    Clips that fail to decode (or are shorter than ``min_seconds``) are skipped and reported;
+    silent clips are converted and listed under ``silent_clips``. ``finalize`` may add entries
+    computed from the written shards (e.g. a fold index) before the manifest is written, so the
+    manifest appears once, complete. Raises :class:`NoUsableClipsError` (and leaves no
+    manifest) if not a single clip could be written, :class:`OutputNotEmptyError` if ``out_dir``
+    holds files and ``overwrite`` is false.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -172,13 +201,14 @@ def write_shards(
     plan = plan_shards([r.labels for r in records], num_shards, seed=seed)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
 
-    tasks = [(position, str(records[position].audio_path), sample_rate, clip_samples, storage) for shard in plan for position in shard]
+    tasks = [ClipTask(position, str(records[position].audio_path), sample_rate, clip_samples, storage, min_seconds) for shard in plan for position in shard]
     shard_infos: list[ShardInfo] = []
+    silent: list[str] = []
     bar = tqdm(total=len(tasks), unit="clip", desc=f"{dataset}/{split}", disable=not progress, dynamic_ncols=True)
     try:
         results = _convert_all(tasks, workers)
         for shard_positions in plan:
-            info = _write_one_shard(out_dir, len(shard_infos), shard_positions, results, records, num_classes, skipped_clips, storage, bar)
+            info = _write_one_shard(out_dir, len(shard_infos), shard_positions, results, records, num_classes, skipped_clips, silent, storage, bar)
             if info is not None:
                 shard_infos.append(info)
     finally:
@@ -191,6 +221,8 @@ def write_shards(
         raise NoUsableClipsError(f"none of {len(records)} clips of {dataset}/{split} could be decoded", skipped_clips)
 
     extra = dict(extra_manifest or {})
+    if silent:
+        extra[SILENT_MANIFEST_KEY] = silent
     manifest = Manifest(
         dataset=dataset,
         split=split,
@@ -209,6 +241,11 @@ def write_shards(
         extra=extra,
         root=out_dir,
     )
+    if finalize is not None:
+        added = dict(finalize(manifest))
+        if set(added) & _CORE_KEYS:
+            raise ValueError(f"finalize may not override core manifest keys: {sorted(set(added) & _CORE_KEYS)}")
+        manifest.extra.update(added)
     _write_atomically(out_dir / MANIFEST_NAME, (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
     return manifest
 
@@ -322,47 +359,76 @@ def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel:
 
 
 def _prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
+    """Refuse a non-empty ``out_dir`` unless ``overwrite``; then delete the earlier run's files.
+
+    Policy: never resume, never add to an existing shard set. Resuming would need proof that
+    the earlier run used the same records, options and code; a wrong guess silently mixes two
+    runs' shards, and converting again costs less than a corrupted training set. With
+    ``overwrite`` the old manifest goes first (from then on the directory reads as incomplete),
+    then every ``shard-*`` and ``*.tmp`` file; other files are left alone.
+    """
     if out_dir.exists() and not out_dir.is_dir():
-        raise OutputNotEmptyError(f"{out_dir} exists and is not a directory")
+        raise OutputNotEmptyError(f"{out_dir} exists and is not a directory; choose another --out")
     out_dir.mkdir(parents=True, exist_ok=True)
     entries = sorted(p.name for p in out_dir.iterdir())
     if not entries:
         return
     if not overwrite:
-        raise OutputNotEmptyError(
-            f"{out_dir} is not empty ({len(entries)} entries, e.g. {', '.join(entries[:3])}); "
-            "pass --overwrite (overwrite=True) to replace its shards"
-        )
-    # Manifest first: from here on the directory reads as an incomplete conversion.
+        raise OutputNotEmptyError(_refusal(out_dir, entries))
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for path in out_dir.iterdir():
-        if path.is_file() and (path.name.startswith("shard-") or path.name.endswith(".tmp")):
+        if path.is_file() and _is_conversion_file(path.name):
             path.unlink()
+
+
+def _refusal(out_dir: Path, entries: Sequence[str]) -> str:
+    """One line saying what ``out_dir`` holds and what to do, for the CLI to print as is."""
+    ours = [name for name in entries if _is_conversion_file(name) and name != MANIFEST_NAME]
+    if MANIFEST_NAME in entries:
+        state = f"already holds a shard set ({MANIFEST_NAME} and {len(ours)} shard files)"
+    elif ours:
+        state = f"holds an interrupted conversion ({len(ours)} shard/temp files, no {MANIFEST_NAME})"
+    else:
+        state = f"is not empty ({len(entries)} entries, e.g. {', '.join(entries[:3])})"
+    return (
+        f"{out_dir} {state}; conversions never resume or add to a directory: "
+        "pass --overwrite (overwrite=True) to replace its shards, or choose another --out"
+    )
+
+
+def _is_conversion_file(name: str) -> bool:
+    return name.startswith("shard-") or name.endswith(TEMP_SUFFIX) or name == MANIFEST_NAME
 
 
 def _write_one_shard(
     out_dir: Path,
     shard_index: int,
     positions: Sequence[int],
-    results: Iterator[tuple[int, bytes | None, str | None]],
+    results: Iterator[ClipResult],
     records: Sequence[ClipRecord],
     num_classes: int,
     skipped: list[SkippedClip],
+    silent: list[str],
     storage: str,
     bar: tqdm,
 ) -> ShardInfo | None:
-    """Write one shard from the ordered result stream; ``None`` if every clip in it failed."""
+    """Write one shard from the ordered result stream; ``None`` if every clip in it failed.
+
+    The tar is written as ``NAME.tar.tmp``, fsynced and renamed, so ``NAME.tar`` is always
+    complete; pax format so any key (non-ASCII, over 100 bytes) fits (ASCII keys under 100
+    bytes get plain ustar headers, byte-identical to ustar).
+    """
     name = SHARD_NAME_FORMAT.format(shard_index)
     final_path = out_dir / name
-    temp_path = out_dir / (name + ".tmp")
+    temp_path = out_dir / (name + TEMP_SUFFIX)
     extension = AUDIO_MEMBER_EXTENSION[storage]
     class_counts = [0] * num_classes
     written = 0
     try:
         with temp_path.open("wb") as handle:
-            with tarfile.open(fileobj=handle, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
                 for expected in positions:
-                    position, payload, error = next(results)
+                    position, payload, error, is_silent = next(results)
                     assert position == expected, "result stream out of order"
                     record = records[position]
                     bar.update(1)
@@ -371,6 +437,8 @@ def _write_one_shard(
                         bar.set_postfix(skipped=len(skipped), refresh=False)
                         continue
                     member = shard_key(record.key)
+                    if is_silent:
+                        silent.append(member)
                     info = {"labels": [int(c) for c in record.labels], "source": record.source_text, **record.meta}
                     _add_member(tar, f"{member}.{extension}", payload)
                     _add_member(tar, f"{member}.json", json.dumps(info, sort_keys=False).encode())
@@ -397,41 +465,100 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def _convert_all(tasks: Sequence[tuple], workers: int) -> Iterator[tuple[int, bytes | None, str | None]]:
-    """Results in task order; a bounded window of chunks in flight keeps memory flat."""
+class ClipTask(NamedTuple):
+    """One clip for a pool worker (plain values: it is pickled)."""
+
+    position: int
+    path: str
+    sample_rate: int
+    clip_samples: int
+    storage: str
+    min_seconds: float = MIN_CLIP_SECONDS
+
+
+class ClipResult(NamedTuple):
+    """The encoded clip, or ``None`` and the reason it was skipped; ``silent``: all samples round to 0."""
+
+    position: int
+    payload: bytes | None
+    error: str | None
+    silent: bool = False
+
+
+def _convert_all(tasks: Sequence[ClipTask], workers: int) -> Iterator[ClipResult]:
+    """Results in task order; a bounded window of chunks in flight keeps memory flat.
+
+    If a worker process dies (a decoder segfault or abort on a hostile file), every chunk that
+    was in flight is redone one clip per fresh process, so only the culprit is lost, and later
+    chunks go to a new pool.
+    """
     if workers <= 0:
         for task in tasks:
             yield convert_clip(task)
         return
     chunks = [tasks[i : i + _CHUNK_SIZE] for i in range(0, len(tasks), _CHUNK_SIZE)]
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-    pending: deque[Future] = deque()
+    pool = _new_pool(workers)
+    pending: deque[tuple[Sequence[ClipTask], Future]] = deque()
     try:
         for chunk in chunks:
-            pending.append(pool.submit(_convert_chunk, chunk))
+            try:
+                future = pool.submit(_convert_chunk, chunk)
+            except BrokenProcessPool:
+                pool.shutdown(wait=False, cancel_futures=True)
+                pool = _new_pool(workers)
+                future = pool.submit(_convert_chunk, chunk)
+            pending.append((chunk, future))
             if len(pending) >= 4 * workers:
-                yield from pending.popleft().result()
+                yield from _chunk_results(*pending.popleft())
         while pending:
-            yield from pending.popleft().result()
+            yield from _chunk_results(*pending.popleft())
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def convert_clip(task: tuple[int, str, int, int, str]) -> tuple[int, bytes | None, str | None]:
-    """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
-    position, path, sample_rate, clip_samples, storage = task
+def _new_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
+
+
+def _chunk_results(chunk: Sequence[ClipTask], future: Future) -> list[ClipResult]:
     try:
-        waveform = audio.load_audio(path, sample_rate, clip_samples)
+        return future.result()
+    except BrokenProcessPool:
+        return [_convert_isolated(task) for task in chunk]
+
+
+def _convert_isolated(task: ClipTask) -> ClipResult:
+    """Convert one clip in a process of its own: if that process dies, the clip is the culprit."""
+    with ProcessPoolExecutor(max_workers=1, initializer=_init_worker) as solo:
+        try:
+            return solo.submit(convert_clip, task).result()
+        except BrokenProcessPool:
+            return ClipResult(task.position, None, "decoder crashed: the worker process died while decoding this file")
+
+
+def convert_clip(task: ClipTask | tuple) -> ClipResult:
+    """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
+    task = ClipTask(*task)
+    try:
+        waveform = audio.load_audio(task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds)
     except audio.AudioDecodeError as error:
-        return position, None, error.reason
+        return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
-        return position, None, f"{type(error).__name__}: {error}"
-    if storage == "flac":
-        return position, audio.encode_flac(waveform, sample_rate), None
-    return position, audio.encode_npy(waveform), None
+        return ClipResult(task.position, None, f"{type(error).__name__}: {error}")
+    payload = audio.encode_flac(waveform, task.sample_rate) if task.storage == "flac" else audio.encode_npy(waveform)
+    return ClipResult(task.position, payload, None, is_silent(waveform))
 
 
-def _convert_chunk(chunk: Sequence[tuple]) -> list[tuple[int, bytes | None, str | None]]:
+def is_silent(waveform: np.ndarray) -> bool:
+    """Digital silence: every sample rounds to 0 in int16 storage (peak below about -96 dBFS).
+
+    Silent clips are valid audio (AudioSet has some) and are converted; the manifest lists
+    them under ``silent_clips`` so a surprising number of them is visible.
+    """
+    return waveform.size == 0 or float(np.max(np.abs(waveform))) < 0.5 / audio.INT16_SCALE
+
+
+def _convert_chunk(chunk: Sequence[ClipTask]) -> list[ClipResult]:
     return [convert_clip(task) for task in chunk]
 
 
@@ -439,10 +566,22 @@ def _init_worker() -> None:
     import torch
 
     torch.set_num_threads(1)  # one process per core already; avoid oversubscription
+    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
+
+
+def _exit_with_parent(parent_pid: int) -> None:
+    """End this worker once the converter is gone (``kill -9``, OOM killer).
+
+    A pool worker blocks on its task queue forever when its parent dies without closing it, so
+    every ``kill -9`` would leave one orphan per worker holding a torch import's memory.
+    """
+    while os.getppid() == parent_pid:
+        time.sleep(_PARENT_POLL_SECONDS)
+    os._exit(1)
 
 
 def _write_atomically(path: Path, payload: bytes) -> None:
-    temp = path.with_name(path.name + ".tmp")
+    temp = path.with_name(path.name + TEMP_SUFFIX)
     try:
         with temp.open("wb") as handle:
             handle.write(payload)
@@ -452,6 +591,21 @@ def _write_atomically(path: Path, payload: bytes) -> None:
     except BaseException:
         temp.unlink(missing_ok=True)
         raise
+    _fsync_directory(path.parent)
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Make the renames durable (after a power cut, not just a kill); best effort where unsupported."""
+    try:
+        descriptor = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(descriptor)
+    except OSError:
+        pass
+    finally:
+        os.close(descriptor)
 
 
 def _manifest_from_json(data: Any, path: Path) -> Manifest:

@@ -2,7 +2,10 @@
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
 shards), ``esc50`` / ``gtzan`` / ``ravdess`` (official layouts → one shard set with folds),
-``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error.
+``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error (an
+existing ``--out`` without ``--overwrite`` included: conversions never resume), 3 the output
+could not be written (disk full, permissions). Unusable audio files are never an error: they are
+listed in the manifest's ``skipped`` with a reason (docs/fault_tolerance.md).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Sequence
 
-EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -118,7 +121,7 @@ def run_audioset(args: argparse.Namespace) -> int:
     try:
         labels = read_label_csv(args.labels)
         result = read_audioset(args.segments, args.audio_dir, labels, audio_patterns=args.audio_pattern)
-    except (LabelFileError, ValueError, UnicodeDecodeError) as error:
+    except (LabelFileError, ValueError, UnicodeDecodeError, OSError) as error:
         return _usage_error("audioset", str(error))
     for warning in result.warnings[:10]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -149,6 +152,8 @@ def run_audioset(args: argparse.Namespace) -> int:
         )
     except OutputNotEmptyError as error:
         return _usage_error("audioset", str(error))
+    except OSError as error:
+        return _write_failed("audioset", args.out, error)
     except NoUsableClipsError as error:
         print(f"panns-prepare audioset: nothing usable: {error}", file=sys.stderr)
         _print_skips(error.skipped, stream=sys.stderr)
@@ -212,7 +217,7 @@ def run_folded(args: argparse.Namespace) -> int:
             from panns_lightning.datasets.ravdess import read_ravdess
 
             folded = read_ravdess(args.root, channel=args.channel, num_folds=args.num_folds)
-    except (FileNotFoundError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError, UnicodeDecodeError) as error:
         return _usage_error(command, str(error))
     for warning in folded.result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -235,6 +240,8 @@ def run_folded(args: argparse.Namespace) -> int:
         )
     except OutputNotEmptyError as error:
         return _usage_error(command, str(error))
+    except OSError as error:
+        return _write_failed(command, args.out, error)
     except NoUsableClipsError as error:
         print(f"panns-prepare {command}: nothing usable: {error}", file=sys.stderr)
         _print_skips(error.skipped, stream=sys.stderr)
@@ -278,6 +285,12 @@ def _print_skips(skipped: Sequence, *, stream) -> None:
 def _usage_error(command: str, message: str) -> int:
     print(f"panns-prepare {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+def _write_failed(command: str, out: Path, error: OSError) -> int:
+    """Only the writer's own files can fail here (audio errors are skips); no manifest was written."""
+    print(f"panns-prepare {command}: error: writing {out} failed: {error}; no manifest was written, rerun with --overwrite", file=sys.stderr)
+    return EXIT_WRITE_FAILED
 
 
 if __name__ == "__main__":

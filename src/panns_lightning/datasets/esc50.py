@@ -25,6 +25,8 @@ NATIVE_SAMPLE_RATE = 44100
 def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset:
     """Records for every CSV row whose wav exists; bad rows and missing files are reported as skipped.
 
+    A filename listed twice keeps its first row; later rows are skipped ("duplicate filename,
+    first seen on line N"), as two rows for one clip would store it twice, maybe in two folds.
     Raises ``FileNotFoundError`` / ``ValueError`` (naming the file) when the layout itself is wrong:
     no ``meta/esc50.csv``, missing columns, or one ``target`` with two category names.
     """
@@ -47,10 +49,15 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
             rows.append((line, row))
 
     category_of: dict[int, str] = {}
+    first_line_of: dict[str, int] = {}
     parsed: list[tuple[int, dict[str, str], int, int, bool]] = []
     for line, row in rows:
         name = (row.get("filename") or "").strip()
         source = f"{csv_path.name}:{line}"
+        if name and name in first_line_of:
+            result.skipped.append(SkippedClip(Path(name).stem, source, f"duplicate filename, first seen on line {first_line_of[name]}"))
+            continue
+        first_line_of[name] = line
         try:
             fold, target = int(row["fold"]), int(row["target"])
         except (TypeError, ValueError):

@@ -2,7 +2,7 @@
 
 Fine-tuning benchmarks (ESC-50, GTZAN, RAVDESS) are reported as k-fold cross-validation over ONE
 shard set: every clip's json carries its ``fold`` (1-based) and the manifest carries a ``folds``
-entry, written by :func:`write_fold_index` after the shards::
+entry, computed by :func:`fold_index` from the written shards as the manifest is written::
 
     "folds": {
       "field": "fold", "scheme": "official" | "stratified" | "by_actor", "num_folds": 5,
@@ -97,7 +97,7 @@ def read_clip_folds(shard_dir: str | os.PathLike, shard_names: Sequence[str]) ->
     return result
 
 
-def write_fold_index(
+def fold_index(
     manifest: Any,
     *,
     scheme: str,
@@ -105,12 +105,7 @@ def write_fold_index(
     seed: int | None,
     description: str,
 ) -> dict[str, Any]:
-    """Add the ``folds`` entry to a freshly written shard set's manifest (atomically) and return it.
-
-    ``manifest`` is the :class:`panns_lightning.shards.Manifest` that ``write_shards`` returned.
-    The manifest is rewritten in place with a temporary file + rename, so a reader sees either the
-    manifest without folds or the complete one.
-    """
+    """The manifest's ``folds`` entry, read back from the written shards (so skipped clips never count)."""
     if manifest.root is None:
         raise ValueError("manifest has no root directory")
     root = Path(manifest.root)
@@ -141,9 +136,6 @@ def write_fold_index(
         "shards": shards,
         "keys": {f: sorted(keys[f]) for f in fold_ids},
     }
-    data = manifest.to_json()
-    data[MANIFEST_KEY] = entry
-    _write_json_atomically(root / "manifest.json", data)
     return entry
 
 
@@ -179,23 +171,6 @@ def fold_table(entry: Mapping[str, Any], label_names: Sequence[str]) -> str:
         if empty:
             lines.append(f"  fold {f} has no clip of: {', '.join(empty[:8])}{' ...' if len(empty) > 8 else ''}")
     return "\n".join(lines)
-
-
-# ---------------------------------------------------------------------------------------------
-# helpers
-
-
-def _write_json_atomically(path: Path, data: Any) -> None:
-    temp = path.with_name(path.name + ".tmp")
-    try:
-        with temp.open("w", encoding="utf-8") as handle:
-            handle.write(json.dumps(data, indent=1) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -235,6 +210,14 @@ def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **wri
     extra = dict(folded.extra)
     if folded.result.warnings:
         extra["warnings"] = list(folded.result.warnings)
+    def folds_entry(manifest: Any) -> dict[str, Any]:
+        return {
+            MANIFEST_KEY: fold_index(
+                manifest, scheme=folded.scheme, num_folds=folded.num_folds, seed=folded.seed, description=folded.description
+            )
+        }
+
+    # The fold index goes into the one manifest write: a kill can never leave a fold-less manifest.
     manifest = write_shards(
         folded.result.records,
         out_dir,
@@ -243,9 +226,7 @@ def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **wri
         multilabel=False,
         skipped=folded.result.skipped,
         extra_manifest=extra or None,
+        finalize=folds_entry,
         **write_options,
     )
-    entry = write_fold_index(
-        manifest, scheme=folded.scheme, num_folds=folded.num_folds, seed=folded.seed, description=folded.description
-    )
-    return manifest, entry
+    return manifest, manifest.extra[MANIFEST_KEY]
