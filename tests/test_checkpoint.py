@@ -155,3 +155,119 @@ def test_non_tensor_entries_are_named(tmp_path):
     torch.save({"fc1.weight": torch.zeros(1), "note": "hello"}, path)
     with pytest.raises(CheckpointMismatchError, match="'note'|note"):
         load_panns_checkpoint(build(), path)
+
+
+def test_class_count_mismatch_is_named_with_both_counts(tmp_path):
+    path = save_panns_checkpoint(build(classes_num=527), tmp_path / "audioset.pth")
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_panns_checkpoint(build(classes_num=10), path)
+    assert f"Class count: {path} has 527 classes, Cnn6 expects 10." in str(error.value)
+
+
+def test_unreadable_and_directory_paths_are_named(tmp_path):
+    from panns_lightning.models.checkpoint import CheckpointReadError
+
+    truncated = tmp_path / "truncated.pth"
+    save_panns_checkpoint(build(), truncated)
+    truncated.write_bytes(truncated.read_bytes()[:200])
+    with pytest.raises(CheckpointReadError, match=f"{truncated} cannot be read as a torch checkpoint"):
+        load_panns_checkpoint(build(), truncated)
+    with pytest.raises(FileNotFoundError, match=f"checkpoint {tmp_path} is a directory"):
+        load_panns_checkpoint(build(), tmp_path)
+
+
+# ---- the same checks through the other loaders: Lightning checkpoints, fine-tuned ones, CLIs ----
+
+def lightning_file(tmp_path, hyper_model: str = "Cnn6", state_model: str = "Cnn6", state_classes: int = 5):
+    """A Lightning-layout checkpoint whose hyper-parameters describe one network and whose state_dict is another's."""
+    from panns_lightning.training.module import TaggingModule
+    from test_inference_support import LABELS, SMALL_FRONTEND
+
+    labels = [{"index": i, "mid": f"/t/{i}", "name": f"c{i}"} for i in range(state_classes)]
+    described = TaggingModule({"name": hyper_model, **SMALL_FRONTEND}, LABELS)
+    stored = TaggingModule({"name": state_model, **SMALL_FRONTEND}, labels)
+    path = tmp_path / f"{state_model}_{state_classes}.ckpt"
+    torch.save({"hyper_parameters": dict(described.hparams), "state_dict": stored.state_dict()}, path)
+    return path
+
+
+def test_lightning_checkpoint_with_another_class_count_is_named(tmp_path):
+    from panns_lightning.training.checkpoints import load_tagging_module
+
+    path = lightning_file(tmp_path, state_classes=7)
+    with pytest.raises(CheckpointMismatchError) as error:
+        load_tagging_module(path)
+    message = str(error.value)
+    assert str(path) in message and "does not fit the Cnn6 its hyper_parameters describe" in message
+    assert "model.fc_audioset.weight: file (7, 512) vs model (5, 512)" in message
+    assert "the file's classifier has 7 classes, the model expects 5" in message
+
+
+def test_lightning_checkpoint_of_another_architecture_is_named(tmp_path):
+    from panns_lightning.training.checkpoints import load_tagging_module
+
+    path = lightning_file(tmp_path, state_model="Cnn10")
+    with pytest.raises(CheckpointMismatchError, match=r"does not fit the Cnn6 .*unexpected keys \(model\.conv_block1\.bn2"):
+        load_tagging_module(path)
+
+
+def test_fine_tuned_checkpoint_with_another_class_count_is_named(tmp_path):
+    from panns_lightning.training.finetune import FineTuneModule, load_finetune_module
+    from test_inference_support import LABELS, SMALL_FRONTEND
+
+    module = FineTuneModule({"name": "Cnn6", **SMALL_FRONTEND}, LABELS)
+    hyper = dict(module.hparams, labels=LABELS[:3])
+    path = tmp_path / "finetuned.ckpt"
+    torch.save({"hyper_parameters": hyper, "state_dict": module.state_dict()}, path)
+    with pytest.raises(CheckpointMismatchError, match="the file's classifier has 5 classes, the model expects 3"):
+        load_finetune_module(path)
+
+
+def test_checkpoint_of_another_lightning_module_is_named(tmp_path):
+    from panns_lightning.training.checkpoints import load_tagging_module
+
+    path = tmp_path / "other.ckpt"
+    torch.save({"hyper_parameters": {"hidden": 3}, "state_dict": {"net.weight": torch.zeros(1)}}, path)
+    with pytest.raises(ValueError, match=rf"{path} was not written by a panns_lightning TaggingModule.*'model_config'"):
+        load_tagging_module(path)
+
+
+def test_tag_and_export_name_a_wrong_model_for_a_published_file(tmp_path, capsys):
+    from panns_lightning.cli import export as export_cli
+    from panns_lightning.cli import tag as tag_cli
+
+    path = save_panns_checkpoint(build(classes_num=527), tmp_path / "weights.pth")
+    assert tag_cli.main([str(tmp_path / "a.wav"), "--checkpoint", str(path), "--model", "Cnn10"]) == 1
+    assert export_cli.main([str(path), "--format", "torchscript", "--model", "Cnn10"]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2  # one line each
+    for line in lines:
+        assert f"cannot load checkpoint {path}" in line and "does not fit Cnn10" in line
+        assert "best fits zoo model Cnn6" in line
+
+
+def test_export_missing_checkpoint_is_one_line(tmp_path, capsys):
+    from panns_lightning.cli import export as export_cli
+
+    missing = tmp_path / "nope.ckpt"
+    assert export_cli.main([str(missing), "--format", "onnx"]) == 1
+    assert capsys.readouterr().err.strip() == f"panns-export: cannot load checkpoint {missing}: checkpoint not found: {missing}"
+
+
+def test_eval_names_a_class_count_that_differs_from_the_data(tmp_path):
+    import json
+
+    from panns_lightning.cli.evaluate import evaluate_checkpoint
+    from test_inference_support import SMALL_FRONTEND, cnn6_checkpoint
+
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    labels = [{"index": i, "mid": f"/m/{i}", "name": f"other {i}"} for i in range(3)]
+    manifest = {
+        "format_version": 1, "sample_rate": SMALL_FRONTEND["sample_rate"], "clip_samples": 8000, "storage": "int16",
+        "multilabel": True, "labels": labels, "num_clips": 3, "class_counts": [1, 1, 1],
+        "shards": [{"name": "eval-000000.tar", "num_clips": 3}],
+    }
+    (shards / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(SystemExit, match=r"label list of .*cnn6\.ckpt \(5 classes\) differs from .*manifest\.json \(3 classes\)"):
+        evaluate_checkpoint(cnn6_checkpoint(), shards, num_workers=0)

@@ -19,7 +19,7 @@ from panns_lightning.data.sampling import (
     ClassBalanceFactor,
     rotating_round,
 )
-from panns_lightning.data.stream import RawClip, read_shard_manifest, shard_urls, train_shards_for_slot
+from panns_lightning.data.stream import RawClip, SharedCount, read_shard_manifest, shard_urls, train_shards_for_slot
 
 NUM_CLASSES = 12
 
@@ -201,3 +201,21 @@ def test_corrupt_audio_is_skipped_in_training(tmp_path: Path) -> None:
     keys = Counter(key for batch in stream for key in batch["key"])
     assert "corrupt" not in keys
     assert stream.errors.counts()["bad_samples"] == 1, "a clip is reported once however many copies are drawn"
+
+
+@pytest.mark.parametrize("num_workers", [0, 2, 3])
+def test_a_resumed_epoch_continues_with_the_batches_of_the_uninterrupted_one(long_tail: Path, num_workers: int) -> None:
+    """resume_batches=b: the loader yields exactly batches b.. of the epoch, whichever worker they came from."""
+
+    def epoch_keys(resume_batches: int) -> list[list[str]]:
+        stream = TrainClipStream(
+            spec_of(long_tail), rank=1, world_size=2, batch_size=8, steps_per_epoch=11, shuffle_buffer=32,
+            seed=3, labels_only=True, resume_batches=SharedCount(resume_batches),
+        )
+        stream.set_epoch(1)
+        return [batch["key"] for batch in DataLoader(stream, batch_size=None, num_workers=num_workers)]
+
+    uninterrupted = epoch_keys(0)
+    assert len(uninterrupted) == 11
+    for done in (1, 4, 5, 10):
+        assert epoch_keys(done) == uninterrupted[done:], f"resumed after {done} batches"

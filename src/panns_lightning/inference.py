@@ -42,7 +42,12 @@ from torch import nn
 from panns_lightning.audio import load_audio, resample
 from panns_lightning.labels import read_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint
-from panns_lightning.models.checkpoint import best_matching_models, read_state_dict
+from panns_lightning.models.checkpoint import (
+    best_matching_models,
+    load_weights_only,
+    read_state_dict,
+    require_checkpoint_file,
+)
 from panns_lightning.models.registry import list_models, unknown_model_message
 
 logger = logging.getLogger(__name__)
@@ -309,9 +314,7 @@ def load_model(
     frontend: Mapping[str, Any] | None = None,
 ) -> LoadedModel:
     """Build the eval-mode network a checkpoint holds, with its front end and label names."""
-    path = Path(checkpoint)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    path = require_checkpoint_file(checkpoint)
     content = _peek(path)
     if isinstance(content, Mapping) and "hyper_parameters" in content and "state_dict" in content:
         loaded = _load_lightning(path, content, model_name)
@@ -382,13 +385,11 @@ def infer_model_name(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> 
 
 # ---- loading helpers ----------------------------------------------------------------------------
 def _peek(path: Path) -> Any:
-    """Read the file weights-only; memory-mapped when the format allows, so peeking is cheap."""
-    from panns_lightning.training.checkpoints import read_checkpoint
+    """Read the file weights-only; memory-mapped when the format allows, so peeking is cheap.
 
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception:  # legacy (non-zip) files cannot be mapped; read_checkpoint explains refusals
-        return read_checkpoint(path)
+    A file that would run code when unpickled raises UnsafeCheckpointError naming it.
+    """
+    return load_weights_only(path, mmap=True)
 
 
 def _load_lightning(path: Path, content: Mapping[str, Any], model_name: str | None) -> LoadedModel:

@@ -1,9 +1,11 @@
-"""Typed schema of panns-train's config: a typo'd key or a wrong type fails before any work starts.
+"""Typed schemas of panns-train's and panns-eval's configs: a typo'd key or a wrong type fails
+before any work starts.
 
 Hydra already refuses command-line overrides of keys that do not exist; this schema also catches
 typos inside YAML files (experiments, group presets), which Hydra would silently merge.
 Groups whose keys are a library's own arguments (trainer, logger, callbacks) are checked by that
-library when they are instantiated.
+library when they are instantiated. Checks against the machine (paths exist, GPUs are there)
+live in :mod:`panns_lightning.cli.preflight`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 # Kept in step with training.augment.MIXUP_SITES (not imported: this module must stay torch-free).
@@ -35,6 +37,8 @@ class DataConfig:
     repeat_spread: Optional[int] = None
     train_crop_seconds: Optional[float] = None
     fail_fast: bool = False
+    error_budget: float = 0.01
+    error_budget_min_clips: int = 500
     pin_memory: bool = False
     seed: int = 1234
 
@@ -103,6 +107,8 @@ class OptimConfig:
     weight_decay: float = 0.0
     amsgrad: bool = True
     warmup_steps: int = 0
+    # Stop after this many consecutive steps with a non-finite loss or gradient (each is skipped).
+    max_nonfinite_steps: int = 5
 
 
 @dataclass
@@ -124,20 +130,53 @@ class TrainConfig:
     callbacks: Optional[dict[str, Any]] = field(default_factory=dict)
 
 
+@dataclass
+class EvalConfig:
+    """panns-eval's config (conf/eval.yaml)."""
+
+    task_name: str = "eval"
+    ckpt_path: str = MISSING
+    data_dir: str = MISSING
+    batch_size: int = 32
+    num_workers: int = 2
+    accelerator: str = "auto"
+    # Lightning's devices: a count, a list of indices, -1 or "auto".
+    devices: Any = 1
+    output_json: str = "eval_metrics.json"
+    paths: dict[str, Any] = field(default_factory=dict)
+
+
 class ConfigError(ValueError):
     """A config that does not fit the schema; the message names the key."""
 
 
 def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
-    schema = OmegaConf.structured(TrainConfig)
+    merged = _merge_onto(TrainConfig, cfg)
+    _check_values(merged)
+    return merged
+
+
+def validate_eval_config(cfg: DictConfig) -> DictConfig:
+    """panns-eval's schema: unknown keys, wrong types and missing required keys name the key."""
+    merged = _merge_onto(EvalConfig, cfg)
+    for key in ("ckpt_path", "data_dir"):
+        if OmegaConf.is_missing(merged, key):
+            raise ConfigError(f"{key} is required: panns-eval ckpt_path=<checkpoint> data_dir=<shard set dir>")
+    if merged.batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1, got {merged.batch_size}")
+    if merged.num_workers < 0:
+        raise ConfigError(f"num_workers must be >= 0, got {merged.num_workers}")
+    return merged
+
+
+def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
     try:
-        merged: DictConfig = OmegaConf.merge(schema, cfg)  # type: ignore[assignment]
+        merged: DictConfig = OmegaConf.merge(OmegaConf.structured(schema), cfg)  # type: ignore[assignment]
     except OmegaConfBaseException as error:
         key = getattr(error, "full_key", None) or "?"
         first = str(error).splitlines()[0]
         raise ConfigError(f"invalid config key '{key}': {first}") from None
-    _check_values(merged)
     return merged
 
 

@@ -15,7 +15,10 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
+from panns_lightning.cli.config_schema import ConfigError, validate_eval_config
 from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.preflight import preflight_eval
+from panns_lightning.redact import redact, redact_hydra_run
 from panns_lightning.training.callbacks import scores_to_json, write_json_atomic
 from panns_lightning.training.metrics import TaggingScores, format_scores_table
 
@@ -34,7 +37,11 @@ def evaluate_checkpoint(
     from panns_lightning.data import AudioShardDataModule
     from panns_lightning.training.checkpoints import load_tagging_module
 
-    module = load_tagging_module(ckpt_path)
+    try:
+        module = load_tagging_module(ckpt_path)
+    except (OSError, ValueError, RuntimeError) as error:
+        # Unsafe pickle, missing file, foreign or mismatched checkpoint: one line naming the file.
+        raise SystemExit(redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")) from None
     datamodule = AudioShardDataModule(
         train_dir=None, val_dir=None, test_dir=str(data_dir), batch_size=batch_size, num_workers=num_workers
     )
@@ -62,6 +69,12 @@ def evaluate_checkpoint(
 
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float:
+    redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
+    try:
+        cfg = validate_eval_config(cfg)
+        preflight_eval(cfg)
+    except ConfigError as error:
+        raise SystemExit(redact(f"panns-eval: {error}")) from None
     scores, names = evaluate_checkpoint(
         cfg.ckpt_path, cfg.data_dir, cfg.batch_size, cfg.num_workers, cfg.accelerator, cfg.devices
     )

@@ -28,6 +28,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from panns_lightning.cli.config_schema import ConfigError, DataConfig, TrainConfig, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.preflight import preflight_finetune
+from panns_lightning.redact import redact, redact_hydra_run
 
 log = logging.getLogger("panns_lightning.finetune")
 
@@ -113,11 +115,13 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
 
 def finetune(cfg: DictConfig) -> dict[str, Any]:
     """Fit one fold, test it, write ``fold_result.json``; returns the test metrics."""
-    from panns_lightning.cli.train import build_callbacks, build_datamodule, build_loggers
+    from panns_lightning.cli.train import build_callbacks, build_datamodule, build_loggers, resolve_ckpt_path
     from panns_lightning.training.callbacks import write_json_atomic
+    from panns_lightning.training.fault_tolerance import AtomicCheckpointIO
     from panns_lightning.training.cv_report import RESULT_NAME, fold_result
 
     cfg = validate_finetune_config(cfg)
+    preflight_finetune(cfg)
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     if cfg.data.fold is not None:
@@ -130,15 +134,18 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
             raise ConfigError(str(error)) from None
     module = build_finetune_module(cfg, datamodule)
     loggers = build_loggers(cfg)
-    trainer: L.Trainer = instantiate(cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False)
+    trainer: L.Trainer = instantiate(
+        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False, plugins=[AtomicCheckpointIO()]
+    )
     if trainer.is_global_zero:
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
-    trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.ckpt_path if cfg.ckpt_path != "auto" else None)
+        log.info("config:\n%s", redact(OmegaConf.to_yaml(cfg, resolve=False)))
+    # weights_only=True: a resumed checkpoint is read like every other one (no code runs on load).
+    trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
     results: dict[str, Any] = {}
     if cfg.test and cfg.data.test_dir:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         ckpt = best if cfg.finetune.test_on == "best" and best else None
-        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        trainer.test(module, datamodule=datamodule, ckpt_path=ckpt, weights_only=True)
         results = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
         if trainer.is_global_zero and module.last_test_predictions is not None:
             probs, targets = module.last_test_predictions
@@ -168,10 +175,16 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
 
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from panns_lightning.data.datamodule import DataErrorBudgetExceeded
+    from panns_lightning.models.checkpoint import CheckpointMismatchError
+    from panns_lightning.training.numerics import NonFiniteTrainingError
+
+    redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
     try:
         results = finetune(cfg)
-    except ConfigError as error:
-        raise SystemExit(f"panns-finetune: {error}") from None
+    except (ConfigError, CheckpointMismatchError, NonFiniteTrainingError, DataErrorBudgetExceeded) as error:
+        # Config, path, unsafe-pickle and backbone-mismatch errors: one line naming the key or file.
+        raise SystemExit(redact(f"panns-finetune: {' '.join(str(error).split())}")) from None
     return results.get("test/accuracy")
 
 

@@ -23,10 +23,23 @@ from typing import Any
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.preflight import preflight_train
+from panns_lightning.data.datamodule import DataErrorBudgetExceeded
+from panns_lightning.training.fault_tolerance import (
+    LAST_CHECKPOINT,
+    AtomicCheckpointIO,
+    EndOfRunCheckpoint,
+    checkpoint_global_step,
+    continue_loggers,
+    wandb_run_id,
+)
+from panns_lightning.redact import redact, redact_hydra_run
+from panns_lightning.training.numerics import NonFiniteTrainingError
 
 log = logging.getLogger("panns_lightning.train")
 
@@ -82,9 +95,8 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     """``ckpt_path=auto``: resume from the run's ``last.ckpt`` when it exists (requeued jobs), else start fresh."""
     if cfg.ckpt_path != "auto":
         return cfg.ckpt_path
-    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
-    directory = Path(str(checkpoint_cfg.get("dirpath") or Path(cfg.paths.output_dir) / "checkpoints"))
-    last = directory / "last.ckpt"
+    directory = checkpoint_dir(cfg)
+    last = directory / LAST_CHECKPOINT
     if last.is_file():
         log.info("ckpt_path=auto: resuming from %s", last)
         return str(last)
@@ -92,13 +104,30 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return None
 
 
-def build_loggers(cfg: DictConfig) -> list[Any]:
+def checkpoint_dir(cfg: DictConfig) -> Path:
+    """Where this run's checkpoints go (the model_checkpoint callback's dirpath)."""
+    checkpoint_cfg = (cfg.get("callbacks") or {}).get("model_checkpoint") or {}
+    return Path(str(checkpoint_cfg.get("dirpath") or Path(cfg.paths.output_dir) / "checkpoints"))
+
+
+def build_loggers(cfg: DictConfig, resume_step: int | None = None) -> list[Any]:
+    """The configured loggers; when resuming at ``resume_step`` they continue the interrupted run's logs."""
+    logger_cfgs = dict(cfg.get("logger") or {})
+    overrides = {}
+    if resume_step is not None:
+        overrides = continue_loggers(logger_cfgs, resume_step, cfg.paths.output_dir)
     loggers = []
-    for name, logger_cfg in (cfg.get("logger") or {}).items():
-        if "WandbLogger" in str(logger_cfg.get("_target_", "")) and not os.environ.get("WANDB_API_KEY"):
-            # No key: keep everything on disk (wandb sync later). The key itself is never logged.
-            logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
-            log.info("wandb: no WANDB_API_KEY in the environment, logging offline")
+    for name, logger_cfg in logger_cfgs.items():
+        if logger_cfg is None:
+            continue
+        if "WandbLogger" in str(logger_cfg.get("_target_", "")):
+            if not os.environ.get("WANDB_API_KEY"):
+                # No key: keep everything on disk (wandb sync later). The key itself is never logged.
+                logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
+                log.info("wandb: no WANDB_API_KEY in the environment, logging offline")
+            overrides.setdefault(name, {"id": wandb_run_id(cfg.paths.output_dir)})
+        if name in overrides:
+            logger_cfg = OmegaConf.merge(logger_cfg, overrides[name])
         loggers.append(instantiate(logger_cfg))
     return loggers
 
@@ -118,24 +147,41 @@ def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[Any]:
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Run one training job; returns the final metrics (also written to metrics.json)."""
     cfg = validate_train_config(cfg)
+    preflight_train(cfg)
     quiet_non_zero_rank()
     L.seed_everything(cfg.seed, workers=True)
     datamodule = build_datamodule(cfg.data)
     module = build_module(cfg, datamodule)
-    loggers = build_loggers(cfg)
+    ckpt_path = resolve_ckpt_path(cfg)
+    resume_step = checkpoint_global_step(ckpt_path) if ckpt_path else None
+    if resume_step is not None:
+        log.info("resuming %s at global step %d", ckpt_path, resume_step)
+    loggers = build_loggers(cfg, resume_step)
     trainer: L.Trainer = instantiate(
-        cfg.trainer, callbacks=build_callbacks(cfg, bool(loggers)), logger=loggers or False
+        cfg.trainer,
+        callbacks=build_callbacks(cfg, bool(loggers)),
+        logger=loggers or False,
+        plugins=[AtomicCheckpointIO()],
     )
     if trainer.is_global_zero:
-        log.info("config:\n%s", OmegaConf.to_yaml(cfg, resolve=False))
+        log.info("config:\n%s", redact(OmegaConf.to_yaml(cfg, resolve=False)))
     with child_rank_command(trainer), distributed_scope():
-        trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg))
+        try:
+            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        except SIGTERMException:
+            saved = next((cb.saved_path for cb in trainer.callbacks if isinstance(cb, EndOfRunCheckpoint)), None)
+            where = f"checkpoint {saved}" if saved else "no checkpoint (callbacks.end_checkpoint is off)"
+            raise Preempted(f"stopped by SIGTERM at global step {trainer.global_step}; {where}") from None
         results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
         if cfg.test and cfg.data.test_dir:
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None)
+            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     return results
+
+
+class Preempted(RuntimeError):
+    """The run was stopped by SIGTERM (e.g. SLURM preemption) after saving where it was."""
 
 
 # ---- one run directory and one log under DDP ------------------------------------------------
@@ -239,10 +285,15 @@ def config_flags(argv: list[str]) -> list[str]:
 
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    redact_hydra_run()
     try:
         results = train(cfg)
-    except ConfigError as error:
-        raise SystemExit(f"panns-train: {error}") from None
+    except (ConfigError, NonFiniteTrainingError, DataErrorBudgetExceeded) as error:
+        raise SystemExit(redact(f"panns-train: {error}")) from None
+    except Preempted as stop:
+        # 128 + SIGTERM: what a job killed by SIGTERM reports; schedulers requeue on it.
+        log.warning("panns-train: %s; resume with ckpt_path=auto", stop)
+        raise SystemExit(143) from None
     # The value a sweeper optimises: validation mAP.
     return results.get("val/mAP")
 

@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 
 from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream, shard_counts
 from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, read_shard_manifest, shard_urls
+from panns_lightning.redact import redact_hparams
 
 log = logging.getLogger(__name__)
 
@@ -60,11 +61,14 @@ class AudioShardDataModule(pl.LightningDataModule):
         train_crop_samples: int | None = None,
         seed: int = 1234,
         fail_fast: bool = False,
+        error_budget: float = 0.01,
+        error_budget_min_clips: int = 500,
         pin_memory: bool = False,
         fold: int | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        redact_hparams(self)  # shard URLs may carry tokens; checkpoints and loggers get these hparams
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.urls = {"train": train_urls, "val": val_urls, "test": test_urls}
         if all(directory is None for directory in self.dirs.values()):
@@ -79,10 +83,15 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.train_crop_samples = train_crop_samples
         self.seed = seed
         self.fail_fast = fail_fast
+        if not 0.0 <= error_budget <= 1.0:
+            raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {error_budget}")
+        self.error_budget = error_budget
+        self.error_budget_min_clips = max(1, int(error_budget_min_clips))
         self.pin_memory = pin_memory
         # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
         self.fold = fold
         self._epoch = SharedCount(0)
+        self._resume_batches = SharedCount(0)
         self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
         self._manifests: dict[str, dict[str, Any]] | None = None
@@ -141,6 +150,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         if self._counters_pid == os.getpid():
             return
         self._epoch = SharedCount(self._epoch.value)
+        self._resume_batches = SharedCount(self._resume_batches.value)
         self._errors = {split: ErrorLog(split, self.fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
 
@@ -154,14 +164,23 @@ class AudioShardDataModule(pl.LightningDataModule):
         """Select the epoch's shard permutation and seeds; called by :class:`StreamEpochCallback`."""
         self._epoch.value = epoch
 
+    def set_resume_batches(self, batches: int) -> None:
+        """Batches of the current epoch already trained on (a resumed run): the stream skips them."""
+        self._resume_batches.value = max(0, int(batches))
+
     def error_counts(self) -> dict[str, dict[str, int]]:
         """Skipped clips and broken shards so far per split, summed over this process's workers."""
         return {split: errors.counts() for split, errors in self._errors.items()}
+
+    def error_budget_counts(self) -> dict[str, dict[str, int]]:
+        """``error_counts`` plus clips read and clips lost in broken shards, per split."""
+        return {split: errors.budget_counts() for split, errors in self._errors.items()}
 
     def train_dataloader(self) -> DataLoader:
         trainer = self._trainer_or_none()
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
+            self.set_resume_batches(batches_done_in_epoch(trainer, self.steps_per_epoch))
         rank, world_size = self._rank_world()
         dataset = TrainClipStream(
             self._stream_spec("train"),
@@ -176,6 +195,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             crop_samples=self.train_crop_samples,
             seed=self.seed,
             epoch=self._epoch,
+            resume_batches=self._resume_batches,
             errors=self._errors["train"],
         )
         return self._loader(dataset)
@@ -203,7 +223,8 @@ class AudioShardDataModule(pl.LightningDataModule):
 
     def _loader(self, dataset: TrainClipStream | EvalClipStream) -> DataLoader:
         # Datasets yield whole batches: batch_size=None turns off DataLoader batching.
-        return DataLoader(
+        loader_class = ResumableStreamLoader if isinstance(dataset, TrainClipStream) else DataLoader
+        return loader_class(
             dataset,
             batch_size=None,
             num_workers=self.num_workers,
@@ -289,6 +310,7 @@ class StreamEpochCallback(pl.Callback):
         datamodule = trainer.datamodule
         if not isinstance(datamodule, AudioShardDataModule):
             return
+        datamodule.set_resume_batches(0)  # only the epoch a run resumes in starts part-way
         counts = datamodule.error_counts()
         for name in ("bad_samples", "bad_shards"):
             total = sum(split[name] for split in counts.values())
@@ -298,6 +320,96 @@ class StreamEpochCallback(pl.Callback):
             )
         if any(value for split in counts.values() for value in split.values()):
             log.warning("rank %d: skipped data so far: %s", trainer.global_rank, counts)
+
+
+class DataErrorBudgetExceeded(RuntimeError):
+    """More of the data failed to read than ``data.error_budget`` allows."""
+
+
+def error_budget_message(split: str, counts: dict[str, int], budget: float, min_clips: int) -> str | None:
+    """Why ``counts`` exceed the budget, or None while they do not.
+
+    Failed clips are the clips skipped plus the clips broken shards should have held (when the
+    manifest says how many); the fraction is taken over all clips met so far, but over at least
+    ``min_clips``, so that one bad clip among the first few does not end a run.
+    """
+    failed = counts["bad_samples"] + counts["lost_samples"]
+    met = counts["read_samples"] + counts["bad_samples"] + counts["lost_samples"]
+    if failed == 0 or failed <= budget * max(met, min_clips):
+        return None
+    return (
+        f"{split} data over its error budget: {failed} of {met} clips ({failed / max(met, 1):.1%}) could not be "
+        f"used ({counts['bad_samples']} unreadable, {counts['lost_samples']} in "
+        f"{counts['bad_shards']} broken or missing shard(s)) > data.error_budget={budget}; the warnings above name "
+        "each shard and key. Repair or re-convert the data, or raise data.error_budget"
+    )
+
+
+class DataErrorBudget(pl.Callback):
+    """Stops the run when more than ``data.error_budget`` of the clips fail to read (train or val).
+
+    Checked after every training batch on one process, every ``interval`` batches under DDP (the
+    counts are summed over ranks, a collective every rank reaches at the same step, so all
+    ranks stop together), and after each validation.
+    """
+
+    def __init__(self, interval: int = 50) -> None:
+        self.interval = max(1, int(interval))
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+        if trainer.world_size == 1 or (batch_idx + 1) % self.interval == 0:
+            self._check(trainer, "train")
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._check(trainer, "val")
+
+    def _check(self, trainer: pl.Trainer, split: str) -> None:
+        datamodule = trainer.datamodule
+        if not isinstance(datamodule, AudioShardDataModule):
+            return
+        counts = datamodule.error_budget_counts()[split]
+        if trainer.world_size > 1:
+            names = sorted(counts)
+            summed = trainer.strategy.reduce(
+                torch.tensor([counts[name] for name in names], dtype=torch.float64, device=trainer.strategy.root_device),
+                reduce_op="sum",
+            )
+            counts = {name: int(value) for name, value in zip(names, summed.tolist())}
+        message = error_budget_message(split, counts, datamodule.error_budget, datamodule.error_budget_min_clips)
+        if message is not None:
+            raise DataErrorBudgetExceeded(message)
+
+
+class ResumableStreamLoader(DataLoader):
+    """The train loader; resumable mid-epoch, which Lightning asks loaders to declare with these two methods.
+
+    The position needs no saved state: the stream of an epoch is a function of (seed, epoch,
+    slot), and the batches to skip come from the loop's restored progress
+    (:func:`batches_done_in_epoch`), which, unlike this loader, knows what was trained on
+    rather than prefetched.
+    """
+
+    def state_dict(self) -> dict[str, Any]:
+        dataset = self.dataset
+        return {"epoch": int(dataset.epoch.value)} if isinstance(dataset, TrainClipStream) else {}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Nothing to restore (see the class docstring)."""
+
+
+def batches_done_in_epoch(trainer: pl.Trainer, steps_per_epoch: int) -> int:
+    """Train batches of the current epoch a restored checkpoint had finished; 0 on a fresh start.
+
+    Read when the train loader is built, i.e. after Lightning restored the loop state and before
+    it adjusts it: a checkpoint saved in ``on_train_batch_end`` has ``processed`` one ahead of
+    ``completed`` (Lightning completes that batch on restart), one saved after the batch (SIGTERM,
+    epoch end) has them equal; ``processed`` is the batches done in both cases. A finished epoch
+    counts as 0: the run goes on with the next one.
+    """
+    progress = trainer.fit_loop.epoch_loop.batch_progress.current
+    done = int(progress.processed)
+    return done if 0 < done < steps_per_epoch else 0
 
 
 def _epoch_target(trainer: pl.Trainer) -> Any:

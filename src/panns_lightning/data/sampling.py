@@ -62,6 +62,7 @@ see every readable clip exactly once (``stream.eval_shares_for_slot``); no shuff
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import itertools
 import math
@@ -92,6 +93,9 @@ from panns_lightning.data.stream import (
 # (``simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
 ShardReader = Callable[..., Iterator[RawClip]]
 
+# Crop offsets come from a generator per (seed, epoch, slot, batch), apart from the draws, so a
+# resumed epoch that skips batches without decoding them crops the later ones as before.
+_CROP_STREAM = 0x0C
 # A shard set where nothing decodes would otherwise spin forever.
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
 
@@ -346,6 +350,7 @@ class TrainClipStream(IterableDataset):
         crop_samples: int | None = None,
         seed: int = 1234,
         epoch: SharedCount | None = None,
+        resume_batches: SharedCount | None = None,
         errors: ErrorLog | None = None,
         labels_only: bool = False,
         reader: ShardReader | None = None,
@@ -369,10 +374,13 @@ class TrainClipStream(IterableDataset):
         self.crop_samples = crop_samples
         self.seed = seed
         self.epoch = epoch if epoch is not None else SharedCount()
+        # Batches of this epoch the rank already trained on before a resume: skipped, not yielded.
+        self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
         self.errors = errors if errors is not None else ErrorLog("train")
         self.labels_only = labels_only
         self.reader = reader if reader is not None else read_shard
         self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
+        self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()
 
     def __len__(self) -> int:
@@ -389,8 +397,14 @@ class TrainClipStream(IterableDataset):
         """The batches of one reader slot this epoch; ``__iter__`` picks the slot from the DataLoader worker.
 
         Public so that a simulation can run all ranks × workers in one process through this same code.
+        After a resume ``resume_batches`` into the epoch, worker w plays the part of worker
+        (w + resume_batches) mod W: the DataLoader always asks worker 0 first, while the next batch
+        of the uninterrupted run was that worker's.
         """
         epoch = self.epoch.value
+        done = min(self.resume_batches.value, self.steps_per_epoch)
+        if done:
+            slot = dataclasses.replace(slot, worker=(slot.worker + done) % slot.num_workers)
         rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
@@ -399,8 +413,31 @@ class TrainClipStream(IterableDataset):
             rng=rng,
         )
         unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
-        for _ in range(self._batches_for_worker(slot)):
-            yield self._next_batch(buffer, rng, unreadable)
+        skip = self._batches_skipped_by_worker(slot)
+        for index in range(self._batches_for_worker(slot)):
+            if index < skip:
+                self._skip_batch(buffer)
+                continue
+            crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
+            yield self._next_batch(buffer, crop_rng, unreadable)
+
+    def _batches_skipped_by_worker(self, slot: ReaderSlot) -> int:
+        """This slot's share of ``resume_batches``: rank batch i came from worker i mod W."""
+        done = min(self.resume_batches.value, self.steps_per_epoch)
+        return max(0, -(-(done - slot.worker) // slot.num_workers))
+
+    def _skip_batch(self, buffer: RepeatShuffleBuffer) -> None:
+        """Draw a batch's keys as ``_next_batch`` would, without decoding: the buffer ends in the same state.
+
+        Exact unless a skipped draw would have failed to decode (the uninterrupted run drew one
+        more clip in its place).
+        """
+        in_batch: set[str] = set()
+        for _ in range(self.batch_size):
+            clip = buffer.next(in_batch)
+            if clip is None:
+                raise RuntimeError("train stream ended, but it is endless by design: no shard yielded clips")
+            in_batch.add(clip.key)
 
     def _batches_for_worker(self, slot: ReaderSlot) -> int:
         share, extra = divmod(self.steps_per_epoch, slot.num_workers)
@@ -506,10 +543,17 @@ class TrainClipStream(IterableDataset):
 
     def _read(self, url: str, tally: list[int]) -> Iterator[RawClip]:
         keep = self.spec.keep_keys
-        for clip in self.reader(url, storage=self.spec.storage, with_audio=not self.labels_only, errors=self.errors):
+        errors = self.errors
+        read = 0
+        for clip in self.reader(url, storage=self.spec.storage, with_audio=not self.labels_only, errors=errors):
             tally[0] += 1
+            read += 1
+            errors.read_samples.add()
             if keep is None or clip.key in keep:
                 yield clip
+        expected = self._expected_clips.get(url)
+        if url in errors.failed_urls and expected is not None and expected > read:
+            errors.lost_samples.add(expected - read)  # what a truncated or missing shard cost
 
     def _guard_empty(self, schedule: Iterator[tuple[Any, ...]], tally: list[int]) -> Iterator[tuple[Any, ...]]:
         """Pass the schedule through, failing once every shard in a row held no readable clip (``tally`` counts them)."""
@@ -645,6 +689,7 @@ class EvalClipStream(IterableDataset):
             for position, clip in enumerate(clips):
                 # Position counts every clip, kept or not, so the exactly-once split is unchanged.
                 if position % share.stride == share.offset and (keep is None or clip.key in keep):
+                    self.errors.read_samples.add()
                     yield clip
 
 

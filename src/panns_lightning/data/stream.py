@@ -278,7 +278,10 @@ class ErrorLog:
     """Counts and logs unreadable samples and shards instead of sleeping (webdataset's handlers do).
 
     ``fail_fast`` turns every report into a :class:`BadSampleError`. Counts are events: a bad
-    clip or shard is counted each time it is read (once per pass in training).
+    clip or shard is counted each time it is read (once per pass in training). For the error
+    budget (:class:`~panns_lightning.data.datamodule.DataErrorBudget`) it also counts the clips
+    read and the clips a broken shard should have held but did not yield (``lost``, known when
+    the manifest gives per-shard counts).
     """
 
     def __init__(self, split: str, fail_fast: bool = False) -> None:
@@ -286,6 +289,9 @@ class ErrorLog:
         self.fail_fast = fail_fast
         self.bad_samples = SharedCount()
         self.bad_shards = SharedCount()
+        self.read_samples = SharedCount()
+        self.lost_samples = SharedCount()
+        self.failed_urls: set[str] = set()  # this process's broken shards (not shared)
 
     def sample(self, shard: str, key: str, problem: str) -> None:
         message = f"{self.split}: skipped clip {key!r} in {shard}: {problem}"
@@ -300,10 +306,18 @@ class ErrorLog:
         if self.fail_fast:
             raise BadSampleError(message)
         self.bad_shards.add()
+        self.failed_urls.add(shard)
         log.warning(message)
 
     def counts(self) -> dict[str, int]:
         return {"bad_samples": self.bad_samples.value, "bad_shards": self.bad_shards.value}
+
+    def budget_counts(self) -> dict[str, int]:
+        """``counts()`` plus clips read and clips lost in broken shards."""
+        return {**self.counts(), "read_samples": self.read_samples.value, "lost_samples": self.lost_samples.value}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "failed_urls": set()}
 
 
 def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) -> Iterator[RawClip]:

@@ -16,9 +16,12 @@ import functools
 import logging
 import os
 import pickle
+import re
 import tempfile
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,10 +34,25 @@ LIGHTNING_PREFIX = "model."
 EXAMPLES_SHOWN = 5
 # Keys whose first dimension is the class count, which differs between datasets.
 CLASSIFIER_PREFIXES = ("fc_audioset.", "att_block.")
+CLASSIFIER_BIAS_KEYS = ("fc_audioset.bias", "att_block.cla.bias")
+# What torch's weights-only unpickler says when it refuses a file (its wording, torch >= 2.6).
+_REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_REFUSED_OPERAND = re.compile(r"Unsupported operand \d+")
 
 
 class CheckpointMismatchError(RuntimeError):
     """The checkpoint's keys or shapes do not fit the model."""
+
+
+class CheckpointReadError(CheckpointMismatchError, ValueError):
+    """The file cannot be read as a checkpoint at all (corrupt, truncated, not a torch file).
+
+    Also a ``ValueError``: callers that catch either family (CLIs, older code) see it.
+    """
+
+
+class UnsafeCheckpointError(CheckpointReadError):
+    """The file holds more than tensors and plain containers; refused without running any of it."""
 
 
 def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict: bool = True) -> nn.Module:
@@ -96,18 +114,63 @@ def save_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Pat
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Return the network state_dict stored in ``path``, whichever supported layout it uses."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"PANNs checkpoint not found: {path}")
+    return _extract_state_dict(load_weights_only(path), path)
+
+
+def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU; every failure names the file and says why.
+
+    The weights-only unpickler refuses any pickled global (class, function) outside tensors and
+    plain containers *before* calling it, so a crafted file executes nothing. ``mmap=True`` maps
+    zip-format files (cheap peeks at large files) and falls back to a plain read for legacy ones.
+    """
+    path = require_checkpoint_file(path)
     try:
-        content = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(
+            path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path)
+        )
     except pickle.UnpicklingError as error:
-        raise CheckpointMismatchError(
-            f"{path} holds objects other than tensors and plain containers, which are not loaded "
-            f"(weights_only=True). If you trust the file, load it once with "
-            f"torch.load(..., weights_only=False) and re-save the network with "
-            f"save_panns_checkpoint. Details: {error}"
+        raise UnsafeCheckpointError(_refusal_message(path, error)) from error
+    except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+        raise CheckpointReadError(
+            f"{path} cannot be read as a torch checkpoint (truncated, corrupt or not written by "
+            f"torch.save): {type(error).__name__}: {_first_line(error)}"
         ) from error
-    return _extract_state_dict(content, path)
+
+
+def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
+    """``path`` as a Path if it is an existing file; else a one-line FileNotFoundError naming it."""
+    path = Path(path)
+    if path.is_dir():
+        raise FileNotFoundError(f"checkpoint {path} is a directory, not a checkpoint file")
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    return path
+
+
+def _refusal_message(path: Path, error: BaseException) -> str:
+    text = str(error)
+    referenced = _REFUSED_GLOBAL.search(text)
+    if referenced:
+        reason = (
+            f"it references the Python object '{referenced.group(1)}', which only a full unpickle "
+            "would import or call"
+        )
+    else:
+        operand = _REFUSED_OPERAND.search(text)
+        detail = operand.group(0) if operand else _first_line(error)
+        reason = f"the weights-only unpickler stopped at: {detail} (not a torch.save file, or not plain data)"
+    return (
+        f"{path} is not a plain-weights checkpoint: {reason}. It was refused without running any of "
+        "its code (checkpoints are read with torch.load(weights_only=True)). If you trust the file's "
+        "source, load it yourself with weights_only=False and re-save the network with "
+        "save_panns_checkpoint."
+    )
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return lines[0] if lines else type(error).__name__
 
 
 def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
@@ -178,7 +241,7 @@ def _zoo_layout(name: str) -> dict[str, tuple[int, ...]]:
 
 
 def _classes_num(state_dict: Mapping[str, torch.Tensor]) -> int | None:
-    for key in ("fc_audioset.bias", "att_block.cla.bias"):
+    for key in CLASSIFIER_BIAS_KEYS:
         if key in state_dict:
             return int(state_dict[key].shape[0])
     return None
@@ -215,6 +278,9 @@ def _mismatch_message(
         f"  The file's layout best fits zoo model {' / '.join(names)} "
         f"({score:.0%} of keys and shapes{classes})."
     )
+    expected_classes = _classes_num(model_state)
+    if None not in (classes_num, expected_classes) and classes_num != expected_classes:
+        lines.append(f"  Class count: {path} has {classes_num} classes, {model_name} expects {expected_classes}.")
     only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in misshaped)
     if misshaped and only_classifier and not (missing or unexpected):
         lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")

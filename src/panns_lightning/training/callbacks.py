@@ -1,4 +1,4 @@
-"""Callbacks the training app adds: the final metrics as JSON next to the run."""
+"""Callbacks the training app adds: the final metrics as JSON next to the run; a log of drawn keys."""
 
 from __future__ import annotations
 
@@ -58,3 +58,22 @@ class MetricsJSONWriter(L.Callback):
 
     def on_test_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         self._write(trainer, module)
+
+
+class TrainKeyLog(L.Callback):
+    """Appends one line per training batch: ``<step> <epoch> <batch_idx> <key,key,...>``.
+
+    ``step`` is the optimizer step the batch trains (global step + 1). This is how to check what a
+    run drew, e.g. that a resumed run continues with the batches an uninterrupted one would have
+    trained on: ``+callbacks.key_log._target_=panns_lightning.training.callbacks.TrainKeyLog
+    +callbacks.key_log.path=keys.txt``. Rank r > 0 writes ``<path>.rank<r>``.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = Path(path)
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+        path = self.path if trainer.global_rank == 0 else self.path.with_name(f"{self.path.name}.rank{trainer.global_rank}")
+        keys = ",".join(str(key) for key in batch.get("key", []))
+        with open(path, "a") as handle:
+            handle.write(f"{trainer.global_step + 1} {trainer.current_epoch} {batch_idx} {keys}\n")

@@ -31,7 +31,7 @@ from torch import nn
 from torchmetrics.utilities import dim_zero_cat
 
 from panns_lightning.models.blocks import init_layer
-from panns_lightning.models.checkpoint import CheckpointMismatchError, best_matching_models, read_state_dict
+from panns_lightning.models.checkpoint import CheckpointMismatchError, best_matching_models, load_weights_only, read_state_dict
 from panns_lightning.training.module import TaggingModule
 
 log = logging.getLogger(__name__)
@@ -181,8 +181,12 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
 
 
 def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
-    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files."""
-    content = torch.load(Path(path), map_location="cpu", weights_only=True)
+    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files.
+
+    Read weights-only and memory-mapped (a peek, not a full read); an unsafe or unreadable file
+    raises :class:`CheckpointReadError` naming it.
+    """
+    content = load_weights_only(path, mmap=True)
     hyper = content.get("hyper_parameters") if isinstance(content, Mapping) else None
     config = hyper.get("model_config") if isinstance(hyper, Mapping) else None
     return dict(config) if isinstance(config, Mapping) else None
@@ -219,7 +223,7 @@ def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = N
 
     ``content`` is the already-read checkpoint, when the caller has it (no second read of a large file).
     """
-    from panns_lightning.training.checkpoints import read_checkpoint
+    from panns_lightning.training.checkpoints import build_from_hyper_parameters, load_module_state, read_checkpoint
 
     if content is None:
         content = read_checkpoint(path)
@@ -227,7 +231,7 @@ def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = N
     if "mode" not in hyper or "state_dict" not in content:
         raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")
     hyper["checkpoint"] = None  # the weights come from this file, not the pretrained one
-    module = FineTuneModule(**hyper)
-    module.load_state_dict(content["state_dict"])
+    module = build_from_hyper_parameters(FineTuneModule, hyper, path)
+    load_module_state(module, content["state_dict"], path)
     module.eval()
     return module

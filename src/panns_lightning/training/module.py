@@ -14,6 +14,7 @@ file loads with ``torch.load(weights_only=True)``.
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -25,6 +26,9 @@ from panns_lightning.models import build_model
 from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
+from panns_lightning.training.numerics import NonFiniteGuard
+
+log = logging.getLogger(__name__)
 
 _PROB_EPS = 1e-7
 
@@ -48,6 +52,7 @@ class TaggingModule(L.LightningModule):
         mixup_on: str = "logmel",
         gain_db: tuple[float, float] | list[float] | None = None,
         max_shift_seconds: float = 0.0,
+        max_nonfinite_steps: int = 5,
         compile_model: bool = False,
     ) -> None:
         super().__init__()
@@ -74,6 +79,7 @@ class TaggingModule(L.LightningModule):
         self.test_metrics = TaggingMetrics(len(labels), multilabel)
         self.last_val_scores: TaggingScores | None = None
         self.last_test_scores: TaggingScores | None = None
+        self.nonfinite = NonFiniteGuard(max_nonfinite_steps)
 
     # ---- forward and loss -------------------------------------------------------------------
     def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -83,7 +89,10 @@ class TaggingModule(L.LightningModule):
         """BCE on the sigmoid outputs (multi-label), CE on their logits (single-label)."""
         probs = probs.float()
         if self.multilabel:
-            return F.binary_cross_entropy(probs.clamp(_PROB_EPS, 1 - _PROB_EPS), target)
+            # Written out rather than F.binary_cross_entropy, which raises (a device-side assert on
+            # GPU) on a NaN input: a NaN must become a NaN loss, which NonFiniteGuard skips.
+            probs = probs.clamp(_PROB_EPS, 1 - _PROB_EPS)
+            return -(target * torch.log(probs) + (1 - target) * torch.log1p(-probs)).mean()
         # The zoo's heads end in a sigmoid (upstream's contract); logit() recovers the scores.
         logits = torch.logit(probs.clamp(_PROB_EPS, 1 - _PROB_EPS))
         return F.cross_entropy(logits, target)
@@ -109,8 +118,17 @@ class TaggingModule(L.LightningModule):
                 waveform, mixup_lambda = do_mixup(waveform, mixup_lambda), None
         output = self.model(waveform, mixup_lambda)
         loss = self.loss(output["clipwise_output"], target)
+        self.nonfinite.note_batch(loss, batch.get("key"))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=target.shape[0])
         return loss
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """Skip the update when the loss or a gradient is not finite (see :class:`NonFiniteGuard`)."""
+        scaled = self.trainer.precision in ("16-mixed", "16")  # a GradScaler skips such steps itself
+        skipped = self.nonfinite.check(self.parameters(), self.global_step, clear_gradients=not scaled)
+        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
+        if skipped:
+            log.warning("skipped step %d: %s", self.global_step + 1, self.nonfinite.last_problem)
 
     # ---- evaluation -------------------------------------------------------------------------
     def _evaluate_batch(self, batch: dict[str, Any], metrics: TaggingMetrics, stage: str) -> None:
