@@ -583,7 +583,8 @@ class TrainClipStream(IterableDataset):
         if not self.labels_only:
             # Decoded straight into the batch: one float32 write per sample, no per-clip copies to stack.
             length = self.crop_samples or self.spec.clip_samples
-            waveforms = np.empty((self.batch_size, length), dtype=np.float32)
+            waveform_tensor = batch_tensor(self.batch_size, length)
+            waveforms = waveform_tensor.numpy()
             targets = np.zeros((self.batch_size, self.spec.num_classes), dtype=np.float32)
         while len(keys) < self.batch_size:
             clip = buffer.next(in_batch)
@@ -605,7 +606,7 @@ class TrainClipStream(IterableDataset):
             in_batch.add(clip.key)
         if self.labels_only:
             return {"key": keys, "labels": labels}
-        return {"waveform": torch.from_numpy(waveforms), "target": torch.from_numpy(targets), "key": keys}
+        return {"waveform": waveform_tensor, "target": torch.from_numpy(targets), "key": keys}
 
     def _decode_into(
         self, clip: RawClip, unreadable: set[str], waveform: np.ndarray, target: np.ndarray, rng: np.random.Generator
@@ -691,6 +692,20 @@ class EvalClipStream(IterableDataset):
                 if position % share.stride == share.offset and (keep is None or clip.key in keep):
                     self.errors.read_samples.add()
                     yield clip
+
+
+def batch_tensor(rows: int, columns: int) -> torch.Tensor:
+    """An uninitialised float32 [rows, columns] tensor; in shared memory inside a DataLoader worker.
+
+    A worker's batch travels to the main process through shared memory; one allocated there from
+    the start is sent as is, instead of being copied into a new segment (~16 ms per 41 MB batch of
+    32 ten-second 32 kHz clips on the reference CPU).
+    """
+    if get_worker_info() is None:
+        # NumPy's allocation is the cheaper one here (torch.empty of 41 MB costs ~2.5x as much).
+        return torch.from_numpy(np.empty((rows, columns), dtype=np.float32))
+    storage = torch.UntypedStorage._new_shared(rows * columns * 4)
+    return torch.empty(0, dtype=torch.float32).set_(storage).view(rows, columns)
 
 
 def decode_clip(clip: RawClip, spec: StreamSpec) -> tuple[np.ndarray, np.ndarray]:
