@@ -15,6 +15,7 @@ from panns_lightning.data.stream import (
     ErrorLog,
     ShardSetError,
     decode_waveform,
+    even_class_order,
     eval_shares_for_slot,
     multi_hot,
     read_shard,
@@ -148,3 +149,24 @@ def test_multi_hot_rejects_out_of_range_labels() -> None:
     np.testing.assert_array_equal(multi_hot([0, 2], 3), np.array([1, 0, 1], dtype=np.float32))
     with pytest.raises(ValueError, match="label index 3"):
         multi_hot([3], 3)
+
+
+def test_even_class_order_reads_every_class_at_an_even_rate() -> None:
+    """At a quarter, half and three quarters of the ordered shards every class has had about that share read."""
+    rng = np.random.default_rng(0)
+    counts = rng.poisson(rng.uniform(0.05, 3.0, size=40), size=(120, 40))  # 120 shards, 40 classes
+    weights = counts.sum(axis=1).astype(float) + 1.0
+    shards = list(rng.permutation(120))
+
+    def mean_error(order: list[int]) -> float:
+        errors = []
+        for read_shards in (30, 60, 90):
+            first = np.asarray(order[:read_shards])
+            read = counts[first].sum(axis=0) / np.maximum(counts.sum(axis=0), 1)
+            progress = weights[first].sum() / weights.sum()
+            errors.append(np.sqrt(((read - progress) ** 2).mean()))
+        return float(np.mean(errors))
+
+    ordered = even_class_order(shards, weights, counts)
+    assert sorted(ordered) == sorted(shards), "a reordering: every shard once"
+    assert mean_error(ordered) < 0.5 * mean_error(shards)

@@ -52,8 +52,10 @@ Guarantees, per DataLoader worker:
 - reproducible: the key sequence depends only on (seed, epoch, rank, world, worker, num_workers).
 Not guaranteed (unlike PANNs): per-batch stratification; exact per-class frequencies (they hold
 in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
-once per pass, so over half a pass it has read about half of each class's clips, with
-shard-level variance; PANNs' random access cycles through every class list at any length).
+once per pass, so over half a pass it has read about half of each class's clips; PANNs' random
+access cycles through every class list at any length). Each slot's shards are ordered so that
+every class's clips arrive at an even rate (``stream.even_class_order``), which keeps per-class
+counts over part of a pass close to PANNs'.
 ``balanced=False`` emits every clip once (a plain shuffled stream).
 
 Val/test (``EvalClipStream``): shards in manifest order, split so that all ranks × workers together
@@ -382,6 +384,12 @@ class TrainClipStream(IterableDataset):
         self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
         self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()
+        # Per-shard class counts order each slot's shards so that classes arrive evenly (balanced only).
+        self._shard_class_matrix = (
+            np.asarray(spec.shard_class_counts, dtype=np.int32)
+            if balanced and self._shard_weights is not None and spec.shard_class_counts is not None
+            else None
+        )
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
@@ -479,7 +487,8 @@ class TrainClipStream(IterableDataset):
         start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
         first = start - lookback
         schedule = weighted_train_schedule(
-            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=first
+            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=first,
+            class_counts=self._shard_class_matrix,
         )
         signalled = False
         tally = [0]

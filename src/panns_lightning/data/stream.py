@@ -124,6 +124,7 @@ def train_shards_for_slot(
     seed: int,
     pass_index: int,
     weights: Sequence[float] | None = None,
+    class_counts: np.ndarray | None = None,
 ) -> list[int]:
     """Shard indices one reader slot (rank × worker) reads in one pass over the train set.
 
@@ -133,7 +134,9 @@ def train_shards_for_slot(
     shard. With ``weights`` (the copies a shard is expected to emit) slices are balanced by weight
     (:func:`weighted_slices`): every slot then needs the same number of draws to finish its slice,
     so all slots finish a pass together and no shard of a pass is left unread while others are
-    read twice — that, not rounding, was what skewed rare classes' counts over a pass.
+    read twice — that, not rounding, was what skewed rare classes' counts over a pass. With
+    ``class_counts`` (shards × classes, from the manifest) the slot's slice is put in an order
+    that reads every class at an even rate (:func:`even_class_order`).
     """
     rng = np.random.default_rng([seed, pass_index])
     order = rng.permutation(num_shards)
@@ -141,7 +144,53 @@ def train_shards_for_slot(
         return [int(order[slot % num_shards])]
     if weights is None:
         return [int(index) for index in order[slot::num_slots]]
-    return weighted_slices(order, np.asarray(weights, dtype=np.float64), num_slots, rng)[slot]
+    weight_array = np.asarray(weights, dtype=np.float64)
+    chosen = weighted_slices(order, weight_array, num_slots, rng)[slot]
+    if class_counts is None:
+        return chosen
+    return even_class_order(chosen, weight_array, class_counts)
+
+
+def even_class_order(shards: Sequence[int], weights: np.ndarray, class_counts: np.ndarray) -> list[int]:
+    """Reorder a slot's shards so that every class's clips arrive at an even rate through the pass.
+
+    A stream can only draw clips it has read: in a random order, after half a pass a rare class
+    may have had a third or two thirds of its shards read, and its draw count swings with it.
+    Greedy: at each step take the shard that keeps every class's fraction read closest (squared
+    error, each class weighted alike) to the fraction of the pass's weight read. ``shards`` comes
+    in a random order per pass, which breaks ties, so passes still differ.
+    """
+    if len(shards) <= 2:
+        return list(shards)
+    index = np.asarray(shards)
+    counts = class_counts[index].astype(np.float64)
+    present = counts.sum(axis=0) > 0
+    fractions = counts[:, present] / counts[:, present].sum(axis=0)
+    shard_weights = weights[index] / max(float(weights[index].sum()), 1e-12)
+    # Σ_c (a_c + f_c − p)² expanded, so that a step costs one matrix-vector product:
+    # Σa² − 2pΣa + C·p² + 2 f·a − 2p Σf + Σf², with a the fractions read, f a candidate's, p the progress.
+    row_sums = fractions.sum(axis=1)
+    row_squares = (fractions**2).sum(axis=1)
+    num_classes = fractions.shape[1]
+    remaining = np.ones(len(index), dtype=bool)
+    read_fraction = np.zeros(num_classes)
+    read_weight = 0.0
+    ordered: list[int] = []
+    for _ in range(len(index)):
+        candidates = np.flatnonzero(remaining)
+        progress = read_weight + shard_weights[candidates]
+        total = read_fraction.sum()
+        score = (
+            read_fraction @ read_fraction - 2 * progress * total + num_classes * progress**2
+            + 2 * (fractions[candidates] @ read_fraction) - 2 * progress * row_sums[candidates]
+            + row_squares[candidates]
+        )
+        best = candidates[int(np.argmin(score))]
+        remaining[best] = False
+        read_fraction += fractions[best]
+        read_weight += shard_weights[best]
+        ordered.append(int(index[best]))
+    return ordered
 
 
 def weighted_slices(order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator) -> list[list[int]]:
@@ -179,7 +228,14 @@ def train_shard_schedule(
 
 
 def weighted_train_schedule(
-    num_shards: int, slot: int, num_slots: int, *, seed: int, weights: Sequence[float], start: float = 0.0
+    num_shards: int,
+    slot: int,
+    num_slots: int,
+    *,
+    seed: int,
+    weights: Sequence[float],
+    start: float = 0.0,
+    class_counts: np.ndarray | None = None,
 ) -> Iterator[tuple[int, int, float]]:
     """Like :func:`train_shard_schedule` on weight-balanced slices, yielding (pass, shard, position).
 
@@ -188,7 +244,9 @@ def weighted_train_schedule(
     """
     pass_index, position = 0, 0.0
     while True:
-        shards = train_shards_for_slot(num_shards, slot, num_slots, seed=seed, pass_index=pass_index, weights=weights)
+        shards = train_shards_for_slot(
+            num_shards, slot, num_slots, seed=seed, pass_index=pass_index, weights=weights, class_counts=class_counts
+        )
         for shard_index in shards:
             following = position + float(weights[shard_index])
             if following > start or (following == position and position >= start):
