@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,11 @@ from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, re
 from panns_lightning.redact import redact_hparams
 
 log = logging.getLogger(__name__)
+
+# The train stream's __len__ is exact (each rank yields steps_per_epoch batches, split over its
+# workers by the stream itself): Lightning's generic warning about IterableDataset lengths with
+# several workers does not apply to it.
+warnings.filterwarnings("ignore", message=r"Your `IterableDataset` has `__len__` defined")
 
 Urls = str | Sequence[str] | None
 SPLITS = ("train", "val", "test")
