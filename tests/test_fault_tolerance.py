@@ -192,3 +192,24 @@ def test_k_nan_batches_in_a_row_stop_the_run_naming_steps_and_keys(tmp_path: Pat
     module = tiny_module(max_nonfinite_steps=2)
     with pytest.raises(NonFiniteTrainingError, match=r"2 consecutive steps \(3\.\.4\).*b3c0"):
         fit(module, nan_batches({2, 3}, 6), tmp_path)
+
+
+def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from panns_lightning.cli.hydra_app import find_config_dir
+    from panns_lightning.cli.train import build_loggers
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    paths = [f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"]
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        many = compose("train", overrides=["logger=many", *paths])
+        wandb_only = compose("train", overrides=["logger=wandb", *paths])
+    resumed = {type(logger).__name__: logger for logger in build_loggers(many, resume_step=7)}
+    assert set(resumed) == {"ResumableCSVLogger", "TensorBoardLogger"}
+    assert resumed["TensorBoardLogger"]._kwargs["purge_step"] == 7
+    (first,) = build_loggers(wandb_only)
+    (again,) = build_loggers(wandb_only, resume_step=7)
+    assert again._wandb_init["id"] == first._wandb_init["id"] == wandb_run_id(tmp_path)
+    assert again._wandb_init["resume"] == "allow"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import stat
+import sys
 from pathlib import Path
 
 import pytest
@@ -256,3 +257,24 @@ def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Pat
         if path.is_file():
             assert "abc123tok" not in path.read_text(), path
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").data_dir == f"{tmp_path}/shards?token={MASK}"
+
+
+def test_wandb_offline_run_keeps_no_credential_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """wandb stores the command line in its run metadata: with a credential in it, metadata is off."""
+    from hydra import compose, initialize_config_dir
+
+    from panns_lightning.cli.hydra_app import find_config_dir
+    from panns_lightning.cli.train import build_loggers
+
+    secret = "tok3nV4lue9"
+    monkeypatch.setattr(sys, "argv", ["panns-train", f"data.train_urls=https://host/s-{{0..9}}.tar?token={secret}"])
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = compose("train", overrides=["logger=wandb", f"paths.output_dir={tmp_path}", f"paths.root_dir={tmp_path}"])
+    (logger,) = build_loggers(cfg)
+    logger.experiment.log({"x": 1.0})
+    logger.experiment.finish()
+    written = [path for path in tmp_path.rglob("*") if path.is_file()]
+    assert any(path.suffix == ".wandb" for path in written), "an offline run was written"
+    assert not [path for path in written if secret.encode() in path.read_bytes()]

@@ -120,16 +120,27 @@ def build_loggers(cfg: DictConfig, resume_step: int | None = None) -> list[Any]:
     for name, logger_cfg in logger_cfgs.items():
         if logger_cfg is None:
             continue
+        logger_cfg = OmegaConf.create(OmegaConf.to_container(logger_cfg, resolve=True))  # open to new keys
         if "WandbLogger" in str(logger_cfg.get("_target_", "")):
             if not os.environ.get("WANDB_API_KEY"):
                 # No key: keep everything on disk (wandb sync later). The key itself is never logged.
                 logger_cfg = OmegaConf.merge(logger_cfg, {"offline": True})
                 log.info("wandb: no WANDB_API_KEY in the environment, logging offline")
             overrides.setdefault(name, {"id": wandb_run_id(cfg.paths.output_dir)})
+            if command_line_has_secrets():
+                # wandb records the command line in its run metadata; this one holds a credential.
+                logger_cfg = OmegaConf.merge(logger_cfg, {"settings": {"_target_": "wandb.Settings", "x_disable_meta": True}})
+                log.info("wandb: the command line holds credentials, so run metadata (args, host) is not recorded")
         if name in overrides:
             logger_cfg = OmegaConf.merge(logger_cfg, overrides[name])
         loggers.append(instantiate(logger_cfg))
     return loggers
+
+
+def command_line_has_secrets() -> bool:
+    """True if :func:`redact` would change this process's command line."""
+    line = " ".join(sys.argv)
+    return redact(line) != line
 
 
 def build_callbacks(cfg: DictConfig, have_logger: bool) -> list[Any]:
