@@ -21,10 +21,9 @@ from panns_lightning.training.fault_tolerance import (
     StepSeed,
     continue_loggers,
     step_seed,
-    truncate_csv_log,
     wandb_run_id,
 )
-from panns_lightning.training.loggers import ResumableCSVLogger
+from panns_lightning.training.loggers import ResumableCSVLogger, truncate_csv_log
 from panns_lightning.training.module import TaggingModule
 from panns_lightning.training.numerics import NonFiniteGuard, NonFiniteTrainingError
 

@@ -15,7 +15,7 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence, TypeVar
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
@@ -109,7 +109,7 @@ def run_synthetic(args: argparse.Namespace) -> int:
 def run_audioset(args: argparse.Namespace) -> int:
     from panns_lightning.datasets.audioset import read_audioset, split_name
     from panns_lightning.labels import LabelFileError, read_label_csv
-    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError, write_shards
+    from panns_lightning.shards import write_shards
 
     usage_problems = [f"{flag} {path} not found" for flag, path in (("--segments", args.segments), ("--labels", args.labels)) if not path.is_file()]
     if not args.audio_dir.is_dir():
@@ -129,39 +129,29 @@ def run_audioset(args: argparse.Namespace) -> int:
         print(f"warning: ... and {len(result.warnings) - 10} more rows with dropped labels", file=sys.stderr)
     split = args.split or split_name(args.segments)
     print(f"{args.segments.name}: {len(result.records)} clips found, {len(result.skipped)} skipped before decoding")
-    try:
-        manifest = write_shards(
-            result.records,
-            args.out,
-            sample_rate=args.sample_rate,
-            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-            labels=labels.to_manifest(),
-            dataset="audioset",
-            split=split,
-            storage=args.storage,
-            clips_per_shard=args.clips_per_shard,
-            min_shards=args.min_shards,
-            num_workers=args.workers,
-            multilabel=True,
-            seed=args.seed,
-            skipped=result.skipped,
-            extra_manifest={"warnings": result.warnings} if result.warnings else None,
-            created_by=args.command_line,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except OutputNotEmptyError as error:
-        return _usage_error("audioset", str(error))
-    except OSError as error:
-        return _write_failed("audioset", args.out, error)
-    except NoUsableClipsError as error:
-        print(f"panns-prepare audioset: nothing usable: {error}", file=sys.stderr)
-        _print_skips(error.skipped, stream=sys.stderr)
-        return EXIT_NOTHING_USABLE
-    print(
-        f"wrote {manifest.num_clips} clips in {len(manifest.shards)} shards to {args.out} "
-        f"({manifest.storage}, {manifest.sample_rate} Hz, {manifest.clip_samples} samples per clip)"
-    )
+    written = _run_conversion("audioset", args.out, lambda: write_shards(
+        result.records,
+        args.out,
+        sample_rate=args.sample_rate,
+        clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+        labels=labels.to_manifest(),
+        dataset="audioset",
+        split=split,
+        storage=args.storage,
+        clips_per_shard=args.clips_per_shard,
+        min_shards=args.min_shards,
+        num_workers=args.workers,
+        multilabel=True,
+        seed=args.seed,
+        skipped=result.skipped,
+        extra_manifest={"warnings": result.warnings} if result.warnings else None,
+        created_by=args.command_line,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    ))
+    if isinstance(written, int):
+        return written
+    manifest = written
     _print_skips(manifest.skipped, stream=sys.stdout)
     return EXIT_OK
 
@@ -199,7 +189,6 @@ def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
 
 def run_folded(args: argparse.Namespace) -> int:
     from panns_lightning.datasets import folds
-    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError
 
     command = args.dataset_name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
@@ -222,34 +211,24 @@ def run_folded(args: argparse.Namespace) -> int:
     for warning in folded.result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     print(f"{folded.dataset}: {len(folded.result.records)} clips found, {len(folded.result.skipped)} skipped before decoding, {len(folded.labels)} classes")
-    try:
-        manifest, entry = folds.write_folded_shards(
-            folded,
-            args.out,
-            split="all",
-            sample_rate=args.sample_rate,
-            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-            storage=args.storage,
-            clips_per_shard=args.clips_per_shard,
-            min_shards=args.min_shards,
-            num_workers=args.workers,
-            seed=args.seed,
-            created_by=args.command_line,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-        )
-    except OutputNotEmptyError as error:
-        return _usage_error(command, str(error))
-    except OSError as error:
-        return _write_failed(command, args.out, error)
-    except NoUsableClipsError as error:
-        print(f"panns-prepare {command}: nothing usable: {error}", file=sys.stderr)
-        _print_skips(error.skipped, stream=sys.stderr)
-        return EXIT_NOTHING_USABLE
-    print(
-        f"wrote {manifest.num_clips} clips in {len(manifest.shards)} shards to {args.out} "
-        f"({manifest.storage}, {manifest.sample_rate} Hz, {manifest.clip_samples} samples per clip)"
-    )
+    written = _run_conversion(command, args.out, lambda: folds.write_folded_shards(
+        folded,
+        args.out,
+        split="all",
+        sample_rate=args.sample_rate,
+        clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+        storage=args.storage,
+        clips_per_shard=args.clips_per_shard,
+        min_shards=args.min_shards,
+        num_workers=args.workers,
+        seed=args.seed,
+        created_by=args.command_line,
+        overwrite=args.overwrite,
+        progress=not args.quiet,
+    ))
+    if isinstance(written, int):
+        return written
+    manifest, entry = written
     print(folds.fold_table(entry, manifest.label_names))
     _print_skips(manifest.skipped, stream=sys.stdout)
     return EXIT_OK
@@ -285,6 +264,31 @@ def _print_skips(skipped: Sequence, *, stream) -> None:
 def _usage_error(command: str, message: str) -> int:
     print(f"panns-prepare {command}: error: {message}", file=sys.stderr)
     return EXIT_USAGE
+
+
+T = TypeVar("T")
+
+
+def _run_conversion(command: str, out: Path, convert: Callable[[], T]) -> T | int:
+    """Run a shard writer; its result, or the exit code after saying why it wrote nothing."""
+    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError
+
+    try:
+        written = convert()
+    except OutputNotEmptyError as error:
+        return _usage_error(command, str(error))
+    except OSError as error:
+        return _write_failed(command, out, error)
+    except NoUsableClipsError as error:
+        print(f"panns-prepare {command}: nothing usable: {error}", file=sys.stderr)
+        _print_skips(error.skipped, stream=sys.stderr)
+        return EXIT_NOTHING_USABLE
+    manifest = written[0] if isinstance(written, tuple) else written
+    print(
+        f"wrote {manifest.num_clips} clips in {len(manifest.shards)} shards to {out} "
+        f"({manifest.storage}, {manifest.sample_rate} Hz, {manifest.clip_samples} samples per clip)"
+    )
+    return written
 
 
 def _write_failed(command: str, out: Path, error: OSError) -> int:

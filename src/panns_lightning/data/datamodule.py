@@ -178,9 +178,9 @@ class AudioShardDataModule(pl.LightningDataModule):
         """Skipped clips and broken shards so far per split, summed over this process's workers."""
         return {split: errors.counts() for split, errors in self._errors.items()}
 
-    def error_budget_counts(self) -> dict[str, dict[str, int]]:
-        """``error_counts`` plus clips read and clips lost in broken shards, per split."""
-        return {split: errors.budget_counts() for split, errors in self._errors.items()}
+    def error_budget_counts(self, split: str) -> dict[str, int]:
+        """``error_counts()[split]`` plus the clips read and the clips lost in broken shards."""
+        return self._errors[split].budget_counts()
 
     def train_dataloader(self) -> DataLoader:
         trainer = self._trainer_or_none()
@@ -374,7 +374,7 @@ class DataErrorBudget(pl.Callback):
         datamodule = trainer.datamodule
         if not isinstance(datamodule, AudioShardDataModule):
             return
-        counts = datamodule.error_budget_counts()[split]
+        counts = datamodule.error_budget_counts(split)
         if trainer.world_size > 1:
             names = sorted(counts)
             summed = trainer.strategy.reduce(

@@ -65,6 +65,7 @@ see every readable clip exactly once (``stream.eval_shares_for_slot``); no shuff
 from __future__ import annotations
 
 import dataclasses
+import functools
 import heapq
 import itertools
 import math
@@ -526,7 +527,7 @@ class TrainClipStream(IterableDataset):
     def _mean_copies(self) -> float:
         return self.repeat_scale if self.balanced else 1.0
 
-    @property
+    @functools.cached_property
     def copy_window(self) -> float:
         """Draws over which one clip's copies are spread at most (also what an epoch re-reads of the last).
 

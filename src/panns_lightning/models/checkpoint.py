@@ -67,12 +67,7 @@ def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict
     path = Path(path)
     state_dict = read_state_dict(path)
     model_state = model.state_dict()
-    missing = [key for key in model_state if key not in state_dict]
-    unexpected = [key for key in state_dict if key not in model_state]
-    misshaped = [
-        key for key in model_state
-        if key in state_dict and tuple(state_dict[key].shape) != tuple(model_state[key].shape)
-    ]
+    missing, unexpected, misshaped = compare_state_dicts(model_state, state_dict)
     if strict and (missing or unexpected or misshaped):
         raise CheckpointMismatchError(
             _mismatch_message(path, model, state_dict, model_state, missing, unexpected, misshaped)
@@ -81,7 +76,7 @@ def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict
         logger.warning(
             "Partial load from %s: skipped %d missing, %d unexpected and %d mis-shaped keys (%s)",
             path, len(missing), len(unexpected), len(misshaped),
-            _examples(missing + unexpected + misshaped),
+            examples(missing + unexpected + misshaped),
         )
     compatible = {
         key: value for key, value in state_dict.items()
@@ -200,7 +195,7 @@ def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
     if non_tensors:
         raise CheckpointMismatchError(
             f"{path}: expected a state_dict of tensors; {len(non_tensors)} entries are not tensors "
-            f"({_examples(non_tensors)}). Top-level keys: {sorted(map(str, content))[:10]}"
+            f"({examples(non_tensors)}). Top-level keys: {sorted(map(str, content))[:10]}"
         )
     # nn.DataParallel / DistributedDataParallel wrap the network as 'module'.
     if state and all(key.startswith("module.") for key in state):
@@ -240,10 +235,26 @@ def _zoo_layout(name: str) -> dict[str, tuple[int, ...]]:
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 
-def _classes_num(state_dict: Mapping[str, torch.Tensor]) -> int | None:
+def compare_state_dicts(
+    expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]
+) -> tuple[list[str], list[str], list[str]]:
+    """(missing, unexpected, mis-shaped) keys of ``given`` against ``expected``; a non-tensor counts as mis-shaped."""
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    misshaped = [
+        key for key in expected
+        if key in given
+        and (not isinstance(given[key], torch.Tensor) or tuple(given[key].shape) != tuple(expected[key].shape))
+    ]
+    return missing, unexpected, misshaped
+
+
+def classes_num(state_dict: Mapping[str, Any], prefix: str = "") -> int | None:
+    """Classes of the clip classifier in a state_dict (keys under ``prefix``), if it has one."""
     for key in CLASSIFIER_BIAS_KEYS:
-        if key in state_dict:
-            return int(state_dict[key].shape[0])
+        value = state_dict.get(prefix + key)
+        if isinstance(value, torch.Tensor) and value.dim() == 1:
+            return int(value.shape[0])
     return None
 
 
@@ -262,31 +273,32 @@ def _mismatch_message(
         f"({len(model_state)} keys; file has {len(state_dict)}):"
     ]
     if missing:
-        lines.append(f"  {len(missing)} missing from the file: {_examples(missing)}")
+        lines.append(f"  {len(missing)} missing from the file: {examples(missing)}")
     if unexpected:
-        lines.append(f"  {len(unexpected)} unexpected in the file: {_examples(unexpected)}")
+        lines.append(f"  {len(unexpected)} unexpected in the file: {examples(unexpected)}")
     if misshaped:
         details = [
             f"{key} file {tuple(state_dict[key].shape)} vs model {tuple(model_state[key].shape)}"
             for key in misshaped
         ]
-        lines.append(f"  {len(misshaped)} with other shapes: {_examples(details)}")
+        lines.append(f"  {len(misshaped)} with other shapes: {examples(details)}")
     names, score = best_matching_models(state_dict)
-    classes_num = _classes_num(state_dict)
-    classes = f"; the file's classifier has {classes_num} classes" if classes_num is not None else ""
+    file_classes = classes_num(state_dict)
+    classes = f"; the file's classifier has {file_classes} classes" if file_classes is not None else ""
     lines.append(
         f"  The file's layout best fits zoo model {' / '.join(names)} "
         f"({score:.0%} of keys and shapes{classes})."
     )
-    expected_classes = _classes_num(model_state)
-    if None not in (classes_num, expected_classes) and classes_num != expected_classes:
-        lines.append(f"  Class count: {path} has {classes_num} classes, {model_name} expects {expected_classes}.")
+    expected_classes = classes_num(model_state)
+    if None not in (file_classes, expected_classes) and file_classes != expected_classes:
+        lines.append(f"  Class count: {path} has {file_classes} classes, {model_name} expects {expected_classes}.")
     only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in misshaped)
     if misshaped and only_classifier and not (missing or unexpected):
         lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")
     return "\n".join(lines)
 
 
-def _examples(items: list[str]) -> str:
+def examples(items: list[str]) -> str:
+    """The first few items, and how many more there are."""
     shown = ", ".join(items[:EXAMPLES_SHOWN])
     return shown + (f", ... ({len(items) - EXAMPLES_SHOWN} more)" if len(items) > EXAMPLES_SHOWN else "")

@@ -16,14 +16,15 @@ import torch
 from torch import nn
 
 from panns_lightning.models.checkpoint import (
-    CLASSIFIER_BIAS_KEYS,
     CheckpointMismatchError,
     CheckpointReadError,
+    classes_num,
+    compare_state_dicts,
+    examples,
     load_weights_only,
 )
 from panns_lightning.training.module import TaggingModule
 
-EXAMPLES_SHOWN = 4
 MODEL_PREFIX = "model."
 
 
@@ -84,39 +85,21 @@ def load_module_state(module: nn.Module, state: Mapping[str, Any], path: str | P
 
 def state_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:
     """Human-readable differences between two state_dicts (empty when they fit)."""
-    missing = sorted(set(expected) - set(given))
-    unexpected = sorted(set(given) - set(expected))
-    misshaped = sorted(
-        key for key in set(expected) & set(given)
-        if not isinstance(given[key], torch.Tensor) or tuple(given[key].shape) != tuple(expected[key].shape)
-    )
+    missing, unexpected, misshaped = (sorted(keys) for keys in compare_state_dicts(expected, given))
     problems = []
     if missing:
-        problems.append(f"{len(missing)} keys missing from the file ({_examples(missing)})")
+        problems.append(f"{len(missing)} keys missing from the file ({examples(missing)})")
     if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({_examples(unexpected)})")
+        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
     if misshaped:
-        problems.append(f"{len(misshaped)} keys with other shapes ({_examples([_shapes(k, given, expected) for k in misshaped])})")
-    file_classes, model_classes = _classes(given), _classes(expected)
+        problems.append(f"{len(misshaped)} keys with other shapes ({examples([_shapes(k, given, expected) for k in misshaped])})")
+    file_classes, model_classes = classes_num(given, MODEL_PREFIX), classes_num(expected, MODEL_PREFIX)
     if problems and None not in (file_classes, model_classes) and file_classes != model_classes:
         problems.append(f"the file's classifier has {file_classes} classes, the model expects {model_classes}")
     return problems
-
-
-def _classes(state: Mapping[str, Any]) -> int | None:
-    for key in CLASSIFIER_BIAS_KEYS:
-        value = state.get(MODEL_PREFIX + key)
-        if isinstance(value, torch.Tensor) and value.dim() == 1:
-            return int(value.shape[0])
-    return None
 
 
 def _shapes(key: str, given: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> str:
     value = given[key]
     found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
     return f"{key}: file {found} vs model {tuple(expected[key].shape)}"
-
-
-def _examples(items: list[str]) -> str:
-    shown = ", ".join(items[:EXAMPLES_SHOWN])
-    return shown + (f", ... {len(items) - EXAMPLES_SHOWN} more" if len(items) > EXAMPLES_SHOWN else "")

@@ -19,7 +19,6 @@ The data stream's part (skipping the batches an epoch already trained on) is in
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 import random
@@ -31,7 +30,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
@@ -147,51 +145,22 @@ def continue_loggers(logger_cfgs: dict[str, Any], resume_step: int, output_dir: 
 
     Lightning logs a batch's metrics under the number of optimizer steps *before* it, so the
     batch that made global step G is row ``step = G - 1`` and a run resumed from a checkpoint at
-    G logs from ``step = G`` on. CSV: rows with ``step >= G`` (logged by the interrupted run after
-    its checkpoint) are removed from ``metrics.csv`` now, so no step appears twice. TensorBoard:
-    ``purge_step=G`` makes the writer drop the interrupted run's events from G on.
-    wandb: the run id kept in ``<output_dir>/wandb_run_id.txt`` is resumed.
+    G logs from ``step = G`` on. CSV (:class:`~panns_lightning.training.loggers.ResumableCSVLogger`):
+    rows with ``step >= G``, logged by the interrupted run after its checkpoint, are dropped from
+    ``metrics.csv`` before it appends, so no step appears twice. TensorBoard: ``purge_step=G``
+    makes the writer drop the interrupted run's events from G on. wandb: the run id kept in
+    ``<output_dir>/wandb_run_id.txt`` is resumed.
     """
     overrides: dict[str, dict[str, Any]] = {}
     for name, cfg in logger_cfgs.items():
         target = str(cfg.get("_target_", ""))
-        if target.endswith("CSVLogger"):
-            truncate_csv_log(csv_metrics_path(cfg), resume_step)
+        if target.endswith("ResumableCSVLogger"):
+            overrides[name] = {"drop_steps_from": resume_step}
         elif target.endswith("TensorBoardLogger"):
             overrides[name] = {"purge_step": resume_step}
         elif target.endswith("WandbLogger"):
             overrides[name] = {"id": wandb_run_id(output_dir), "resume": "allow"}
     return overrides
-
-
-def csv_metrics_path(cfg: Any) -> Path:
-    version = cfg.get("version")
-    directory = Path(str(cfg.get("save_dir"))) / str(cfg.get("name") or "")
-    if version not in (None, ""):
-        directory = directory / (version if isinstance(version, str) else f"version_{version}")
-    return directory / "metrics.csv"
-
-
-def truncate_csv_log(path: Path, resume_step: int) -> int:
-    """Drop rows with ``step >= resume_step`` (atomically); returns how many were dropped."""
-    fs = get_filesystem(str(path))
-    if not fs.isfile(str(path)):
-        return 0
-    with open(path, newline="") as handle:
-        reader = csv.DictReader(handle)
-        fields = reader.fieldnames or []
-        rows = list(reader)
-    kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < resume_step]
-    if len(kept) == len(rows):
-        return 0
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(temporary, path)
-    log.info("resume: dropped %d rows from step %d on from %s", len(rows) - len(kept), resume_step, path)
-    return len(rows) - len(kept)
 
 
 def wandb_run_id(output_dir: str | Path) -> str:

@@ -31,7 +31,13 @@ from torch import nn
 from torchmetrics.utilities import dim_zero_cat
 
 from panns_lightning.models.blocks import init_layer
-from panns_lightning.models.checkpoint import CheckpointMismatchError, best_matching_models, load_weights_only, read_state_dict
+from panns_lightning.models.checkpoint import (
+    CheckpointMismatchError,
+    best_matching_models,
+    compare_state_dicts,
+    load_weights_only,
+    read_state_dict,
+)
 from panns_lightning.training.module import TaggingModule
 
 log = logging.getLogger(__name__)
@@ -149,9 +155,7 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     state = read_state_dict(path)
     file_backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     model_backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    missing = sorted(set(model_backbone) - set(file_backbone))
-    unexpected = sorted(set(file_backbone) - set(model_backbone))
-    misshaped = sorted(k for k in set(model_backbone) & set(file_backbone) if tuple(model_backbone[k].shape) != tuple(file_backbone[k].shape))
+    missing, unexpected, misshaped = (sorted(keys) for keys in compare_state_dicts(model_backbone, file_backbone))
     name = getattr(model, "zoo_name", type(model).__name__)
     if missing or unexpected or misshaped:
         names, score = best_matching_models(state)

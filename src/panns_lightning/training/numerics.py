@@ -39,24 +39,26 @@ class NonFiniteGuard:
         self.skipped = 0
         self.consecutive = 0
         self.last_problem = ""
-        self._loss_finite = True
+        self._loss: torch.Tensor | None = None
         self._keys: list[str] = []
         self._failed_steps: list[int] = []
 
     def note_batch(self, loss: torch.Tensor, keys: Sequence[str] | None) -> None:
-        self._loss_finite = bool(torch.isfinite(loss.detach()).all())
+        """Remember the batch's loss (no device sync here: ``check`` syncs once per step)."""
+        self._loss = loss.detach()
         self._keys = list(keys or [])
 
     def check(self, parameters: Iterable[torch.nn.Parameter], global_step: int, *, clear_gradients: bool = True) -> bool:
         """True if this step is skipped; raises :class:`NonFiniteTrainingError` after too many in a row."""
         with_grad = [p for p in parameters if p.grad is not None]
-        problem = "" if self._loss_finite else "loss is not finite"
-        if not problem and clear_gradients and with_grad and not gradients_finite(with_grad):
-            problem = "a gradient is not finite"
-        if not problem:
+        loss_finite = torch.isfinite(self._loss).all() if self._loss is not None else None
+        grads_finite = gradients_finite(with_grad) if clear_gradients and with_grad else None
+        checks = [flag for flag in (loss_finite, grads_finite) if flag is not None]
+        if not checks or bool(torch.stack([flag.to(checks[0].device) for flag in checks]).all()):
             self.consecutive = 0
             self._failed_steps = []
             return False
+        problem = "loss is not finite" if loss_finite is not None and not bool(loss_finite) else "a gradient is not finite"
         if clear_gradients:
             for parameter in with_grad:
                 parameter.grad = None
@@ -74,10 +76,10 @@ class NonFiniteGuard:
         return True
 
 
-def gradients_finite(parameters: Sequence[torch.nn.Parameter]) -> bool:
-    """One fused norm per device, one host sync: a non-finite element makes its norm non-finite."""
+def gradients_finite(parameters: Sequence[torch.nn.Parameter]) -> torch.Tensor:
+    """A 0-d bool tensor, no host sync: one fused norm per device; a non-finite element makes its norm non-finite."""
     norms = torch._foreach_norm([p.grad for p in parameters])  # type: ignore[misc]
-    return bool(torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all())
+    return torch.isfinite(torch.stack([n.float().to(norms[0].device) for n in norms])).all()
 
 
 def format_keys(keys: Sequence[str], limit: int = 8) -> str:
