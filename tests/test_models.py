@@ -237,8 +237,13 @@ def test_zoo_model_forward_layout_and_parameter_count(name):
     waveform = torch.randn(2, frontend["sample_rate"]) * 0.1  # 1 s
     with torch.no_grad():
         output = model(waveform)
-    expected_keys = {"clipwise_output", "embedding"} | ({"framewise_output"} if name in SED_MODELS else set())
-    assert set(output) == expected_keys
+    upstream_keys = {"clipwise_output", "embedding"} | ({"framewise_output"} if name in SED_MODELS else set())
+    # Upstream's outputs, plus fp32 logits wherever the clip output is their sigmoid.
+    has_logits = name not in ("Cnn14_DecisionLevelAvg", "Cnn14_DecisionLevelAtt")
+    assert set(output) == upstream_keys | ({"logits"} if has_logits else set())
+    if has_logits:
+        assert output["logits"].dtype == torch.float32
+        torch.testing.assert_close(torch.sigmoid(output["logits"]), output["clipwise_output"], rtol=0, atol=0)
     clipwise = output["clipwise_output"]
     assert clipwise.shape == (2, CLASSES)
     assert torch.isfinite(clipwise).all() and (clipwise >= 0).all() and (clipwise <= 1).all()

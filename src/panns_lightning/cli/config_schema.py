@@ -16,8 +16,11 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# Kept in step with training.augment.MIXUP_SITES (not imported: this module must stay torch-free).
+# Kept in step with training.augment.MIXUP_SITES, models.frontend.STFT_IMPLEMENTATIONS and
+# training.speed.COMPILE_MODES (not imported: this module must stay torch-free).
 MIXUP_SITES = ("logmel", "waveform")
+STFT_IMPLEMENTATIONS = ("conv", "fft")
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass
@@ -39,7 +42,6 @@ class DataConfig:
     fail_fast: bool = False
     error_budget: float = 0.01
     error_budget_min_clips: int = 500
-    pin_memory: bool = False
     seed: int = 1234
 
 
@@ -112,19 +114,37 @@ class OptimConfig:
 
 
 @dataclass
+class SpeedConfig:
+    """How fast a run goes, never what it trains (conf/speed/; README "Speed")."""
+
+    # "conv": torchlibrosa's STFT as a convolution (upstream); "fft": torch.stft, same log-mel.
+    stft: str = "conv"
+    # Wavegram models: run the 1-D convolutions as 1 x k 2-D ones (channels-last capable).
+    wave_conv2d: bool = False
+    channels_last: bool = False
+    compile: bool = False
+    compile_mode: str = "default"
+    fused_adam: bool = False
+    # No host sync in the training step (needs fused_adam: non-finite steps are skipped on the device).
+    sync_free: bool = False
+    # Train batches of int16 shards stay int16 until the device (half the bytes to move).
+    int16_batches: bool = False
+    pin_memory: bool = False
+
+
+@dataclass
 class TrainConfig:
     task_name: str = "train"
     seed: int = 1234
     # A checkpoint path, "auto" (<run dir>/checkpoints/last.ckpt when it exists) or null.
     ckpt_path: Optional[str] = None
     test: bool = True
-    # torch.compile the network (in place: checkpoint keys do not change).
-    compile: bool = False
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    speed: SpeedConfig = field(default_factory=SpeedConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: Optional[dict[str, Any]] = field(default_factory=dict)
     callbacks: Optional[dict[str, Any]] = field(default_factory=dict)
@@ -195,3 +215,13 @@ def _check_values(cfg: DictConfig) -> None:
     shift = augment.waveform.time_shift
     if shift.enabled and shift.max_seconds < 0:
         raise ConfigError(f"augment.waveform.time_shift.max_seconds must be >= 0, got {shift.max_seconds}")
+    speed = cfg.speed
+    if speed.stft not in STFT_IMPLEMENTATIONS:
+        raise ConfigError(f"speed.stft must be one of {list(STFT_IMPLEMENTATIONS)}, got {speed.stft!r}")
+    if speed.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"speed.compile_mode must be one of {list(COMPILE_MODES)}, got {speed.compile_mode!r}")
+    if speed.sync_free and not speed.fused_adam:
+        raise ConfigError(
+            "speed.sync_free=true needs speed.fused_adam=true: a non-finite step is skipped inside the fused "
+            "Adam kernel, which is what lets the host go on without waiting for the device"
+        )

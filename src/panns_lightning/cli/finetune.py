@@ -101,7 +101,7 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
     base = build_module(cfg, datamodule)
     options = dict(base.hparams)
     options.pop("multilabel", None)
-    extra = {"compile_model": base.compile_model} if hasattr(base, "compile_model") else {}
+    extra = {"speed": base.speed}
     return FineTuneModule(
         multilabel=bool(datamodule.multilabel),
         checkpoint=finetune.checkpoint,
@@ -123,7 +123,7 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     cfg = validate_finetune_config(cfg)
     preflight_finetune(cfg)
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, cfg.speed)
     if cfg.data.fold is not None:
         # Fail before building anything when the fold does not exist in the shard set.
         from panns_lightning.datasets.folds import fold_selection

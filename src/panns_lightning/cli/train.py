@@ -44,12 +44,14 @@ from panns_lightning.training.numerics import NonFiniteTrainingError
 log = logging.getLogger("panns_lightning.train")
 
 
-def build_datamodule(data: DictConfig) -> Any:
+def build_datamodule(data: DictConfig, speed: DictConfig | None = None) -> Any:
     from panns_lightning.data import AudioShardDataModule
 
     kwargs = OmegaConf.to_container(data, resolve=True)
     assert isinstance(kwargs, dict)
     crop_seconds = kwargs.pop("train_crop_seconds")
+    if speed is not None:
+        kwargs.update(int16_batches=bool(speed.int16_batches), pin_memory=bool(speed.pin_memory))
     datamodule = AudioShardDataModule(**kwargs)
     if crop_seconds is not None:
         datamodule.train_crop_samples = int(round(crop_seconds * datamodule.sample_rate))
@@ -58,6 +60,7 @@ def build_datamodule(data: DictConfig) -> Any:
 
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     from panns_lightning.training.module import TaggingModule
+    from panns_lightning.training.speed import SpeedOptions
 
     model_config = OmegaConf.to_container(cfg.model, resolve=True)
     assert isinstance(model_config, dict)
@@ -73,6 +76,16 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     model_config["time_stripes_num"] = int(spec.time_stripes_num) if spec.enabled else 0
     model_config["freq_drop_width"] = int(spec.freq_drop_width)
     model_config["freq_stripes_num"] = int(spec.freq_stripes_num) if spec.enabled else 0
+    # How the network computes, not what: saved with the model config so evaluators build it alike.
+    model_config["stft"] = str(cfg.speed.stft)
+    model_config["wave_conv2d"] = bool(cfg.speed.wave_conv2d)
+    speed = SpeedOptions(
+        channels_last=bool(cfg.speed.channels_last),
+        compile=bool(cfg.speed.compile),
+        compile_mode=str(cfg.speed.compile_mode),
+        fused_adam=bool(cfg.speed.fused_adam),
+        sync_free=bool(cfg.speed.sync_free),
+    )
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(optim, dict)
     waveform = cfg.augment.waveform
@@ -85,7 +98,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
         mixup_on=str(cfg.augment.mixup.at),
         gain_db=(float(waveform.gain.min_db), float(waveform.gain.max_db)) if waveform.gain.enabled else None,
         max_shift_seconds=float(waveform.time_shift.max_seconds) if waveform.time_shift.enabled else 0.0,
-        compile_model=bool(cfg.compile),
+        speed=speed,
         betas=tuple(optim.pop("betas")),
         **optim,
     )
@@ -161,7 +174,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     preflight_train(cfg)
     quiet_non_zero_rank()
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = build_datamodule(cfg.data)
+    datamodule = build_datamodule(cfg.data, cfg.speed)
     module = build_module(cfg, datamodule)
     ckpt_path = resolve_ckpt_path(cfg)
     resume_step = checkpoint_global_step(ckpt_path) if ckpt_path else None

@@ -46,6 +46,9 @@ class AudioShardDataModule(pl.LightningDataModule):
     to read that set's shards from instead (brace patterns, ``pipe:`` commands, http URLs) while the
     manifest still comes from the directory. Batches: ``{"waveform": float32[B, T],
     "target": float32[B, C], "key": list[str]}``; train T is ``train_crop_samples`` when set.
+    ``int16_batches``: train waveforms of int16 shards stay int16 (scaled by 1 / 32767 on the
+    device, ``TaggingModule.on_after_batch_transfer``); ``pin_memory`` lets the host-to-device
+    copy run without blocking.
     """
 
     def __init__(
@@ -70,6 +73,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         error_budget: float = 0.01,
         error_budget_min_clips: int = 500,
         pin_memory: bool = False,
+        int16_batches: bool = False,
         fold: int | None = None,
     ) -> None:
         super().__init__()
@@ -94,6 +98,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.error_budget = error_budget
         self.error_budget_min_clips = max(1, int(error_budget_min_clips))
         self.pin_memory = pin_memory
+        self.int16_batches = int16_batches
         # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
         self.fold = fold
         self._epoch = SharedCount(0)
@@ -203,6 +208,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             epoch=self._epoch,
             resume_batches=self._resume_batches,
             errors=self._errors["train"],
+            int16_batches=self.int16_batches,
         )
         return self._loader(dataset)
 

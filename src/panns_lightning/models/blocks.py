@@ -97,9 +97,45 @@ class ConvPreWavBlock(nn.Module):
             init_bn(bn)
 
     def forward(self, x: torch.Tensor, pool_size: int) -> torch.Tensor:
+        """``[B, C, T]`` (upstream's layout) or ``[B, C, 1, T]`` (see :func:`conv1d_as_2d`)."""
+        if x.dim() == 4:
+            x = F.relu(batch_norm_any_rank(self.bn1, conv1d_as_2d(self.conv1, x)))
+            x = F.relu(batch_norm_any_rank(self.bn2, conv1d_as_2d(self.conv2, x)))
+            return F.max_pool2d(x, kernel_size=(1, pool_size))
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         return F.max_pool1d(x, kernel_size=pool_size)
+
+
+def conv1d_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a ``Conv1d`` to ``[B, C, 1, T]`` as the equivalent 2-D convolution (kernel 1 x k).
+
+    Same weights, same result; the 4-D form can be laid out channels-last, which 3-D tensors
+    cannot, so a long 1-D signal with many channels gets the NHWC kernels the 2-D trunk uses.
+    """
+    return F.conv2d(
+        x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+        padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups,
+    )
+
+
+def batch_norm_any_rank(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """What ``bn(x)`` computes (running statistics and counter updated alike), for any input rank.
+
+    ``BatchNorm1d`` refuses 4-D input; the arithmetic per channel (dim 1) is the same.
+    """
+    momentum = 0.0 if bn.momentum is None else bn.momentum
+    if bn.training and bn.track_running_stats and bn.num_batches_tracked is not None:
+        bn.num_batches_tracked.add_(1)
+        if bn.momentum is None:  # cumulative moving average
+            momentum = 1.0 / float(bn.num_batches_tracked)
+    use_batch_stats = bn.training or bn.running_mean is None
+    return F.batch_norm(
+        x,
+        bn.running_mean if not bn.training or bn.track_running_stats else None,
+        bn.running_var if not bn.training or bn.track_running_stats else None,
+        bn.weight, bn.bias, use_batch_stats, momentum, bn.eps,
+    )
 
 
 class LeeNetConvBlock(nn.Module):

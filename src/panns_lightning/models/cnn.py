@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from typing import Callable, Literal, Sequence
+from typing import Any, Callable, Literal, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,7 +17,7 @@ from torch import nn
 
 from .blocks import ConvBlock, ConvBlock5x5
 from .frontend import LogmelFrontEndMixin
-from .heads import AttBlock, ClipHeadMixin, linear_layer, pool_freq_then_time, segments_to_frames
+from .heads import AttBlock, ClipHeadMixin, classify_fp32, linear_layer, pool_freq_then_time, segments_to_frames
 
 CNN14_CHANNELS = (64, 128, 256, 512, 1024, 2048)
 CNN10_CHANNELS = (64, 128, 256, 512)
@@ -76,8 +76,9 @@ class Cnn(LogmelFrontEndMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         embedding_size: width of ``fc1`` (the returned embedding).
         block_input_channels: input channels per block when a branch is concatenated in
             (Wavegram-Logmel); defaults to the previous block's output.
-        spec_augment: SpecAugment stripes (``time_drop_width``, ``time_stripes_num``,
-            ``freq_drop_width``, ``freq_stripes_num``); the paper's values by default.
+        frontend_options: SpecAugment stripes (``time_drop_width``, ``time_stripes_num``,
+            ``freq_drop_width``, ``freq_stripes_num``; the paper's values by default) and the
+            STFT implementation (``stft="conv"`` or ``"fft"``), see ``build_logmel_frontend``.
     """
 
     def __init__(
@@ -95,11 +96,11 @@ class Cnn(LogmelFrontEndMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         block: Literal["3x3", "5x5"] = "3x3",
         embedding_size: int = 2048,
         block_input_channels: Sequence[int] | None = None,
-        **spec_augment: int,
+        **frontend_options: Any,
     ):
         super().__init__()
         self.build_logmel_frontend(
-            sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **spec_augment
+            sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **frontend_options
         )
         self.build_conv_stack(channels, pool_sizes, block, block_input_channels)
         self.build_head(channels[-1], embedding_size, classes_num)
@@ -155,13 +156,18 @@ class CnnDecisionLevel(Cnn):
             clipwise, _, segmentwise = self.att_block(x.transpose(1, 2))
             segmentwise = segmentwise.transpose(1, 2)
         else:
-            segmentwise = torch.sigmoid(self.fc_audioset(x))
+            segment_logits = classify_fp32(self.fc_audioset, x)
+            segmentwise = torch.sigmoid(segment_logits)
             clipwise = segmentwise.max(dim=1).values if self.aggregation == "max" else segmentwise.mean(dim=1)
-        return {
+        outputs = {
             "clipwise_output": clipwise,
             "framewise_output": segments_to_frames(segmentwise, self.time_downsampling, frames_num),
             "embedding": x.mean(dim=1),
         }
+        if self.aggregation == "max":
+            # The sigmoid is monotonic: the max of the probabilities is the sigmoid of the max logit.
+            outputs["logits"] = segment_logits.max(dim=1).values
+        return outputs
 
 
 _CNN6 = dict(channels=CNN10_CHANNELS, pool_sizes=CNN10_POOLS, block="5x5", embedding_size=512)

@@ -5,6 +5,14 @@ Upstream registers these modules directly on each model (``spectrogram_extractor
 ``spectrogram_extractor.stft.conv_real.weight`` and ``bn0.running_mean`` at the top level. A
 nested ``frontend.`` module would rename them; the mixin below installs the modules on the model
 itself instead, so every spectrogram model shares one implementation and keeps upstream's keys.
+
+Two implementations of the same STFT (``stft=``): ``"conv"`` is torchlibrosa's, a 1-D convolution
+with 2 x (n_fft/2 + 1) filters of width n_fft (upstream's arithmetic, ~1 G multiply-adds per 10 s
+clip at 32 kHz); ``"fft"`` computes the same power spectrogram with ``torch.stft`` (cuFFT on a
+GPU, a few tens of MFLOP). Both hold the same parameters, so published checkpoints load strictly
+either way; on real audio their log-mels differ by at most ``FFT_LOGMEL_TOLERANCE_DB``. Under
+autocast the spectrogram, mel projection and logarithm stay in fp32 (an 8-bit mantissa cannot
+hold a power spectrum spanning ~100 dB, and |STFT|² overflows fp16).
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from .blocks import init_bn
 from .mixup import mix_if_training
+from .precision import full_precision
 
 # Upstream's fixed STFT/mel settings (not tunable there either).
 STFT_WINDOW = "hann"
@@ -26,6 +35,11 @@ STFT_PAD_MODE = "reflect"
 LOGMEL_REF = 1.0
 LOGMEL_AMIN = 1e-10
 LOGMEL_TOP_DB = None
+
+STFT_IMPLEMENTATIONS = ("conv", "fft")
+# Largest log-mel difference (dB) between the two STFTs on real audio (tests/test_frontend.py;
+# measured 4e-4 dB on a 7 s AudioSet clip, values spanning -80..+19 dB).
+FFT_LOGMEL_TOLERANCE_DB = 1e-3
 
 
 class LogmelFrontEndMixin:
@@ -52,17 +66,21 @@ class LogmelFrontEndMixin:
         time_stripes_num: int = 2,
         freq_drop_width: int | None = None,
         freq_stripes_num: int = 2,
+        stft: str = "conv",
     ) -> None:
         """Register the front-end modules under upstream's attribute names.
 
         ``freq_drop_width`` defaults to ``mel_bins // 8``: the paper's 8 for 64 mel bins, and
-        upstream's 4 / 16 for its 32 / 128-bin variants.
+        upstream's 4 / 16 for its 32 / 128-bin variants. ``stft``: ``"conv"`` (upstream's
+        arithmetic) or ``"fft"`` (same result, far fewer FLOPs; see the module docstring).
         """
+        if stft not in STFT_IMPLEMENTATIONS:
+            raise ValueError(f"stft must be one of {STFT_IMPLEMENTATIONS}, got {stft!r}")
         # torchlibrosa assigns CPU tensors to ``.data``, which fails under a meta default device
         # (used to read a model's key layout without allocating it); build those two on CPU then.
         device = "cpu" if torch.get_default_device().type == "meta" else None
         with torch.device(device) if device else contextlib.nullcontext():
-            self._build_extractors(sample_rate, window_size, hop_size, mel_bins, fmin, fmax)
+            self._build_extractors(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, stft)
         self.spec_augmenter = build_spec_augmenter(
             mel_bins, time_drop_width, time_stripes_num, freq_drop_width, freq_stripes_num
         )
@@ -70,9 +88,10 @@ class LogmelFrontEndMixin:
         init_bn(self.bn0)
 
     def _build_extractors(
-        self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float
+        self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float, stft: str
     ) -> None:
-        self.spectrogram_extractor = Spectrogram(
+        spectrogram = FFTSpectrogram if stft == "fft" else Spectrogram
+        self.spectrogram_extractor = spectrogram(
             n_fft=window_size,
             hop_length=hop_size,
             win_length=window_size,
@@ -100,7 +119,8 @@ class LogmelFrontEndMixin:
 
         SpecAugment and mixup act in training mode only; with mixup ``B' = B // 2``.
         """
-        x = self.logmel_extractor(self.spectrogram_extractor(waveform))
+        with full_precision(waveform):
+            x = self.logmel_extractor(self.spectrogram_extractor(waveform.float()))
         # bn0 normalises each mel bin, so the mel axis is moved onto the channel axis for it.
         x = self.bn0(x.transpose(1, 3)).transpose(1, 3)
         if self.training:
@@ -122,3 +142,30 @@ def build_spec_augmenter(
         freq_drop_width=mel_bins // 8 if freq_drop_width is None else freq_drop_width,
         freq_stripes_num=freq_stripes_num,
     )
+
+
+class FFTSpectrogram(Spectrogram):
+    """torchlibrosa's :class:`Spectrogram` (same parameters, same state_dict keys) computed with
+    ``torch.stft`` instead of its DFT-as-convolution.
+
+    The convolution filters stay registered, unused, so that published checkpoints load strictly.
+    Settings are upstream's fixed ones (Hann window, centred, reflect padding, power 2).
+    """
+
+    def __init__(self, n_fft: int, hop_length: int, win_length: int, **kwargs: object) -> None:
+        super().__init__(n_fft=n_fft, hop_length=hop_length, win_length=win_length, **kwargs)
+        if STFT_WINDOW != "hann" or not STFT_CENTER or STFT_PAD_MODE != "reflect":
+            raise ValueError("FFTSpectrogram implements upstream's Hann / centred / reflect STFT only")
+        self.n_fft = n_fft
+        self.hop_length = hop_length
+        # librosa's "hann" with fftbins=True is the periodic Hann window.
+        self.register_buffer("fft_window", torch.hann_window(win_length, periodic=True), persistent=False)
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``."""
+        spectrum = torch.stft(
+            waveform, self.n_fft, self.hop_length, window=self.fft_window.to(waveform.dtype),
+            center=True, pad_mode="reflect", return_complex=True,
+        )
+        power = torch.view_as_real(spectrum).square().sum(-1)
+        return power.transpose(1, 2).unsqueeze(1)

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .blocks import init_bn, init_layer
+from .precision import full_precision
 
 
 def max_plus_mean_over_time(x: torch.Tensor) -> torch.Tensor:
@@ -29,6 +30,17 @@ def linear_layer(in_features: int, out_features: int) -> nn.Linear:
     return layer
 
 
+def classify_fp32(layer: nn.Module, features: torch.Tensor) -> torch.Tensor:
+    """Run the last layer in fp32 even under autocast: logits (and the sigmoid and loss after
+    them) keep fp32's precision, so a confident class still gets its gradient.
+
+    In bf16 a sigmoid rounds to exactly 1.0 (or 0.0) once |logit| passes about 7, and the BCE
+    gradient through it vanishes; upstream trained in fp32 and never lost it.
+    """
+    with full_precision(features):
+        return layer(features.float())
+
+
 class ClipHeadMixin:
     """``fc1`` (embedding) + ``fc_audioset`` (sigmoid tagger) on pooled ``[B, C]`` features."""
 
@@ -41,15 +53,17 @@ class ClipHeadMixin:
         self.fc_audioset = linear_layer(embedding_size, classes_num)
 
     def clip_outputs(self, features: torch.Tensor, input_dropout: float = 0.5) -> dict[str, torch.Tensor]:
-        """Return ``clipwise_output`` and ``embedding`` as upstream computes them.
+        """Return ``clipwise_output`` and ``embedding`` as upstream computes them, plus ``logits``.
 
         Upstream applies the last dropout to the returned embedding only: the classifier reads
         the undropped ``fc1`` activations. Kept as is so training matches the paper's recipe.
+        ``logits`` (fp32, ``clipwise_output = sigmoid(logits)``) are what the training loss reads.
         """
         x = F.dropout(features, p=input_dropout, training=self.training)
         x = F.relu(self.fc1(x))
         embedding = F.dropout(x, p=0.5, training=self.training)
-        return {"clipwise_output": torch.sigmoid(self.fc_audioset(x)), "embedding": embedding}
+        logits = classify_fp32(self.fc_audioset, x)
+        return {"clipwise_output": torch.sigmoid(logits), "embedding": embedding, "logits": logits}
 
 
 class AttBlock(nn.Module):
@@ -71,12 +85,17 @@ class AttBlock(nn.Module):
         init_bn(self.bn_att)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """``[B, C, T]`` → (clipwise ``[B, K]``, attention ``[B, K, T]``, segmentwise ``[B, K, T]``)."""
-        attention = torch.softmax(torch.clamp(self.att(x), -10, 10), dim=-1)
-        segmentwise = self.cla(x)
-        if self.activation == "sigmoid":
-            segmentwise = torch.sigmoid(segmentwise)
-        return (attention * segmentwise).sum(dim=2), attention, segmentwise
+        """``[B, C, T]`` → (clipwise ``[B, K]``, attention ``[B, K, T]``, segmentwise ``[B, K, T]``).
+
+        The last layer: fp32 under autocast, like :func:`classify_fp32`.
+        """
+        with full_precision(x):
+            x = x.float()
+            attention = torch.softmax(torch.clamp(self.att(x), -10, 10), dim=-1)
+            segmentwise = self.cla(x)
+            if self.activation == "sigmoid":
+                segmentwise = torch.sigmoid(segmentwise)
+            return (attention * segmentwise).sum(dim=2), attention, segmentwise
 
 
 def segments_to_frames(segmentwise: torch.Tensor, ratio: int, frames_num: int) -> torch.Tensor:

@@ -8,7 +8,7 @@ count it. The builders below keep that order.
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -100,10 +100,10 @@ class MobileNet(LogmelFrontEndMixin, ClipHeadMixin, nn.Module):
         classes_num: int,
         *,
         version: int = 1,
-        **spec_augment: int,
+        **frontend_options: Any,
     ):
         super().__init__()
-        self.build_logmel_frontend(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **spec_augment)
+        self.build_logmel_frontend(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **frontend_options)
         if version == 1:
             layers, channels = [stem(32, 2, nn.ReLU)], 32
             for out_channels, stride in V1_LAYERS:

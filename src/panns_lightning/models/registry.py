@@ -34,6 +34,13 @@ for _name in ("Cnn14_mel128", "Wavegram_Logmel128_Cnn14"):
 
 FRONTEND_KEYS = ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax")
 
+#: Options of the log-mel front end: SpecAugment's stripes and the STFT implementation.
+LOGMEL_OPTIONS = frozenset({"stft", "time_drop_width", "time_stripes_num", "freq_drop_width", "freq_stripes_num"})
+#: Options of the Wavegram branch.
+WAVEGRAM_OPTIONS = frozenset({"wave_conv2d"})
+_WAVEFORM_ONLY = frozenset({"LeeNet11", "LeeNet24", "DaiNet19", "Res1dNet31", "Res1dNet51", "Wavegram_Cnn14"})
+_WITH_WAVEGRAM = frozenset(wavegram.VARIANTS)
+
 
 def list_models() -> list[str]:
     """Zoo names accepted by :func:`build_model`, sorted."""
@@ -53,16 +60,29 @@ def build_model(
 ) -> nn.Module:
     """Build zoo model ``name`` (e.g. ``"Cnn14"``) with freshly initialised weights.
 
-    ``extra`` reaches the model constructor, e.g. SpecAugment stripes
-    (``time_drop_width=32``) for spectrogram models.
+    ``extra`` reaches the model constructor, e.g. SpecAugment stripes (``time_drop_width=32``)
+    or ``stft="fft"`` for spectrogram models, ``wave_conv2d=True`` for Wavegram models. Front-end
+    and branch options of parts a model does not have (an STFT for a waveform-only model) are
+    not passed on: one training config can then name them for any architecture.
     """
     try:
         constructor = _CONSTRUCTORS[name]
     except KeyError:
         raise ValueError(unknown_model_message(name)) from None
+    extra = applicable_options(name, extra)
     model = constructor(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num, **extra)
     model.zoo_name = name  # lets error messages and model cards say "Cnn14", not the class name
     return model
+
+
+def applicable_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` without the log-mel / Wavegram options that model ``name`` has no part for."""
+    absent = set()
+    if name in _WAVEFORM_ONLY:
+        absent |= LOGMEL_OPTIONS
+    if name not in _WITH_WAVEGRAM:
+        absent |= WAVEGRAM_OPTIONS
+    return {key: value for key, value in options.items() if key not in absent}
 
 
 def unknown_model_message(name: str) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -32,10 +32,10 @@ class ResNet(LogmelFrontEndMixin, ClipHeadMixin, nn.Module):
         layers: Sequence[int] = (2, 2, 2, 2),
         bottleneck: bool = False,
         embedding_size: int = 2048,
-        **spec_augment: int,
+        **frontend_options: Any,
     ):
         super().__init__()
-        self.build_logmel_frontend(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **spec_augment)
+        self.build_logmel_frontend(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **frontend_options)
         self.conv_block1 = ConvBlock(1, 64)
         block = BottleneckResidualBlock if bottleneck else BasicResidualBlock
         self.resnet = ResNetTrunk(block, layers, planes=(64, 128, 256, 512), strides=(1, 2, 2, 2), dims=2)

@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import ConvBlock, ConvPreWavBlock, init_bn, init_layer
+from .blocks import ConvBlock, ConvPreWavBlock, batch_norm_any_rank, conv1d_as_2d, init_bn, init_layer
 from .cnn import CNN14_CHANNELS, CNN14_POOLS, Cnn, ConvStackMixin
 from .heads import ClipHeadMixin, pool_freq_then_time
 from .mixup import mix_if_training
@@ -24,13 +24,19 @@ WAVEGRAM_CHANNELS = 4  # 'channels' of the 2-D Wavegram fed to pre_block4
 
 
 class WavegramMixin:
-    """Registers and runs the Wavegram branch (``pre_conv0``, ``pre_bn0``, ``pre_block1..4``)."""
+    """Registers and runs the Wavegram branch (``pre_conv0``, ``pre_bn0``, ``pre_block1..4``).
 
-    def build_wavegram(self, freq_bins: int) -> None:
+    ``wave_conv2d=True`` runs the 1-D convolutions as 1 x k 2-D ones on ``[B, C, 1, T]`` (same
+    weights and keys, same result): unlike a 3-D tensor, that can be channels-last, which is
+    where the GPU's fast kernels are. Upstream's 1-D layout is the default.
+    """
+
+    def build_wavegram(self, freq_bins: int, wave_conv2d: bool = False) -> None:
         """``freq_bins``: the Wavegram's frequency axis (half the mel bins, to meet
         ``conv_block1``'s output); ``pre_block3`` emits ``4 * freq_bins`` channels that are
         folded into 4 channels x ``freq_bins`` bins."""
         self.wavegram_freq_bins = freq_bins
+        self.wave_conv2d = bool(wave_conv2d)
         self.pre_conv0 = nn.Conv1d(1, 64, kernel_size=11, stride=5, padding=5, bias=False)
         self.pre_bn0 = nn.BatchNorm1d(64)
         self.pre_block1 = ConvPreWavBlock(64, 64)
@@ -42,7 +48,13 @@ class WavegramMixin:
 
     def wavegram(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` → ``[B, 64, ≈T / 640, freq_bins]``."""
-        x = F.relu(self.pre_bn0(self.pre_conv0(waveform[:, None, :])))
+        if self.wave_conv2d:
+            x = waveform[:, None, None, :]
+            if self.pre_block4.conv1.weight.is_contiguous(memory_format=torch.channels_last):
+                x = x.contiguous(memory_format=torch.channels_last)
+            x = F.relu(batch_norm_any_rank(self.pre_bn0, conv1d_as_2d(self.pre_conv0, x)))
+        else:
+            x = F.relu(self.pre_bn0(self.pre_conv0(waveform[:, None, :])))
         for block in (self.pre_block1, self.pre_block2, self.pre_block3):
             x = block(x, pool_size=4)
         # Fold channels into (4, freq_bins) and put time before frequency, as log-mel is laid out.
@@ -72,7 +84,8 @@ class WavegramLogmelCnn(WavegramMixin, Cnn):
         classes_num: int,
         *,
         embedding_size: int = 2048,
-        **spec_augment: int,
+        wave_conv2d: bool = False,
+        **frontend_options: Any,
     ):
         if mel_bins % 2:
             raise ValueError(
@@ -83,9 +96,9 @@ class WavegramLogmelCnn(WavegramMixin, Cnn):
         super().__init__(
             sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num,
             channels=channels, pool_sizes=CNN14_POOLS, embedding_size=embedding_size,
-            block_input_channels=input_channels, **spec_augment,
+            block_input_channels=input_channels, **frontend_options,
         )
-        self.build_wavegram(freq_bins=mel_bins // 2)
+        self.build_wavegram(freq_bins=mel_bins // 2, wave_conv2d=wave_conv2d)
 
     def forward(
         self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
@@ -119,9 +132,10 @@ class WavegramCnn(WavegramMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         classes_num: int,
         *,
         embedding_size: int = 2048,
+        wave_conv2d: bool = False,
     ):
         super().__init__()
-        self.build_wavegram(freq_bins=32)
+        self.build_wavegram(freq_bins=32, wave_conv2d=wave_conv2d)
         self.bn0 = nn.BatchNorm2d(64)  # unused; present in upstream checkpoints
         init_bn(self.bn0)
         self.build_conv_stack(CNN14_CHANNELS, CNN14_POOLS)

@@ -1,6 +1,7 @@
 """TaggingModule: the LightningModule around any model of the zoo.
 
-It owns what is *training*: the loss (BCE multi-label / CE single-label), PANNs-style mixup
+It owns what is *training*: the loss (BCE multi-label / CE single-label, both on the model's fp32
+logits, so bf16 autocast loses no gradient that fp32 keeps), PANNs-style mixup
 (λ ~ Beta(α, α), targets mixed with the same pairwise arithmetic as the features; on the log-mel
 inside the model as upstream, or on the waveforms before it), cheap waveform augmentations
 (``training/augment.py``, train step only), Adam with PANNs' defaults, and the metrics. The network itself is a plain ``nn.Module`` from
@@ -9,11 +10,17 @@ inside the model as upstream, or on the waveforms before it), cheap waveform aug
 
 A checkpoint alone is enough to evaluate or tag: the hyper-parameters it carries hold the model
 config (name + front end), the label list and the task type, as plain Python values so that the
-file loads with ``torch.load(weights_only=True)``.
+file loads with ``torch.load(weights_only=True)``. How a process runs (channels-last, compile,
+fused Adam, sync-free step: :class:`~panns_lightning.training.speed.SpeedOptions`) is not saved.
+
+The training step never waits for the device when ``speed.sync_free`` is on: the non-finite
+verdict goes to the fused optimizer as a device tensor, and the host reads losses and verdicts only
+every ``trainer.log_every_n_steps`` steps, when Lightning logs (and syncs) anyway.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from typing import Any
@@ -22,11 +29,13 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from panns_lightning.audio import INT16_SCALE
 from panns_lightning.models import build_model
 from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
-from panns_lightning.training.numerics import NonFiniteGuard
+from panns_lightning.training.numerics import NonFiniteGuard, optimizer_skips_on_device
+from panns_lightning.training.speed import SpeedOptions, to_device_async
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +63,7 @@ class TaggingModule(L.LightningModule):
         max_shift_seconds: float = 0.0,
         max_nonfinite_steps: int = 5,
         compile_model: bool = False,
+        speed: SpeedOptions | None = None,
     ) -> None:
         super().__init__()
         if not labels:
@@ -63,10 +73,11 @@ class TaggingModule(L.LightningModule):
             raise ValueError(f"model_config needs a 'name'; got keys {sorted(model_config)}")
         if mixup_on not in MIXUP_SITES:
             raise ValueError(f"mixup_on must be one of {MIXUP_SITES}, got {mixup_on!r}")
-        # compile_model is how this process runs, not what the weights are: a checkpoint must not
-        # make its evaluator compile.
-        self.save_hyperparameters(ignore=["compile_model"])
-        self.compile_model = compile_model
+        # compile_model and speed are how this process runs, not what the weights are: a checkpoint
+        # must not make its evaluator compile.
+        self.save_hyperparameters(ignore=["compile_model", "speed"])
+        speed = speed or SpeedOptions()
+        self.speed = speed if not compile_model else dataclasses.replace(speed, compile=True)
         self.waveform_augment = WaveformAugment(
             gain_db=None if gain_db is None else (float(gain_db[0]), float(gain_db[1])),
             max_shift_samples=int(round(max_shift_seconds * int(model_config.get("sample_rate", 0)))),
@@ -85,56 +96,108 @@ class TaggingModule(L.LightningModule):
     def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         return self.model(waveform, mixup_lambda)
 
-    def loss(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        """BCE on the sigmoid outputs (multi-label), CE on their logits (single-label)."""
-        probs = probs.float()
+    def loss(self, output: dict[str, torch.Tensor], target: torch.Tensor) -> torch.Tensor:
+        """BCE with logits (multi-label) or CE on the logits (single-label), in fp32.
+
+        ``output`` is the model's output dict. Every clip-level zoo model returns fp32 ``logits``
+        (``clipwise_output = sigmoid(logits)``); only the SED models that average or attend over
+        segment probabilities have none, and their loss is taken on the (fp32) probabilities.
+        A NaN input gives a NaN loss (which :class:`NonFiniteGuard` skips), never an exception.
+        """
+        logits = output.get("logits")
+        if logits is None:
+            return self._loss_from_probabilities(output["clipwise_output"].float(), target)
+        logits = logits.float()
         if self.multilabel:
-            # Written out rather than F.binary_cross_entropy, which raises (a device-side assert on
-            # GPU) on a NaN input: a NaN must become a NaN loss, which NonFiniteGuard skips.
-            probs = probs.clamp(_PROB_EPS, 1 - _PROB_EPS)
-            return -(target * torch.log(probs) + (1 - target) * torch.log1p(-probs)).mean()
-        # The zoo's heads end in a sigmoid (upstream's contract); logit() recovers the scores.
-        logits = torch.logit(probs.clamp(_PROB_EPS, 1 - _PROB_EPS))
+            return F.binary_cross_entropy_with_logits(logits, target)
         return F.cross_entropy(logits, target)
 
+    def _loss_from_probabilities(self, probs: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        probs = probs.clamp(_PROB_EPS, 1 - _PROB_EPS)
+        if self.multilabel:
+            # Written out rather than F.binary_cross_entropy, which raises (a device-side assert on
+            # GPU) on a NaN input.
+            return -(target * torch.log(probs) + (1 - target) * torch.log1p(-probs)).mean()
+        return F.cross_entropy(torch.logit(probs), target)
+
     def configure_model(self) -> None:
-        """Compile the network in place (``nn.Module.compile`` keeps the state_dict keys unchanged)."""
-        if self.compile_model and not getattr(self, "_model_compiled", False):
-            self.model.compile()
-            self._model_compiled = True
+        """Channels-last and ``torch.compile`` of the network in place (state_dict keys unchanged)."""
+        if getattr(self, "_model_configured", False):
+            return
+        if self.speed.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        if self.speed.compile:
+            self.model.compile(mode=self.speed.compile_mode)
+        self._model_configured = True
+
+    @property
+    def compile_model(self) -> bool:
+        return self.speed.compile
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        waveform, target = batch["waveform"], batch["target"]
+        waveform, target = float_waveform(batch["waveform"]), batch["target"]
         if self.waveform_augment.enabled:  # each source clip is augmented before any mixing
             waveform = self.waveform_augment(waveform)
         mixup_lambda = None
         if self.hparams.mixup_enabled and waveform.shape[0] >= 2:
             if waveform.shape[0] % 2:  # pairs only: drop the odd clip out
                 waveform, target = waveform[:-1], target[:-1]
-            mixup_lambda = sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha).to(waveform.device)
+            mixup_lambda = to_device_async(sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha), waveform.device)
             target = do_mixup(target, mixup_lambda)
             if self.hparams.get("mixup_on", "logmel") == "waveform":
                 # Same pairwise arithmetic as the log-mel site, applied before the front end.
                 waveform, mixup_lambda = do_mixup(waveform, mixup_lambda), None
         output = self.model(waveform, mixup_lambda)
-        loss = self.loss(output["clipwise_output"], target)
+        loss = self.loss(output, target)
         self.nonfinite.note_batch(loss, batch.get("key"))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False, batch_size=target.shape[0])
+        # Logger only: Lightning converts a progress-bar value to a Python number every step (a
+        # host sync); the bar's loss is refreshed in on_before_optimizer_step instead.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, batch_size=target.shape[0])
         return loss
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         """Skip the update when the loss or a gradient is not finite (see :class:`NonFiniteGuard`)."""
         scaled = self.trainer.precision in ("16-mixed", "16")  # a GradScaler skips such steps itself
-        skipped = self.nonfinite.check(self.parameters(), self.global_step, clear_gradients=not scaled)
-        self.log("train/skipped_steps", float(self.nonfinite.skipped), on_step=True, on_epoch=False)
-        if skipped:
-            log.warning("skipped step %d: %s", self.global_step + 1, self.nonfinite.last_problem)
+        review = (self.global_step + 1) % max(1, self.trainer.log_every_n_steps) == 0
+        if self.guard_update(optimizer, self.global_step, scaled=scaled, review=review):
+            self._log_host_values()
+
+    def guard_update(self, optimizer: torch.optim.Optimizer, step: int, *, scaled: bool = False, review: bool = True) -> bool:
+        """Arrange for a non-finite step to change nothing; True if the host looked at the device.
+
+        With ``speed.sync_free`` and a fused optimizer the verdict stays on the device
+        (``optimizer.found_inf``) and is read only when ``review`` is true; otherwise it is read
+        now and the gradients are dropped. ``scaled``: a GradScaler handles the gradients.
+        """
+        if self.speed.sync_free and not scaled and optimizer_skips_on_device(optimizer):
+            optimizer.found_inf = self.nonfinite.verdict(self.parameters(), step)
+            if review:
+                self._review_verdicts()
+            return review
+        if self.nonfinite.check(self.parameters(), step, clear_gradients=not scaled):
+            log.warning("skipped step %d: %s", step + 1, self.nonfinite.last_problem)
+        return True
+
+    def on_train_end(self) -> None:
+        self._review_verdicts()
+
+    def _review_verdicts(self) -> None:
+        for step in self.nonfinite.review():
+            log.warning("skipped step %d: %s", step, self.nonfinite.last_problem)
+
+    def _log_host_values(self) -> None:
+        # Host tensors: Lightning keeps them as they are, so showing them later costs no sync.
+        loss = self.nonfinite.last_loss
+        if self._trainer is None or loss is None:
+            return
+        self.log("loss", loss.cpu(), prog_bar=True, logger=False, on_step=True, on_epoch=False)
+        self.log("train/skipped_steps", torch.tensor(float(self.nonfinite.skipped)), on_step=True, on_epoch=False)
 
     # ---- evaluation -------------------------------------------------------------------------
     def _evaluate_batch(self, batch: dict[str, Any], metrics: TaggingMetrics, stage: str) -> None:
-        output = self.model(batch["waveform"])
+        output = self.model(float_waveform(batch["waveform"]))
         probs = output["clipwise_output"].float()
-        loss = self.loss(probs, batch["target"])
+        loss = self.loss(output, batch["target"])
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, sync_dist=True, batch_size=probs.shape[0])
         metrics.update(probs, batch["target"])
 
@@ -159,14 +222,14 @@ class TaggingModule(L.LightningModule):
         self.last_test_scores = self._log_scores(self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"key": batch["key"], **{k: v.float().cpu() for k, v in self.model(batch["waveform"]).items()}}
+        return {"key": batch["key"], **{k: v.float().cpu() for k, v in self.model(float_waveform(batch["waveform"])).items()}}
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.Adam(
             self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
-            weight_decay=hp.weight_decay, amsgrad=hp.amsgrad,
+            weight_decay=hp.weight_decay, amsgrad=hp.amsgrad, **self.speed.adam_options(),
         )
         if hp.warmup_steps <= 0:
             return optimizer
@@ -179,3 +242,10 @@ class TaggingModule(L.LightningModule):
     @property
     def label_names(self) -> list[str]:
         return [str(label.get("name", label.get("mid", i))) for i, label in enumerate(self.labels)]
+
+
+def float_waveform(waveform: torch.Tensor) -> torch.Tensor:
+    """int16 batches (``speed.int16_batches``) → float32 x / 32767 where they already are (the device)."""
+    if waveform.dtype == torch.int16:
+        return waveform.to(torch.float32).div_(float(INT16_SCALE))
+    return waveform
