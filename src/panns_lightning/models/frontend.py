@@ -21,7 +21,6 @@ import contextlib
 
 import torch
 from torch import nn
-from torchlibrosa.augmentation import SpecAugmentation
 from torchlibrosa.stft import LogmelFilterBank, Spectrogram
 
 from .blocks import init_bn
@@ -51,7 +50,7 @@ class LogmelFrontEndMixin:
     spectrogram_extractor: Spectrogram
     logmel_extractor: LogmelFilterBank
     bn0: nn.BatchNorm2d
-    spec_augmenter: SpecAugmentation
+    spec_augmenter: SpecAugment
     training: bool
 
     def build_logmel_frontend(
@@ -134,14 +133,60 @@ def build_spec_augmenter(
     time_stripes_num: int = 2,
     freq_drop_width: int | None = None,
     freq_stripes_num: int = 2,
-) -> SpecAugmentation:
-    """SpecAugment with the paper's stripes (2 time masks of ≤64 frames, 2 freq masks)."""
-    return SpecAugmentation(
+) -> SpecAugment:
+    """SpecAugment with the paper's stripes (2 time masks of < 64 frames, 2 freq masks)."""
+    return SpecAugment(
         time_drop_width=time_drop_width,
         time_stripes_num=time_stripes_num,
         freq_drop_width=mel_bins // 8 if freq_drop_width is None else freq_drop_width,
         freq_stripes_num=freq_stripes_num,
     )
+
+
+class DropStripes(nn.Module):
+    """Zero ``stripes_num`` random stripes of one axis of ``[B, C, time, freq]``, per example.
+
+    The distribution of torchlibrosa's ``DropStripes`` (upstream's): each stripe's width is
+    uniform in ``0 .. drop_width - 1`` and its start uniform over the positions where it fits,
+    drawn independently per example. Drawn on the input's device for the whole batch at once:
+    no per-example Python loop and no device value read on the host (torchlibrosa's loop reads
+    two random numbers per stripe and example), which also lets ``torch.compile`` trace it.
+    """
+
+    def __init__(self, dim: int, drop_width: int, stripes_num: int) -> None:
+        super().__init__()
+        if dim not in (2, 3):
+            raise ValueError(f"dim must be 2 (time) or 3 (frequency), got {dim}")
+        if drop_width < 1 or stripes_num < 0:
+            raise ValueError(f"drop_width must be >= 1 and stripes_num >= 0, got {drop_width}, {stripes_num}")
+        self.dim = dim
+        self.drop_width = drop_width
+        self.stripes_num = stripes_num
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.stripes_num == 0:
+            return x
+        batch, length = x.shape[0], x.shape[self.dim]
+        shape = (batch, self.stripes_num, 1)
+        widths = torch.randint(0, self.drop_width, shape, device=x.device)
+        # Start uniform in 0 .. length - width - 1 (clipped at 1 choice when a stripe is longer than the axis).
+        starts = (torch.rand(shape, device=x.device) * (length - widths).clamp(min=1)).long()
+        positions = torch.arange(length, device=x.device)
+        dropped = ((positions >= starts) & (positions < starts + widths)).any(dim=1)  # [B, length]
+        view = (batch, 1, length, 1) if self.dim == 2 else (batch, 1, 1, length)
+        return x.masked_fill(dropped.view(view), 0.0)
+
+
+class SpecAugment(nn.Module):
+    """Time then frequency stripes (Park et al. 2019, as PANNs uses it); no parameters, no state."""
+
+    def __init__(self, time_drop_width: int, time_stripes_num: int, freq_drop_width: int, freq_stripes_num: int) -> None:
+        super().__init__()
+        self.time_dropper = DropStripes(dim=2, drop_width=time_drop_width, stripes_num=time_stripes_num)
+        self.freq_dropper = DropStripes(dim=3, drop_width=freq_drop_width, stripes_num=freq_stripes_num)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.freq_dropper(self.time_dropper(x))
 
 
 class FFTSpectrogram(Spectrogram):

@@ -21,5 +21,6 @@ def sample_mixup_lambda(batch_size: int, alpha: float) -> torch.Tensor:
         raise ValueError(f"mixup needs an even batch of at least 2 clips, got {batch_size}")
     if alpha <= 0:
         raise ValueError(f"mixup alpha must be > 0, got {alpha}")
-    lam = torch.distributions.Beta(float(alpha), float(alpha)).sample((batch_size // 2,))
+    # validate_args=False: the arguments were checked above, and validation reads tensor values.
+    lam = torch.distributions.Beta(float(alpha), float(alpha), validate_args=False).sample((batch_size // 2,))
     return torch.stack([lam, 1.0 - lam], dim=1).reshape(-1)
