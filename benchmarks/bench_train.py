@@ -42,6 +42,7 @@ from omegaconf import OmegaConf
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from speed_facts import forward_gflops, mfu, peak_tflops  # noqa: E402
+from timing import module_step, synchronize, time_steps  # noqa: E402
 
 FRONTEND = {"sample_rate": 32000, "window_size": 1024, "hop_size": 320, "mel_bins": 64, "fmin": 50, "fmax": 14000}
 CLASSES = 527
@@ -110,11 +111,6 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def reference_step_fn(reference: types.ModuleType, name: str, config: Config, waveform: torch.Tensor,
                       target: torch.Tensor, device: torch.device) -> Callable[[int], None]:
     """Upstream's training step: fp32 sigmoid output → F.binary_cross_entropy, Adam (amsgrad)."""
@@ -143,7 +139,7 @@ def reference_step_fn(reference: types.ModuleType, name: str, config: Config, wa
 
 def our_step_fn(name: str, config: Config, waveform: torch.Tensor, target: torch.Tensor,
                 device: torch.device, review_every: int) -> Callable[[int], None]:
-    """Our TaggingModule's step, as Lightning runs it: training_step, backward, guard, Adam."""
+    """Our TaggingModule's step as Lightning runs it (``timing.module_step``), with this row's levers."""
     from panns_lightning.training.module import TaggingModule
     from panns_lightning.training.speed import SpeedOptions
 
@@ -154,28 +150,14 @@ def our_step_fn(name: str, config: Config, waveform: torch.Tensor, target: torch
     module = TaggingModule(
         model_config, labels, mixup_enabled=False,
         speed=SpeedOptions(**{key: speed[key] for key in (*MODULE_LEVERS, "compile_mode") if key in speed}),
-    ).to(device)
-    module.configure_model()
-    optimizer = module.configure_optimizers()
+    )
     host_batch = waveform
     if speed.get("int16_batches"):
         host_batch = (waveform * 32767.0).round().clamp(-32768, 32767).to(torch.int16)
-    pinned = bool(speed.get("pin_memory")) and device.type == "cuda"
-    if pinned:
+    if speed.get("pin_memory") and device.type == "cuda":
         host_batch = host_batch.pin_memory()
-    target = target.to(device)
-    module.train()
-
-    def step(index: int) -> None:
-        batch = {"waveform": host_batch.to(device, non_blocking=pinned), "target": target, "key": None}
-        with autocast(device, config.precision):
-            loss = module.training_step(batch, index)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        module.guard_update(optimizer, index, review=(index + 1) % review_every == 0)
-        optimizer.step()
-
-    return step
+    batch = {"waveform": host_batch, "target": target.to(device), "key": None}
+    return module_step(module, batch, device=device, precision=config.precision, review_every=review_every)
 
 
 def visit(config: Config, make_step: Callable[[], Callable[[int], None]], batch: int, steps: int,
@@ -183,31 +165,22 @@ def visit(config: Config, make_step: Callable[[], Callable[[int], None]], batch:
     """Build, warm up, time ``steps`` steps; clips/s. Records compile time and recompiles once."""
     from torch._dynamo.utils import counters
 
-    step = make_step()
     compiling = bool(config.speed.get("compile"))
     if compiling:
         counters.clear()
-    start = time.perf_counter()
-    step(0)
-    synchronize(device)
-    first = time.perf_counter() - start
-    for index in range(1, warmup):
-        step(index)
-    synchronize(device)
-    graphs_after_warmup = counters["stats"]["unique_graphs"] if compiling else 0
-    start = time.perf_counter()
-    for index in range(warmup, warmup + steps):
-        step(index)
-    synchronize(device)
-    rate = batch * steps / (time.perf_counter() - start)
+    step = make_step()
+    timing = time_steps(step, batch, device=device, steps=steps, warmup=warmup)
     if compiling and config.compile_seconds is None:
-        config.compile_seconds = first - batch / rate
-        config.recompiles = counters["stats"]["unique_graphs"] - graphs_after_warmup + sum(counters["recompiles"].values())
+        graphs = counters["stats"]["unique_graphs"]
+        step(warmup + steps)  # one more: does it compile again?
+        synchronize(device)
+        config.compile_seconds = timing.first_step_s - batch / timing.clips_per_s
+        config.recompiles = counters["stats"]["unique_graphs"] - graphs + sum(counters["recompiles"].values())
     del step
     gc.collect()
     if device.type == "cuda":
         torch.cuda.empty_cache()
-    return rate
+    return timing.clips_per_s
 
 
 # ----------------------------------------------------------------------------- the sweep
@@ -272,7 +245,7 @@ def print_table(name: str, configs: list[Config], args: argparse.Namespace, devi
     ours_base = next(c for c in configs if c.label == "ours speed=reference")
     peaks = {p: peak_tflops(device, p) for p in {c.precision for c in configs}}
     print(f"\n{name}: forward {gflops:.2f} GFLOP per {args.seconds:g} s clip (model card count); "
-          f"MFU = 3 x that x clips/s / peak; peaks: " + "; ".join(f"{p}: {v:.1f} TFLOP/s ({src})" for p, (v, src) in peaks.items()))
+          f"MFU = 3 x that x clips/s / peak; peaks: " + "; ".join(f"{p}: {v:.3g} TFLOP/s ({src})" for p, (v, src) in peaks.items()))
     header = (f"{'configuration':<36} {'prec':>4} {'clips/s':>9} {'range':>17} {'vs upstream':>18} "
               f"{'vs speed=ref':>18} {'MFU':>6}")
     print(header + "\n" + "-" * len(header))
@@ -302,7 +275,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per visit")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per visit (compile needs >= 2)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed steps per visit (>= 1; compile: >= 2)")
     parser.add_argument("--repeats", type=int, default=2, help="visits per configuration, alternating the order")
     parser.add_argument("--review-every", type=int, default=50, help="sync_free: host reads every N steps (Lightning's log_every_n_steps)")
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on CPU)")
