@@ -31,7 +31,7 @@ class DataConfig:
     train_urls: Optional[str] = None
     val_urls: Optional[str] = None
     test_urls: Optional[str] = None
-    batch_size: int = 32
+    batch_size: int = 64
     num_workers: int = 4
     balanced: bool = True
     steps_per_epoch: int = 1000
@@ -70,7 +70,8 @@ class SpecAugmentConfig:
     enabled: bool = True
     time_drop_width: int = 64
     time_stripes_num: int = 2
-    freq_drop_width: int = 8
+    # None: the model's mel_bins // 8 (upstream's per-model width).
+    freq_drop_width: Optional[int] = None
     freq_stripes_num: int = 2
 
 
@@ -157,7 +158,7 @@ class EvalConfig:
     task_name: str = "eval"
     ckpt_path: str = MISSING
     data_dir: str = MISSING
-    batch_size: int = 32
+    batch_size: int = 64
     num_workers: int = 2
     accelerator: str = "auto"
     # Lightning's devices: a count, a list of indices, -1 or "auto".

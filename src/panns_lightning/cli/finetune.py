@@ -42,6 +42,9 @@ class FinetuneConfig:
     mode: str = "full"
     freeze_until: Optional[str] = None
     layer_decay: float = 1.0
+    # The new head reads the embedding after the backbone's last dropout (p = 0.5), as upstream's
+    # transfer models; false: the undropped activations, as the AudioSet tagger.
+    head_on_dropped_embedding: bool = True
     backbone_from_checkpoint: bool = True
     test_on: str = "last"
 
@@ -108,6 +111,7 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
         mode=finetune.mode,
         freeze_until=finetune.freeze_until,
         layer_decay=float(finetune.layer_decay),
+        head_on_dropped_embedding=bool(finetune.head_on_dropped_embedding),
         **options,
         **extra,
     )

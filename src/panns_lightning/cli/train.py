@@ -74,7 +74,8 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     # SpecAugment lives in the model's front end (train mode only); "off" is zero stripes.
     model_config["time_drop_width"] = int(spec.time_drop_width)
     model_config["time_stripes_num"] = int(spec.time_stripes_num) if spec.enabled else 0
-    model_config["freq_drop_width"] = int(spec.freq_drop_width)
+    if spec.freq_drop_width is not None:  # else the model's own mel_bins // 8, as upstream
+        model_config["freq_drop_width"] = int(spec.freq_drop_width)
     model_config["freq_stripes_num"] = int(spec.freq_stripes_num) if spec.enabled else 0
     # How the network computes, not what: saved with the model config so evaluators build it alike.
     model_config["stft"] = str(cfg.speed.stft)

@@ -47,6 +47,10 @@ class ClipHeadMixin:
     fc1: nn.Linear
     fc_audioset: nn.Linear
     training: bool
+    #: The classifier reads the embedding after its dropout (upstream's transfer models, whose
+    #: new head sits on the returned embedding) instead of before it (upstream's AudioSet tagger).
+    #: Only training differs: dropout is off in eval mode.
+    classify_dropped_embedding: bool = False
 
     def build_clip_head(self, in_features: int, embedding_size: int, classes_num: int) -> None:
         self.fc1 = linear_layer(in_features, embedding_size)
@@ -55,14 +59,15 @@ class ClipHeadMixin:
     def clip_outputs(self, features: torch.Tensor, input_dropout: float = 0.5) -> dict[str, torch.Tensor]:
         """Return ``clipwise_output`` and ``embedding`` as upstream computes them, plus ``logits``.
 
-        Upstream applies the last dropout to the returned embedding only: the classifier reads
-        the undropped ``fc1`` activations. Kept as is so training matches the paper's recipe.
-        ``logits`` (fp32, ``clipwise_output = sigmoid(logits)``) are what the training loss reads.
+        Upstream applies the last dropout to the returned embedding only: its AudioSet classifier
+        reads the undropped ``fc1`` activations (kept, so pretraining matches the paper's recipe);
+        see :attr:`classify_dropped_embedding` for fine-tuning. ``logits`` (fp32,
+        ``clipwise_output = sigmoid(logits)``) are what the training loss reads.
         """
         x = F.dropout(features, p=input_dropout, training=self.training)
         x = F.relu(self.fc1(x))
         embedding = F.dropout(x, p=0.5, training=self.training)
-        logits = classify_fp32(self.fc_audioset, x)
+        logits = classify_fp32(self.fc_audioset, embedding if self.classify_dropped_embedding else x)
         return {"clipwise_output": torch.sigmoid(logits), "embedding": embedding, "logits": logits}
 
 

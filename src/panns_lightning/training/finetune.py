@@ -10,8 +10,10 @@ It is a :class:`TaggingModule` (same loss, mixup, metrics, checkpoint contents);
 - **A new head** ``Linear(embedding_dim, num_classes)`` where ``fc_audioset`` was (the AudioSet
   weights are dropped). Keeping the attribute name makes the fine-tuned network an ordinary zoo
   model with ``num_classes`` outputs: ``build_model(name, classes_num=K)`` + ``load_panns_checkpoint``
-  read it back, and panns-eval can score it. Single-label training is cross-entropy over the head's
-  logits (``TaggingModule.loss`` recovers them from the sigmoid outputs), i.e. a log-softmax head.
+  read it back, and panns-eval can score it. As in upstream's transfer models the head reads the
+  embedding *after* the backbone's last dropout (p = 0.5; ``head_on_dropped_embedding=False``
+  feeds it the undropped activations, as the AudioSet tagger does). Single-label training is
+  cross-entropy on the head's true (fp32) logits, i.e. upstream's log-softmax + NLL.
 - **What trains**: ``mode="full"`` (everything), ``"linear_probe"`` (only the head; the backbone is
   frozen *and kept in eval mode*, so BatchNorm running statistics and dropout do not move) or
   ``"partial"`` with ``freeze_until="conv_block3"`` (the model's top-level layers up to and
@@ -67,6 +69,7 @@ class FineTuneModule(TaggingModule):
         mode: str = "full",
         freeze_until: str | None = None,
         layer_decay: float = 1.0,
+        head_on_dropped_embedding: bool = True,
         **tagging_options: Any,
     ) -> None:
         if mode not in MODES:
@@ -85,6 +88,8 @@ class FineTuneModule(TaggingModule):
             )
         self.mode = mode
         self.layer_decay = layer_decay
+        if hasattr(self.model, "classify_dropped_embedding"):  # clip-head models (not the SED ones)
+            self.model.classify_dropped_embedding = bool(head_on_dropped_embedding)
         if checkpoint:
             load_backbone(self.model, checkpoint)
         self.reset_head()
