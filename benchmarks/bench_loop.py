@@ -255,12 +255,12 @@ class GpuSampler:
         return sum(inside) / len(inside) if inside else None
 
 
-def panns_train() -> str:
+def panns_train() -> list[str]:
+    """The panns-train console script; ``python -m panns_lightning.cli.train`` (the same entry point)
+    where the package is on PYTHONPATH without being installed (benchmarks/gpu_check.sh)."""
     beside = Path(sys.executable).parent / "panns-train"
     found = str(beside) if beside.is_file() else shutil.which("panns-train")
-    if found is None:
-        raise SystemExit("bench_loop: no panns-train console script (pip install -e . first)")
-    return found
+    return [found] if found is not None else [sys.executable, "-m", "panns_lightning.cli.train"]
 
 
 def run_loop(overrides: list[str], run_dir: Path, warmup: int, device: torch.device) -> tuple[dict[str, Any] | None, float | None, str]:
@@ -268,7 +268,7 @@ def run_loop(overrides: list[str], run_dir: Path, warmup: int, device: torch.dev
     run_dir.mkdir(parents=True, exist_ok=True)
     timer = run_dir / "step_timer.json"
     command = [
-        panns_train(), *overrides,
+        *panns_train(), *overrides,
         "task_name=bench_loop", "test=false", "trainer.limit_val_batches=0", "logger=csv",
         f"hydra.run.dir={run_dir}",
         "+callbacks.step_timer._target_=panns_lightning.training.callbacks.StepTimer",

@@ -203,6 +203,8 @@ def configurations(name: str, shipped: dict[str, Any], precision: str, reference
             continue
         configs.append(Config(f"ours + {lever}", "ours", precision, {**base, **values}))
     configs.append(Config("ours shipped", "ours", precision, dict(shipped)))
+    if with_compile and not shipped.get("compile"):
+        configs.append(Config("ours shipped + compile", "ours", precision, {**shipped, "compile": True}))
     if ablate:
         for lever, values in LEVERS.items():
             if all(shipped.get(key) == value for key, value in values.items()) and any(base[k] != v for k, v in values.items()):
