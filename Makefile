@@ -14,6 +14,8 @@ GPUS ?= 1
 SWEEP_STEPS ?= 90
 SWEEP_EPOCH ?= 30
 ARGS ?=
+# Extra pytest options for make test, e.g. PYTEST_ARGS='-n 2' (pytest-xdist, in the dev extras).
+PYTEST_ARGS ?=
 
 DATA ?= esc50
 CKPT ?=
@@ -22,12 +24,13 @@ FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
 FOLDS_ravdess := 1,2,3,4
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data test bench bench-data sweep pretrain finetune clean
+.PHONY: help install demo demo-data test bench bench-train bench-data sweep pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
 	@echo "make test      install and run the test suite"
-	@echo "make bench     print throughput figures (converter, stream, train step)"
+	@echo "make bench     print throughput figures (converter, stream, train step), then make bench-train's table"
+	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
 	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
@@ -45,7 +48,7 @@ demo-data: install
 	$(BIN)/panns-prepare audioset --segments $(DEMO_DIR)/raw/balanced_train_segments.csv \
 		--audio-dir $(DEMO_DIR)/raw/audio --labels $(DEMO_DIR)/raw/class_labels_indices.csv \
 		--out $(DEMO_DIR)/shards/train --sample-rate $(DEMO_RATE) --clip-seconds $(DEMO_SECONDS) \
-		--clips-per-shard 256 --overwrite
+		--val-fraction 0.1 --val-out $(DEMO_DIR)/shards/val --clips-per-shard 256 --overwrite
 	$(BIN)/panns-prepare audioset --segments $(DEMO_DIR)/raw/eval_segments.csv \
 		--audio-dir $(DEMO_DIR)/raw/audio --labels $(DEMO_DIR)/raw/class_labels_indices.csv \
 		--out $(DEMO_DIR)/shards/eval --sample-rate $(DEMO_RATE) --clip-seconds $(DEMO_SECONDS) \
@@ -58,10 +61,14 @@ demo: demo-data
 	PY=$(PY) bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
 test: install
-	$(PY) -m pytest -q; rc=$$?; if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 0; fi; exit $$rc
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5); a suite that runs nothing proves nothing" >&2; fi; exit $$rc
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
+	$(PY) benchmarks/bench_loop.py
+
+bench-train: install
+	$(PY) benchmarks/bench_loop.py $(ARGS)
 
 bench-data: install
 	$(PY) benchmarks/bench_data.py $(ARGS)
@@ -72,14 +79,15 @@ sweep: demo-data
 	@echo "report: outputs/demo/multiruns/<latest>/sweep_summary.{md,csv,png}"
 
 pretrain: install
-	@if [ ! -f $(AUDIOSET_SHARDS)/full_train/manifest.json ] || [ ! -f $(AUDIOSET_SHARDS)/eval/manifest.json ]; then \
-		echo "No AudioSet shards under $(AUDIOSET_SHARDS)/{full_train,eval}. Make them first, e.g.:"; \
+	@if [ ! -f $(AUDIOSET_SHARDS)/full_train/manifest.json ] || [ ! -f $(AUDIOSET_SHARDS)/full_train_val/manifest.json ] \
+		|| [ ! -f $(AUDIOSET_SHARDS)/eval/manifest.json ]; then \
+		echo "No AudioSet shards under $(AUDIOSET_SHARDS)/{full_train,full_train_val,eval}. Make them first, e.g.:"; \
 		echo "  $(BIN)/panns-prepare audioset --segments /path/unbalanced_train_segments.csv --audio-dir /path/audio \\"; \
-		echo "      --labels /path/class_labels_indices.csv --out $(AUDIOSET_SHARDS)/full_train --workers 32"; \
-		echo "  (and the same with eval_segments.csv --out $(AUDIOSET_SHARDS)/eval)"; \
+		echo "      --labels /path/class_labels_indices.csv --out $(AUDIOSET_SHARDS)/full_train --val-fraction 0.02 --workers 32"; \
+		echo "  (2% held out for validation into full_train_val; then eval_segments.csv --out $(AUDIOSET_SHARDS)/eval, the test set)"; \
 		exit 1; fi
 	$(BIN)/panns-train experiment=pretrain_audioset trainer=ddp trainer.devices=$(GPUS) \
-		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/eval \
+		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/full_train_val \
 		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
 
 finetune: install

@@ -16,8 +16,8 @@ PACKAGES=(
 )
 $PY -m pip download --quiet --no-deps --only-binary=:all: --python-version "$PYV" --implementation cp \
   --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_17_x86_64 \
-  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${PACKAGES[@]}"
+  --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .whl "${PACKAGES[@]}" 2> >(grep -v "is ignored" >&2)
 # antlr4-python3-runtime 4.9.3 (what omegaconf 2.3 needs) is published as a source archive only.
-$PY -m pip wheel --quiet --no-deps -w .whl antlr4-python3-runtime==4.9.3
+$PY -m pip wheel --quiet --no-deps -w .whl antlr4-python3-runtime==4.9.3 2> >(grep -v "is ignored" >&2)
 ls -1 .whl
 du -sh .whl

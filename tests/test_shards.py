@@ -242,7 +242,7 @@ def test_manifest_reader_validates_and_names_the_problem(mixed_sources: list[Cli
     out = tmp_path / "out"
     manifest = convert(mixed_sources[:5], out, min_shards=2, extra_manifest={"warnings": ["w"]})
     loaded = read_manifest(out / "manifest.json")
-    assert loaded.extra == {"warnings": ["w"]}
+    assert loaded.extra == {"warnings": ["w"], "resample": "sinc"} and loaded.resample_method == "sinc"
     assert loaded.label_names == ["class 0", "class 1", "class 2", "class 3"] and loaded.num_classes == 4
     assert loaded.shard_paths() == [out / s.name for s in manifest.shards]
     good = json.loads((out / "manifest.json").read_text())

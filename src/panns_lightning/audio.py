@@ -4,6 +4,10 @@ This is the only module that touches audio files. Decoding goes through soundfil
 (libsndfile: wav, flac, ogg, mp3, au, aiff, ...) because torchaudio >= 2.9 no longer decodes;
 resampling goes through torchaudio's sinc resampler (``torchaudio.transforms.Resample``, whose
 filter is built once per rate pair and cached: building it costs more than applying it).
+
+``resample_method="decimate"`` reproduces upstream PANNs instead, for fine-tuning its published
+16 kHz / 8 kHz checkpoints: those saw audio packed at 32 kHz and then decimated (``x[0::2]``,
+``x[0::4]``) without an anti-aliasing filter, so content above the new Nyquist folds down.
 """
 
 from __future__ import annotations
@@ -25,6 +29,11 @@ AudioSource = Union[str, os.PathLike, bytes]
 
 INT16_SCALE = 32767
 """Float ↔ int16 scale shared with upstream PANNs' HDF5 packing (x·32767, read back /32767)."""
+
+RESAMPLE_METHODS = ("sinc", "decimate")
+"""``sinc``: band-limited resampling to the target rate (the default). ``decimate``: upstream's way."""
+DECIMATE_FROM_RATE = 32000
+"""``decimate`` takes every k-th sample of the clip at this rate (upstream's packing rate)."""
 
 # Extra source frames read past the crop so the resampling filter sees real signal at the end.
 _RESAMPLE_MARGIN_FRAMES = 256
@@ -54,17 +63,28 @@ def load_audio(
     *,
     offset_seconds: float = 0.0,
     min_seconds: float = 0.0,
+    resample_method: str = "sinc",
 ) -> np.ndarray:
     """Decode ``source`` to float32 mono at ``target_sr``, padded/cropped to ``clip_samples``.
 
     When ``clip_samples`` is given only the frames needed for it are read (in blocks), so an
-    hour-long file costs as much as a 10 s one. Channels are averaged; any rate is resampled.
+    hour-long file costs as much as a 10 s one. Channels are averaged; any rate is resampled
+    (``resample_method``: see :data:`RESAMPLE_METHODS` and :func:`decimation_step`).
     Raises :class:`AudioDecodeError` for a missing, empty (0 bytes or 0 frames), unreadable,
     truncated (see :func:`wav_truncation` and :func:`_read_window`) or non-finite file, and for
     one shorter than ``min_seconds`` (when it is also shorter than the window asked for).
     """
     if target_sr <= 0:
         raise ValueError(f"target_sr must be positive, got {target_sr}")
+    if resample_method == "decimate":
+        # Upstream: the clip at 32 kHz (resampled there if the file is not), padded/cropped, then
+        # every k-th sample. Cropping k x clip_samples first makes the result exactly clip_samples.
+        step = decimation_step(target_sr)
+        window = None if clip_samples is None else clip_samples * step
+        full = load_audio(source, DECIMATE_FROM_RATE, window, offset_seconds=offset_seconds, min_seconds=min_seconds)
+        return np.ascontiguousarray(full[::step])
+    if resample_method != "sinc":
+        raise ValueError(f"resample_method must be one of {RESAMPLE_METHODS}, got {resample_method!r}")
     name = _describe(source)
     _check_exists_and_not_empty(source, name)
     truncation = wav_truncation(source)
@@ -120,6 +140,20 @@ def resample(waveform: np.ndarray, source_sr: int, target_sr: int) -> np.ndarray
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
     with torch.no_grad():
         return _resampler(source_sr, target_sr)(tensor).numpy()
+
+
+def decimation_step(target_sr: int) -> int:
+    """k for ``decimate``: ``DECIMATE_FROM_RATE / target_sr``, which must be a whole number.
+
+    Upstream decimated 32 kHz audio by 2 (16 kHz) and 4 (8 kHz); any divisor of 32000 works the
+    same way (k = 1 is 32 kHz itself: then ``decimate`` equals ``sinc``).
+    """
+    if target_sr <= 0 or DECIMATE_FROM_RATE % target_sr:
+        raise ValueError(
+            f"resampling by decimation takes every k-th sample of the {DECIMATE_FROM_RATE} Hz signal, so the "
+            f"sample rate must divide {DECIMATE_FROM_RATE} (e.g. 16000, 8000), got {target_sr}"
+        )
+    return DECIMATE_FROM_RATE // target_sr
 
 
 @functools.lru_cache(maxsize=16)

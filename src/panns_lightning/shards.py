@@ -58,6 +58,12 @@ window shorter than the minimum (a tiny ``clip_samples``) lowers the bar to that
 SILENT_MANIFEST_KEY = "silent_clips"
 """Manifest entry listing the keys of converted clips that are digital silence (only if any)."""
 
+RESAMPLE_MANIFEST_KEY = "resample"
+"""Manifest entry naming how audio was brought to ``sample_rate`` (``audio.RESAMPLE_METHODS``).
+
+Written by every conversion; a manifest without it predates the option and was resampled with ``sinc``.
+"""
+
 
 class ManifestError(ValueError):
     """A manifest.json that is missing, unreadable or inconsistent."""
@@ -116,6 +122,11 @@ class Manifest:
         return len(self.labels)
 
     @property
+    def resample_method(self) -> str:
+        """``sinc`` or ``decimate`` (see :data:`RESAMPLE_MANIFEST_KEY`)."""
+        return str(self.extra.get(RESAMPLE_MANIFEST_KEY, "sinc"))
+
+    @property
     def audio_extension(self) -> str:
         """The tar member extension holding audio: ``npy`` (int16) or ``flac``."""
         return AUDIO_MEMBER_EXTENSION[self.storage]
@@ -169,6 +180,7 @@ def write_shards(
     progress: bool = True,
     min_seconds: float = MIN_CLIP_SECONDS,
     finalize: Callable[[Manifest], Mapping[str, Any]] | None = None,
+    resample: str = "sinc",
 ) -> Manifest:
     """Decode ``records`` and write a stratified shard set plus ``manifest.json`` into ``out_dir``.
 
@@ -178,9 +190,10 @@ def write_shards(
     Clips that fail to decode (or are shorter than ``min_seconds``) are skipped and reported;
     silent clips are converted and listed under ``silent_clips``. ``finalize`` may add entries
     computed from the written shards (e.g. a fold index) before the manifest is written, so the
-    manifest appears once, complete. Raises :class:`NoUsableClipsError` (and leaves no
-    manifest) if not a single clip could be written, :class:`OutputNotEmptyError` if ``out_dir``
-    holds files and ``overwrite`` is false.
+    manifest appears once, complete. ``resample`` (``sinc`` or ``decimate``, see
+    :func:`panns_lightning.audio.load_audio`) is recorded as the manifest's ``resample``.
+    Raises :class:`NoUsableClipsError` (and leaves no manifest) if not a single clip could be
+    written, :class:`OutputNotEmptyError` if ``out_dir`` holds files and ``overwrite`` is false.
     """
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
@@ -188,6 +201,10 @@ def write_shards(
         raise ValueError(f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}")
     if extra_manifest and set(extra_manifest) & _CORE_KEYS:
         raise ValueError(f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & _CORE_KEYS)}")
+    if resample not in audio.RESAMPLE_METHODS:
+        raise ValueError(f"resample must be one of {audio.RESAMPLE_METHODS}, got {resample!r}")
+    if resample == "decimate":
+        audio.decimation_step(sample_rate)
     labels = _checked_labels(labels)
     num_classes = len(labels)
     skipped_clips = list(skipped)
@@ -201,7 +218,11 @@ def write_shards(
     plan = plan_shards([r.labels for r in records], num_shards, seed=seed)
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
 
-    tasks = [ClipTask(position, str(records[position].audio_path), sample_rate, clip_samples, storage, min_seconds) for shard in plan for position in shard]
+    tasks = [
+        ClipTask(position, str(records[position].audio_path), sample_rate, clip_samples, storage, min_seconds, resample)
+        for shard in plan
+        for position in shard
+    ]
     shard_infos: list[ShardInfo] = []
     silent: list[str] = []
     bar = tqdm(total=len(tasks), unit="clip", desc=f"{dataset}/{split}", disable=not progress, dynamic_ncols=True)
@@ -220,7 +241,7 @@ def write_shards(
             (out_dir / info.name).unlink(missing_ok=True)
         raise NoUsableClipsError(f"none of {len(records)} clips of {dataset}/{split} could be decoded", skipped_clips)
 
-    extra = dict(extra_manifest or {})
+    extra = {**(extra_manifest or {}), RESAMPLE_MANIFEST_KEY: resample}
     if silent:
         extra[SILENT_MANIFEST_KEY] = silent
     manifest = Manifest(
@@ -367,18 +388,27 @@ def _prepare_output_dir(out_dir: Path, overwrite: bool) -> None:
     ``overwrite`` the old manifest goes first (from then on the directory reads as incomplete),
     then every ``shard-*`` and ``*.tmp`` file; other files are left alone.
     """
-    if out_dir.exists() and not out_dir.is_dir():
-        raise OutputNotEmptyError(f"{out_dir} exists and is not a directory; choose another --out")
+    check_output_dir(out_dir, overwrite)
     out_dir.mkdir(parents=True, exist_ok=True)
-    entries = sorted(p.name for p in out_dir.iterdir())
-    if not entries:
+    if not any(out_dir.iterdir()):
         return
-    if not overwrite:
-        raise OutputNotEmptyError(_refusal(out_dir, entries))
     (out_dir / MANIFEST_NAME).unlink(missing_ok=True)
     for path in out_dir.iterdir():
         if path.is_file() and _is_conversion_file(path.name):
             path.unlink()
+
+
+def check_output_dir(out_dir: str | os.PathLike, overwrite: bool) -> None:
+    """Raise :class:`OutputNotEmptyError` where :func:`write_shards` would refuse ``out_dir``; changes nothing.
+
+    Lets a command that writes several shard sets (``--val-fraction``) refuse before the first.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise OutputNotEmptyError(f"{out_dir} exists and is not a directory; choose another --out")
+    entries = sorted(p.name for p in out_dir.iterdir()) if out_dir.is_dir() else []
+    if entries and not overwrite:
+        raise OutputNotEmptyError(_refusal(out_dir, entries))
 
 
 def _refusal(out_dir: Path, entries: Sequence[str]) -> str:
@@ -474,6 +504,7 @@ class ClipTask(NamedTuple):
     clip_samples: int
     storage: str
     min_seconds: float = MIN_CLIP_SECONDS
+    resample: str = "sinc"
 
 
 class ClipResult(NamedTuple):
@@ -540,7 +571,7 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
     try:
-        waveform = audio.load_audio(task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds)
+        waveform = audio.load_audio(task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample)
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion

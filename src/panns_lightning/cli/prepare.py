@@ -1,11 +1,12 @@
 """``panns-prepare``: make datasets and convert them into shard sets.
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
-shards), ``esc50`` / ``gtzan`` / ``ravdess`` (official layouts → one shard set with folds),
-``inspect`` (summarise a shard set). Exit codes: 0 ok, 1 nothing usable, 2 usage error (an
-existing ``--out`` without ``--overwrite`` included: conversions never resume), 3 the output
-could not be written (disk full, permissions). Unusable audio files are never an error: they are
-listed in the manifest's ``skipped`` with a reason (docs/fault_tolerance.md).
+shards; ``--val-fraction`` holds out a stratified validation shard set), ``esc50`` / ``gtzan`` /
+``ravdess`` (official layouts → one shard set with folds), ``inspect`` (summarise a shard set).
+Exit codes: 0 ok, 1 nothing usable, 2 usage error (an existing ``--out`` without ``--overwrite``
+included: conversions never resume), 3 the output could not be written (disk full,
+permissions). Unusable audio files are never an error: they are listed in the manifest's
+``skipped`` with a reason (docs/fault_tolerance.md).
 """
 
 from __future__ import annotations
@@ -15,7 +16,12 @@ import os
 import sys
 from collections import Counter
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+if TYPE_CHECKING:
+    from panns_lightning.datasets.records import ClipRecord, SkippedClip
+    from panns_lightning.labels import LabelSet
+    from panns_lightning.shards import Manifest
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
@@ -50,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     audioset.add_argument("--sample-rate", type=int, default=32000)
     audioset.add_argument("--clip-seconds", type=float, default=10.0)
     audioset.add_argument("--storage", choices=("int16", "flac"), default="int16")
+    _add_resample_option(audioset)
     audioset.add_argument("--clips-per-shard", type=int, default=1000)
     audioset.add_argument("--min-shards", type=int, default=8, help="at least this many shards (capped at the clip count), so every DataLoader worker gets one")
     audioset.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
@@ -62,8 +69,17 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: 'Y{ytid}.*' and '{ytid}_{start}_{end}.*')",
     )
     audioset.add_argument("--split", default=None, help="split name in the manifest (default: from the CSV name)")
-    audioset.add_argument("--seed", type=int, default=0, help="seed of the shard assignment")
-    audioset.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+    audioset.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold out this fraction of the clips (stratified by label) as a validation shard set in --val-out; "
+        "the rest goes to --out (e.g. 0.02)",
+    )
+    audioset.add_argument("--val-out", type=Path, default=None, metavar="DIR", help="shard directory of the held-out clips (default: --out with '_val' appended)")
+    audioset.add_argument("--seed", type=int, default=0, help="seed of the shard assignment and of the --val-fraction split")
+    audioset.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out (and --val-out)")
     audioset.add_argument("--quiet", action="store_true", help="no progress bar")
     audioset.set_defaults(run=run_audioset)
 
@@ -106,16 +122,39 @@ def run_synthetic(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_resample_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--resample",
+        choices=("sinc", "decimate"),
+        default="sinc",
+        help="sinc: band-limited resampling to --sample-rate (default); decimate: upstream PANNs' way, "
+        "the clip at 32 kHz then every k-th sample (--sample-rate 16000 or 8000), for fine-tuning its 16/8 kHz checkpoints",
+    )
+
+
+def _resample_problem(args: argparse.Namespace) -> str | None:
+    """Why ``--resample decimate`` cannot give ``--sample-rate`` (``None`` if it can)."""
+    if args.resample != "decimate" or args.sample_rate <= 0:
+        return None
+    from panns_lightning.audio import decimation_step
+
+    try:
+        decimation_step(args.sample_rate)
+    except ValueError as error:
+        return f"--resample decimate: {error}"
+    return None
+
+
 def run_audioset(args: argparse.Namespace) -> int:
     from panns_lightning.datasets.audioset import read_audioset, split_name
     from panns_lightning.labels import LabelFileError, read_label_csv
-    from panns_lightning.shards import write_shards
 
     usage_problems = [f"{flag} {path} not found" for flag, path in (("--segments", args.segments), ("--labels", args.labels)) if not path.is_file()]
     if not args.audio_dir.is_dir():
         usage_problems.append(f"--audio-dir {args.audio_dir} is not a directory")
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    usage_problems += filter(None, [_resample_problem(args), *_holdout_problems(args)])
     if usage_problems:
         return _usage_error("audioset", "; ".join(usage_problems))
     try:
@@ -129,9 +168,35 @@ def run_audioset(args: argparse.Namespace) -> int:
         print(f"warning: ... and {len(result.warnings) - 10} more rows with dropped labels", file=sys.stderr)
     split = args.split or split_name(args.segments)
     print(f"{args.segments.name}: {len(result.records)} clips found, {len(result.skipped)} skipped before decoding")
-    written = _run_conversion("audioset", args.out, lambda: write_shards(
-        result.records,
-        args.out,
+    extra = {"warnings": result.warnings} if result.warnings else {}
+    train_records = result.records
+    if args.val_fraction is not None and result.records:  # no records: the writer says "nothing usable"
+        held_out = _hold_out_validation(args, result.records)
+        if isinstance(held_out, int):
+            return held_out
+        train_records, val_records, holdout = held_out
+        # The small set first: a problem with it shows in seconds, not after the long conversion.
+        written = _write_audioset(args, val_records, args.val_out, labels, f"{split}_val", [], {"holdout": {"role": "val", **holdout, "other": str(args.out)}})
+        if isinstance(written, int):
+            return written
+        _print_skips(written.skipped, stream=sys.stdout)
+        extra["holdout"] = {"role": "train", **holdout, "other": str(args.val_out)}
+    written = _write_audioset(args, train_records, args.out, labels, split, result.skipped, extra)
+    if isinstance(written, int):
+        return written
+    _print_skips(written.skipped, stream=sys.stdout)
+    return EXIT_OK
+
+
+def _write_audioset(
+    args: argparse.Namespace, records: Sequence[ClipRecord], out: Path, labels: LabelSet, split: str, skipped: Sequence[SkippedClip], extra: dict[str, Any]
+) -> Manifest | int:
+    """One AudioSet shard set with the command's options; the manifest, or an exit code."""
+    from panns_lightning.shards import write_shards
+
+    return _run_conversion("audioset", out, lambda: write_shards(
+        records,
+        out,
         sample_rate=args.sample_rate,
         clip_samples=int(round(args.clip_seconds * args.sample_rate)),
         labels=labels.to_manifest(),
@@ -143,17 +208,62 @@ def run_audioset(args: argparse.Namespace) -> int:
         num_workers=args.workers,
         multilabel=True,
         seed=args.seed,
-        skipped=result.skipped,
-        extra_manifest={"warnings": result.warnings} if result.warnings else None,
+        skipped=skipped,
+        extra_manifest=extra or None,
         created_by=args.command_line,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        resample=args.resample,
     ))
-    if isinstance(written, int):
-        return written
-    manifest = written
-    _print_skips(manifest.skipped, stream=sys.stdout)
-    return EXIT_OK
+
+
+def _holdout_problems(args: argparse.Namespace) -> list[str]:
+    """Usage problems of ``--val-fraction`` / ``--val-out``; fills in the default ``--val-out``."""
+    from panns_lightning.datasets.holdout import check_fraction
+
+    if args.val_fraction is None:
+        return ["--val-out needs --val-fraction"] if args.val_out is not None else []
+    try:
+        check_fraction(args.val_fraction)
+    except ValueError as error:
+        return [f"--val-fraction: {error}"]
+    if args.val_out is None:
+        args.val_out = args.out.with_name(args.out.name + "_val")
+    if args.val_out.resolve() == args.out.resolve():
+        return [f"--val-out {args.val_out} is --out: the held-out clips need a shard directory of their own"]
+    return []
+
+
+def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, Any]] | int:
+    """``(train records, val records, manifest 'holdout' entry)``, or the exit code after saying why not."""
+    from panns_lightning.datasets.holdout import METHOD, class_counts, split_records
+    from panns_lightning.shards import OutputNotEmptyError, check_output_dir
+
+    for flag, out in (("--val-out", args.val_out), ("--out", args.out)):
+        try:  # refuse before converting anything, not after the first set is written
+            check_output_dir(out, args.overwrite)
+        except OutputNotEmptyError as error:
+            return _usage_error("audioset", f"{flag}: {error}")
+    train, val = split_records(records, args.val_fraction, seed=args.seed)
+    if not val:
+        return _usage_error("audioset", f"--val-fraction {args.val_fraction} of {len(records)} clips holds no clip: no class has 2 clips or more to hold one out")
+    everything = [r.labels for r in records]
+    held = class_counts([r.labels for r in val], range(len(val)))
+    in_data = class_counts(everything, range(len(everything)))
+    train_only = sorted(c for c, n in in_data.items() if c not in held)
+    print(
+        f"held out {len(val)} of {len(records)} clips ({len(val) / len(records):.1%}) for validation in {args.val_out}: "
+        f"{len(held)} of {len(in_data)} classes present there ({len(train_only)} too rare to hold out: train only); "
+        f"{len(train)} clips go to {args.out}"
+    )
+    holdout = {
+        "fraction": args.val_fraction,
+        "seed": args.seed,
+        "method": METHOD,
+        "clips": {"train": len(train), "val": len(val)},
+        "classes_without_val_clips": train_only,
+    }
+    return train, val, holdout
 
 
 def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
@@ -170,6 +280,7 @@ def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument("--sample-rate", type=int, default=32000, help="target rate (default 32000, the PANNs front end)")
         sub.add_argument("--clip-seconds", type=float, default=seconds, help=f"pad/crop to this length (default {seconds:g})")
         sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
+        _add_resample_option(sub)
         sub.add_argument("--clips-per-shard", type=int, default=256)
         sub.add_argument("--min-shards", type=int, default=8)
         sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
@@ -193,6 +304,8 @@ def run_folded(args: argparse.Namespace) -> int:
     command = args.dataset_name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    if _resample_problem(args):
+        return _usage_error(command, _resample_problem(args))
     try:
         if command == "esc50":
             from panns_lightning.datasets.esc50 import read_esc50
@@ -225,6 +338,7 @@ def run_folded(args: argparse.Namespace) -> int:
         created_by=args.command_line,
         overwrite=args.overwrite,
         progress=not args.quiet,
+        resample=args.resample,
     ))
     if isinstance(written, int):
         return written
