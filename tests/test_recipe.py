@@ -122,3 +122,20 @@ def test_fine_tuning_head_reads_the_dropped_embedding_like_upstreams_transfer_mo
     torch.manual_seed(0)
     output = pretraining.model.train()(torch.randn(4, 32000) * 0.1)
     assert not torch.allclose(output["logits"], pretraining.model.fc_audioset(output["embedding"]))
+
+
+@pytest.mark.parametrize("overrides, preset", [((), "cpu"), (("trainer=cpu",), "cpu"), (("trainer=gpu",), "gpu"),
+                                               (("trainer=ddp",), "gpu"), (("trainer=ddp_multinode",), "gpu"),
+                                               (("experiment=pretrain_audioset",), "gpu"),
+                                               (("experiment=pretrain_audioset", "trainer=ddp"), "gpu"),
+                                               (("trainer=gpu", "speed=reference"), "reference")])
+def test_speed_presets_follow_the_trainer(overrides: tuple[str, ...], preset: str) -> None:
+    from omegaconf import OmegaConf
+
+    cfg = composed(*overrides)
+    expected = OmegaConf.load(f"{find_config_dir()}/speed/{preset}.yaml")
+    for key, value in expected.items():
+        if key != "defaults":
+            assert cfg.speed[key] == value, (key, overrides)
+    if preset == "gpu":
+        assert cfg.trainer.precision == "bf16-mixed"

@@ -15,7 +15,8 @@ It is a :class:`TaggingModule` (same loss, mixup, metrics, checkpoint contents);
   feeds it the undropped activations, as the AudioSet tagger does). Single-label training is
   cross-entropy on the head's true (fp32) logits, i.e. upstream's log-softmax + NLL.
 - **What trains**: ``mode="full"`` (everything), ``"linear_probe"`` (only the head; the backbone is
-  frozen *and kept in eval mode*, so BatchNorm running statistics and dropout do not move) or
+  frozen, and its BatchNorm layers kept in eval mode so their running statistics do not move;
+  dropout and SpecAugment still act in training steps) or
   ``"partial"`` with ``freeze_until="conv_block3"`` (the model's top-level layers up to and
   including that one frozen, in registration order = forward order). ``layer_decay`` < 1 gives
   each trainable layer ``lr · layer_decay^depth`` with depth counted from the head.
