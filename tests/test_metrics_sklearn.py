@@ -45,3 +45,15 @@ def test_all_scores_tied_gives_the_prevalence_and_chance_auc() -> None:
         assert scores.per_class_ap[c] == pytest.approx(metrics.average_precision_score(targets[:, c], probs[:, c]))
         assert scores.per_class_ap[c] == pytest.approx(targets[:, c].mean())
         assert scores.per_class_auc[c] == pytest.approx(0.5) == metrics.roc_auc_score(targets[:, c], probs[:, c])
+
+
+def test_a_single_class_set_is_scored_like_any_other() -> None:
+    """One tag (e.g. a custom "is there a siren" set): AP and AUC of that class, no crash."""
+    from sklearn.metrics import average_precision_score, roc_auc_score
+
+    generator = torch.Generator().manual_seed(3)
+    probs = torch.rand(40, 1, generator=generator)
+    targets = (torch.rand(40, 1, generator=generator) > 0.6).float()
+    scores = score_tagging(probs, targets, multilabel=True)
+    assert scores.mAP == pytest.approx(average_precision_score(targets[:, 0].numpy(), probs[:, 0].numpy()), abs=1e-6)
+    assert scores.AUC == pytest.approx(roc_auc_score(targets[:, 0].numpy(), probs[:, 0].numpy()), abs=1e-6)

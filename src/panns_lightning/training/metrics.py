@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 import torch
 from torchmetrics import Metric
 from torchmetrics.functional.classification import (
+    binary_auroc,
+    binary_average_precision,
     multiclass_accuracy,
     multilabel_auroc,
     multilabel_average_precision,
@@ -90,8 +92,12 @@ def score_tagging(probs: torch.Tensor, targets: torch.Tensor, multilabel: bool =
     with warnings.catch_warnings():
         # torchmetrics warns about classes without positives; they are masked out just below.
         warnings.simplefilter("ignore", UserWarning)
-        ap = multilabel_average_precision(probs, binary, num_labels=num_classes, average=None)
-        auc = multilabel_auroc(probs, binary, num_labels=num_classes, average=None)
+        if num_classes == 1:  # torchmetrics' multilabel functions need two labels at least
+            ap = binary_average_precision(probs[:, 0], binary[:, 0]).reshape(1)
+            auc = binary_auroc(probs[:, 0], binary[:, 0]).reshape(1)
+        else:
+            ap = multilabel_average_precision(probs, binary, num_labels=num_classes, average=None)
+            auc = multilabel_auroc(probs, binary, num_labels=num_classes, average=None)
     ap = torch.where(has_pos, ap, torch.full_like(ap, nan))
     auc = torch.where(has_both, auc, torch.full_like(auc, nan))
 
