@@ -139,3 +139,10 @@ def test_speed_presets_follow_the_trainer(overrides: tuple[str, ...], preset: st
             assert cfg.speed[key] == value, (key, overrides)
     if preset == "gpu":
         assert cfg.trainer.precision == "bf16-mixed"
+
+
+def test_sync_free_without_the_fused_optimizer_is_a_config_error_naming_both_keys() -> None:
+    from panns_lightning.cli.config_schema import ConfigError
+
+    with pytest.raises(ConfigError, match=r"speed\.sync_free needs speed\.fused_adam"):
+        built("speed=cpu", "speed.fused_adam=false")

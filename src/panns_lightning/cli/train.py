@@ -80,13 +80,16 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     # How the network computes, not what: saved with the model config so evaluators build it alike.
     model_config["stft"] = str(cfg.speed.stft)
     model_config["wave_conv2d"] = bool(cfg.speed.wave_conv2d)
-    speed = SpeedOptions(
-        channels_last=bool(cfg.speed.channels_last),
-        compile=bool(cfg.speed.compile),
-        compile_mode=str(cfg.speed.compile_mode),
-        fused_adam=bool(cfg.speed.fused_adam),
-        sync_free=bool(cfg.speed.sync_free),
-    )
+    try:
+        speed = SpeedOptions(
+            channels_last=bool(cfg.speed.channels_last),
+            compile=bool(cfg.speed.compile),
+            compile_mode=str(cfg.speed.compile_mode),
+            fused_adam=bool(cfg.speed.fused_adam),
+            sync_free=bool(cfg.speed.sync_free),
+        )
+    except ValueError as error:  # its messages name the speed.* keys
+        raise ConfigError(str(error)) from None
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(optim, dict)
     waveform = cfg.augment.waveform
