@@ -14,6 +14,7 @@ GPUS ?= 1
 SWEEP_STEPS ?= 90
 SWEEP_EPOCH ?= 30
 ARGS ?=
+FT_ARGS ?=
 # Extra pytest options for make test, e.g. PYTEST_ARGS='-n 2' (pytest-xdist, in the dev extras).
 PYTEST_ARGS ?=
 
@@ -58,7 +59,7 @@ demo: demo-data
 	$(BIN)/panns-train experiment=demo hydra.run.dir=$(DEMO_RUN) $(ARGS)
 	$(BIN)/panns-eval ckpt_path=$(DEMO_RUN)/checkpoints/best.ckpt data_dir=$(DEMO_DIR)/shards/eval \
 		hydra.run.dir=$(DEMO_RUN)/eval
-	PY=$(PY) bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
+	PY=$(PY) FT_ARGS="$(FT_ARGS)" bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5); a suite that runs nothing proves nothing" >&2; fi; exit $$rc

@@ -27,6 +27,7 @@ import argparse
 import contextlib
 import gc
 import importlib.util
+import math
 import statistics
 import sys
 import time
@@ -221,6 +222,8 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device, shipped
     waveform = torch.randn(args.batch, int(FRONTEND["sample_rate"] * args.seconds)) * 0.1
     target = (torch.rand(args.batch, CLASSES) > 0.98).float()
     configs = configurations(name, shipped, precision, reference is not None, args.ablate, args.compile)
+    if args.only:  # a subset of rows, e.g. for many repeats of the two that matter
+        configs = [c for c in configs if c.label in args.only or c.label == "ours speed=reference"]
 
     def maker(config: Config) -> Callable[[], Callable[[int], None]]:
         if config.kind == "reference":
@@ -246,10 +249,10 @@ def print_table(name: str, configs: list[Config], args: argparse.Namespace, devi
     reference = next((c for c in configs if c.label.startswith("reference fp32")), None)
     ours_base = next(c for c in configs if c.label == "ours speed=reference")
     peaks = {p: peak_tflops(device, p) for p in {c.precision for c in configs}}
-    print(f"\n{name}: forward {gflops:.2f} GFLOP per {args.seconds:g} s clip (model card count); "
-          f"MFU = 3 x that x clips/s / peak; peaks: " + "; ".join(f"{p}: {v:.3g} TFLOP/s ({src})" for p, (v, src) in peaks.items()))
+    print(f"\n{name}: forward {gflops:.2f} GFLOP per {args.seconds:g} s clip (model card count); TFLOP/s = 3 x that "
+          f"x clips/s; MFU = that / peak; peaks: " + "; ".join(f"{p}: {v:.3g} TFLOP/s ({src})" for p, (v, src) in peaks.items()))
     header = (f"{'configuration':<36} {'prec':>4} {'clips/s':>9} {'range':>17} {'vs upstream':>18} "
-              f"{'vs speed=ref':>18} {'MFU':>6}")
+              f"{'vs speed=ref':>18} {'TFLOP/s':>8} {'MFU':>6}")
     print(header + "\n" + "-" * len(header))
     for config in configs:
         rate = statistics.median(config.rates)
@@ -257,7 +260,9 @@ def print_table(name: str, configs: list[Config], args: argparse.Namespace, devi
         up = "-" if reference is None else "{:.2f} ({:.2f}-{:.2f})".format(*paired_ratios(config.rates, reference.rates))
         base = "{:.2f} ({:.2f}-{:.2f})".format(*paired_ratios(config.rates, ours_base.rates))
         utilisation = mfu(rate, gflops, peaks[config.precision][0])
-        print(f"{config.label:<36} {config.precision:>4} {rate:9.2f} {spread:>17} {up:>18} {base:>18} {utilisation:6.1%}")
+        shown = "-" if math.isnan(utilisation) else f"{utilisation:.1%}"
+        print(f"{config.label:<36} {config.precision:>4} {rate:9.2f} {spread:>17} {up:>18} {base:>18} "
+              f"{3 * gflops * rate / 1e3:8.3f} {shown:>6}")
     for config in configs:
         if config.compile_seconds is not None:
             print(f"{config.label}: torch.compile mode {config.speed.get('compile_mode', 'default')!r}, first step "
@@ -283,6 +288,8 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on CPU)")
     parser.add_argument("--ablate", action="store_true", help="also measure the shipped preset minus each of its levers")
     parser.add_argument("--models", nargs="+", default=["Cnn14", "Wavegram_Logmel_Cnn14"])
+    parser.add_argument("--only", nargs="+", help="row labels to keep (plus 'ours speed=reference'), e.g. "
+                        "'reference fp32 eager (upstream)' 'ours shipped'")
     args = parser.parse_args()
 
     device = torch.device(args.device)

@@ -21,8 +21,9 @@ MODEL=$($PY -c "
 from panns_lightning.training.finetune import checkpoint_model_config
 c = checkpoint_model_config('$CKPT') or {}
 print(' '.join(f'model.{k}={c[k]}' for k in ('name', 'sample_rate', 'window_size', 'hop_size', 'mel_bins', 'fmin', 'fmax') if k in c))")
+# FT_ARGS: extra overrides for both fine-tuning sweeps (make demo FT_ARGS="speed=reference").
 COMMON=(-m experiment=demo_finetune "data.fold=1,2,3,4,5" "data.train_dir=$WORK/shards" "data.test_dir=$WORK/shards"
-        "trainer.max_steps=$STEPS" $MODEL)
+        "trainer.max_steps=$STEPS" $MODEL ${FT_ARGS:-})
 
 echo "== fine-tuning the pretrained $CKPT (5 folds) =="
 mkdir -p "$RUNS"
