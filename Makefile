@@ -15,6 +15,9 @@ SWEEP_STEPS ?= 90
 SWEEP_EPOCH ?= 30
 ARGS ?=
 FT_ARGS ?=
+# make demo's precision: bf16 autocast where the CPU has native bf16 (avx512_bf16 / amx_bf16), fp32
+# elsewhere (README, "Speed"); DEMO_PRECISION=32-true forces fp32.
+DEMO_PRECISION ?= $${cpu_precision:}
 # Extra pytest options for make test, e.g. PYTEST_ARGS='-n 2' (pytest-xdist, in the dev extras).
 PYTEST_ARGS ?=
 
@@ -56,10 +59,10 @@ demo-data: install
 		--clips-per-shard 128 --overwrite
 
 demo: demo-data
-	$(BIN)/panns-train experiment=demo hydra.run.dir=$(DEMO_RUN) $(ARGS)
+	$(BIN)/panns-train experiment=demo 'trainer.precision=$(DEMO_PRECISION)' hydra.run.dir=$(DEMO_RUN) $(ARGS)
 	$(BIN)/panns-eval ckpt_path=$(DEMO_RUN)/checkpoints/best.ckpt data_dir=$(DEMO_DIR)/shards/eval \
 		hydra.run.dir=$(DEMO_RUN)/eval
-	PY=$(PY) FT_ARGS="$(FT_ARGS)" bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
+	PY=$(PY) FT_ARGS='trainer.precision=$(DEMO_PRECISION) $(FT_ARGS)' bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5); a suite that runs nothing proves nothing" >&2; fi; exit $$rc

@@ -10,7 +10,8 @@ Rows, per model:
 - ``reference at shipped settings``: the same at the shipped precision and memory format.
 - ``speed=reference``: our module with every lever off (``conf/speed/reference.yaml``).
 - ``+ <lever>``: that one lever on (the others off); ``shipped``: the preset
-  (``conf/speed/cpu.yaml`` or ``gpu.yaml``); with ``--ablate``, ``shipped - <lever>`` too.
+  (``conf/speed/cpu.yaml`` or ``gpu.yaml``); with ``--ablate``, ``shipped - <lever>`` too; with
+  ``--compile``, ``shipped + compile`` (compile time and recompilations after warm-up printed).
 
 Configurations are visited ``--repeats`` times in alternating order (forward, backward, ...);
 ratios are paired per visit against the reference row measured in the same sweep, and the table
@@ -59,7 +60,6 @@ LEVERS: dict[str, dict[str, Any]] = {
     "fused_adam": {"fused_adam": True},
     "fused_adam+sync_free": {"fused_adam": True, "sync_free": True},
     "int16+pinned": {"int16_batches": True, "pin_memory": True},
-    "compile": {"compile": True},
 }
 
 
@@ -199,8 +199,6 @@ def configurations(name: str, shipped: dict[str, Any], precision: str, reference
     configs.append(Config("ours speed=reference", "ours", precision, dict(base)))
     for lever, values in LEVERS.items():
         if lever == "wave_conv2d" and name not in WAVEGRAM_MODELS:
-            continue
-        if lever == "compile" and not with_compile:
             continue
         configs.append(Config(f"ours + {lever}", "ours", precision, {**base, **values}))
     configs.append(Config("ours shipped", "ours", precision, dict(shipped)))

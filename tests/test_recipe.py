@@ -146,3 +146,16 @@ def test_sync_free_without_the_fused_optimizer_is_a_config_error_naming_both_key
 
     with pytest.raises(ConfigError, match=r"speed\.sync_free needs speed\.fused_adam"):
         built("speed=cpu", "speed.fused_adam=false")
+
+
+def test_cpu_precision_is_bf16_only_where_the_cpu_has_native_bf16(tmp_path) -> None:
+    from panns_lightning.cli.hydra_app import cpu_precision, native_bf16_flag
+
+    with_bf16, without = tmp_path / "with", tmp_path / "without"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni\n")
+    assert native_bf16_flag(str(with_bf16)) == "avx512_bf16"
+    assert native_bf16_flag(str(without)) is None
+    assert native_bf16_flag(str(tmp_path / "absent")) is None
+    assert composed("experiment=demo", "trainer.precision=${cpu_precision:}").trainer.precision == cpu_precision()
+    assert cpu_precision() in ("bf16-mixed", "32-true")

@@ -27,7 +27,7 @@ from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
 
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
-from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.hydra_app import find_config_dir, native_bf16_flag
 from panns_lightning.cli.preflight import preflight_train
 from panns_lightning.data.datamodule import DataErrorBudgetExceeded
 from panns_lightning.training.fault_tolerance import (
@@ -193,6 +193,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     )
     if trainer.is_global_zero:
         log.info("config:\n%s", redact(OmegaConf.to_yaml(cfg, resolve=False)))
+        log_cpu_precision(cfg)
     with child_rank_command(trainer), distributed_scope():
         try:
             trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
@@ -206,6 +207,15 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
             results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     return results
+
+
+def log_cpu_precision(cfg: DictConfig) -> None:
+    """Say which precision ``${cpu_precision:}`` chose, and why (it depends on the CPU)."""
+    raw = OmegaConf.to_container(cfg.trainer, resolve=False)
+    if isinstance(raw, dict) and "cpu_precision" in str(raw.get("precision")):
+        flag = native_bf16_flag()
+        reason = f"this CPU has native bf16 ({flag})" if flag else "this CPU has no native bf16 (avx512_bf16 / amx_bf16)"
+        log.info("trainer.precision=%s: %s", cfg.trainer.precision, reason)
 
 
 class Preempted(RuntimeError):

@@ -11,6 +11,10 @@ same number of draws and :func:`balance_figures` turns the drawn clip indices in
 - ``batches_with_repeat``: fraction of batches holding one clip twice; ``repeat_within_1k``:
   fraction of draws whose clip was also among the previous 1000 draws.
 
+Apart from those, :func:`gap_stats` summarises how a clip's draws are spread in time: the gaps (in
+draws) between consecutive draws of the same clip (:func:`draw_gaps`), as count, median and
+percentiles; ``simulate.py`` prints them for both samplers.
+
 Our sampler runs through its production code (``TrainClipStream.iter_slot``) on a labels-only
 reader (:class:`LabelSetReader`), all ranks × workers in this process with their real seeds.
 """
@@ -282,6 +286,57 @@ def repeat_within(drawn: np.ndarray, window: int) -> float:
     return float(np.sum(same & (gaps <= window)) / len(drawn))
 
 
+def draw_gaps(drawn: Sequence[int] | np.ndarray, clips: np.ndarray | None = None) -> np.ndarray:
+    """Gaps, in draws, between consecutive draws of the same clip (int64, grouped by clip).
+
+    ``drawn`` holds clip indices (or any integer ids) in draw order; a clip drawn k times adds
+    k - 1 gaps, e.g. ``[7, 3, 7, 7]`` gives ``[2, 1]``. ``clips``, when given, keeps only the gaps
+    of those clip indices (e.g. the clips of the rarest classes).
+    """
+    drawn = np.asarray(drawn, dtype=np.int64)
+    if len(drawn) < 2:
+        return np.zeros(0, dtype=np.int64)
+    order = np.argsort(drawn, kind="stable")  # positions grouped by clip, ascending within a clip
+    ids = drawn[order]
+    same = ids[1:] == ids[:-1]
+    gaps = (order[1:] - order[:-1])[same]
+    if clips is not None:
+        gaps = gaps[np.isin(ids[1:][same], np.asarray(clips, dtype=np.int64))]
+    return gaps.astype(np.int64)
+
+
+GAP_PERCENTILES = (5, 25, 50)
+
+
+def gap_stats(drawn: Sequence[int] | np.ndarray, clips: np.ndarray | None = None) -> dict[str, float]:
+    """Summary of :func:`draw_gaps`: how far apart the draws of one clip fall.
+
+    ``count`` (gaps, i.e. draws that repeat an earlier clip), ``clips`` (clips drawn at least
+    twice), ``p5`` / ``p25`` / ``median`` (numpy's linear percentiles), ``mean`` and ``min``;
+    the statistics are NaN when no clip was drawn twice.
+    """
+    drawn = np.asarray(drawn, dtype=np.int64)
+    gaps = draw_gaps(drawn, clips)
+    repeated = drawn if clips is None else drawn[np.isin(drawn, np.asarray(clips, dtype=np.int64))]
+    _, draws_per_clip = np.unique(repeated, return_counts=True)
+    figures: dict[str, float] = {"count": int(gaps.size), "clips": int(np.sum(draws_per_clip >= 2))}
+    if gaps.size == 0:
+        figures.update({f"p{q}": math.nan for q in GAP_PERCENTILES if q != 50})
+        figures.update({"median": math.nan, "mean": math.nan, "min": math.nan})
+        return figures
+    for q, value in zip(GAP_PERCENTILES, np.percentile(gaps, GAP_PERCENTILES)):
+        figures["median" if q == 50 else f"p{q}"] = float(value)
+    figures["mean"] = float(gaps.mean())
+    figures["min"] = int(gaps.min())
+    return figures
+
+
+def clips_of_classes(label_set: LabelSet, classes: np.ndarray) -> np.ndarray:
+    """Indices of the clips that carry at least one of ``classes`` (e.g. :func:`rarest_decile`)."""
+    clip_of_value = np.repeat(np.arange(label_set.num_clips), np.diff(label_set.offsets))
+    return np.unique(clip_of_value[np.isin(label_set.values, np.asarray(classes))])
+
+
 def _labels_of(label_set: LabelSet, clips: np.ndarray) -> np.ndarray:
     """All labels of the given clips, concatenated (vectorised CSR gather)."""
     starts = label_set.offsets[clips]
@@ -336,14 +391,34 @@ FIGURE_COLUMNS = (
 )
 
 
+GAP_COLUMNS = (
+    ("repeats", "count", "{:d}"),
+    ("clips", "clips", "{:d}"),
+    ("min", "min", "{:.0f}"),
+    ("p5", "p5", "{:.0f}"),
+    ("p25", "p25", "{:.0f}"),
+    ("median", "median", "{:.0f}"),
+    ("mean", "mean", "{:.0f}"),
+)
+
+
+def format_gaps(rows: Mapping[str, Mapping[str, Any]]) -> str:
+    """A fixed-width table of :func:`gap_stats` results, one row per name."""
+    return _format_table(rows, GAP_COLUMNS)
+
+
 def format_figures(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """A fixed-width table, one row per sampler (name → :func:`balance_figures` result)."""
+    return _format_table(rows, FIGURE_COLUMNS)
+
+
+def _format_table(rows: Mapping[str, Mapping[str, Any]], columns: Sequence[tuple[str, str, str]]) -> str:
     name_width = max(len("sampler"), *(len(name) for name in rows))
-    header = f"{'sampler':<{name_width}}  " + "  ".join(f"{title:>{max(len(title), 7)}}" for title, _, _ in FIGURE_COLUMNS)
+    header = f"{'sampler':<{name_width}}  " + "  ".join(f"{title:>{max(len(title), 7)}}" for title, _, _ in columns)
     lines = [header, "-" * len(header)]
     for name, figures in rows.items():
         cells = []
-        for title, field, fmt in FIGURE_COLUMNS:
+        for title, field, fmt in columns:
             value = figures[field]
             text = "inf" if isinstance(value, float) and math.isinf(value) else fmt.format(value)
             cells.append(f"{text:>{max(len(title), 7)}}")

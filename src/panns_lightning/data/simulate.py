@@ -1,7 +1,7 @@
 """Labels-only simulation at AudioSet scale: PANNs' sampler vs our train stream on ~1.9 M clips.
 
     python -m panns_lightning.data.simulate \\
-        --class-counts /work/shared/data/audioset/class_counts_full_train.csv --clips 1900000 --draws 1000000
+        --class-counts class_counts_full_train.csv --clips 1900000 --draws 1000000
 
 The simulated label set (:func:`simulated_label_set`) matches the CSV's per-class clip counts
 exactly: every class c contributes n_c label tokens; the tokens are shuffled and cut into clips of
@@ -30,10 +30,14 @@ import numpy as np
 from panns_lightning.data.balance import (
     LabelSet,
     balance_figures,
+    clips_of_classes,
     draw_panns,
     draw_stream,
     format_figures,
+    format_gaps,
+    gap_stats,
     peak_rss_mb,
+    rarest_decile,
     reset_peak_rss,
     rss_mb,
 )
@@ -125,8 +129,12 @@ def run_simulation(
         timing[name] = time.perf_counter() - start
         memory[name] = peak_rss_mb() - base
         rows[name] = balance_figures(label_set, drawn, batch_size)
+        gaps[name] = gap_stats(drawn)
+        gaps[f"{name}, rarest-decile clips"] = gap_stats(drawn, rare_clips)
 
     options = dict(stream_options or {})
+    gaps: dict[str, dict[str, float]] = {}
+    rare_clips = clips_of_classes(label_set, rarest_decile(label_set.class_counts()))
     measured("PANNs BalancedTrainSampler", lambda: draw_panns(label_set, draws, seed=seed))
     measured(
         f"ours, {ranks} ranks x {workers} workers",
@@ -144,9 +152,12 @@ def run_simulation(
     print(format_figures(rows))
     print()
     print("notes (PANNs, ~2.0 M clips): max/min 226, KL 1.341, min count 1927, rare coverage 1.00")
+    print()
+    print("gaps, in draws, between consecutive draws of the same clip:")
+    print(format_gaps(gaps))
     for name in rows:
         print(f"{name:<32} {timing[name]:6.1f} s, peak memory added {memory[name]:7.1f} MB")
-    return {"figures": rows, "memory_mb": memory, "seconds": timing}
+    return {"figures": rows, "gaps": gaps, "memory_mb": memory, "seconds": timing}
 
 
 def main(argv: list[str] | None = None) -> None:

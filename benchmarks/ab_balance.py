@@ -1,0 +1,483 @@
+"""Training A/B: our balanced stream against PANNs' BalancedTrainSampler on the same clips.
+
+Does it cost accuracy that our stream draws a rare clip's copies close together (one batch of its
+worker apart, docs/balanced_streaming.md) where PANNs' round robin spreads them over the pass?
+Same model, data, steps, optimizer and augmentation; only the batch source differs:
+
+- ``stream``: ``AudioShardDataModule(balanced=True)`` over the int16 train shards (the production
+  path: ``TrainClipStream``, in-process, ``num_workers=0``);
+- ``panns``: the same clips decoded once from those shards into memory, a map-style dataset, and
+  ``PannsBalancedSampler`` (``data/reference.py``) as the batch sampler.
+
+Data: the project's synthetic AudioSet look-alike (``panns-prepare synthetic``: 25 classes, Zipf
+class frequencies, so the rarest classes have 7–10 training clips; 1 s clips; a roughly balanced
+eval split) converted with ``panns-prepare audioset`` at 16 kHz into int16 shards. Model: Cnn6 with
+the demo's front end but 32 mel bins (16 kHz, window 512, hop 320), mixup α = 1 on the log-mel, no
+SpecAugment, Adam 1e-3 amsgrad (the demo's recipe), batch 32. Our stream: ``shuffle_buffer`` 128
+(also its repeat spread), which puts a rare clip's copies one batch apart as the defaults do on
+AudioSet, and 100 steps per epoch. Each seed sets the model's initial weights (identical in every
+arm), the mixup draws and the sampler's seed.
+
+Diagnostic arms (``--arms``), to tell why one arm trails, all through the map-style path with a
+fixed sequence of clip indices (``FixedBatches``):
+
+- ``stream-spread``: the very draws of ``stream`` (same seed, the stream run labels-only, which
+  draws the same keys), shuffled within windows of ``--spread-window`` batches (default 32, about
+  one pass of the 1 000 clips): per-window counts of every clip unchanged, copies no longer together;
+- ``panns-shuffled``: PANNs' draws shuffled within the same windows: copies still spread, but
+  PANNs' order is lost (its round robin puts nearly every class in every batch here, C = 25 < B = 32);
+- ``stream-replay``: the stream's draws unshuffled (checks that the map path reproduces ``stream``).
+
+Scores (``training.metrics.score_tagging`` on the eval split, after the last step): mAP and the
+mean AP of the rarest decile of classes by training clip count (``balance.rarest_decile``), with
+mean ± std (sample std) over seeds, and the paired difference. The drawn keys of every run are
+kept, and their gap statistics (``balance.gap_stats``, in draws = clips) show how far apart each
+arm drew a clip's copies.
+
+    python benchmarks/ab_balance.py --work /tmp/ab_balance --seeds 0 1 2 --eval-every 100
+    python benchmarks/ab_balance.py --work /tmp/ab_balance --seeds 0 1 2 --arms stream-spread panns-shuffled \
+        --results ab_diagnostic.json
+    python benchmarks/ab_balance.py --report /tmp/ab_balance/ab_results.json /tmp/ab_balance/ab_diagnostic.json
+
+The data is built once under ``--work`` (reused when its manifests exist; ~10 s). A run of 300
+steps takes 30–60 s on an idle 2-core CPU (2 threads), several times that on a shared one. Results
+go to ``--work``/``--results`` (JSON, one entry per run) and the drawn clip indices of each run to
+``draws_ARM_seedS.npy``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import math
+import os
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+NUM_CLASSES = 25
+NUM_TRAIN = 1000
+NUM_EVAL = 750
+CLIP_SECONDS = 1.0
+SAMPLE_RATE = 16000
+TRAIN_CLIPS_PER_SHARD = 64
+EVAL_CLIPS_PER_SHARD = 250
+MODEL = {
+    "name": "Cnn6",
+    "sample_rate": SAMPLE_RATE,
+    "window_size": 512,
+    "hop_size": 320,
+    "mel_bins": 32,  # half the demo's 64: ~2x cheaper steps on a CPU, and enough for these classes
+    "fmin": 50,
+    "fmax": 8000,
+    # augment: SpecAugment off (as in experiment=demo: its masks erase whole short events)
+    "time_drop_width": 64,
+    "time_stripes_num": 0,
+    "freq_drop_width": 8,
+    "freq_stripes_num": 0,
+    "stft": "fft",
+}
+
+
+ARM_NAMES = {
+    "panns": "PANNs BalancedTrainSampler (map-style)",
+    "stream": "ours (AudioShardDataModule, balanced)",
+    "stream-replay": "ours' draws replayed (map-style)",
+    "stream-spread": "ours' draws shuffled within ~1 pass",
+    "panns-shuffled": "PANNs' draws shuffled within ~1 pass",
+}
+DIAGNOSTIC_ARMS = ("stream-replay", "stream-spread", "panns-shuffled")
+
+
+# --------------------------------------------------------------------------- data
+
+
+def build_data(work: Path, *, data_seed: int, workers: int) -> dict[str, Path]:
+    """Synthetic AudioSet layout → int16 shard sets ``train`` and ``eval`` under ``work`` (once)."""
+    from panns_lightning.cli.prepare import main as prepare
+
+    raw, shards = work / "raw", work / "shards"
+    dirs = {"train": shards / "train", "eval": shards / "eval"}
+    if all((directory / "manifest.json").is_file() for directory in dirs.values()):
+        return dirs
+    started = time.perf_counter()
+    code = prepare([
+        "synthetic", "--out", str(raw), "--num-classes", str(NUM_CLASSES), "--num-train", str(NUM_TRAIN),
+        "--num-eval", str(NUM_EVAL), "--clip-seconds", str(CLIP_SECONDS), "--seed", str(data_seed),
+        "--overwrite", "--quiet",
+    ])
+    if code:
+        raise SystemExit(f"panns-prepare synthetic failed ({code})")
+    for split, csv_name, per_shard in (
+        ("train", "balanced_train_segments.csv", TRAIN_CLIPS_PER_SHARD),
+        ("eval", "eval_segments.csv", EVAL_CLIPS_PER_SHARD),
+    ):
+        code = prepare([
+            "audioset", "--segments", str(raw / csv_name), "--audio-dir", str(raw / "audio"),
+            "--labels", str(raw / "class_labels_indices.csv"), "--out", str(dirs[split]),
+            "--sample-rate", str(SAMPLE_RATE), "--clip-seconds", str(CLIP_SECONDS),
+            "--clips-per-shard", str(per_shard), "--workers", str(workers), "--overwrite", "--quiet",
+        ])
+        if code:
+            raise SystemExit(f"panns-prepare audioset ({split}) failed ({code})")
+    print(f"data built in {time.perf_counter() - started:.0f} s under {work}")
+    return dirs
+
+
+class DecodedClips:
+    """Every clip of a shard set decoded into memory, in shard-then-clip order."""
+
+    def __init__(self, shard_dir: Path) -> None:
+        from panns_lightning.data.stream import ErrorLog, decode_waveform, multi_hot, read_shard, read_shard_manifest, shard_urls
+
+        manifest = read_shard_manifest(shard_dir)
+        self.manifest = manifest
+        self.num_classes = len(manifest["labels"])
+        errors = ErrorLog(str(shard_dir))
+        keys, waveforms, labels = [], [], []
+        for url in shard_urls(shard_dir, manifest):
+            for clip in read_shard(url, storage=manifest["storage"], with_audio=True, errors=errors):
+                keys.append(clip.key)
+                labels.append(tuple(clip.labels))
+                waveforms.append(decode_waveform(
+                    clip.audio, storage=manifest["storage"], sample_rate=manifest["sample_rate"],
+                    clip_samples=manifest["clip_samples"],
+                ))
+        if errors.counts()["bad_samples"] or len(keys) != manifest["num_clips"]:
+            raise RuntimeError(f"{shard_dir}: read {len(keys)} of {manifest['num_clips']} clips, errors {errors.counts()}")
+        self.keys = keys
+        self.labels = labels
+        self.waveforms = torch.from_numpy(np.stack(waveforms))
+        self.targets = torch.from_numpy(np.stack([multi_hot(label, self.num_classes) for label in labels]))
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def class_counts(self) -> np.ndarray:
+        return self.targets.sum(0).numpy().astype(np.int64)
+
+
+class MapStyleClips(torch.utils.data.Dataset):
+    """Map-style view of :class:`DecodedClips` (what PANNs' HDF5 dataset is to its sampler)."""
+
+    def __init__(self, clips: DecodedClips) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[str, torch.Tensor, torch.Tensor]:
+        return self.clips.keys[index], self.clips.waveforms[index], self.clips.targets[index]
+
+
+def collate(items: Sequence[tuple[str, torch.Tensor, torch.Tensor]]) -> dict[str, Any]:
+    return {
+        "waveform": torch.stack([waveform for _, waveform, _ in items]),
+        "target": torch.stack([target for _, _, target in items]),
+        "key": [key for key, _, _ in items],
+    }
+
+
+class FixedBatches:
+    """A fixed sequence of clip indices as a DataLoader ``batch_sampler`` (diagnostic arms)."""
+
+    def __init__(self, indices: np.ndarray, batch_size: int) -> None:
+        self.rows = np.asarray(indices, dtype=np.int64).reshape(-1, batch_size).tolist()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self.rows)
+
+
+def stream_draws(shard_dir: Path, train_clips: DecodedClips, seed: int, args: argparse.Namespace) -> np.ndarray:
+    """The clip indices (into ``train_clips``) that the ``stream`` arm draws for ``seed``, epoch by epoch, labels-only."""
+    from panns_lightning.data.balance import draw_stream, read_label_set
+    from panns_lightning.data.sampling import StreamSpec, shard_counts
+    from panns_lightning.data.stream import read_shard, read_shard_manifest, shard_urls
+
+    manifest = read_shard_manifest(shard_dir)
+    spec = StreamSpec(
+        urls=tuple(shard_urls(shard_dir, manifest)), storage=manifest["storage"], sample_rate=manifest["sample_rate"],
+        clip_samples=manifest["clip_samples"], num_classes=len(manifest["labels"]),
+        class_counts=tuple(manifest["class_counts"]), num_clips=manifest["num_clips"], **shard_counts(manifest),
+    )
+    label_set = read_label_set(shard_dir)
+    index = {key: i for i, key in enumerate(train_clips.keys)}
+    keys = label_set.keys
+    assert keys is not None
+    epochs = math.ceil(args.steps / args.steps_per_epoch)
+    drawn = np.concatenate([
+        draw_stream(
+            label_set, args.steps_per_epoch * args.batch_size, batch_size=args.batch_size, seed=seed, epoch=epoch,
+            spec=spec, reader=read_shard, shuffle_buffer=args.shuffle_buffer,
+        )
+        for epoch in range(epochs)
+    ])[: args.steps * args.batch_size]
+    return np.array([index[keys[i]] for i in drawn], dtype=np.int64)
+
+
+def shuffled_within(indices: np.ndarray, window: int, seed: int) -> np.ndarray:
+    """``indices`` permuted within consecutive windows of ``window`` entries."""
+    rng = np.random.default_rng([seed, 0xAB])
+    out = np.asarray(indices).copy()
+    for start in range(0, len(out), window):
+        out[start : start + window] = rng.permutation(out[start : start + window])
+    return out
+
+
+class PannsBatches:
+    """``PannsBalancedSampler`` as an endless DataLoader ``batch_sampler``."""
+
+    def __init__(self, label_lists: Sequence[Sequence[int]], num_classes: int, batch_size: int, seed: int) -> None:
+        from panns_lightning.data.reference import PannsBalancedSampler
+
+        self.sampler = PannsBalancedSampler(label_lists, num_classes, seed=seed)
+        self.batch_size = batch_size
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return self.sampler.batches(self.batch_size)
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train_one(
+    arm: str, seed: int, *, dirs: dict[str, Path], train_clips: DecodedClips, args: argparse.Namespace,
+    eval_clips: DecodedClips | None = None, rare: np.ndarray | None = None,
+) -> tuple[Any, list[str], float]:
+    """Train one arm for ``args.steps`` steps; returns the module, the drawn keys and seconds."""
+    import lightning as L
+
+    from panns_lightning.data import AudioShardDataModule
+    from panns_lightning.data.datamodule import StreamEpochCallback
+    from panns_lightning.training.module import TaggingModule
+    from panns_lightning.training.speed import SpeedOptions
+
+    class EvalEvery(L.Callback):
+        """Scores on the eval clips every ``every`` steps (``--eval-every``: learning curves, e.g. to pick ``--steps``)."""
+
+        def __init__(self, every: int, clips: DecodedClips, name: str, rare: np.ndarray | None) -> None:
+            self.every, self.clips, self.name, self.rare = every, clips, name, rare
+            self.curve: list[tuple[int, float, float]] = []
+
+        def on_train_batch_end(self, trainer: Any, pl_module: Any, outputs: Any, batch: Any, batch_idx: int) -> None:
+            if trainer.global_step % self.every:
+                return
+            scores = evaluate(pl_module, self.clips)
+            pl_module.train()
+            ap = np.asarray(scores.per_class_ap, dtype=float)
+            rare_ap = float(np.nanmean(ap[self.rare])) if self.rare is not None else math.nan
+            self.curve.append((int(trainer.global_step), float(scores.mAP), rare_ap))
+            print(f"  {self.name} step {trainer.global_step}: mAP {scores.mAP:.3f}, rarest-decile AP {rare_ap:.3f}", flush=True)
+
+    class KeyRecorder(L.Callback):
+        def __init__(self) -> None:
+            self.keys: list[str] = []
+
+        def on_train_batch_start(self, trainer: Any, pl_module: Any, batch: Any, batch_idx: int) -> None:
+            self.keys.extend(batch["key"])
+
+    L.seed_everything(seed, workers=True, verbose=False)
+    labels = list(train_clips.manifest["labels"])
+    module = TaggingModule(
+        model_config=dict(MODEL), labels=labels, multilabel=True, lr=args.lr, mixup_enabled=True, mixup_alpha=1.0,
+        mixup_on="logmel", speed=SpeedOptions(fused_adam=True, sync_free=True),
+    )
+    recorder = KeyRecorder()
+    # Complete before the Trainer is built: it copies the list (a callback appended later is never called).
+    callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm == "stream" else [recorder]
+    curve = EvalEvery(args.eval_every, eval_clips, f"{arm} seed {seed}", rare) if args.eval_every and eval_clips else None
+    if curve is not None:
+        callbacks.append(curve)
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=args.steps, max_epochs=-1, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
+        log_every_n_steps=50, callbacks=callbacks,
+    )
+    started = time.perf_counter()
+    if arm == "stream":
+        datamodule = AudioShardDataModule(
+            train_dir=str(dirs["train"]), batch_size=args.batch_size, num_workers=0, balanced=True,
+            steps_per_epoch=args.steps_per_epoch, shuffle_buffer=args.shuffle_buffer, seed=seed,
+        )
+        trainer.fit(module, datamodule=datamodule)
+    elif arm == "panns":
+        loader = torch.utils.data.DataLoader(
+            MapStyleClips(train_clips),
+            batch_sampler=PannsBatches(train_clips.labels, train_clips.num_classes, args.batch_size, seed),
+            num_workers=0, collate_fn=collate,
+        )
+        trainer.fit(module, train_dataloaders=loader)
+    elif arm in DIAGNOSTIC_ARMS:
+        window = args.spread_window * args.batch_size
+        if arm == "panns-shuffled":
+            draws = PannsBatches(train_clips.labels, train_clips.num_classes, args.batch_size, seed).sampler.draw(
+                args.steps * args.batch_size
+            )
+            draws = shuffled_within(draws, window, seed)
+        else:
+            draws = stream_draws(dirs["train"], train_clips, seed, args)
+            if arm == "stream-spread":
+                draws = shuffled_within(draws, window, seed)
+        loader = torch.utils.data.DataLoader(
+            MapStyleClips(train_clips), batch_sampler=FixedBatches(draws, args.batch_size), num_workers=0, collate_fn=collate,
+        )
+        trainer.fit(module, train_dataloaders=loader)
+    else:
+        raise ValueError(arm)
+    seconds = time.perf_counter() - started
+    if trainer.global_step != args.steps:
+        raise RuntimeError(f"{arm} seed {seed}: trained {trainer.global_step} steps, not {args.steps}")
+    module.curve = curve.curve if curve is not None else []  # type: ignore[attr-defined]
+    return module, recorder.keys, seconds
+
+
+@torch.no_grad()
+def evaluate(module: Any, clips: DecodedClips, batch_size: int = 125) -> Any:
+    from panns_lightning.training.metrics import score_tagging
+
+    module.eval()
+    probs = [
+        module.model(clips.waveforms[start : start + batch_size])["clipwise_output"].float()
+        for start in range(0, len(clips), batch_size)
+    ]
+    return score_tagging(torch.cat(probs), clips.targets, multilabel=True)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def mean_std(values: Sequence[float]) -> str:
+    values = np.asarray(values, dtype=float)
+    std = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return f"{values.mean():.3f} ± {std:.3f}"
+
+
+def report(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
+    lines = [
+        "| sampler | mAP | rarest-decile AP | rarest-quintile AP | gap median / p5 (draws) | rare clips' gap median / p5 | s/run |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for arm, name in ARM_NAMES.items():
+        rows = [r for r in results if r["arm"] == arm]
+        if not rows:
+            continue
+        lines.append(
+            f"| {name} | {mean_std([r['mAP'] for r in rows])} | {mean_std([r['rare_decile_ap'] for r in rows])} | "
+            f"{mean_std([r['rare_quintile_ap'] for r in rows])} | "
+            f"{np.mean([r['gaps']['median'] for r in rows]):.0f} / {np.mean([r['gaps']['p5'] for r in rows]):.0f} | "
+            f"{np.mean([r['rare_gaps']['median'] for r in rows]):.0f} / {np.mean([r['rare_gaps']['p5'] for r in rows]):.0f} | "
+            f"{np.mean([r['seconds'] for r in rows]):.0f} |"
+        )
+    by_seed = {(r["arm"], r["seed"]): r for r in results}
+    for arm in ARM_NAMES:
+        paired = [s for s in seeds if arm != "panns" and ("panns", s) in by_seed and (arm, s) in by_seed]
+        for field, title in (("mAP", "mAP"), ("rare_decile_ap", "rarest-decile AP"), ("rare_quintile_ap", "rarest-quintile AP")):
+            if not paired:
+                break
+            diffs = [by_seed[(arm, s)][field] - by_seed[("panns", s)][field] for s in paired]
+            lines.append(f"{arm} − panns, paired by seed, {title}: {mean_std(diffs)} (per seed {', '.join(f'{d:+.3f}' for d in diffs)})")
+    lines.append("\nper run:")
+    for r in results:
+        lines.append(
+            f"  {r['arm']:<14} seed {r['seed']}: mAP {r['mAP']:.3f}, rarest-decile AP {r['rare_decile_ap']:.3f} "
+            f"(per class {', '.join(f'{ap:.3f}' for ap in r['rare_decile_per_class'])}), "
+            f"rarest-quintile AP {r['rare_quintile_ap']:.3f}, {r['seconds']:.0f} s"
+        )
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("outputs/ab_balance"), help="data and results folder")
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--steps-per-epoch", type=int, default=100, help="stream epochs (the sampler is endless)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--arms", nargs="+", choices=list(ARM_NAMES), default=["panns", "stream"])
+    parser.add_argument("--spread-window", type=int, default=32, help="batches per shuffle window of the diagnostic arms")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shuffle-buffer", type=int, default=128,
+                        help="ours: also the repeat spread; 128 puts a rare clip's copies one batch apart, as on AudioSet")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--data-seed", type=int, default=0)
+    parser.add_argument("--convert-workers", type=int, default=1)
+    parser.add_argument("--eval-every", type=int, default=0, help="also score every N steps (0: only at the end)")
+    parser.add_argument("--results", default="ab_results.json", help="results file name under --work")
+    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
+                        help="only print the report of these results files (merged), train nothing")
+    args = parser.parse_args(argv)
+
+    if args.report:
+        merged = [r for path in args.report for r in json.loads(path.read_text())["results"]]
+        print(report(merged, sorted({r["seed"] for r in merged})))
+        return
+    torch.set_num_threads(args.threads)
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", ".*does not have many workers.*")
+    warnings.filterwarnings("ignore", ".*Trainer.fit.*stopped.*")
+    from panns_lightning.data.balance import gap_stats, rarest_decile
+
+    started = time.perf_counter()
+    dirs = build_data(args.work, data_seed=args.data_seed, workers=args.convert_workers)
+    train_clips, eval_clips = DecodedClips(dirs["train"]), DecodedClips(dirs["eval"])
+    counts = train_clips.class_counts()
+    rare = rarest_decile(counts)
+    present = np.flatnonzero(counts > 0)
+    quintile = present[np.argsort(counts[present], kind="stable")][: max(1, math.ceil(0.2 * len(present)))]
+    rare_clip_keys = {key for key, labels in zip(train_clips.keys, train_clips.labels) if set(labels) & set(rare.tolist())}
+    print(
+        f"train {len(train_clips)} clips, eval {len(eval_clips)} clips, {train_clips.num_classes} classes; "
+        f"train counts per class {counts.tolist()}; rarest decile {rare.tolist()} "
+        f"({counts[rare].tolist()} clips), rarest quintile {quintile.tolist()}; "
+        f"eval positives of the rarest decile {eval_clips.class_counts()[rare].tolist()}"
+    )
+    results: list[dict[str, Any]] = []
+    results_path = args.work / args.results
+    for seed in args.seeds:
+        for arm in args.arms:
+            module, keys, seconds = train_one(
+                arm, seed, dirs=dirs, train_clips=train_clips, args=args, eval_clips=eval_clips, rare=rare
+            )
+            scores = evaluate(module, eval_clips)
+            ap = np.asarray(scores.per_class_ap, dtype=float)
+            index = {key: i for i, key in enumerate(train_clips.keys)}
+            drawn = np.array([index[key] for key in keys], dtype=np.int64)
+            rare_clips = np.array(sorted(index[key] for key in rare_clip_keys), dtype=np.int64)
+            result = {
+                "arm": arm, "seed": seed, "steps": args.steps, "seconds": seconds,
+                "mAP": scores.mAP, "rare_decile_ap": float(np.nanmean(ap[rare])),
+                "rare_decile_per_class": ap[rare].tolist(), "rare_quintile_ap": float(np.nanmean(ap[quintile])),
+                "per_class_ap": ap.tolist(), "AUC": scores.AUC,
+                "gaps": gap_stats(drawn), "rare_gaps": gap_stats(drawn, rare_clips),
+                "draws": int(len(drawn)), "distinct_clips": int(len(np.unique(drawn))),
+                "rare_draws": int(np.isin(drawn, rare_clips).sum()),
+                "curve": module.curve,
+            }
+            results.append(result)
+            np.save(args.work / f"draws_{arm}_seed{seed}.npy", drawn)  # clip indices in draw order
+            print(
+                f"{arm:<6} seed {seed}: mAP {scores.mAP:.3f}, rarest-decile AP {result['rare_decile_ap']:.3f}, "
+                f"gap median {result['gaps']['median']:.0f} (rare clips {result['rare_gaps']['median']:.0f}), "
+                f"rare-clip draws {result['rare_draws']}, {seconds:.0f} s",
+                flush=True,
+            )
+            results_path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+    print()
+    print(f"{args.steps} steps × batch {args.batch_size} per run, seeds {args.seeds}, {torch.get_num_threads()} threads, "
+          f"total {time.perf_counter() - started:.0f} s; results in {results_path}")
+    print(report(results, args.seeds))
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "2")
+    main()
