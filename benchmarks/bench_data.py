@@ -38,7 +38,7 @@ NUM_CLASSES = 20
 
 def write_synthetic_clips(root: Path, clips: int, seconds: float, rate: int, seed: int = 0) -> list[Any]:
     """WAV files of tones + noise with long-tailed labels; returns ``ClipRecord``s for ``write_shards``."""
-    from panns_lightning.datasets.records import ClipRecord
+    from panns_lightning.shardset import ClipRecord
 
     rng = np.random.default_rng(seed)
     audio_dir = root / "wav"
@@ -61,7 +61,7 @@ def write_synthetic_clips(root: Path, clips: int, seconds: float, rate: int, see
 
 def convert(records: list[Any], out: Path, *, seconds: float, rate: int, storage: str) -> float:
     """Write a shard set with the real writer; returns clips/s."""
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     labels = [{"index": index, "mid": f"/bench/{index}", "name": f"class {index}"} for index in range(NUM_CLASSES)]
     start = time.perf_counter()
@@ -96,15 +96,16 @@ def write_hdf5(shard_dir: Path, path: Path) -> list[tuple[int, ...]]:
     """The int16 shard set's clips as PANNs' HDF5 (``waveform`` int16 [N, T], ``target`` bool [N, C])."""
     import h5py
 
-    from panns_lightning.data.stream import ErrorLog, read_shard, read_shard_manifest, shard_urls
+    from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+    from panns_lightning.shardset import read_manifest
 
-    manifest = read_shard_manifest(shard_dir)
+    manifest = read_manifest(shard_dir)
     clips = [
         clip
         for url in shard_urls(shard_dir, manifest)
         for clip in read_shard(url, storage="int16", with_audio=True, errors=ErrorLog("bench"))
     ]
-    samples = int(manifest["clip_samples"])
+    samples = manifest.clip_samples
     with h5py.File(path, "w") as handle:
         waveforms = handle.create_dataset("waveform", (len(clips), samples), dtype=np.int16)
         targets = handle.create_dataset("target", (len(clips), NUM_CLASSES), dtype=bool)

@@ -98,7 +98,7 @@ def make_shards(work: Path, *, clips: int, seconds: float, rate: int) -> tuple[P
     from panns_lightning.datasets.audioset import read_audioset
     from panns_lightning.datasets.synthetic import generate_synthetic_audioset
     from panns_lightning.labels import read_label_csv
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     out = work / f"shards-{seconds:g}s-{rate}hz-{clips}"
     train, evaluation = out / "train", out / "eval"

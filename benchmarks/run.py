@@ -19,7 +19,7 @@ import torch
 def bench_converter(root: Path, clips: int, seconds: float, rate: int, storage: str) -> tuple[Path, float]:
     from panns_lightning.datasets.audioset import read_audioset
     from panns_lightning.labels import read_label_csv
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     raw = root / "raw"
     if not raw.exists():

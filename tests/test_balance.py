@@ -27,9 +27,10 @@ from panns_lightning.data.balance import (
     repeat_within,
 )
 from panns_lightning.data.reference import PannsBalancedSampler
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream, shard_counts
+from panns_lightning.data.sampling import StreamSpec, TrainClipStream
 from panns_lightning.data.simulate import run_simulation, simulated_label_set
-from panns_lightning.data.stream import ErrorLog, RawClip, read_shard, read_shard_manifest, shard_urls
+from panns_lightning.data.stream import ErrorLog, RawClip, read_shard
+from panns_lightning.shardset import read_manifest
 
 NUM_CLASSES = 16
 RANKS, WORKERS, BATCH = 2, 2, 32
@@ -46,13 +47,7 @@ def long_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def spec_of(directory: Path) -> StreamSpec:
-    manifest = read_shard_manifest(directory)
-    return StreamSpec(
-        urls=tuple(shard_urls(directory, manifest)), storage=manifest["storage"],
-        sample_rate=manifest["sample_rate"], clip_samples=manifest["clip_samples"],
-        num_classes=len(manifest["labels"]), class_counts=tuple(manifest["class_counts"]),
-        num_clips=manifest["num_clips"], **shard_counts(manifest),
-    )
+    return StreamSpec.from_manifest(read_manifest(directory))
 
 
 class RecordingReader:

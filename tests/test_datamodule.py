@@ -12,7 +12,8 @@ from torch.utils.data import DataLoader
 from shard_fixtures import FixtureClip, simple_clips, write_shard_set
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
-from panns_lightning.data.stream import BadSampleError, ShardSetError
+from panns_lightning.data.stream import BadSampleError
+from panns_lightning.shardset import ShardSetError
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,8 @@ import soundfile as sf
 from panns_lightning.cli import prepare
 from panns_lightning.data.sampling import EvalClipStream, TrainClipStream
 from panns_lightning.datasets.esc50 import read_esc50, write_synthetic_esc50
-from panns_lightning.datasets.folds import fold_selection
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
+from panns_lightning.shardset.folds import fold_selection
 
 RATE = 8000
 CATEGORIES = {0: "dog", 1: "rooster", 2: "rain"}  # target → category, as in ESC-50's CSV

@@ -11,7 +11,7 @@ import soundfile as sf
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.gtzan import read_gtzan
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
 
 RATE = 8000
 GENRES = ("blues", "jazz", "rock")

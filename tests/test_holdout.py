@@ -15,8 +15,7 @@ import pytest
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.holdout import class_counts, split_records, stratified_holdout
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import ClipRecord, read_manifest
 
 
 def long_tailed_labels(num_clips: int = 1500, num_classes: int = 30, seed: int = 0) -> list[list[int]]:

@@ -31,8 +31,9 @@ import soundfile as sf
 
 from panns_lightning import audio
 from panns_lightning.cli import prepare
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import ManifestError, SILENT_MANIFEST_KEY, read_manifest, shard_key, write_shards
+from panns_lightning.shardset import ClipRecord, ManifestError, read_manifest, shard_key
+from panns_lightning.shardset.format import SILENT_MANIFEST_KEY
+from panns_lightning.shardset.writer import write_shards
 
 RATE = 16000  # target rate: 8 kHz files are upsampled, 96 kHz ones downsampled
 CLIP_SECONDS = 0.5

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from panns_lightning.cli import prepare
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
 
 
 def panns_prepare(*args: str) -> subprocess.CompletedProcess:

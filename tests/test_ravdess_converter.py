@@ -13,7 +13,7 @@ import soundfile as sf
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.ravdess import EMOTIONS, actor_fold, read_ravdess
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
 
 RATE = 8000
 

@@ -13,8 +13,8 @@ import soundfile as sf
 
 from panns_lightning import audio
 from panns_lightning.cli import prepare
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import read_manifest, write_shards
+from panns_lightning.shardset import ClipRecord, read_manifest
+from panns_lightning.shardset.writer import write_shards
 
 LABELS = [{"index": 0, "mid": "/m/a", "name": "a"}]
 

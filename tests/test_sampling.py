@@ -19,21 +19,22 @@ from panns_lightning.data.sampling import (
     ClassBalanceFactor,
     rotating_round,
 )
-from panns_lightning.data.stream import RawClip, SharedCount, read_shard_manifest, shard_urls, train_shards_for_slot
+from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
+from panns_lightning.shardset import read_manifest
 
 NUM_CLASSES = 12
 
 
 def spec_of(directory: Path) -> StreamSpec:
-    manifest = read_shard_manifest(directory)
+    manifest = read_manifest(directory)
     return StreamSpec(
         urls=tuple(shard_urls(directory, manifest)),
-        storage=manifest["storage"],
-        sample_rate=manifest["sample_rate"],
-        clip_samples=manifest["clip_samples"],
-        num_classes=len(manifest["labels"]),
-        class_counts=tuple(manifest["class_counts"]),
-        num_clips=manifest["num_clips"],
+        storage=manifest.storage,
+        sample_rate=manifest.sample_rate,
+        clip_samples=manifest.clip_samples,
+        num_classes=manifest.num_classes,
+        class_counts=tuple(manifest.class_counts),
+        num_clips=manifest.num_clips,
     )
 
 
@@ -168,8 +169,8 @@ def test_same_seed_same_keys_other_epoch_other_keys(uneven: Path) -> None:
 
 def test_ranks_read_disjoint_shards_within_a_pass(uneven: Path) -> None:
     # Buffer of 1 and no balancing: each rank yields its pass-0 clips in read order.
-    manifest = read_shard_manifest(uneven)
-    sizes = [shard["num_clips"] for shard in manifest["shards"]]
+    manifest = read_manifest(uneven)
+    sizes = [shard.num_clips for shard in manifest.shards]
     drawn = []
     for rank in range(2):
         shards = train_shards_for_slot(len(sizes), rank, 2, seed=11, pass_index=0)

@@ -1,4 +1,4 @@
-"""shards.py: one writer for every dataset — formats, skip report, stratification, atomicity, manifest."""
+"""shardset/: one writer for every dataset — formats, skip report, stratification, atomicity, manifest."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from panns_lightning import audio, shards
-from panns_lightning.datasets.records import ClipRecord, SkippedClip
-from panns_lightning.shards import ManifestError, NoUsableClipsError, OutputNotEmptyError, plan_shards, read_manifest, write_shards
+from panns_lightning import audio
+from panns_lightning.shardset import ClipRecord, Manifest, ManifestError, SkippedClip, read_manifest
+from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError, plan_shards, write_shards
 
 RATE = 8000
 CLIP = 2000  # 0.25 s at 8 kHz
@@ -58,7 +58,7 @@ def mixed_sources(tmp_path: Path) -> list[ClipRecord]:
     return records
 
 
-def convert(records, out: Path, **options) -> shards.Manifest:
+def convert(records, out: Path, **options) -> Manifest:
     defaults = dict(sample_rate=RATE, clip_samples=CLIP, labels=LABELS, dataset="test", split="train", num_workers=0, progress=False)
     return write_shards(records, out, **{**defaults, **options})
 
@@ -173,8 +173,8 @@ KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
 from panns_lightning import audio
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import write_shards
+from panns_lightning.shardset import ClipRecord
+from panns_lightning.shardset.writer import write_shards
 
 source, out, marker = sys.argv[1:]
 real_encode = audio.encode_npy

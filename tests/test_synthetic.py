@@ -12,7 +12,8 @@ import soundfile as sf
 from panns_lightning.datasets.audioset import parse_segments_csv, read_audioset
 from panns_lightning.datasets.synthetic import event_catalog, generate_synthetic_audioset
 from panns_lightning.labels import read_label_csv
-from panns_lightning.shards import read_manifest, write_shards
+from panns_lightning.shardset import read_manifest
+from panns_lightning.shardset.writer import write_shards
 
 
 @pytest.fixture(scope="module")

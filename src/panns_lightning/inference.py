@@ -26,7 +26,6 @@ framewise output of the padding is dropped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -49,6 +48,7 @@ from panns_lightning.models.checkpoint import (
     require_checkpoint_file,
 )
 from panns_lightning.models.registry import list_models, unknown_model_message
+from panns_lightning.shardset import ShardSetError, read_manifest
 
 logger = logging.getLogger(__name__)
 
@@ -419,11 +419,10 @@ def _training_clip_samples(content: Mapping[str, Any]) -> int | None:
     data = content.get("datamodule_hyper_parameters") or {}
     if data.get("train_crop_samples"):
         return int(data["train_crop_samples"])
-    manifest = Path(str(data.get("train_dir") or "")) / "manifest.json"
-    if data.get("train_dir") and manifest.is_file():
+    if data.get("train_dir"):
         try:
-            return int(json.loads(manifest.read_text(encoding="utf-8"))["clip_samples"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_manifest(str(data["train_dir"]), check_files=False).clip_samples
+        except ShardSetError:  # moved, deleted or damaged since training: use the default window
             return None
     return None
 

@@ -130,7 +130,7 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     datamodule = build_datamodule(cfg.data, cfg.speed)
     if cfg.data.fold is not None:
         # Fail before building anything when the fold does not exist in the shard set.
-        from panns_lightning.datasets.folds import fold_selection
+        from panns_lightning.shardset.folds import fold_selection
 
         try:
             fold_selection(datamodule.manifest("train" if cfg.data.train_dir else "test"), int(cfg.data.fold), held_out=True)
@@ -162,8 +162,8 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
                 multilabel=module.multilabel,
                 metrics=results,
                 info={
-                    "num_folds": (manifest.get("folds") or {}).get("num_folds"),
-                    "dataset": manifest.get("dataset"),
+                    "num_folds": (manifest.extra.get("folds") or {}).get("num_folds"),
+                    "dataset": manifest.dataset,
                     "test_dir": str(cfg.data.test_dir),
                     "checkpoint": cfg.finetune.checkpoint,
                     "mode": cfg.finetune.mode,

@@ -16,10 +16,7 @@ from typing import Any
 from omegaconf import DictConfig
 
 from panns_lightning.cli.config_schema import ConfigError
-
-# The file panns-prepare writes last into a shard set (data.stream.MANIFEST_NAME; not imported:
-# that module pulls in torch and webdataset).
-MANIFEST_NAME = "manifest.json"
+from panns_lightning.shardset import MANIFEST_NAME
 SPLITS = ("train", "val", "test")
 GPU_ACCELERATORS = ("gpu", "cuda")
 # ckpt_path values that are not paths (train.yaml: a path, "auto" or null).

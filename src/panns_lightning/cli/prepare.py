@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
 if TYPE_CHECKING:
-    from panns_lightning.datasets.records import ClipRecord, SkippedClip
+    from panns_lightning.shardset.records import ClipRecord, SkippedClip
     from panns_lightning.labels import LabelSet
-    from panns_lightning.shards import Manifest
+    from panns_lightning.shardset import Manifest
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
@@ -192,7 +192,7 @@ def _write_audioset(
     args: argparse.Namespace, records: Sequence[ClipRecord], out: Path, labels: LabelSet, split: str, skipped: Sequence[SkippedClip], extra: dict[str, Any]
 ) -> Manifest | int:
     """One AudioSet shard set with the command's options; the manifest, or an exit code."""
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     return _run_conversion("audioset", out, lambda: write_shards(
         records,
@@ -237,7 +237,7 @@ def _holdout_problems(args: argparse.Namespace) -> list[str]:
 def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, Any]] | int:
     """``(train records, val records, manifest 'holdout' entry)``, or the exit code after saying why not."""
     from panns_lightning.datasets.holdout import METHOD, class_counts, split_records
-    from panns_lightning.shards import OutputNotEmptyError, check_output_dir
+    from panns_lightning.shardset.writer import OutputNotEmptyError, check_output_dir
 
     for flag, out in (("--val-out", args.val_out), ("--out", args.out)):
         try:  # refuse before converting anything, not after the first set is written
@@ -299,7 +299,7 @@ def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
 
 
 def run_folded(args: argparse.Namespace) -> int:
-    from panns_lightning.datasets import folds
+    from panns_lightning.shardset import folds
 
     command = args.dataset_name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
@@ -385,7 +385,7 @@ T = TypeVar("T")
 
 def _run_conversion(command: str, out: Path, convert: Callable[[], T]) -> T | int:
     """Run a shard writer; its result, or the exit code after saying why it wrote nothing."""
-    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError
+    from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError
 
     try:
         written = convert()

@@ -28,7 +28,8 @@ import numpy as np
 
 from panns_lightning.data.reference import PannsBalancedSampler
 from panns_lightning.data.sampling import ReaderSlot, ShardReader, StreamSpec, TrainClipStream
-from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard, read_shard_manifest, shard_urls
+from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard
+from panns_lightning.shardset import read_manifest
 
 LABELS_URL_PREFIX = "labels:"
 REPEAT_WINDOW = 1000
@@ -143,19 +144,19 @@ class LabelSetReader:
 
 def read_label_set(shard_dir: str | Path) -> LabelSet:
     """Read every clip's labels of a shard set (labels-only: audio members are stepped over)."""
-    manifest = read_shard_manifest(shard_dir)
-    urls = shard_urls(shard_dir, manifest)
+    manifest = read_manifest(shard_dir, check_files=False)
+    urls = [str(path) for path in manifest.shard_paths()]
     errors = ErrorLog("inspect")
     label_lists: list[tuple[int, ...]] = []
     keys: list[str] = []
     sizes = []
     for url in urls:
         before = len(keys)
-        for clip in read_shard(url, storage=manifest["storage"], with_audio=False, errors=errors):
+        for clip in read_shard(url, storage=manifest.storage, with_audio=False, errors=errors):
             keys.append(clip.key)
             label_lists.append(clip.labels)
         sizes.append(len(keys) - before)
-    return LabelSet.from_lists(label_lists, len(manifest["labels"]), sizes, keys)
+    return LabelSet.from_lists(label_lists, manifest.num_classes, sizes, keys)
 
 
 # --------------------------------------------------------------------------- drawing

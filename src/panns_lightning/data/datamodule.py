@@ -24,9 +24,11 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream, shard_counts
-from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, read_shard_manifest, shard_urls
+from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream
+from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
 from panns_lightning.redact import redact_hparams
+from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, read_manifest
+from panns_lightning.shardset.folds import fold_selection
 
 log = logging.getLogger(__name__)
 
@@ -105,38 +107,38 @@ class AudioShardDataModule(pl.LightningDataModule):
         self._resume_batches = SharedCount(0)
         self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
-        self._manifests: dict[str, dict[str, Any]] | None = None
+        self._manifests: dict[str, Manifest] | None = None
         self._rank_and_world: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- what the data is
 
     @property
     def num_classes(self) -> int:
-        return len(self._reference_manifest()["labels"])
+        return self._reference_manifest().num_classes
 
     @property
     def labels(self) -> list[dict[str, Any]]:
         """The manifest's label list: ``[{"index", "mid", "name"}, ...]``."""
-        return list(self._reference_manifest()["labels"])
+        return list(self._reference_manifest().labels)
 
     @property
     def label_names(self) -> list[str]:
-        return [str(label.get("name", label.get("mid", label["index"]))) for label in self.labels]
+        return self._reference_manifest().label_names
 
     @property
     def sample_rate(self) -> int:
-        return int(self._reference_manifest()["sample_rate"])
+        return self._reference_manifest().sample_rate
 
     @property
     def clip_samples(self) -> int:
         """Stored clip length of the reference set (train if given); train batches may be cropped shorter."""
-        return int(self._reference_manifest()["clip_samples"])
+        return self._reference_manifest().clip_samples
 
     @property
     def multilabel(self) -> bool:
-        return bool(self._reference_manifest()["multilabel"])
+        return self._reference_manifest().multilabel
 
-    def manifest(self, split: str) -> dict[str, Any]:
+    def manifest(self, split: str) -> Manifest:
         """The manifest of ``split`` ("train", "val" or "test"); ``KeyError`` if that split has no directory."""
         manifests = self._read_manifests()
         if split not in manifests:
@@ -248,41 +250,29 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
-        spec = self._whole_set_spec(split, manifest, directory)
+        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]))
         if self.fold is None:
             return spec
-        from panns_lightning.datasets.folds import fold_selection
-
         try:
-            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=str(Path(directory) / "manifest.json"))
+            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=str(Path(directory) / MANIFEST_NAME))
         except ValueError as error:
             raise ShardSetError(str(error)) from None
         return dataclasses.replace(spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips)
 
-    def _whole_set_spec(self, split: str, manifest: dict[str, Any], directory: str) -> StreamSpec:
-        return StreamSpec(
-            urls=tuple(shard_urls(directory, manifest, self.urls[split])),
-            storage=manifest["storage"],
-            sample_rate=int(manifest["sample_rate"]),
-            clip_samples=int(manifest["clip_samples"]),
-            num_classes=len(manifest["labels"]),
-            class_counts=tuple(int(count) for count in manifest["class_counts"]),
-            num_clips=int(manifest["num_clips"]),
-            **shard_counts(manifest),
-        )
-
-    def _read_manifests(self) -> dict[str, dict[str, Any]]:
+    def _read_manifests(self) -> dict[str, Manifest]:
         if self._manifests is None:
+            # check_files=False: shards may be read from URL overrides, and a missing one counts
+            # against the error budget rather than stopping the run.
             manifests = {
-                split: read_shard_manifest(directory)
+                split: read_manifest(directory, check_files=False)
                 for split, directory in self.dirs.items()
                 if directory is not None
             }
-            _check_compatible(manifests, self.dirs)
+            _check_compatible(manifests)
             self._manifests = manifests
         return self._manifests
 
-    def _reference_manifest(self) -> dict[str, Any]:
+    def _reference_manifest(self) -> Manifest:
         return next(iter(self._read_manifests().values()))
 
     def _rank_world(self) -> tuple[int, int]:
@@ -436,32 +426,32 @@ def _epoch_target(trainer: pl.Trainer) -> Any:
     return None
 
 
-def _check_compatible(manifests: dict[str, dict[str, Any]], dirs: dict[str, str | None]) -> None:
+def _check_compatible(manifests: dict[str, Manifest]) -> None:
     """Train/val/test must share the label set and sample rate, or metrics and models silently break."""
     items = list(manifests.items())
     if not items:
         return
-    first_split, first = items[0]
-    first_path = Path(str(dirs[first_split])) / "manifest.json"
-    for split, manifest in items[1:]:
-        path = Path(str(dirs[split])) / "manifest.json"
+    _, first = items[0]
+    first_path = Path(str(first.root)) / MANIFEST_NAME
+    for _, manifest in items[1:]:
+        path = Path(str(manifest.root)) / MANIFEST_NAME
         if _label_identity(manifest) != _label_identity(first):
             raise ShardSetError(
-                f"label sets differ: {first_path} has {len(first['labels'])} labels, {path} has "
-                f"{len(manifest['labels'])}; first difference: {_first_label_difference(first, manifest)}"
+                f"label sets differ: {first_path} has {first.num_classes} labels, {path} has "
+                f"{manifest.num_classes}; first difference: {_first_label_difference(first, manifest)}"
             )
-        if manifest["sample_rate"] != first["sample_rate"]:
+        if manifest.sample_rate != first.sample_rate:
             raise ShardSetError(
-                f"sample rates differ: {first_path} has {first['sample_rate']} Hz, "
-                f"{path} has {manifest['sample_rate']} Hz"
+                f"sample rates differ: {first_path} has {first.sample_rate} Hz, "
+                f"{path} has {manifest.sample_rate} Hz"
             )
 
 
-def _label_identity(manifest: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
-    return [(label.get("index"), label.get("mid"), label.get("name")) for label in manifest["labels"]]
+def _label_identity(manifest: Manifest) -> list[tuple[Any, Any, Any]]:
+    return [(label.get("index"), label.get("mid"), label.get("name")) for label in manifest.labels]
 
 
-def _first_label_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+def _first_label_difference(a: Manifest, b: Manifest) -> str:
     left, right = _label_identity(a), _label_identity(b)
     for position, (x, y) in enumerate(zip(left, right)):
         if x != y:

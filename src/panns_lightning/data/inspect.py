@@ -16,8 +16,9 @@ from typing import Any
 import numpy as np
 
 from panns_lightning.data.balance import LabelSet, balance_figures, draw_panns, format_figures, read_label_set
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream, shard_counts
-from panns_lightning.data.stream import ErrorLog, read_shard_manifest, shard_urls
+from panns_lightning.data.sampling import StreamSpec, TrainClipStream
+from panns_lightning.data.stream import ErrorLog
+from panns_lightning.shardset import Manifest, read_manifest
 
 _TOP = 5  # classes shown at each end of the per-class tables
 
@@ -42,21 +43,21 @@ def run_inspect(
     With ``balanced`` (or ``plot``) and draws, ``comparison`` maps ``"panns"`` and ``"ours"`` to
     :func:`balance.balance_figures` of the same number of draws; ``plot`` (a path) writes a PNG.
     """
-    manifest = read_shard_manifest(shard_dir)
-    names = [str(label.get("name", label.get("mid", label["index"]))) for label in manifest["labels"]]
-    counts = [int(count) for count in manifest["class_counts"]]
+    manifest = read_manifest(shard_dir, check_files=False)
+    names = manifest.label_names
+    counts = list(manifest.class_counts)
     report: dict[str, Any] = {
         "shard_dir": str(shard_dir),
-        "num_clips": int(manifest["num_clips"]),
-        "num_shards": len(manifest["shards"]),
-        "storage": manifest["storage"],
-        "sample_rate": int(manifest["sample_rate"]),
-        "clip_samples": int(manifest["clip_samples"]),
-        "clip_seconds": int(manifest["clip_samples"]) / int(manifest["sample_rate"]),
+        "num_clips": manifest.num_clips,
+        "num_shards": len(manifest.shards),
+        "storage": manifest.storage,
+        "sample_rate": manifest.sample_rate,
+        "clip_samples": manifest.clip_samples,
+        "clip_seconds": manifest.clip_samples / manifest.sample_rate,
         "num_classes": len(names),
         "class_counts": counts,
         "empty_classes": [names[index] for index, count in enumerate(counts) if count == 0],
-        "num_skipped": int(manifest.get("num_skipped", len(manifest.get("skipped", [])))),
+        "num_skipped": manifest.num_skipped,
     }
     _print_summary(report, names)
     if draws > 0:
@@ -151,7 +152,7 @@ def _short(name: str, width: int = 28) -> str:
 
 def measure_stream(
     shard_dir: str | Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     *,
     balanced: bool,
     draws: int,
@@ -163,19 +164,10 @@ def measure_stream(
 
     ``keys_out``, when given, receives the drawn keys in draw order (for :func:`compare_with_panns`).
     """
-    num_classes = len(manifest["labels"])
-    counts = np.array(manifest["class_counts"], dtype=np.int64)
+    num_classes = manifest.num_classes
+    counts = np.array(manifest.class_counts, dtype=np.int64)
     errors = ErrorLog("inspect")
-    spec = StreamSpec(
-        urls=tuple(shard_urls(shard_dir, manifest)),
-        storage=manifest["storage"],
-        sample_rate=int(manifest["sample_rate"]),
-        clip_samples=int(manifest["clip_samples"]),
-        num_classes=num_classes,
-        class_counts=tuple(int(count) for count in counts),
-        num_clips=int(manifest["num_clips"]),
-        **shard_counts(manifest),
-    )
+    spec = StreamSpec.from_manifest(manifest)
     stream = TrainClipStream(
         spec,
         rank=0,

@@ -78,6 +78,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from panns_lightning.shardset import Manifest
 from panns_lightning.data.stream import (
     ErrorLog,
     RawClip,
@@ -122,16 +123,24 @@ class StreamSpec:
     # class_counts / num_clips then describe the kept clips.
     keep_keys: frozenset[str] | None = None
 
+    @classmethod
+    def from_manifest(cls, manifest: Manifest, urls: Sequence[str] | None = None) -> StreamSpec:
+        """The spec of a whole shard set: its manifest's shards (or ``urls`` read in their place) and counts.
 
-def shard_counts(manifest: dict[str, Any]) -> dict[str, Any]:
-    """``shard_clips`` and ``shard_class_counts`` of a :class:`StreamSpec` from a manifest's shard list."""
-    shards = manifest["shards"]
-    if not all("num_clips" in shard and "class_counts" in shard for shard in shards):
-        return {}
-    return {
-        "shard_clips": tuple(int(shard["num_clips"]) for shard in shards),
-        "shard_class_counts": tuple(tuple(int(count) for count in shard["class_counts"]) for shard in shards),
-    }
+        Per-shard counts describe the manifest's shards, so they are kept only when ``urls`` lists
+        as many shards (the stream then splits passes by expected draws, see ``_expected_copies_per_shard``).
+        """
+        return cls(
+            urls=tuple(str(path) for path in manifest.shard_paths()) if urls is None else tuple(urls),
+            storage=manifest.storage,
+            sample_rate=manifest.sample_rate,
+            clip_samples=manifest.clip_samples,
+            num_classes=manifest.num_classes,
+            class_counts=tuple(manifest.class_counts),
+            num_clips=manifest.num_clips,
+            shard_clips=tuple(shard.num_clips for shard in manifest.shards),
+            shard_class_counts=tuple(tuple(shard.class_counts) for shard in manifest.shards),
+        )
 
 
 @dataclass(frozen=True)

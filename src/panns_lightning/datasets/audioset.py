@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 from panns_lightning.labels import LabelSet
 
 DEFAULT_AUDIO_PATTERNS: tuple[str, ...] = ("Y{ytid}.*", "{ytid}_{start}_{end}.*")

@@ -13,8 +13,8 @@ import csv
 import os
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, label_entries
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, label_entries
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 CSV_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 NUM_FOLDS = 5

@@ -19,8 +19,8 @@ import os
 import re
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, label_entries, stratified_folds
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, label_entries, stratified_folds
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 LAYOUT_FOLDERS = ("genres_original", "genres")  # preferred first: the re-release's wav

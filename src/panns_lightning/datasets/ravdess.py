@@ -26,8 +26,8 @@ import os
 import re
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, group_folds, label_entries
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, group_folds, label_entries
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 SONG_EMOTIONS = EMOTIONS[:6]
