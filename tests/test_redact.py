@@ -11,11 +11,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-import panns_lightning.redact as redact_module
+import panns_lightning.cli.hydra_app as hydra_app
+import panns_lightning.cli.hydra_callbacks as hydra_callbacks
+from panns_lightning.cli.hydra_callbacks import RedactionCallback
 from panns_lightning.redact import (
     MASK,
     RedactingFilter,
-    RedactionCallback,
     install_log_redaction,
     redact,
     redact_config,
@@ -146,7 +147,7 @@ def test_hydra_callback_redacts_the_job_files_and_installs_the_log_filter(
 ) -> None:
     installed: list[bool] = []
     # Not on the real root handlers: pytest's capture handlers are shared with other tests.
-    monkeypatch.setattr(redact_module, "install_log_redaction", lambda: installed.append(True))
+    monkeypatch.setattr(hydra_callbacks, "install_log_redaction", lambda: installed.append(True))
     write_run_dir(tmp_path)
     config = OmegaConf.create(
         {"hydra": {"output_subdir": ".hydra", "runtime": {"output_dir": str(tmp_path)}, "mode": "RUN",
@@ -227,8 +228,8 @@ def test_redact_hparams_on_a_real_lightning_datamodule() -> None:
 
 def test_outside_hydra_redact_hydra_run_only_installs_the_log_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     installed: list[bool] = []
-    monkeypatch.setattr(redact_module, "install_log_redaction", lambda: installed.append(True))
-    redact_module.redact_hydra_run()
+    monkeypatch.setattr(hydra_app, "install_log_redaction", lambda: installed.append(True))
+    hydra_app.redact_hydra_run()
     assert installed == [True]
 
 

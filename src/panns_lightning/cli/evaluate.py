@@ -18,7 +18,8 @@ from omegaconf import DictConfig
 from panns_lightning.cli.config_schema import ConfigError, validate_eval_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.cli.preflight import preflight_eval
-from panns_lightning.redact import redact, redact_hydra_run
+from panns_lightning.cli.hydra_app import redact_hydra_run
+from panns_lightning.redact import redact
 from panns_lightning.training.callbacks import scores_to_json, write_json_atomic
 from panns_lightning.training.metrics import TaggingScores, format_scores_table
 

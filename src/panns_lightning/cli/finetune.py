@@ -29,7 +29,8 @@ from omegaconf.errors import OmegaConfBaseException
 from panns_lightning.cli.config_schema import ConfigError, DataConfig, TrainConfig, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.cli.preflight import preflight_finetune
-from panns_lightning.redact import redact, redact_hydra_run
+from panns_lightning.cli.hydra_app import redact_hydra_run
+from panns_lightning.redact import redact
 
 log = logging.getLogger("panns_lightning.finetune")
 

@@ -1,16 +1,25 @@
-"""Locating the Hydra config tree for the console scripts.
+"""What every Hydra app of this project shares: where the config tree is, redaction, one error line.
 
 The configs live in the repository's ``conf/`` (with ``conf/experiment`` → ``experiments/``),
 not inside the package, so users edit them in place. An editable install finds them next to
 ``src/``; otherwise ``PANNS_CONFIG_DIR`` or ``./conf`` is used.
+
+:func:`run_app` is the one wrapper around an app's work: it redacts the job (saved configs, log
+handlers) first and turns the errors a user can fix (config, data, checkpoint) into one line on
+stderr naming the key or file, with secrets masked, instead of a traceback.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
+
+from panns_lightning.redact import install_log_redaction, redact, redact_run_dir_configs, redact_yaml_file
 
 CONFIG_ENV = "PANNS_CONFIG_DIR"
+T = TypeVar("T")
 
 
 def find_config_dir() -> str:
@@ -27,3 +36,38 @@ def find_config_dir() -> str:
         f"panns_lightning: no Hydra config tree found (looked for train.yaml in: {tried}); "
         f"run from the repository root or set {CONFIG_ENV}=/path/to/panns_lightning/conf"
     )
+
+
+def run_app(command: str, work: Callable[[], T], user_errors: tuple[type[BaseException], ...]) -> T:
+    """``work()`` inside a redacted Hydra job; a ``user_errors`` exception becomes ``SystemExit("command: message")``.
+
+    The message is one line (whitespace folded) with secrets masked: what a user can fix is named,
+    not buried in a traceback. Other exceptions (bugs) keep their traceback.
+    """
+    redact_hydra_run()
+    try:
+        return work()
+    except user_errors as error:
+        raise SystemExit(redact(f"{command}: {' '.join(str(error).split())}")) from None
+
+
+def redact_hydra_run() -> None:
+    """Inside a Hydra job: redact its log handlers and saved ``.hydra/*.yaml`` (and a sweep's
+    ``multirun.yaml``). A no-op outside Hydra (e.g. ``train(cfg)`` called from tests)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    install_log_redaction()
+    if HydraConfig.initialized():
+        redact_job_files(HydraConfig.get())
+
+
+def redact_job_files(hydra_cfg: Any) -> None:
+    """The files Hydra saved for this job (none on DDP child ranks: their output_subdir is null)."""
+    from hydra.types import RunMode
+
+    if hydra_cfg.output_subdir is not None:
+        redact_run_dir_configs(hydra_cfg.runtime.output_dir, str(hydra_cfg.output_subdir))
+    if hydra_cfg.mode == RunMode.MULTIRUN:
+        sweep_file = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
+        if sweep_file.is_file():
+            redact_yaml_file(sweep_file)

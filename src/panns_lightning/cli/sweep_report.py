@@ -7,7 +7,7 @@ job's overrides in ``.hydra/overrides.yaml`` and, with the CSV logger, ``csv/met
 writes ``sweep_summary.md`` / ``sweep_summary.csv`` (one row per job, best first, the overrides
 that vary across jobs as columns) and ``sweep_summary.png`` (the metric per configuration, and
 validation mAP against step for every job). It also runs at the end of each multirun through
-:class:`panns_lightning.cli.sweep_callback.SweepReportCallback`.
+:class:`panns_lightning.cli.hydra_callbacks.SweepReportCallback`.
 """
 
 from __future__ import annotations

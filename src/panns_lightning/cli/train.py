@@ -38,7 +38,8 @@ from panns_lightning.training.fault_tolerance import (
     continue_loggers,
     wandb_run_id,
 )
-from panns_lightning.redact import redact, redact_hydra_run
+from panns_lightning.cli.hydra_app import redact_hydra_run
+from panns_lightning.redact import redact
 from panns_lightning.training.numerics import NonFiniteTrainingError
 
 log = logging.getLogger("panns_lightning.train")

@@ -197,28 +197,3 @@ def plot_confusion(confusion: np.ndarray, labels: Sequence[str], path: Path, *, 
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-try:  # Hydra is a dependency of the apps, not of this module's functions
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object  # type: ignore[misc,assignment]
-
-
-class CVReportCallback(_HydraCallback):  # type: ignore[misc,valid-type]
-    """Hydra callback: write the report into the sweep directory when a multirun ends.
-
-    Enable with ``hydra.callbacks.cv_report._target_=panns_lightning.training.cv_report.CVReportCallback``
-    (the finetune experiments do). A failure is printed, not raised: the fold runs are done and
-    ``panns-cv-report SWEEP_DIR`` can be run again by hand.
-    """
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            summary = write_report(sweep_dir, title=str(config.get("task_name", sweep_dir.name)))
-        except CVReportError as error:
-            print(f"cv report: {error}")
-            return
-        print(format_cv_table(summary))
-        print(f"cv report: {sweep_dir / SUMMARY_MD}")
