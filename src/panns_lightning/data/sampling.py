@@ -127,9 +127,11 @@ class StreamSpec:
     def from_manifest(cls, manifest: Manifest, urls: Sequence[str] | None = None) -> StreamSpec:
         """The spec of a whole shard set: its manifest's shards (or ``urls`` read in their place) and counts.
 
-        Per-shard counts describe the manifest's shards, so they are kept only when ``urls`` lists
-        as many shards (the stream then splits passes by expected draws, see ``_expected_copies_per_shard``).
+        Per-shard counts describe the manifest's shards; the train stream uses them (to split
+        passes by expected draws) only while ``urls`` lists as many shards.
         """
+        # Per-shard counts only when the manifest gives them for every shard (our writer always does).
+        complete = all(shard.class_counts is not None for shard in manifest.shards)
         return cls(
             urls=tuple(str(path) for path in manifest.shard_paths()) if urls is None else tuple(urls),
             storage=manifest.storage,
@@ -138,8 +140,8 @@ class StreamSpec:
             num_classes=manifest.num_classes,
             class_counts=tuple(manifest.class_counts),
             num_clips=manifest.num_clips,
-            shard_clips=tuple(shard.num_clips for shard in manifest.shards),
-            shard_class_counts=tuple(tuple(shard.class_counts) for shard in manifest.shards),
+            shard_clips=tuple(shard.num_clips for shard in manifest.shards) if complete else None,
+            shard_class_counts=tuple(tuple(shard.class_counts or ()) for shard in manifest.shards) if complete else None,
         )
 
 

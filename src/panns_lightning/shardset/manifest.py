@@ -35,12 +35,17 @@ class ManifestError(ShardSetError):
 
 @dataclass(frozen=True)
 class ShardInfo:
+    """One entry of the manifest's ``shards``; ``class_counts`` is None where a manifest omits it."""
+
     name: str
     num_clips: int
-    class_counts: list[int]
+    class_counts: list[int] | None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "num_clips": self.num_clips, "class_counts": list(self.class_counts)}
+        entry: dict[str, Any] = {"name": self.name, "num_clips": self.num_clips}
+        if self.class_counts is not None:
+            entry["class_counts"] = list(self.class_counts)
+        return entry
 
 
 @dataclass(frozen=True)
@@ -150,10 +155,13 @@ def write_manifest(manifest: Manifest) -> Path:
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-CORE_KEYS = frozenset(
-    "format_version dataset split sample_rate clip_samples storage multilabel labels num_clips "
-    "class_counts shards skipped num_skipped created_by created_at".split()
+DATA_KEYS = frozenset(
+    "format_version sample_rate clip_samples storage multilabel labels num_clips class_counts shards".split()
 )
+"""What a reader needs to use the data: required in every manifest."""
+PROVENANCE_KEYS = frozenset("dataset split skipped num_skipped created_by created_at".split())
+"""Where the data came from: the writer always writes them; a reader accepts a manifest without them."""
+CORE_KEYS = DATA_KEYS | PROVENANCE_KEYS
 
 
 def checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -174,9 +182,11 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
 
     if not isinstance(data, dict):
         raise fail(f"expected a JSON object, found {type(data).__name__}")
-    missing = sorted(CORE_KEYS - set(data))
+    missing = sorted(DATA_KEYS - set(data))
     if missing:
         raise fail(f"lacks required fields, missing keys: {', '.join(missing)}")
+    data = {"dataset": "", "split": "", "skipped": [], "created_by": "", "created_at": "", **data}
+    data.setdefault("num_skipped", len(data["skipped"]) if isinstance(data["skipped"], list) else 0)
     if data["format_version"] != FORMAT_VERSION:
         raise fail(f"format_version {data['format_version']!r} is not supported (expected {FORMAT_VERSION})")
     for key, kind in (("sample_rate", int), ("clip_samples", int), ("num_clips", int), ("num_skipped", int)):
@@ -195,6 +205,7 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
     num_classes = len(labels)
 
     def counts(value: Any, where: str) -> list[int]:
+        """One non-negative count per label."""
         if not isinstance(value, list) or len(value) != num_classes or not all(isinstance(v, int) and v >= 0 for v in value):
             raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {str(value)[:80]}")
         return value
@@ -206,12 +217,15 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
     for i, entry in enumerate(data["shards"]):
         if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("num_clips"), int):
             raise fail(f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}")
-        shards.append(ShardInfo(entry["name"], entry["num_clips"], counts(entry.get("class_counts"), f"shards[{i}].class_counts")))
+        shard_counts = entry.get("class_counts")
+        shard_counts = None if shard_counts is None else counts(shard_counts, f"shards[{i}].class_counts")
+        shards.append(ShardInfo(entry["name"], entry["num_clips"], shard_counts))
     if sum(s.num_clips for s in shards) != data["num_clips"]:
         raise fail(f"num_clips is {data['num_clips']} but the shards hold {sum(s.num_clips for s in shards)}")
-    summed = [sum(s.class_counts[c] for s in shards) for c in range(num_classes)]
-    if summed != class_counts:
-        raise fail("class_counts differ from the sum of the shards' class_counts")
+    if all(s.class_counts is not None for s in shards):
+        summed = [sum(s.class_counts[c] for s in shards) for c in range(num_classes)]  # type: ignore[index]
+        if summed != class_counts:
+            raise fail("class_counts differ from the sum of the shards' class_counts")
     skipped = []
     for i, entry in enumerate(data["skipped"] if isinstance(data["skipped"], list) else [None]):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("key", "source", "reason")):
