@@ -212,7 +212,8 @@ def test_lightning_checkpoint_of_another_architecture_is_named(tmp_path):
 
 
 def test_fine_tuned_checkpoint_with_another_class_count_is_named(tmp_path):
-    from panns_lightning.training.finetune import FineTuneModule, load_finetune_module
+    from panns_lightning.training.checkpoints import load_finetune_module
+    from panns_lightning.training.finetune import FineTuneModule
     from test_inference_support import LABELS, SMALL_FRONTEND
 
     module = FineTuneModule({"name": "Cnn6", **SMALL_FRONTEND}, LABELS)

@@ -10,7 +10,8 @@ import torch
 from torch.utils.data import DataLoader
 
 from panns_lightning.models import CheckpointMismatchError, build_model, save_panns_checkpoint
-from panns_lightning.training.finetune import FineTuneModule, load_finetune_module, parameter_groups
+from panns_lightning.training.checkpoints import load_finetune_module
+from panns_lightning.training.finetune import FineTuneModule, parameter_groups
 from panns_lightning.training.module import TaggingModule
 
 CONFIG = dict(name="Cnn6", sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, time_drop_width=8)

@@ -27,8 +27,8 @@ from panns_lightning.cli.preflight import check_resume_checkpoint, check_weights
 from panns_lightning.inference import AudioTagger, load_model
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
 from panns_lightning.models.checkpoint import UnsafeCheckpointError, read_state_dict
-from panns_lightning.training.checkpoints import load_tagging_module, read_checkpoint
-from panns_lightning.training.finetune import FineTuneModule, checkpoint_model_config, load_finetune_module
+from panns_lightning.training.checkpoints import checkpoint_model_config, load_finetune_module, load_tagging_module, read_checkpoint
+from panns_lightning.training.finetune import FineTuneModule
 from test_inference_support import LABELS, SMALL_FRONTEND
 from train_fixtures import BIN, REPO
 

@@ -42,6 +42,7 @@ from panns_lightning.audio import load_audio, resample
 from panns_lightning.labels import read_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint
 from panns_lightning.models.checkpoint import (
+    CLASSIFIER_BIAS_KEYS,
     best_matching_models,
     load_weights_only,
     read_state_dict,
@@ -49,6 +50,7 @@ from panns_lightning.models.checkpoint import (
 )
 from panns_lightning.models.registry import list_models, unknown_model_message
 from panns_lightning.shardset import ShardSetError, read_manifest
+from panns_lightning.training.checkpoints import checkpoint_kind, load_tagging_module
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ MIN_WINDOW_SECONDS = 1.0
 DEFAULT_TOP_K = 10
 DEFAULT_BATCH_SIZE = 8
 AUDIOSET_CLASSES = 527
-CLASSIFIER_BIAS_KEYS = ("fc_audioset.bias", "att_block.cla.bias")
 PathLike = str | os.PathLike[str]
 
 
@@ -316,7 +317,7 @@ def load_model(
     """Build the eval-mode network a checkpoint holds, with its front end and label names."""
     path = require_checkpoint_file(checkpoint)
     content = _peek(path)
-    if isinstance(content, Mapping) and "hyper_parameters" in content and "state_dict" in content:
+    if isinstance(content, Mapping) and checkpoint_kind(content) != "weights":
         loaded = _load_lightning(path, content, model_name)
     else:
         loaded = _load_published(path, model_name, frontend)
@@ -393,14 +394,12 @@ def _peek(path: Path) -> Any:
 
 
 def _load_lightning(path: Path, content: Mapping[str, Any], model_name: str | None) -> LoadedModel:
-    from panns_lightning.training.checkpoints import load_tagging_module
-
     config = dict(content["hyper_parameters"].get("model_config") or {})
     if model_name is not None and model_name != config.get("name"):
         raise CheckpointLoadError(
             f"{path} holds a {config.get('name')!r} model, but model name {model_name!r} was given"
         )
-    module = load_tagging_module(path)
+    module = load_tagging_module(path, content)
     return LoadedModel(
         model=module.model.eval(),
         model_name=str(config["name"]),

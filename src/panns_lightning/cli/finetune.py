@@ -87,7 +87,8 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
     model/data sample-rate check runs here too).
     """
     from panns_lightning.cli.train import build_module
-    from panns_lightning.training.finetune import FineTuneModule, checkpoint_model_config
+    from panns_lightning.training.checkpoints import checkpoint_model_config
+    from panns_lightning.training.finetune import FineTuneModule
 
     finetune = cfg.finetune
     if finetune.checkpoint and not Path(finetune.checkpoint).is_file():

@@ -25,7 +25,6 @@ It is a :class:`TaggingModule` (same loss, mixup, metrics, checkpoint contents);
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,10 @@ from torchmetrics.utilities import dim_zero_cat
 
 from panns_lightning.models.blocks import init_layer
 from panns_lightning.models.checkpoint import (
+    CLASSIFIER_PREFIXES,
     CheckpointMismatchError,
+    StateDictMismatch,
     best_matching_models,
-    compare_state_dicts,
-    load_weights_only,
     read_state_dict,
 )
 from panns_lightning.training.module import TaggingModule
@@ -47,8 +46,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("full", "linear_probe", "partial")
 HEAD = "fc_audioset"
-# The classifier keys of the published files; everything else is backbone.
-CLASSIFIER_PREFIXES = ("fc_audioset.", "att_block.")
 # Deterministic front-end tensors: equal only if the checkpoint was made with the same front end.
 FRONTEND_TENSORS = ("logmel_extractor.melW",)
 
@@ -161,20 +158,12 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     state = read_state_dict(path)
     file_backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     model_backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    missing, unexpected, misshaped = (sorted(keys) for keys in compare_state_dicts(model_backbone, file_backbone))
+    mismatch = StateDictMismatch.between(model_backbone, file_backbone)
     name = getattr(model, "zoo_name", type(model).__name__)
-    if missing or unexpected or misshaped:
+    if mismatch:
         names, score = best_matching_models(state)
-        details = []
-        if missing:
-            details.append(f"{len(missing)} backbone keys missing from the file (e.g. {', '.join(missing[:4])})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys in the file (e.g. {', '.join(unexpected[:4])})")
-        if misshaped:
-            k = misshaped[0]
-            details.append(f"{len(misshaped)} keys with other shapes (e.g. {k}: file {tuple(file_backbone[k].shape)} vs model {tuple(model_backbone[k].shape)})")
         raise CheckpointMismatchError(
-            f"{path} does not fit the {name} backbone: {'; '.join(details)}. The file's layout best fits "
+            f"{path} does not fit the {name} backbone: {mismatch.summary()}. The file's layout best fits "
             f"{' / '.join(names)} ({score:.0%} of keys); set model=<that name> and its front end"
         )
     for key in FRONTEND_TENSORS:
@@ -188,18 +177,6 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     model.load_state_dict(file_backbone, strict=False)
     log.info("loaded %d backbone tensors from %s (classifier dropped)", len(file_backbone), path)
     return file_backbone
-
-
-def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
-    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files.
-
-    Read weights-only and memory-mapped (a peek, not a full read); an unsafe or unreadable file
-    raises :class:`CheckpointReadError` naming it.
-    """
-    content = load_weights_only(path, mmap=True)
-    hyper = content.get("hyper_parameters") if isinstance(content, Mapping) else None
-    config = hyper.get("model_config") if isinstance(hyper, Mapping) else None
-    return dict(config) if isinstance(config, Mapping) else None
 
 
 def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) -> list[str]:
@@ -226,22 +203,3 @@ def parameter_groups(model: nn.Module, lr: float, layer_decay: float) -> list[di
     for depth, (name, params) in enumerate(reversed(layers)):
         groups.append({"params": params, "lr": lr * layer_decay**depth, "name": name})
     return list(reversed(groups))
-
-
-def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = None) -> FineTuneModule:
-    """Rebuild a fine-tuned module from its Lightning checkpoint (labels and config included) for eval.
-
-    ``content`` is the already-read checkpoint, when the caller has it (no second read of a large file).
-    """
-    from panns_lightning.training.checkpoints import build_from_hyper_parameters, load_module_state, read_checkpoint
-
-    if content is None:
-        content = read_checkpoint(path)
-    hyper = dict(content.get("hyper_parameters") or {})
-    if "mode" not in hyper or "state_dict" not in content:
-        raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")
-    hyper["checkpoint"] = None  # the weights come from this file, not the pretrained one
-    module = build_from_hyper_parameters(FineTuneModule, hyper, path)
-    load_module_state(module, content["state_dict"], path)
-    module.eval()
-    return module
