@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import lightning as L
 import torch
 
+from panns_lightning.atomic import atomic_write
 from panns_lightning.training.metrics import TaggingScores
 
 
@@ -28,10 +28,9 @@ def scores_to_json(scores: TaggingScores | None, label_names: list[str]) -> dict
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
+    """``payload`` as indented JSON, written atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 class MetricsJSONWriter(L.Callback):

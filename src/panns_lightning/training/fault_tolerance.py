@@ -20,10 +20,8 @@ The data stream's part (skipping the batches an epoch already trained on) is in
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from panns_lightning.atomic import atomic_open
 from panns_lightning.models.checkpoint import load_weights_only
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target_path = Path(target.removeprefix("file://"))
         target_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target_path.name}.", suffix=".tmp", dir=target_path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target_path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_open(target_path) as stream:
+            torch.save(checkpoint, stream)
 
 
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
