@@ -16,6 +16,8 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from panns_lightning.data.options import StreamOptions
+
 # Kept in step with training.augment.MIXUP_SITES, models.frontend.STFT_IMPLEMENTATIONS and
 # training.speed.COMPILE_MODES (not imported: this module must stay torch-free).
 MIXUP_SITES = ("logmel", "waveform")
@@ -24,25 +26,24 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 
 
 @dataclass
-class DataConfig:
+class ShardSetsConfig:
+    """Where the train / val / test shard sets are (a directory holding manifest.json each)."""
+
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
+    # Read the shards from elsewhere (brace pattern, pipe: command or URL); the manifest still comes from *_dir.
     train_urls: Optional[str] = None
     val_urls: Optional[str] = None
     test_urls: Optional[str] = None
-    batch_size: int = 64
-    num_workers: int = 4
-    balanced: bool = True
-    steps_per_epoch: int = 1000
-    repeat_scale: float = 1.0
-    shuffle_buffer: int = 2000
-    repeat_spread: Optional[int] = None
+
+
+@dataclass
+class DataConfig(StreamOptions, ShardSetsConfig):
+    """The data group: where the shard sets are, plus every stream option (data/options.py)."""
+
+    # Train on a random crop of this many seconds of each stored clip (null: the whole clip).
     train_crop_seconds: Optional[float] = None
-    fail_fast: bool = False
-    error_budget: float = 0.01
-    error_budget_min_clips: int = 500
-    seed: int = 1234
 
 
 @dataclass

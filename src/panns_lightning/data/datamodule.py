@@ -24,6 +24,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream
 from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
 from panns_lightning.redact import redact_hparams
@@ -62,55 +63,41 @@ class AudioShardDataModule(pl.LightningDataModule):
         train_urls: Urls = None,
         val_urls: Urls = None,
         test_urls: Urls = None,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        balanced: bool = True,
-        steps_per_epoch: int = 1000,
-        repeat_scale: float = 1.0,
-        shuffle_buffer: int = 2000,
-        repeat_spread: int | None = None,
         train_crop_samples: int | None = None,
-        seed: int = 1234,
-        fail_fast: bool = False,
-        error_budget: float = 0.01,
-        error_budget_min_clips: int = 500,
+        fold: int | None = None,
         pin_memory: bool = False,
         int16_batches: bool = False,
-        fold: int | None = None,
+        **options: Any,
     ) -> None:
+        """``options`` are :class:`~panns_lightning.data.options.StreamOptions` fields (batch_size, num_workers, ...)."""
         super().__init__()
+        self.options = StreamOptions(**options)
+        # Record every option, defaults included: save_hyperparameters reads this frame's locals.
+        options = dataclasses.asdict(self.options)
         self.save_hyperparameters()
         redact_hparams(self)  # shard URLs may carry tokens; checkpoints and loggers get these hparams
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.urls = {"train": train_urls, "val": val_urls, "test": test_urls}
         if all(directory is None for directory in self.dirs.values()):
             raise ValueError("AudioShardDataModule needs at least one of train_dir, val_dir, test_dir")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.balanced = balanced
-        self.steps_per_epoch = steps_per_epoch
-        self.repeat_scale = repeat_scale
-        self.shuffle_buffer = shuffle_buffer
-        self.repeat_spread = repeat_spread
         self.train_crop_samples = train_crop_samples
-        self.seed = seed
-        self.fail_fast = fail_fast
-        if not 0.0 <= error_budget <= 1.0:
-            raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {error_budget}")
-        self.error_budget = error_budget
-        self.error_budget_min_clips = max(1, int(error_budget_min_clips))
         self.pin_memory = pin_memory
         self.int16_batches = int16_batches
         # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
         self.fold = fold
         self._epoch = SharedCount(0)
         self._resume_batches = SharedCount(0)
-        self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
+        self._errors = {split: ErrorLog(split, self.options.fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
         self._manifests: dict[str, Manifest] | None = None
         self._rank_and_world: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- what the data is
+
+    @property
+    def steps_per_epoch(self) -> int:
+        """Train batches per epoch and rank."""
+        return self.options.steps_per_epoch
 
     @property
     def num_classes(self) -> int:
@@ -164,7 +151,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             return
         self._epoch = SharedCount(self._epoch.value)
         self._resume_batches = SharedCount(self._resume_batches.value)
-        self._errors = {split: ErrorLog(split, self.fail_fast) for split in SPLITS}
+        self._errors = {split: ErrorLog(split, self.options.fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
 
     def set_rank(self, rank: int, world_size: int) -> None:
@@ -193,20 +180,14 @@ class AudioShardDataModule(pl.LightningDataModule):
         trainer = self._trainer_or_none()
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
-            self.set_resume_batches(batches_done_in_epoch(trainer, self.steps_per_epoch))
+            self.set_resume_batches(batches_done_in_epoch(trainer, self.options.steps_per_epoch))
         rank, world_size = self._rank_world()
         dataset = TrainClipStream(
             self._stream_spec("train"),
             rank=rank,
             world_size=world_size,
-            batch_size=self.batch_size,
-            steps_per_epoch=self.steps_per_epoch,
-            balanced=self.balanced,
-            repeat_scale=self.repeat_scale,
-            shuffle_buffer=self.shuffle_buffer,
-            repeat_spread=self.repeat_spread,
+            options=self.options,
             crop_samples=self.train_crop_samples,
-            seed=self.seed,
             epoch=self._epoch,
             resume_batches=self._resume_batches,
             errors=self._errors["train"],
@@ -230,7 +211,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             self._stream_spec(split),
             rank=rank,
             world_size=world_size,
-            batch_size=self.batch_size,
+            batch_size=self.options.batch_size,
             errors=self._errors[split],
         )
         return self._loader(dataset)
@@ -241,7 +222,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         return loader_class(
             dataset,
             batch_size=None,
-            num_workers=self.num_workers,
+            num_workers=self.options.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
@@ -378,7 +359,8 @@ class DataErrorBudget(pl.Callback):
                 reduce_op="sum",
             )
             counts = {name: int(value) for name, value in zip(names, summed.tolist())}
-        message = error_budget_message(split, counts, datamodule.error_budget, datamodule.error_budget_min_clips)
+        options = datamodule.options
+        message = error_budget_message(split, counts, options.error_budget, options.error_budget_min_clips)
         if message is not None:
             raise DataErrorBudgetExceeded(message)
 

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from panns_lightning.shardset import Manifest
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.stream import (
     ErrorLog,
     RawClip,
@@ -92,6 +92,7 @@ from panns_lightning.data.stream import (
     train_shard_schedule,
     weighted_train_schedule,
 )
+from panns_lightning.shardset import Manifest
 
 # Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
 # (``simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
@@ -357,39 +358,26 @@ class TrainClipStream(IterableDataset):
         *,
         rank: int,
         world_size: int,
-        batch_size: int,
-        steps_per_epoch: int,
-        balanced: bool = True,
-        repeat_scale: float = 1.0,
-        shuffle_buffer: int = 2000,
-        repeat_spread: int | None = None,
+        options: StreamOptions | None = None,
         crop_samples: int | None = None,
-        seed: int = 1234,
         epoch: SharedCount | None = None,
         resume_batches: SharedCount | None = None,
         errors: ErrorLog | None = None,
         labels_only: bool = False,
         reader: ShardReader | None = None,
         int16_batches: bool = False,
+        **option_values: Any,
     ) -> None:
+        """``options`` (default :class:`StreamOptions`), with ``option_values`` (e.g. ``batch_size=8``) replacing its fields."""
         super().__init__()
-        if batch_size < 1 or steps_per_epoch < 1:
-            raise ValueError(f"batch_size and steps_per_epoch must be >= 1, got {batch_size}, {steps_per_epoch}")
-        if repeat_scale <= 0:
-            raise ValueError(f"repeat_scale must be > 0, got {repeat_scale}")
+        options = dataclasses.replace(options or StreamOptions(), **option_values)
         if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
             raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
         self.spec = spec
         self.rank = rank
         self.world_size = world_size
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.balanced = balanced
-        self.repeat_scale = repeat_scale
-        self.shuffle_buffer = shuffle_buffer
-        self.repeat_spread = shuffle_buffer if repeat_spread is None else repeat_spread
+        self.options = options
         self.crop_samples = crop_samples
-        self.seed = seed
         self.epoch = epoch if epoch is not None else SharedCount()
         # Batches of this epoch the rank already trained on before a resume: skipped, not yielded.
         self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
@@ -397,15 +385,24 @@ class TrainClipStream(IterableDataset):
         self.labels_only = labels_only
         self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
         self.reader = reader if reader is not None else read_shard
-        self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
+        self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if options.balanced else None
         self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()
         # Per-shard class counts order each slot's shards so that classes arrive evenly (balanced only).
         self._shard_class_matrix = (
             np.asarray(spec.shard_class_counts, dtype=np.int32)
-            if balanced and self._shard_weights is not None and spec.shard_class_counts is not None
+            if options.balanced and self._shard_weights is not None and spec.shard_class_counts is not None
             else None
         )
+
+    # The options the sampler reads most, by name.
+    batch_size = property(lambda self: self.options.batch_size)
+    steps_per_epoch = property(lambda self: self.options.steps_per_epoch)
+    balanced = property(lambda self: self.options.balanced)
+    repeat_scale = property(lambda self: self.options.repeat_scale)
+    shuffle_buffer = property(lambda self: self.options.shuffle_buffer)
+    repeat_spread = property(lambda self: self.options.copy_spread)
+    seed = property(lambda self: self.options.seed)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
