@@ -4,8 +4,10 @@ before any work starts.
 Hydra already refuses command-line overrides of keys that do not exist; this schema also catches
 typos inside YAML files (experiments, group presets), which Hydra would silently merge.
 Groups whose keys are a library's own arguments (trainer, logger, callbacks) are checked by that
-library when they are instantiated. Checks against the machine (paths exist, GPUs are there)
-live in :mod:`panns_lightning.cli.preflight`.
+library when they are instantiated. Where a library class already lists a group's options, the
+schema is that class: ``data`` extends :class:`~panns_lightning.data.options.StreamOptions` and
+``augment`` is :class:`~panns_lightning.training.augment.AugmentOptions`. Checks against the
+machine (paths exist, GPUs are there) live in :mod:`panns_lightning.cli.preflight`.
 """
 
 from __future__ import annotations
@@ -17,12 +19,9 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from panns_lightning.data.options import StreamOptions
-
-# Kept in step with training.augment.MIXUP_SITES, models.frontend.STFT_IMPLEMENTATIONS and
-# training.speed.COMPILE_MODES (not imported: this module must stay torch-free).
-MIXUP_SITES = ("logmel", "waveform")
-STFT_IMPLEMENTATIONS = ("conv", "fft")
-COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS
+from panns_lightning.training.augment import AugmentOptions
+from panns_lightning.training.speed import COMPILE_MODES
 
 
 @dataclass
@@ -55,52 +54,6 @@ class ModelConfig:
     mel_bins: int = 64
     fmin: int = 50
     fmax: int = 14000
-
-
-@dataclass
-class MixupConfig:
-    enabled: bool = True
-    alpha: float = 1.0
-    # Where pairs are mixed: "logmel" inside the model after bn0 and SpecAugment (PANNs), or
-    # "waveform" before the model. (Not named "on": YAML reads an unquoted `on:` key as true.)
-    at: str = "logmel"
-
-
-@dataclass
-class SpecAugmentConfig:
-    enabled: bool = True
-    time_drop_width: int = 64
-    time_stripes_num: int = 2
-    # None: the model's mel_bins // 8 (upstream's per-model width).
-    freq_drop_width: Optional[int] = None
-    freq_stripes_num: int = 2
-
-
-@dataclass
-class GainConfig:
-    enabled: bool = False
-    min_db: float = -6.0
-    max_db: float = 6.0
-
-
-@dataclass
-class TimeShiftConfig:
-    enabled: bool = False
-    # Circular shift of up to ± this many seconds per clip.
-    max_seconds: float = 0.5
-
-
-@dataclass
-class WaveformAugmentConfig:
-    gain: GainConfig = field(default_factory=GainConfig)
-    time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
-
-
-@dataclass
-class AugmentConfig:
-    mixup: MixupConfig = field(default_factory=MixupConfig)
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    waveform: WaveformAugmentConfig = field(default_factory=WaveformAugmentConfig)
 
 
 @dataclass
@@ -144,7 +97,7 @@ class TrainConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
     optim: OptimConfig = field(default_factory=OptimConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
@@ -204,19 +157,12 @@ def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
 
 def _check_values(cfg: DictConfig) -> None:
     """Value checks a type cannot express; each names the key and what it holds."""
-    augment = cfg.augment
-    if augment.mixup.at not in MIXUP_SITES:
-        raise ConfigError(f"augment.mixup.at must be one of {list(MIXUP_SITES)}, got {augment.mixup.at!r}")
-    if augment.mixup.enabled and augment.mixup.alpha <= 0:
-        raise ConfigError(f"augment.mixup.alpha must be > 0 when mixup is enabled, got {augment.mixup.alpha}")
-    gain = augment.waveform.gain
-    if gain.enabled and gain.min_db > gain.max_db:
-        raise ConfigError(
-            f"augment.waveform.gain: min_db={gain.min_db} is above max_db={gain.max_db}"
-        )
-    shift = augment.waveform.time_shift
-    if shift.enabled and shift.max_seconds < 0:
-        raise ConfigError(f"augment.waveform.time_shift.max_seconds must be >= 0, got {shift.max_seconds}")
+    try:
+        augment = OmegaConf.to_object(cfg.augment)
+        assert isinstance(augment, AugmentOptions)
+        augment.check()
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     speed = cfg.speed
     if speed.stft not in STFT_IMPLEMENTATIONS:
         raise ConfigError(f"speed.stft must be one of {list(STFT_IMPLEMENTATIONS)}, got {speed.stft!r}")

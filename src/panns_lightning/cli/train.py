@@ -60,6 +60,7 @@ def build_datamodule(data: DictConfig, speed: DictConfig | None = None) -> Any:
 
 
 def build_module(cfg: DictConfig, datamodule: Any) -> Any:
+    from panns_lightning.training.augment import AugmentOptions
     from panns_lightning.training.module import TaggingModule
     from panns_lightning.training.speed import SpeedOptions
 
@@ -71,13 +72,6 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
             f"are at {datamodule.sample_rate} Hz: convert the data at the model's rate or pick a model "
             "whose front end matches"
         )
-    spec = cfg.augment.specaugment
-    # SpecAugment lives in the model's front end (train mode only); "off" is zero stripes.
-    model_config["time_drop_width"] = int(spec.time_drop_width)
-    model_config["time_stripes_num"] = int(spec.time_stripes_num) if spec.enabled else 0
-    if spec.freq_drop_width is not None:  # else the model's own mel_bins // 8, as upstream
-        model_config["freq_drop_width"] = int(spec.freq_drop_width)
-    model_config["freq_stripes_num"] = int(spec.freq_stripes_num) if spec.enabled else 0
     # How the network computes, not what: saved with the model config so evaluators build it alike.
     model_config["stft"] = str(cfg.speed.stft)
     model_config["wave_conv2d"] = bool(cfg.speed.wave_conv2d)
@@ -90,16 +84,11 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     )
     optim = OmegaConf.to_container(cfg.optim, resolve=True)
     assert isinstance(optim, dict)
-    waveform = cfg.augment.waveform
     return TaggingModule(
         model_config=model_config,
         labels=list(datamodule.labels),
         multilabel=bool(datamodule.multilabel),
-        mixup_enabled=bool(cfg.augment.mixup.enabled),
-        mixup_alpha=float(cfg.augment.mixup.alpha),
-        mixup_on=str(cfg.augment.mixup.at),
-        gain_db=(float(waveform.gain.min_db), float(waveform.gain.max_db)) if waveform.gain.enabled else None,
-        max_shift_seconds=float(waveform.time_shift.max_seconds) if waveform.time_shift.enabled else 0.0,
+        augment=AugmentOptions.from_dict(OmegaConf.to_container(cfg.augment, resolve=True)),
         speed=speed,
         betas=tuple(optim.pop("betas")),
         **optim,
