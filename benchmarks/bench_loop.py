@@ -172,7 +172,7 @@ def loader_rate(cfg: Any, min_seconds: float, max_batches: int = 200) -> tuple[f
     """(clips/s of the train DataLoader with 1 worker after its first batch, that first batch)."""
     from omegaconf import open_dict
 
-    from panns_lightning.cli.train import build_datamodule
+    from panns_lightning.cli.build import build_datamodule
 
     data = cfg.data.copy()
     with open_dict(data):
@@ -195,7 +195,7 @@ def loader_rate(cfg: Any, min_seconds: float, max_batches: int = 200) -> tuple[f
 def bare_rate(cfg: Any, batch: dict[str, Any], device: torch.device, steps: int, warmup: int) -> float:
     import lightning as L
 
-    from panns_lightning.cli.train import build_datamodule, build_module
+    from panns_lightning.cli.build import build_datamodule, build_module
 
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = build_datamodule(cfg.data, cfg.speed)

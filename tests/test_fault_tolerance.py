@@ -197,7 +197,7 @@ def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(tmp_pat
     from hydra import compose, initialize_config_dir
 
     from panns_lightning.cli.hydra_app import find_config_dir
-    from panns_lightning.cli.train import build_loggers
+    from panns_lightning.cli.build import build_loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

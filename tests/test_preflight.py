@@ -13,8 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from panns_lightning.cli import preflight
-from panns_lightning.cli.config_schema import ConfigError, validate_eval_config, validate_train_config
-from panns_lightning.cli.finetune import validate_finetune_config
+from panns_lightning.cli.config_schema import ConfigError, validate_eval_config, validate_finetune_config, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.cli.preflight import preflight_eval, preflight_finetune, preflight_train
 from train_fixtures import BIN, REPO

@@ -19,7 +19,7 @@ LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(4)]
 
 def composed(*overrides: str):
     """panns-train's validated config (panns-finetune's schema for the fine-tuning experiments)."""
-    from panns_lightning.cli.finetune import validate_finetune_config
+    from panns_lightning.cli.config_schema import validate_finetune_config
 
     finetuning = any(o.startswith("experiment=finetune") for o in overrides)
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
@@ -47,7 +47,7 @@ class Recorder(torch.nn.Module):
 
 
 def built(*overrides: str):
-    from panns_lightning.cli.train import build_module
+    from panns_lightning.cli.build import build_module
 
     cfg = composed(*overrides)
     return build_module(cfg, stub_data(int(cfg.model.sample_rate)))
@@ -110,7 +110,7 @@ def test_waveform_mixup_mixes_clips_before_the_model_with_the_same_weights(monke
 
 
 def test_fine_tuning_head_reads_the_dropped_embedding_like_upstreams_transfer_model() -> None:
-    from panns_lightning.cli.finetune import build_finetune_module
+    from panns_lightning.cli.build import build_finetune_module
 
     cfg = composed("experiment=finetune_esc50")
     module = build_finetune_module(cfg, stub_data(32000, multilabel=False))

@@ -265,7 +265,7 @@ def test_wandb_offline_run_keeps_no_credential_from_the_command_line(tmp_path: P
     from hydra import compose, initialize_config_dir
 
     from panns_lightning.cli.hydra_app import find_config_dir
-    from panns_lightning.cli.train import build_loggers
+    from panns_lightning.cli.build import build_loggers
 
     secret = "tok3nV4lue9"
     monkeypatch.setattr(sys, "argv", ["panns-train", f"data.train_urls=https://host/s-{{0..9}}.tar?token={secret}"])

@@ -98,7 +98,7 @@ def test_sample_rate_mismatch_is_explained(tiny_audioset: Path, tmp_path: Path) 
 
 
 def test_ckpt_path_auto_resumes_only_when_last_exists(tmp_path: Path) -> None:
-    from panns_lightning.cli.train import resolve_ckpt_path
+    from panns_lightning.cli.build import resolve_ckpt_path
 
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=demo", "ckpt_path=auto", f"paths.root_dir={tmp_path}",

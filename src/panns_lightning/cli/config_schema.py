@@ -1,5 +1,5 @@
-"""Typed schemas of panns-train's and panns-eval's configs: a typo'd key or a wrong type fails
-before any work starts.
+"""Typed schemas of panns-train's, panns-finetune's and panns-eval's configs, all in this file: a
+typo'd key or a wrong type fails before any work starts.
 
 Hydra already refuses command-line overrides of keys that do not exist; this schema also catches
 typos inside YAML files (experiments, group presets), which Hydra would silently merge.
@@ -106,6 +106,40 @@ class TrainConfig:
 
 
 @dataclass
+class FinetuneConfig:
+    """panns-finetune's ``finetune`` keys (cli/finetune.py)."""
+
+    # The pretrained weights (a published PANNs file, a state_dict or one of our checkpoints); null: from scratch.
+    checkpoint: Optional[str] = None
+    # full | linear_probe | partial (with freeze_until: the last frozen top-level layer).
+    mode: str = "full"
+    freeze_until: Optional[str] = None
+    # < 1: each trainable layer gets lr * layer_decay^depth, depth counted from the head.
+    layer_decay: float = 1.0
+    # The new head reads the embedding after the backbone's last dropout (p = 0.5), as upstream's
+    # transfer models; false: the undropped activations, as the AudioSet tagger.
+    head_on_dropped_embedding: bool = True
+    # Take the model name and front end from one of our Lightning checkpoints instead of `model`.
+    backbone_from_checkpoint: bool = True
+    # last: the weights at the end of training; best: the best validation checkpoint.
+    test_on: str = "last"
+
+
+@dataclass
+class FoldDataConfig(DataConfig):
+    # Cross-validation: train on every fold but this one, val/test on it (null: the whole set).
+    fold: Optional[int] = None
+
+
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """panns-finetune's config: panns-train's plus ``finetune`` and ``data.fold``."""
+
+    data: FoldDataConfig = field(default_factory=FoldDataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
+
+
+@dataclass
 class EvalConfig:
     """panns-eval's config (conf/eval.yaml)."""
 
@@ -129,6 +163,15 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
     merged = _merge_onto(TrainConfig, cfg)
     _check_values(merged)
+    return merged
+
+
+def validate_finetune_config(cfg: DictConfig) -> DictConfig:
+    """panns-train's schema (and its value checks) plus ``finetune`` and ``data.fold``; errors name the key."""
+    merged = _merge_onto(FinetuneTrainConfig, cfg)
+    _check_values(merged)
+    if merged.finetune.test_on not in ("last", "best"):
+        raise ConfigError(f"finetune.test_on must be 'last' or 'best', got {merged.finetune.test_on!r}")
     return merged
 
 

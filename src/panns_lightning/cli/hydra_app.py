@@ -38,17 +38,28 @@ def find_config_dir() -> str:
     )
 
 
-def run_app(command: str, work: Callable[[], T], user_errors: tuple[type[BaseException], ...]) -> T:
-    """``work()`` inside a redacted Hydra job; a ``user_errors`` exception becomes ``SystemExit("command: message")``.
+def run_app(command: str, work: Callable[[], T]) -> T:
+    """``work()`` inside a redacted Hydra job; an error a user can fix becomes ``SystemExit("command: message")``.
 
-    The message is one line (whitespace folded) with secrets masked: what a user can fix is named,
-    not buried in a traceback. Other exceptions (bugs) keep their traceback.
+    The message is one line (whitespace folded) with secrets masked: what a user can fix (see
+    :func:`user_errors`) is named, not buried in a traceback. Other exceptions (bugs) keep theirs.
     """
-    redact_hydra_run()
+    redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
     try:
         return work()
-    except user_errors as error:
+    except user_errors() as error:
         raise SystemExit(redact(f"{command}: {' '.join(str(error).split())}")) from None
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that name a config key, a file or the data: a wrong config or path, a checkpoint that
+    does not fit or is unsafe, non-finite training, data over its error budget."""
+    from panns_lightning.cli.config_schema import ConfigError
+    from panns_lightning.data.datamodule import DataErrorBudgetExceeded
+    from panns_lightning.models.checkpoint import CheckpointMismatchError
+    from panns_lightning.training.numerics import NonFiniteTrainingError
+
+    return (ConfigError, CheckpointMismatchError, NonFiniteTrainingError, DataErrorBudgetExceeded)
 
 
 def redact_hydra_run() -> None:
