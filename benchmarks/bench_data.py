@@ -136,7 +136,7 @@ class BalancedBatches:
     """A ``batch_sampler``: endless batches of indices from PANNs' BalancedTrainSampler."""
 
     def __init__(self, label_lists: list[tuple[int, ...]], batch_size: int, seed: int = 0) -> None:
-        from panns_lightning.data.reference import PannsBalancedSampler
+        from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 
         self.sampler = PannsBalancedSampler(label_lists, NUM_CLASSES, seed=seed)
         self.batch_size = batch_size

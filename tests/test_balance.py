@@ -16,8 +16,8 @@ import pytest
 from shard_fixtures import long_tailed_clips, write_shard_set
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.balance import (
-    LabelSet,
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
     balance_figures,
     batches_with_repeat,
     draw_panns,
@@ -26,9 +26,10 @@ from panns_lightning.data.balance import (
     read_label_set,
     repeat_within,
 )
-from panns_lightning.data.reference import PannsBalancedSampler
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream
-from panns_lightning.data.simulate import run_simulation, simulated_label_set
+from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.train_stream import TrainClipStream
+from panns_lightning.data.diagnostics.simulate import run_simulation, simulated_label_set
 from panns_lightning.data.stream import ErrorLog, RawClip, read_shard
 from panns_lightning.shardset import read_manifest
 
@@ -173,7 +174,7 @@ def test_reference_anchors_every_class_once_per_cycle_and_cycles_through_a_class
 
 
 def test_figures_on_a_hand_made_draw() -> None:
-    label_set = LabelSet.from_lists([[0], [1, 2], [2], [2]], 4, [2, 2])  # class 3 has no clips
+    label_set = ClipLabels.from_lists([[0], [1, 2], [2], [2]], 4, [2, 2])  # class 3 has no clips
     figures = balance_figures(label_set, np.array([1, 3, 3, 0]), batch_size=2)
     np.testing.assert_array_equal(figures["per_class"], [1, 1, 3, 0])
     assert figures["min_count"] == 1 and figures["max_min_ratio"] == pytest.approx(3.0)

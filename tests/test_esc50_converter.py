@@ -12,7 +12,8 @@ import pytest
 import soundfile as sf
 
 from panns_lightning.cli import prepare
-from panns_lightning.data.sampling import EvalClipStream, TrainClipStream
+from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.datasets.esc50 import read_esc50, write_synthetic_esc50
 from panns_lightning.shardset import read_manifest
 from panns_lightning.shardset.folds import fold_selection

@@ -68,8 +68,8 @@ def test_exit_codes_for_usage_errors_and_nothing_usable(tmp_path: Path) -> None:
 
 def test_inspect_delegates_to_the_data_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    fake = types.ModuleType("panns_lightning.data.inspect")
+    fake = types.ModuleType("panns_lightning.data.diagnostics.inspect")
     fake.run_inspect = lambda shard_dir, **options: calls.append((shard_dir, options)) or 0
-    monkeypatch.setitem(sys.modules, "panns_lightning.data.inspect", fake)
+    monkeypatch.setitem(sys.modules, "panns_lightning.data.diagnostics.inspect", fake)
     assert prepare.main(["inspect", str(tmp_path), "--balanced", "--draws", "50", "--seed", "4", "--batch-size", "8"]) == 0
     assert calls == [(tmp_path, {"balanced": True, "draws": 50, "seed": 4, "batch_size": 8, "plot": None})]

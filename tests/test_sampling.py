@@ -1,4 +1,4 @@
-"""sampling.py: balanced repeat-factor stream, its buffer, per-rank step counts, reproducibility."""
+"""The train stream (train_stream.py, repeats.py, buffer.py): balanced repeat-factor stream, its buffer, per-rank step counts, reproducibility."""
 
 from __future__ import annotations
 
@@ -12,13 +12,10 @@ import pytest
 from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.sampling import (
-    RepeatShuffleBuffer,
-    StreamSpec,
-    TrainClipStream,
-    ClassBalanceFactor,
-    rotating_round,
-)
+from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.repeats import ClassBalanceFactor, rotating_round
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
 from panns_lightning.shardset import read_manifest
 

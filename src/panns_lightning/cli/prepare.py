@@ -350,7 +350,7 @@ def run_folded(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     try:
-        from panns_lightning.data.inspect import run_inspect as inspect_shards
+        from panns_lightning.data.diagnostics.inspect import run_inspect as inspect_shards
     except ImportError as error:
         return _usage_error("inspect", f"the inspector is not available ({error})")
     outcome = inspect_shards(

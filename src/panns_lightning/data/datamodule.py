@@ -1,7 +1,8 @@
 """AudioShardDataModule: streamed tar shard sets → train / val / test DataLoaders (plain arguments, no Hydra).
 
 Train is an endless, optionally class-balanced stream cut into ``steps_per_epoch`` batches per rank;
-val/test read every clip exactly once across ranks × workers (see ``sampling.py`` for guarantees).
+val/test read every clip exactly once across ranks × workers (see ``train_stream.py`` and
+``eval_stream.py`` for guarantees).
 
 Epochs: Lightning never calls ``set_epoch`` on an IterableDataset, so add
 :class:`StreamEpochCallback` to the Trainer. The epoch is a shared value read by each worker when its
@@ -25,7 +26,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from panns_lightning.data.options import StreamOptions
-from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream
+from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
 from panns_lightning.redact import redact_hparams
 from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, read_manifest

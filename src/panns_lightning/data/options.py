@@ -1,7 +1,7 @@
 """How a shard set is streamed: the one list of the data group's options, their defaults and checks.
 
 :class:`StreamOptions` is read by :class:`~panns_lightning.data.datamodule.AudioShardDataModule`
-(its keyword arguments), by :class:`~panns_lightning.data.sampling.TrainClipStream` and, as the
+(its keyword arguments), by :class:`~panns_lightning.data.train_stream.TrainClipStream` and, as the
 base of ``DataConfig``, by panns-train's config schema; ``conf/data/*.yaml`` sets their values
 for a recipe. Plain Python (no torch): the config schema imports it.
 """

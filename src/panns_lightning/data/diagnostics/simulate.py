@@ -1,6 +1,6 @@
 """Labels-only simulation at AudioSet scale: PANNs' sampler vs our train stream on ~1.9 M clips.
 
-    python -m panns_lightning.data.simulate \\
+    python -m panns_lightning.data.diagnostics.simulate \\
         --class-counts /work/shared/data/audioset/class_counts_full_train.csv --clips 1900000 --draws 1000000
 
 The simulated label set (:func:`simulated_label_set`) matches the CSV's per-class clip counts
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.balance import (
-    LabelSet,
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
     balance_figures,
     draw_panns,
     draw_stream,
@@ -58,7 +58,7 @@ def read_class_counts(path: str | Path) -> np.ndarray:
     return counts
 
 
-def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: int, seed: int = 0) -> LabelSet:
+def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: int, seed: int = 0) -> ClipLabels:
     """A random multi-label set with exactly ``class_counts`` clips per class (see module docstring)."""
     rng = np.random.default_rng(seed)
     num_classes = len(class_counts)
@@ -80,7 +80,7 @@ def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: in
     else:
         raise RuntimeError("could not remove duplicate labels within clips; are the counts larger than the clips?")
     sizes = [len(part) for part in np.array_split(np.arange(num_clips), num_shards)]
-    return LabelSet(offsets, tokens, num_classes, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    return ClipLabels(offsets, tokens, num_classes, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
 
 
 def _duplicate_positions(owner: np.ndarray, tokens: np.ndarray, num_classes: int) -> np.ndarray:

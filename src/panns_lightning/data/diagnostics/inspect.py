@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.balance import LabelSet, balance_figures, draw_panns, format_figures, read_label_set
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream
+from panns_lightning.data.diagnostics.balance import ClipLabels, balance_figures, draw_panns, format_figures, read_label_set
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import ErrorLog
 from panns_lightning.shardset import Manifest, read_manifest
 
@@ -84,7 +85,7 @@ def run_inspect(
     return report
 
 
-def compare_with_panns(label_set: LabelSet, keys: list[str], *, seed: int, batch_size: int) -> dict[str, dict[str, Any]]:
+def compare_with_panns(label_set: ClipLabels, keys: list[str], *, seed: int, batch_size: int) -> dict[str, dict[str, Any]]:
     """Figures of our drawn ``keys`` and of as many draws from PANNs' sampler on the same label set."""
     index = label_set.key_index()
     ours = np.array([index[key] for key in keys], dtype=np.int64)
