@@ -19,9 +19,6 @@ PYTEST_ARGS ?=
 
 DATA ?= esc50
 CKPT ?=
-FOLDS_esc50 := 1,2,3,4,5
-FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
-FOLDS_ravdess := 1,2,3,4
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
 .PHONY: help install demo demo-data test bench bench-train bench-data sweep pretrain finetune clean
@@ -93,7 +90,9 @@ pretrain: install
 finetune: install
 	@test -n "$(CKPT)" || { echo "usage: make finetune DATA=esc50|gtzan|ravdess CKPT=checkpoint"; exit 2; }
 	@test -f data/$(DATA)/shards/manifest.json || { echo "make data/$(DATA)/shards first: $(BIN)/panns-prepare $(DATA) --root ... --out data/$(DATA)/shards (see docs/finetune/$(DATA).md)"; exit 1; }
-	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$(FOLDS_$(DATA)) finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
+	@# Every fold the shard set holds (its manifest says which): one job each.
+	folds=$$($(PY) -m panns_lightning.shardset.folds data/$(DATA)/shards) && \
+	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$$folds finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
 	$(BIN)/panns-cv-report $(FT_SWEEP)
 
 clean:

@@ -1,8 +1,9 @@
 """``panns-prepare``: make datasets and convert them into shard sets.
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
-shards; ``--val-fraction`` holds out a stratified validation shard set), ``esc50`` / ``gtzan`` /
-``ravdess`` (official layouts → one shard set with folds), ``inspect`` (summarise a shard set).
+shards; ``--val-fraction`` holds out a stratified validation shard set), one per registered
+cross-validation dataset (``datasets/registry.py``: esc50 / gtzan / ravdess, official layouts →
+one shard set with folds), ``inspect`` (summarise a shard set).
 Exit codes: 0 ok, 1 nothing usable, 2 usage error (an existing ``--out`` without ``--overwrite``
 included: conversions never resume), 3 the output could not be written (disk full,
 permissions). Unusable audio files are never an error: they are listed in the manifest's
@@ -17,6 +18,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
+
+from panns_lightning.datasets.registry import FOLDED_DATASETS
 
 if TYPE_CHECKING:
     from panns_lightning.shardset.records import ClipRecord, SkippedClip
@@ -35,7 +38,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{synthetic,audioset,esc50,gtzan,ravdess,inspect}")
+    names = ["synthetic", "audioset", *FOLDED_DATASETS, "inspect"]
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
 
     synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
     synthetic.add_argument("--out", required=True, type=Path, help="folder for CSVs and audio/")
@@ -267,58 +271,40 @@ def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]
 
 
 def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
-    """esc50 / gtzan / ravdess: one single-label shard set per dataset, folds in clips and manifest."""
-    specs = {
-        "esc50": ("ESC-50 (audio/*.wav + meta/esc50.csv), official 5 folds", "the ESC-50 folder (ESC-50-master)", 5.0),
-        "gtzan": ("GTZAN (genres/<genre>/*.au or genres_original/<genre>/*.wav), stratified k folds", "folder holding genres/ or genres_original/", 30.0),
-        "ravdess": ("RAVDESS audio (Actor_NN/MM-VV-EE-II-SS-RR-AA.wav), folds by actor", "folder holding the Actor_NN folders", 4.0),
-    }
-    for name, (help_text, root_help, seconds) in specs.items():
-        sub = commands.add_parser(name, help=f"convert {help_text} into shards")
-        sub.add_argument("--root", required=True, type=Path, help=root_help)
+    """One command per registered cross-validation dataset (``datasets/registry.py``): one shard set, folds in clips and manifest."""
+    for entry in FOLDED_DATASETS.values():
+        sub = commands.add_parser(entry.name, help=f"convert {entry.description} into shards")
+        sub.add_argument("--root", required=True, type=Path, help=entry.root_help)
         sub.add_argument("--out", required=True, type=Path, help="output shard directory")
         sub.add_argument("--sample-rate", type=int, default=32000, help="target rate (default 32000, the PANNs front end)")
-        sub.add_argument("--clip-seconds", type=float, default=seconds, help=f"pad/crop to this length (default {seconds:g})")
+        sub.add_argument("--clip-seconds", type=float, default=entry.clip_seconds, help=f"pad/crop to this length (default {entry.clip_seconds:g})")
         sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
         _add_resample_option(sub)
         sub.add_argument("--clips-per-shard", type=int, default=256)
         sub.add_argument("--min-shards", type=int, default=8)
         sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
-        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment" + (" and of the folds" if name == "gtzan" else ""))
+        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment" + (" and of the folds" if entry.seeded else ""))
         sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
-        if name == "esc50":
-            sub.add_argument("--esc10", action="store_true", help="only the ESC-10 subset (10 classes, re-indexed)")
-        if name == "gtzan":
-            sub.add_argument("--num-folds", type=int, default=10)
-            sub.add_argument("--split-file", type=Path, default=None, help="text list of the files to keep (e.g. a fault-filtered split)")
-        if name == "ravdess":
-            sub.add_argument("--channel", choices=("speech", "song", "both"), default="speech")
-            sub.add_argument("--num-folds", type=int, default=4, help="folds of actors (default 4: 6 actors each, 3 male + 3 female)")
-        sub.set_defaults(run=run_folded, dataset_name=name)
+        for option in entry.options:
+            sub.add_argument(option.flag, **option.argparse_options())
+        sub.set_defaults(run=run_folded, dataset=entry)
 
 
 def run_folded(args: argparse.Namespace) -> int:
     from panns_lightning.shardset import folds
 
-    command = args.dataset_name
+    entry = args.dataset
+    command = entry.name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
     if _resample_problem(args):
         return _usage_error(command, _resample_problem(args))
+    options = {option.keyword: getattr(args, option.keyword) for option in entry.options}
+    if entry.seeded:
+        options["seed"] = args.seed
     try:
-        if command == "esc50":
-            from panns_lightning.datasets.esc50 import read_esc50
-
-            folded = read_esc50(args.root, esc10=args.esc10)
-        elif command == "gtzan":
-            from panns_lightning.datasets.gtzan import read_gtzan
-
-            folded = read_gtzan(args.root, num_folds=args.num_folds, seed=args.seed, split_file=args.split_file)
-        else:
-            from panns_lightning.datasets.ravdess import read_ravdess
-
-            folded = read_ravdess(args.root, channel=args.channel, num_folds=args.num_folds)
+        folded = entry.read(args.root, **options)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return _usage_error(command, str(error))
     for warning in folded.result.warnings:
