@@ -21,11 +21,12 @@ DATA ?= esc50
 CKPT ?=
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data test bench bench-train bench-data sweep pretrain finetune clean
+.PHONY: help install demo demo-data lint test test-fast bench bench-train bench-data sweep pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
-	@echo "make test      install and run the test suite"
+	@echo "make lint      ruff (lint + format check) and the import contracts of docs/architecture.md"
+	@echo "make test      install and run the test suite (make test-fast: without the tests marked slow)"
 	@echo "make bench     print throughput figures (converter, stream, train step), then make bench-train's table"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
@@ -57,8 +58,17 @@ demo: demo-data
 		hydra.run.dir=$(DEMO_RUN)/eval
 	PY=$(PY) bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
+
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5); a suite that runs nothing proves nothing" >&2; fi; exit $$rc
+
+# The tests that neither train nor start a process (marker "slow" in pyproject.toml): a minute or two.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test-fast: FAILED: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)

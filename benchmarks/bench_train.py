@@ -29,10 +29,9 @@ import gc
 import importlib.util
 import statistics
 import sys
-import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 

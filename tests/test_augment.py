@@ -9,7 +9,6 @@ from hydra import compose, initialize_config_dir
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.models import do_mixup
-from panns_lightning.models import do_mixup
 from panns_lightning.training.augment import WaveformAugment, random_gain, random_roll
 from panns_lightning.training.module import TaggingModule
 

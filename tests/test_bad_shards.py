@@ -12,10 +12,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
 from panns_lightning.data.stream import BadSampleError
+from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
 STREAM_LOG = "panns_lightning.data.stream"
 NO_LABELS = json.dumps({"source": "synthetic/nolabels.wav"}).encode()
@@ -183,6 +183,7 @@ class WaveformMean(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+@pytest.mark.slow
 def test_callback_logs_bad_sample_and_shard_counts(tmp_path: Path) -> None:
     # Train: the first clip of each shard is damaged, so each worker meets one whatever shard it reads.
     clips = simple_clips(12, 3)

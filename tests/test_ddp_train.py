@@ -12,6 +12,7 @@ from panns_lightning.cli.evaluate import evaluate_checkpoint
 from train_fixtures import BIN, demo_overrides, run
 
 
+@pytest.mark.slow
 def test_two_process_ddp_writes_once_and_matches_single_process_eval(tiny_audioset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     result = run([BIN / "panns-train", *demo_overrides(tiny_audioset, tmp_path, output_dir=False),

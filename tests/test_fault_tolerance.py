@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -47,6 +46,7 @@ def test_a_failing_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypat
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"], "no temporary file is left"
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_breaks_last_ckpt(tmp_path: Path) -> None:
     """A process saving a 64 MB checkpoint over and over is killed at some point of a save."""
     target = tmp_path / "last.ckpt"
@@ -79,6 +79,7 @@ def test_step_seed_depends_on_every_part() -> None:
     assert len({base, step_seed(2, 2, 3, 0), step_seed(1, 3, 3, 0), step_seed(1, 2, 4, 0), step_seed(1, 2, 3, 1)}) == 5
 
 
+@pytest.mark.slow
 def test_step_seed_makes_random_draws_a_function_of_the_batch() -> None:
     callback = StepSeed(seed=5)
 
@@ -180,6 +181,7 @@ def fit(module: TaggingModule, batches: list[dict], tmp_path: Path) -> L.Trainer
     return trainer
 
 
+@pytest.mark.slow
 def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(tmp_path: Path) -> None:
     module = tiny_module(max_nonfinite_steps=3)
     fit(module, nan_batches({1, 4}, 6), tmp_path)
@@ -187,6 +189,7 @@ def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(tmp_path: Path) -> N
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+@pytest.mark.slow
 def test_k_nan_batches_in_a_row_stop_the_run_naming_steps_and_keys(tmp_path: Path) -> None:
     module = tiny_module(max_nonfinite_steps=2)
     with pytest.raises(NonFiniteTrainingError, match=r"2 consecutive steps \(3\.\.4\).*b3c0"):
@@ -196,8 +199,8 @@ def test_k_nan_batches_in_a_row_stop_the_run_naming_steps_and_keys(tmp_path: Pat
 def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from hydra import compose, initialize_config_dir
 
-    from panns_lightning.cli.hydra_app import find_config_dir
     from panns_lightning.cli.build import build_loggers
+    from panns_lightning.cli.hydra_app import find_config_dir
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -56,6 +56,7 @@ def test_upstream_weights_load_and_the_head_is_new(upstream_file) -> None:
     assert output["clipwise_output"].shape == (2, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, freeze_until", [("full", None), ("linear_probe", None), ("partial", "conv_block2")])
 def test_training_moves_exactly_the_unfrozen_layers(upstream_file, mode: str, freeze_until: str | None) -> None:
     path, reference = upstream_file
@@ -85,6 +86,7 @@ def test_front_end_and_architecture_mismatches_are_errors(upstream_file, tmp_pat
         FineTuneModule(CONFIG, LABELS, mode="partial")
 
 
+@pytest.mark.slow
 def test_from_our_lightning_checkpoint_and_back(upstream_file, tmp_path: Path) -> None:
     path, _ = upstream_file
     pretrained = TaggingModule(CONFIG, [{"index": i, "mid": str(i), "name": str(i)} for i in range(7)])

@@ -147,6 +147,7 @@ def test_console_script_writes_a_held_out_val_set_beside_the_training_set(synthe
     assert member_keys(tmp_path / "again_v2").keys() == val_keys.keys()
 
 
+@pytest.mark.slow
 def test_cli_rejects_bad_val_options_with_exit_2(synthetic_audioset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = synthetic_audioset
     base = ["audioset", "--segments", str(data / "eval_segments.csv"), "--audio-dir", str(data / "audio"),

@@ -262,6 +262,7 @@ def test_streamed_wav_length_placeholder_is_not_truncation(tmp_path: Path) -> No
     assert audio.wav_truncation(path) == (CLIP + 1, CLIP)
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the injected crash reaches workers through fork")
 def test_a_decoder_that_kills_its_worker_costs_only_that_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "fine.wav"
@@ -354,6 +355,7 @@ def assert_complete_tar(path: Path, clip_samples: int) -> int:
     return len(audio_keys)
 
 
+@pytest.mark.slow
 def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = write_many_clip_esc50(tmp_path / "ESC-50-master", KILL_CLIPS)
     out = tmp_path / "shards"

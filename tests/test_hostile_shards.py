@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from train_fixtures import BIN, REPO, demo_overrides
 
 
@@ -66,6 +67,7 @@ def train_on(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / "panns-train"), *args], capture_output=True, text=True, cwd=REPO, env=env)
 
 
+@pytest.mark.slow
 def test_training_and_validation_skip_and_count_every_kind_of_damage(hostile: tuple[Path, dict, dict], tmp_path: Path) -> None:
     root, train, val = hostile
     result = train_on(root, tmp_path / "run", "data.error_budget=0.9")
@@ -85,6 +87,7 @@ def test_training_and_validation_skip_and_count_every_kind_of_damage(hostile: tu
     assert float(rows[-1]["data/bad_shards"]) >= 4
 
 
+@pytest.mark.slow
 def test_past_the_error_budget_the_run_stops_with_a_clear_message(hostile: tuple[Path, dict, dict], tmp_path: Path) -> None:
     root, _, _ = hostile
     result = train_on(root, tmp_path / "run", "data.error_budget=0.05", "data.error_budget_min_clips=20")

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shard_fixtures import long_tailed_clips, write_shard_set
 
 from panns_lightning.data import run_inspect
+from shard_fixtures import long_tailed_clips, write_shard_set
 
 
 @pytest.fixture(scope="module")

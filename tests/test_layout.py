@@ -37,3 +37,60 @@ def test_augment_presets_use_the_keys_of_the_one_augment_config(preset: str) -> 
         assert _keys(content) <= schema
     else:
         assert _keys(content) == schema
+
+
+def test_no_import_cycle_between_the_files_of_src() -> None:
+    """Every import (also inside functions) as an edge between files; no file reaches itself again.
+
+    The acyclic_siblings contract (make lint) checks the same per package level; this names the files.
+    """
+    import grimp
+
+    graph = grimp.build_graph("panns_lightning", cache_dir=None)
+    edges = {module: graph.find_modules_directly_imported_by(module) for module in graph.modules}
+    cycles = [sorted(component) for component in _strongly_connected(edges) if len(component) > 1]
+    assert cycles == []
+
+
+def _strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's strongly connected components, iteratively (no recursion limit)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    on_stack: set[str] = set()
+    stack: list[str] = []
+    components: list[set[str]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges[root])))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, successors = work[-1]
+            for successor in successors:
+                if successor not in edges:
+                    continue
+                if successor not in index:
+                    index[successor] = low[successor] = len(index)
+                    stack.append(successor)
+                    on_stack.add(successor)
+                    work.append((successor, iter(sorted(edges[successor]))))
+                    break
+                if successor in on_stack:
+                    low[node] = min(low[node], index[successor])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = set()
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.add(member)
+                        if member == node:
+                            break
+                    components.append(component)
+    return components
+

@@ -13,7 +13,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from panns_lightning.cli import preflight
-from panns_lightning.cli.config_schema import ConfigError, validate_eval_config, validate_finetune_config, validate_train_config
+from panns_lightning.cli.config_schema import (
+    ConfigError,
+    validate_eval_config,
+    validate_finetune_config,
+    validate_train_config,
+)
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.cli.preflight import preflight_eval, preflight_finetune, preflight_train
 from train_fixtures import BIN, REPO
@@ -175,6 +180,7 @@ def test_eval_preflight_names_paths_and_gpus(shards: Path, tmp_path: Path, gpus)
     preflight_eval(validate_eval_config(eval_config(f"ckpt_path={checkpoint}", f"data_dir={shards}")))
 
 
+@pytest.mark.slow
 def test_panns_train_with_a_missing_train_dir_fails_with_one_line(shards: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no_such_shards"
     result = subprocess.run(

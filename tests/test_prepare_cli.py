@@ -21,6 +21,7 @@ def panns_prepare(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([*command, *map(str, args)], capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.slow
 def test_synthetic_then_audioset_through_the_console_script(tmp_path: Path) -> None:
     data, shards = tmp_path / "data", tmp_path / "shards"
     made = panns_prepare("synthetic", "--out", data, "--num-classes", 5, "--num-train", 30, "--num-eval", 20, "--clip-seconds", 0.5, "--seed", 3, "--quiet")

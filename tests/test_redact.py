@@ -233,6 +233,7 @@ def test_outside_hydra_redact_hydra_run_only_installs_the_log_filter(monkeypatch
     assert installed == [True]
 
 
+@pytest.mark.slow
 def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Path) -> None:
     """End to end: the token in an override is masked in .hydra/*.yaml, the log and the error line."""
     import subprocess
@@ -264,8 +265,8 @@ def test_wandb_offline_run_keeps_no_credential_from_the_command_line(tmp_path: P
     """wandb stores the command line in its run metadata: with a credential in it, metadata is off."""
     from hydra import compose, initialize_config_dir
 
-    from panns_lightning.cli.hydra_app import find_config_dir
     from panns_lightning.cli.build import build_loggers
+    from panns_lightning.cli.hydra_app import find_config_dir
 
     secret = "tok3nV4lue9"
     monkeypatch.setattr(sys, "argv", ["panns-train", f"data.train_urls=https://host/s-{{0..9}}.tar?token={secret}"])

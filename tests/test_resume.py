@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from train_fixtures import BIN, REPO, demo_overrides, run
 
 MAX_STEPS = 14
@@ -71,6 +72,7 @@ def uninterrupted(tiny_audioset: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninterrupted: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = overrides(tiny_audioset, out)
@@ -104,6 +106,7 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninter
     assert logged_steps(out) == logged_steps(uninterrupted) == list(range(MAX_STEPS))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_that_step(tiny_audioset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = overrides(tiny_audioset, out, "trainer.max_steps=100000", "callbacks.periodic_checkpoint.every_n_train_steps=100000",

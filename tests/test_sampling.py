@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
 from torch.utils.data import DataLoader
 
 from panns_lightning.data.buffer import RepeatShuffleBuffer
 from panns_lightning.data.repeats import ClassBalanceFactor, rotating_round
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
+from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
 
 NUM_CLASSES = 12
 
@@ -145,6 +145,7 @@ def loader_keys(stream: TrainClipStream, num_workers: int = 2) -> list[list[str]
     return [batch["key"] for batch in DataLoader(stream, batch_size=None, num_workers=num_workers)]
 
 
+@pytest.mark.slow
 def test_every_rank_yields_exactly_steps_per_epoch_batches(uneven: Path) -> None:
     for rank in range(2):
         stream = make_train_stream(uneven, rank=rank, world_size=2, steps_per_epoch=7)
@@ -153,6 +154,7 @@ def test_every_rank_yields_exactly_steps_per_epoch_batches(uneven: Path) -> None
         assert all(batch["waveform"].shape == (4, 800) and batch["target"].shape == (4, 4) for batch in batches)
 
 
+@pytest.mark.slow
 def test_same_seed_same_keys_other_epoch_other_keys(uneven: Path) -> None:
     first = loader_keys(make_train_stream(uneven, rank=1, world_size=2))
     again = loader_keys(make_train_stream(uneven, rank=1, world_size=2))
@@ -201,6 +203,7 @@ def test_corrupt_audio_is_skipped_in_training(tmp_path: Path) -> None:
     assert stream.errors.counts()["bad_samples"] == 1, "a clip is reported once however many copies are drawn"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_workers", [0, 2, 3])
 def test_a_resumed_epoch_continues_with_the_batches_of_the_uninterrupted_one(long_tail: Path, num_workers: int) -> None:
     """resume_batches=b: the loader yields exactly batches b.. of the epoch, whichever worker they came from."""

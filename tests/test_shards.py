@@ -63,6 +63,7 @@ def convert(records, out: Path, **options) -> Manifest:
     return write_shards(records, out, **{**defaults, **options})
 
 
+@pytest.mark.slow
 def test_mixed_formats_convert_and_failures_are_reported(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
     reader_skip = SkippedClip("gone", "eval.csv:7", "audio file not found")
     manifest = convert(mixed_sources, tmp_path / "out", num_workers=2, min_shards=2, skipped=[reader_skip])
@@ -101,6 +102,7 @@ def test_flac_storage_holds_the_same_samples_as_int16(mixed_sources: list[ClipRe
         )
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_shards(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
     first = convert(mixed_sources[:5], tmp_path / "one", min_shards=2, seed=3)
     second = convert(mixed_sources[:5], tmp_path / "two", min_shards=2, seed=3, num_workers=2)
@@ -195,6 +197,7 @@ write_shards(records, out, sample_rate=8000, clip_samples=2000, labels=labels, d
 """
 
 
+@pytest.mark.slow
 def test_killed_conversion_leaves_no_partial_shard_and_no_manifest(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
     out, marker = tmp_path / "out", tmp_path / "started"
     script = tmp_path / "convert.py"

@@ -253,6 +253,7 @@ def fit(module: TaggingModule, batches: list[dict], tmp_path, callbacks=(), log_
     return trainer
 
 
+@pytest.mark.slow
 def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
     augmented = dict(TINY, time_drop_width=8, time_stripes_num=2, freq_drop_width=4, freq_stripes_num=2)
@@ -263,6 +264,7 @@ def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path
     assert all(counter.per_step[step] > 0 for step in log_steps)  # the counter does see reads
 
 
+@pytest.mark.slow
 def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
     module = TaggingModule(TINY, LABELS, mixup_enabled=False)
@@ -270,6 +272,7 @@ def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) ->
     assert all(n > 0 for n in counter.per_step)
 
 
+@pytest.mark.slow
 def test_sync_free_guard_skips_on_the_device_and_stops_after_k_in_a_row(tmp_path) -> None:
     from panns_lightning.training.numerics import NonFiniteTrainingError
 

@@ -8,14 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shard_fixtures import FixtureClip, clip_waveform, simple_clips, truncate_file, write_shard_set
 
 from panns_lightning.data.stream import (
     BadSampleError,
     ErrorLog,
     decode_waveform,
-    even_class_order,
     eval_shares_for_slot,
+    even_class_order,
     multi_hot,
     read_shard,
     shard_urls,
@@ -23,6 +22,7 @@ from panns_lightning.data.stream import (
     train_shards_for_slot,
 )
 from panns_lightning.shardset import ShardSetError, read_manifest
+from shard_fixtures import FixtureClip, clip_waveform, simple_clips, truncate_file, write_shard_set
 
 
 def test_manifest_errors_name_the_path(tmp_path: Path) -> None:

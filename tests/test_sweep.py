@@ -19,6 +19,7 @@ FAST = ["trainer.max_steps=2", "trainer.limit_val_batches=2", "test=false", "tra
         "callbacks.lr_monitor=null"]
 
 
+@pytest.mark.slow
 def test_two_by_two_multirun_and_its_report(tiny_audioset: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
     run([BIN / "panns-train", "-m", *demo_overrides(tiny_audioset, tmp_path, output_dir=False), *FAST,
@@ -45,6 +46,7 @@ def test_two_by_two_multirun_and_its_report(tiny_audioset: Path, tmp_path: Path)
     assert len(losses) == 4 and losses == sorted(losses)  # a loss sorts ascending
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tiny_audioset: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     sweep = tmp_path / "submitit"

@@ -107,6 +107,7 @@ def test_classes_differ_on_a_log_spectrogram() -> None:
     assert correlation.max() < 0.95, (event_catalog()[first].name, event_catalog()[second].name)
 
 
+@pytest.mark.slow
 def test_synthetic_converts_end_to_end(small_set, tmp_path: Path) -> None:
     labels = read_label_csv(small_set.labels_csv)
     result = read_audioset(small_set.segments["eval"], small_set.audio_dir, labels)

@@ -125,6 +125,7 @@ def test_missing_checkpoint_is_one_clear_line(capsys, tmp_path) -> None:
     assert code == 1 and err.strip() == f"panns-tag: cannot load checkpoint {tmp_path / 'nope.ckpt'}: checkpoint not found: {tmp_path / 'nope.ckpt'}"
 
 
+@pytest.mark.slow
 def test_module_entry_point_shows_help() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "panns_lightning.cli.tag", "--help"], capture_output=True, text=True, timeout=60

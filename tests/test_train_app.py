@@ -22,6 +22,7 @@ from train_fixtures import BIN, REPO, demo_overrides, run
 # tiny_audioset: the session fixture in conftest.py.
 
 
+@pytest.mark.slow
 def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) -> None:
     """panns-train writes a best checkpoint; panns-eval on it reproduces the validation mAP."""
     out = tmp_path / "run"
@@ -48,6 +49,7 @@ def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) ->
     assert evaluated["mAP"] == pytest.approx(metrics["test"]["mAP"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["Cnn14", "Wavegram_Logmel_Cnn14"])
 def test_fast_dev_run_large_models(tiny_audioset: Path, tmp_path: Path, model: str) -> None:
     from panns_lightning.cli.train import train
@@ -78,6 +80,7 @@ def test_wrong_type_is_named() -> None:
         validate_train_config(cfg)
 
 
+@pytest.mark.slow
 def test_cli_typo_and_unknown_model_fail_before_work(tiny_audioset: Path, tmp_path: Path) -> None:
     typo = subprocess.run([str(BIN / "panns-train"), "experiment=demo", "data.batch_sizee=3"],
                           capture_output=True, text=True, cwd=REPO)
@@ -89,6 +92,7 @@ def test_cli_typo_and_unknown_model_fail_before_work(tiny_audioset: Path, tmp_pa
     assert "Cnn99" in unknown.stderr and "Cnn14" in unknown.stderr  # names it and lists valid ones
 
 
+@pytest.mark.slow
 def test_sample_rate_mismatch_is_explained(tiny_audioset: Path, tmp_path: Path) -> None:
     result = subprocess.run([str(BIN / "panns-train"), *demo_overrides(tiny_audioset, tmp_path),
                              "model.sample_rate=32000", f"hydra.run.dir={tmp_path}"],
@@ -118,3 +122,4 @@ def test_sweep_dir_resolves_before_any_job_starts() -> None:
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=demo"], return_hydra_config=True)
     assert str(cfg.hydra.sweep.dir).startswith("./outputs/demo/multiruns/")
+

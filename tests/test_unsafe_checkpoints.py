@@ -27,7 +27,12 @@ from panns_lightning.cli.preflight import check_resume_checkpoint, check_weights
 from panns_lightning.inference import AudioTagger, load_model
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
 from panns_lightning.models.checkpoint import UnsafeCheckpointError, read_state_dict
-from panns_lightning.training.checkpoints import checkpoint_model_config, load_finetune_module, load_tagging_module, read_checkpoint
+from panns_lightning.training.checkpoints import (
+    checkpoint_model_config,
+    load_finetune_module,
+    load_tagging_module,
+    read_checkpoint,
+)
 from panns_lightning.training.finetune import FineTuneModule
 from test_inference_support import LABELS, SMALL_FRONTEND
 from train_fixtures import BIN, REPO
@@ -179,6 +184,7 @@ def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
     return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
 
 
+@pytest.mark.slow
 def test_console_scripts_refuse_and_run_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     path = write_malicious("zip_lightning", tmp_path / "ckpts", marker)

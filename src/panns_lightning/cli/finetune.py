@@ -23,7 +23,13 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from panns_lightning.cli.build import build_datamodule, build_finetune_module, build_loggers, build_trainer, resolve_ckpt_path
+from panns_lightning.cli.build import (
+    build_datamodule,
+    build_finetune_module,
+    build_loggers,
+    build_trainer,
+    resolve_ckpt_path,
+)
 from panns_lightning.cli.config_schema import ConfigError, validate_finetune_config
 from panns_lightning.cli.hydra_app import find_config_dir, run_app
 from panns_lightning.cli.preflight import preflight_finetune

@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 
 from panns_lightning.cli.config_schema import ConfigError
 from panns_lightning.shardset import MANIFEST_NAME
+
 SPLITS = ("train", "val", "test")
 GPU_ACCELERATORS = ("gpu", "cuda")
 # ckpt_path values that are not paths (train.yaml: a path, "auto" or null).

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 from panns_lightning.datasets.registry import FOLDED_DATASETS
 
 if TYPE_CHECKING:
-    from panns_lightning.shardset.records import ClipRecord, SkippedClip
     from panns_lightning.labels import LabelSet
     from panns_lightning.shardset import Manifest
+    from panns_lightning.shardset.records import ClipRecord, SkippedClip
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 

@@ -25,11 +25,11 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.redact import redact_hparams
 from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, read_manifest
 from panns_lightning.shardset.folds import fold_selection

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 from panns_lightning.labels import LabelSet
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 DEFAULT_AUDIO_PATTERNS: tuple[str, ...] = ("Y{ytid}.*", "{ytid}_{start}_{end}.*")
 """``Y{ytid}.wav`` is upstream PANNs' downloader naming; ``{ytid}_{start}_{end}`` the other common one.

@@ -19,7 +19,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 from panns_lightning.shardset.format import FORMAT_VERSION, MANIFEST_NAME, shard_key
-from panns_lightning.shardset.manifest import Manifest, ManifestError, ShardInfo, ShardSetError, read_manifest, write_manifest
+from panns_lightning.shardset.manifest import (
+    Manifest,
+    ManifestError,
+    ShardInfo,
+    ShardSetError,
+    read_manifest,
+    write_manifest,
+)
 from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 if TYPE_CHECKING:

@@ -28,8 +28,8 @@ import numpy as np
 
 from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 from panns_lightning.data.spec import ReaderSlot, StreamSpec
-from panns_lightning.data.train_stream import ShardReader, TrainClipStream
 from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard
+from panns_lightning.data.train_stream import ShardReader, TrainClipStream
 from panns_lightning.shardset import read_manifest
 
 LABELS_URL_PREFIX = "labels:"

@@ -15,10 +15,16 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.diagnostics.balance import ClipLabels, balance_figures, draw_panns, format_figures, read_label_set
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
+    balance_figures,
+    draw_panns,
+    format_figures,
+    read_label_set,
+)
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.data.stream import ErrorLog
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import Manifest, read_manifest
 
 _TOP = 5  # classes shown at each end of the per-class tables
