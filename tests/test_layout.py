@@ -94,3 +94,17 @@ def _strongly_connected(edges: dict[str, set[str]]) -> list[set[str]]:
                     components.append(component)
     return components
 
+
+@pytest.mark.parametrize("preset", sorted(path.stem for path in (CONF / "debug").glob("*.yaml")))
+def test_debug_presets_compose_on_an_experiment_and_validate(preset: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from panns_lightning.cli.config_schema import validate_train_config
+    from panns_lightning.cli.hydra_app import find_config_dir
+
+    with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
+        cfg = validate_train_config(compose("train", overrides=["experiment=demo", f"debug={preset}"]))
+    assert cfg.task_name == "debug" and cfg.data.num_workers == 0 and cfg.trainer.accelerator == "cpu"
+    if preset == "overfit":
+        assert cfg.data.steps_per_epoch == 1 and cfg.callbacks.stream_epoch is None
+        assert not cfg.augment.mixup.enabled and not cfg.augment.specaugment.enabled

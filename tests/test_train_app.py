@@ -123,3 +123,19 @@ def test_sweep_dir_resolves_before_any_job_starts() -> None:
         cfg = compose("train", overrides=["experiment=demo"], return_hydra_config=True)
     assert str(cfg.hydra.sweep.dir).startswith("./outputs/demo/multiruns/")
 
+
+@pytest.mark.slow
+def test_debug_overfit_replays_one_batch_and_the_loss_falls(tiny_audioset: Path, tmp_path: Path) -> None:
+    """debug=overfit: the same clips every step (the stream stays at epoch 0), no augmentation."""
+    import csv
+
+    out = tmp_path / "run"
+    keys = tmp_path / "keys.txt"
+    run([BIN / "panns-train", *demo_overrides(tiny_audioset, out), "debug=overfit", "data.steps_per_epoch=1",
+         "data.batch_size=8", "trainer.max_epochs=30", f"hydra.run.dir={out}",
+         "+callbacks.key_log._target_=panns_lightning.training.callbacks.TrainKeyLog", f"+callbacks.key_log.path={keys}"])
+    batches = {line.split()[3] for line in keys.read_text().splitlines()}
+    assert len(batches) == 1 and len(keys.read_text().splitlines()) == 30
+    with open(out / "csv" / "metrics.csv", newline="") as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert len(losses) == 30 and losses[-1] < 0.2 * losses[0]
