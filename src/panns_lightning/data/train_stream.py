@@ -41,7 +41,7 @@ Memory (what the sampler keeps, per worker): the shuffle buffer and the held-bac
 (≤ ``shuffle_buffer`` drawable copies plus those due within ``copy_window`` draws, as references
 to undecoded clips, not copies), one float per shard (weights) and the class counts. Nothing grows
 with the number of clips, which is why a labels-only run over 1.9 M clips adds ~20 MB
-(``simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
+(``diagnostics/simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
 clips ≈ 1.3 GB per worker at the defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
 
 Guarantees, per DataLoader worker:
