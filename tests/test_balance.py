@@ -80,8 +80,15 @@ def production_draws(
     for epoch in range(first_epoch, first_epoch + epochs):
         for rank in range(RANKS):
             stream = TrainClipStream(
-                spec_of(directory), rank=rank, world_size=RANKS, batch_size=batch, steps_per_epoch=steps,
-                balanced=balanced, shuffle_buffer=shuffle_buffer, seed=7, labels_only=True,
+                spec_of(directory),
+                rank=rank,
+                world_size=RANKS,
+                batch_size=batch,
+                steps_per_epoch=steps,
+                balanced=balanced,
+                shuffle_buffer=shuffle_buffer,
+                seed=7,
+                labels_only=True,
                 reader=RecordingReader(log_dir) if log_dir is not None else None,
             )
             stream.set_epoch(epoch)

@@ -126,8 +126,14 @@ def test_lightning_fit_steps_and_epochs_follow_the_callback(shard_sets: dict[str
 
     module = KeyRecorder()
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[StreamEpochCallback()], default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StreamEpochCallback()],
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=datamodule())
     assert [len(module.keys_by_epoch[epoch]) for epoch in (0, 1)] == [12, 12]

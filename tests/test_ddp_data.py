@@ -80,13 +80,26 @@ def test_two_rank_ddp_steps_evenly_reads_disjoint_shards_and_validates_exactly_o
     log_dir = tmp_path / "keys"
     log_dir.mkdir()
     datamodule = AudioShardDataModule(
-        str(shard_sets["train"]), str(shard_sets["val"]), batch_size=BATCH, num_workers=2,
-        steps_per_epoch=STEPS, shuffle_buffer=4, seed=3,
+        str(shard_sets["train"]),
+        str(shard_sets["val"]),
+        batch_size=BATCH,
+        num_workers=2,
+        steps_per_epoch=STEPS,
+        shuffle_buffer=4,
+        seed=3,
     )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[StreamEpochCallback()], default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StreamEpochCallback()],
+        default_root_dir=tmp_path,
     )
     trainer.fit(KeyRecorder(str(log_dir)), datamodule=datamodule)
 

@@ -168,15 +168,31 @@ def nan_batches(poisoned: set[int], count: int) -> list[dict]:
 
 
 def tiny_module(max_nonfinite_steps: int) -> TaggingModule:
-    model_config = {"name": "Cnn6", "sample_rate": 8000, "window_size": 256, "hop_size": 80, "mel_bins": 32,
-                    "fmin": 50, "fmax": 4000, "time_stripes_num": 0, "freq_stripes_num": 0}
+    model_config = {
+        "name": "Cnn6",
+        "sample_rate": 8000,
+        "window_size": 256,
+        "hop_size": 80,
+        "mel_bins": 32,
+        "fmin": 50,
+        "fmax": 4000,
+        "time_stripes_num": 0,
+        "freq_stripes_num": 0,
+    }
     labels = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(3)]
     return TaggingModule(model_config, labels, mixup_enabled=False, max_nonfinite_steps=max_nonfinite_steps)
 
 
 def fit(module: TaggingModule, batches: list[dict], tmp_path: Path) -> L.Trainer:
-    trainer = L.Trainer(max_steps=len(batches), accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=len(batches),
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(batches, batch_size=None))
     return trainer
 
@@ -196,7 +212,9 @@ def test_k_nan_batches_in_a_row_stop_the_run_naming_steps_and_keys(tmp_path: Pat
         fit(module, nan_batches({2, 3}, 6), tmp_path)
 
 
-def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hydra import compose, initialize_config_dir
 
     from panns_lightning.cli.build import build_loggers

@@ -102,8 +102,10 @@ def write_run_dir(run_dir: Path) -> dict[str, str]:
     overrides = ["data.train_urls=https://h/a-{0..9}.tar?token=abc123tok", "+logger.wandb.api_key=wandbkey0123456789"]
     texts = {
         "config.yaml": OmegaConf.to_yaml(
-            {"data": {"train_urls": "https://h/a-{0..9}.tar?token=abc123tok", "batch_size": 4},
-             "logger": {"wandb": {"api_key": "wandbkey0123456789"}}}
+            {
+                "data": {"train_urls": "https://h/a-{0..9}.tar?token=abc123tok", "batch_size": 4},
+                "logger": {"wandb": {"api_key": "wandbkey0123456789"}},
+            }
         ),
         "overrides.yaml": OmegaConf.to_yaml(overrides),
         "hydra.yaml": OmegaConf.to_yaml(
@@ -127,7 +129,8 @@ def test_run_dir_configs_are_rewritten_in_place_and_stay_loadable(tmp_path: Path
     assert config.data.train_urls == f"https://h/a-{{0..9}}.tar?token={MASK}" and config.data.batch_size == 4
     assert config.logger.wandb.api_key == MASK
     assert list(OmegaConf.load(tmp_path / ".hydra" / "overrides.yaml")) == [
-        f"data.train_urls=https://h/a-{{0..9}}.tar?token={MASK}", f"+logger.wandb.api_key={MASK}"
+        f"data.train_urls=https://h/a-{{0..9}}.tar?token={MASK}",
+        f"+logger.wandb.api_key={MASK}",
     ]
     assert stat.S_IMODE((tmp_path / ".hydra" / "config.yaml").stat().st_mode) == 0o644
     assert sorted(p.name for p in (tmp_path / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
@@ -150,8 +153,14 @@ def test_hydra_callback_redacts_the_job_files_and_installs_the_log_filter(
     monkeypatch.setattr(hydra_callbacks, "install_log_redaction", lambda: installed.append(True))
     write_run_dir(tmp_path)
     config = OmegaConf.create(
-        {"hydra": {"output_subdir": ".hydra", "runtime": {"output_dir": str(tmp_path)}, "mode": "RUN",
-                   "sweep": {"dir": str(tmp_path / "none")}}}
+        {
+            "hydra": {
+                "output_subdir": ".hydra",
+                "runtime": {"output_dir": str(tmp_path)},
+                "mode": "RUN",
+                "sweep": {"dir": str(tmp_path / "none")},
+            }
+        }
     )
     RedactionCallback().on_job_start(config=config)
     assert "abc123tok" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()
@@ -202,7 +211,9 @@ class FakeHyperparameters:
 
 
 def test_recorded_hyperparameters_are_masked_in_place() -> None:
-    module = FakeHyperparameters(train_dir="data/train", train_urls="pipe:curl -H 'Authorization: Bearer xyz.bearer-tok' https://h/a.tar")
+    module = FakeHyperparameters(
+        train_dir="data/train", train_urls="pipe:curl -H 'Authorization: Bearer xyz.bearer-tok' https://h/a.tar"
+    )
     redact_hparams(module)
     for stored in (module._hparams, module._hparams_initial):
         assert stored["train_dir"] == "data/train"
@@ -244,9 +255,16 @@ def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Pat
     checkpoint.write_bytes(b"")
     run_dir = tmp_path / "eval"
     result = subprocess.run(
-        [str(BIN / "panns-eval"), f"ckpt_path={checkpoint}", f"data_dir='{tmp_path}/shards?token=abc123tok'",
-         f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            str(BIN / "panns-eval"),
+            f"ckpt_path={checkpoint}",
+            f"data_dir='{tmp_path}/shards?token=abc123tok'",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
@@ -261,7 +279,9 @@ def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Pat
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").data_dir == f"{tmp_path}/shards?token={MASK}"
 
 
-def test_wandb_offline_run_keeps_no_credential_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_offline_run_keeps_no_credential_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """wandb stores the command line in its run metadata: with a credential in it, metadata is off."""
     from hydra import compose, initialize_config_dir
 

@@ -54,8 +54,15 @@ def class_shares(directory: Path, *, balanced: bool, draws: int) -> tuple[np.nda
     """(per-class draw share relative to draws/C, per-class clip counts) from the labels-only stream."""
     spec = spec_of(directory)
     stream = TrainClipStream(
-        spec, rank=0, world_size=1, batch_size=50, steps_per_epoch=draws // 50, balanced=balanced,
-        shuffle_buffer=500, seed=3, labels_only=True,
+        spec,
+        rank=0,
+        world_size=1,
+        batch_size=50,
+        steps_per_epoch=draws // 50,
+        balanced=balanced,
+        shuffle_buffer=500,
+        seed=3,
+        labels_only=True,
     )
     drawn = np.zeros(spec.num_classes)
     total = 0
@@ -175,8 +182,14 @@ def test_ranks_read_disjoint_shards_within_a_pass(uneven: Path) -> None:
         shards = train_shards_for_slot(len(sizes), rank, 2, seed=11, pass_index=0)
         expected_count = sum(sizes[index] for index in shards)
         stream = make_train_stream(
-            uneven, rank=rank, world_size=2, balanced=False, shuffle_buffer=1, batch_size=1,
-            steps_per_epoch=expected_count, labels_only=True,
+            uneven,
+            rank=rank,
+            world_size=2,
+            balanced=False,
+            shuffle_buffer=1,
+            batch_size=1,
+            steps_per_epoch=expected_count,
+            labels_only=True,
         )
         keys = [key for batch in stream for key in batch["key"]]
         assert len(set(keys)) == expected_count
@@ -210,8 +223,15 @@ def test_a_resumed_epoch_continues_with_the_batches_of_the_uninterrupted_one(lon
 
     def epoch_keys(resume_batches: int) -> list[list[str]]:
         stream = TrainClipStream(
-            spec_of(long_tail), rank=1, world_size=2, batch_size=8, steps_per_epoch=11, shuffle_buffer=32,
-            seed=3, labels_only=True, resume_batches=SharedCount(resume_batches),
+            spec_of(long_tail),
+            rank=1,
+            world_size=2,
+            batch_size=8,
+            steps_per_epoch=11,
+            shuffle_buffer=32,
+            seed=3,
+            labels_only=True,
+            resume_batches=SharedCount(resume_batches),
         )
         stream.set_epoch(1)
         return [batch["key"] for batch in DataLoader(stream, batch_size=None, num_workers=num_workers)]

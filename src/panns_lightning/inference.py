@@ -212,9 +212,7 @@ class AudioTagger:
             sample_rate=self.sample_rate,
         )
 
-    def tag(
-        self, waveform: np.ndarray | torch.Tensor, sample_rate: int, top_k: int = DEFAULT_TOP_K
-    ) -> TagResult:
+    def tag(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, top_k: int = DEFAULT_TOP_K) -> TagResult:
         """The ``top_k`` most probable labels (best first) and all clip probabilities."""
         return self.top_labels(self.infer(waveform, sample_rate).clipwise, top_k)
 
@@ -331,9 +329,12 @@ def load_model(
     elif loaded.source == "panns":
         logger.warning(
             "%s: no labels CSV given, so the %d classes are named class_0 .. class_%d%s",
-            path, len(loaded.label_names), len(loaded.label_names) - 1,
+            path,
+            len(loaded.label_names),
+            len(loaded.label_names) - 1,
             " (pass AudioSet's class_labels_indices.csv for names)"
-            if len(loaded.label_names) == AUDIOSET_CLASSES else "",
+            if len(loaded.label_names) == AUDIOSET_CLASSES
+            else "",
         )
     return loaded
 
@@ -434,9 +435,7 @@ def _load_published(path: Path, model_name: str | None, frontend: Mapping[str, A
         raise CheckpointLoadError(unknown_model_message(model_name))
     classes = next((int(state_dict[key].shape[0]) for key in CLASSIFIER_BIAS_KEYS if key in state_dict), None)
     if classes is None:
-        raise CheckpointLoadError(
-            f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})"
-        )
+        raise CheckpointLoadError(f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})")
     unknown = sorted(set(frontend or {}) - set(FRONTEND_KEYS))
     if unknown:
         raise ValueError(f"unknown front-end settings {unknown}; expected some of {list(FRONTEND_KEYS)}")
@@ -470,13 +469,13 @@ def _warn_if_other_frontend(
         logger.warning(
             "%s: the file's mel filter bank differs from the one %s's front end %s builds; the "
             "model was probably trained at another sample rate or fmin/fmax (pass frontend=...)",
-            path, model_name, FRONTEND_DEFAULTS[model_name],
+            path,
+            model_name,
+            FRONTEND_DEFAULTS[model_name],
         )
 
 
-def _batches_of_equal_length(
-    windows: list[tuple[int, int]], batch_size: int
-) -> list[list[tuple[int, int]]]:
+def _batches_of_equal_length(windows: list[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int]]]:
     """Group consecutive windows of one length (only the last window can differ)."""
     batches: list[list[tuple[int, int]]] = []
     for window in windows:

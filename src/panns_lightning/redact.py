@@ -45,16 +45,15 @@ _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s?;'\"]+)=(?P<value>[^
 _USERINFO = re.compile(r"(?P<lead>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@?#'\"]*:)(?P<value>[^/\s@?#'\"]+)(?=@)")
 # Authorization: Bearer xyz / Authorization=Basic abc / "Authorization: xyz"
 _AUTH_HEADER = re.compile(
-    r"(?P<lead>\bAuthorization['\"]?\s*[:=]\s*['\"]?(?:(?:Bearer|Basic|Token|Digest|Bot)\s+)?)(?P<value>[^\s'\",;]+)", re.I
+    r"(?P<lead>\bAuthorization['\"]?\s*[:=]\s*['\"]?(?:(?:Bearer|Basic|Token|Digest|Bot)\s+)?)(?P<value>[^\s'\",;]+)",
+    re.I,
 )
 _BEARER = re.compile(r"(?P<lead>\bBearer\s+)(?P<value>[A-Za-z0-9\-._~+/]+=*)")
 # A secret-named key or variable and its value: WANDB_API_KEY=..., api_key: ..., "password": "...",
 # X-Api-Key: ..., client_secret=... (the name must *end* in the secret word: token_count is no secret).
 _SECRET_WORD = r"(?:api[_-]?key|apikey|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|credentials?)"
 _SECRET_NAME = re.compile(rf"^[\w.-]*{_SECRET_WORD}$", re.I)
-_ASSIGNMENT = re.compile(
-    rf"(?P<lead>\b[\w.-]*{_SECRET_WORD}['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s'\",;&}}\]]+)", re.I
-)
+_ASSIGNMENT = re.compile(rf"(?P<lead>\b[\w.-]*{_SECRET_WORD}['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s'\",;&}}\]]+)", re.I)
 # Command-line flags: --token abc, --api-key=abc, curl -u user:password / --user user:password.
 _FLAG = re.compile(rf"(?P<lead>--[\w-]*{_SECRET_WORD}(?:=|\s+)['\"]?)(?P<value>[^\s'\"]+)", re.I)
 _CURL_USER = re.compile(r"(?P<lead>(?:\s-u\s*|--user[=\s]+)['\"]?[^\s:'\"]+:)(?P<value>[^\s'\"]+)")
@@ -173,11 +172,17 @@ def _mask_query_value(match: re.Match[str]) -> str:
 
 
 def _mask_env_values(text: str) -> str:
-    values = tuple(sorted(
-        {value for name, value in os.environ.items()
-         if _SECRET_ENV_NAME.search(name) and len(value) >= MIN_ENV_SECRET_LENGTH},
-        key=len, reverse=True,
-    ))
+    values = tuple(
+        sorted(
+            {
+                value
+                for name, value in os.environ.items()
+                if _SECRET_ENV_NAME.search(name) and len(value) >= MIN_ENV_SECRET_LENGTH
+            },
+            key=len,
+            reverse=True,
+        )
+    )
     if not values:
         return text
     return _literal_pattern(values).sub(MASK, text)

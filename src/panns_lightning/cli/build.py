@@ -149,7 +149,9 @@ def build_loggers(cfg: DictConfig, resume_step: int | None = None) -> list[Any]:
             overrides.setdefault(name, {"id": wandb_run_id(cfg.paths.output_dir)})
             if command_line_has_secrets():
                 # wandb records the command line in its run metadata; this one holds a credential.
-                logger_cfg = OmegaConf.merge(logger_cfg, {"settings": {"_target_": "wandb.Settings", "x_disable_meta": True}})
+                logger_cfg = OmegaConf.merge(
+                    logger_cfg, {"settings": {"_target_": "wandb.Settings", "x_disable_meta": True}}
+                )
                 log.info("wandb: the command line holds credentials, so run metadata (args, host) is not recorded")
         if name in overrides:
             logger_cfg = OmegaConf.merge(logger_cfg, overrides[name])

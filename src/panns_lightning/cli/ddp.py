@@ -72,8 +72,13 @@ def child_rank_command(trainer: L.Trainer) -> Iterator[None]:
         return
     hydra_cfg = HydraConfig.get()
     saved_argv, saved_run_dir = list(sys.argv), hydra_cfg.run.dir
-    sys.argv = [saved_argv[0], *config_flags(saved_argv[1:]), *hydra_cfg.overrides.task,
-                "hydra.mode=RUN", "hydra/job_logging=stdout"]
+    sys.argv = [
+        saved_argv[0],
+        *config_flags(saved_argv[1:]),
+        *hydra_cfg.overrides.task,
+        "hydra.mode=RUN",
+        "hydra/job_logging=stdout",
+    ]
     with read_write(hydra_cfg.run):
         hydra_cfg.run.dir = str(hydra_cfg.runtime.output_dir)
     try:

@@ -41,7 +41,9 @@ def evaluate_checkpoint(
         module = load_tagging_module(ckpt_path)
     except (OSError, ValueError, RuntimeError) as error:
         # Unsafe pickle, missing file, foreign or mismatched checkpoint: one line naming the file.
-        raise SystemExit(redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")) from None
+        raise SystemExit(
+            redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")
+        ) from None
     datamodule = AudioShardDataModule(
         train_dir=None, val_dir=None, test_dir=str(data_dir), batch_size=batch_size, num_workers=num_workers
     )
@@ -59,7 +61,10 @@ def evaluate_checkpoint(
             f"{data_dir}/manifest.json ({len(data_names)} classes)"
         )
     trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+        accelerator=accelerator,
+        devices=devices,
+        logger=False,
+        enable_checkpointing=False,
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)

@@ -49,7 +49,9 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
     if cfg.data.fold is not None:
         # Fail before building anything when the fold does not exist in the shard set.
         try:
-            fold_selection(datamodule.manifest("train" if cfg.data.train_dir else "test"), int(cfg.data.fold), held_out=True)
+            fold_selection(
+                datamodule.manifest("train" if cfg.data.train_dir else "test"), int(cfg.data.fold), held_out=True
+            )
         except ValueError as error:
             raise ConfigError(str(error)) from None
     module = build_finetune_module(cfg, datamodule)

@@ -62,7 +62,9 @@ def check_shard_dir(key: str, value: Any, required: bool = False) -> None:
             "made by panns-prepare)"
         )
     if not directory.is_dir():
-        raise ConfigError(f"{key}={directory} is not a directory (expected a shard set directory holding {MANIFEST_NAME})")
+        raise ConfigError(
+            f"{key}={directory} is not a directory (expected a shard set directory holding {MANIFEST_NAME})"
+        )
     if not (directory / MANIFEST_NAME).is_file():
         raise ConfigError(
             f"{key}={directory} has no {MANIFEST_NAME}: not a shard set, or its panns-prepare conversion "

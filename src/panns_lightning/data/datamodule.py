@@ -238,10 +238,14 @@ class AudioShardDataModule(pl.LightningDataModule):
         if self.fold is None:
             return spec
         try:
-            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=str(Path(directory) / MANIFEST_NAME))
+            chosen = fold_selection(
+                manifest, self.fold, held_out=split != "train", where=str(Path(directory) / MANIFEST_NAME)
+            )
         except ValueError as error:
             raise ShardSetError(str(error)) from None
-        return dataclasses.replace(spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips)
+        return dataclasses.replace(
+            spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips
+        )
 
     def _read_manifests(self) -> dict[str, Manifest]:
         if self._manifests is None:
@@ -301,7 +305,11 @@ class StreamEpochCallback(pl.Callback):
         for name in ("bad_samples", "bad_shards"):
             total = sum(split[name] for split in counts.values())
             pl_module.log(
-                f"data/{name}", float(total), on_step=False, on_epoch=True, reduce_fx="sum",
+                f"data/{name}",
+                float(total),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
                 sync_dist=trainer.world_size > 1,
             )
         if any(value for split in counts.values() for value in split.values()):
@@ -342,7 +350,9 @@ class DataErrorBudget(pl.Callback):
     def __init__(self, interval: int = 50) -> None:
         self.interval = max(1, int(interval))
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.world_size == 1 or (batch_idx + 1) % self.interval == 0:
             self._check(trainer, "train")
 
@@ -358,7 +368,9 @@ class DataErrorBudget(pl.Callback):
         if trainer.world_size > 1:
             names = sorted(counts)
             summed = trainer.strategy.reduce(
-                torch.tensor([counts[name] for name in names], dtype=torch.float64, device=trainer.strategy.root_device),
+                torch.tensor(
+                    [counts[name] for name in names], dtype=torch.float64, device=trainer.strategy.root_device
+                ),
                 reduce_op="sum",
             )
             counts = {name: int(value) for name, value in zip(names, summed.tolist())}
@@ -427,8 +439,7 @@ def _check_compatible(manifests: dict[str, Manifest]) -> None:
             )
         if manifest.sample_rate != first.sample_rate:
             raise ShardSetError(
-                f"sample rates differ: {first_path} has {first.sample_rate} Hz, "
-                f"{path} has {manifest.sample_rate} Hz"
+                f"sample rates differ: {first_path} has {first.sample_rate} Hz, {path} has {manifest.sample_rate} Hz"
             )
 
 

@@ -46,7 +46,9 @@ class StreamOptions:
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.steps_per_epoch < 1:
-            raise ValueError(f"batch_size and steps_per_epoch must be >= 1, got {self.batch_size}, {self.steps_per_epoch}")
+            raise ValueError(
+                f"batch_size and steps_per_epoch must be >= 1, got {self.batch_size}, {self.steps_per_epoch}"
+            )
         if self.repeat_scale <= 0:
             raise ValueError(f"repeat_scale must be > 0, got {self.repeat_scale}")
         if self.num_workers < 0:

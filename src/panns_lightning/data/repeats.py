@@ -40,7 +40,9 @@ class ClassBalanceFactor:
     def total(self, class_counts: Sequence[int]) -> float:
         """Σ E over a group of clips (e.g. a shard) from its per-class clip counts alone."""
         inverse = self._inverse
-        return self._scale * sum(count * inverse[index] for index, count in enumerate(class_counts) if index < len(inverse))
+        return self._scale * sum(
+            count * inverse[index] for index, count in enumerate(class_counts) if index < len(inverse)
+        )
 
 
 def rotating_round(value: float, phase: float, pass_index: int) -> int:
@@ -75,7 +77,9 @@ def copy_window(factor: ClassBalanceFactor | None, repeat_scale: float, spread: 
     return float(max(spread, rarest_copies * batch_size))
 
 
-def due_positions(position: float, copies: int, *, batch_size: int, spread: int, window: float, mean_copies: float) -> list[float]:
+def due_positions(
+    position: float, copies: int, *, batch_size: int, spread: int, window: float, mean_copies: float
+) -> list[float]:
     """Stream positions at which the ``copies`` copies of a clip read at ``position`` fall due.
 
     Copy j falls due at ``position + j·gap``: at least one batch of draws apart (a batch holds a

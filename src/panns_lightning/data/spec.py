@@ -47,7 +47,9 @@ class StreamSpec:
             class_counts=tuple(manifest.class_counts),
             num_clips=manifest.num_clips,
             shard_clips=tuple(shard.num_clips for shard in manifest.shards) if complete else None,
-            shard_class_counts=tuple(tuple(shard.class_counts or ()) for shard in manifest.shards) if complete else None,
+            shard_class_counts=tuple(tuple(shard.class_counts or ()) for shard in manifest.shards)
+            if complete
+            else None,
         )
 
 

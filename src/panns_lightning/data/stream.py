@@ -129,8 +129,11 @@ def even_class_order(shards: Sequence[int], weights: np.ndarray, class_counts: n
         progress = read_weight + shard_weights[candidates]
         total = read_fraction.sum()
         score = (
-            read_fraction @ read_fraction - 2 * progress * total + num_classes * progress**2
-            + 2 * (fractions[candidates] @ read_fraction) - 2 * progress * row_sums[candidates]
+            read_fraction @ read_fraction
+            - 2 * progress * total
+            + num_classes * progress**2
+            + 2 * (fractions[candidates] @ read_fraction)
+            - 2 * progress * row_sums[candidates]
             + row_squares[candidates]
         )
         best = candidates[int(np.argmin(score))]
@@ -141,7 +144,9 @@ def even_class_order(shards: Sequence[int], weights: np.ndarray, class_counts: n
     return ordered
 
 
-def weighted_slices(order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator) -> list[list[int]]:
+def weighted_slices(
+    order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator
+) -> list[list[int]]:
     """Split shards into ``num_slots`` slices of near-equal total weight, each listed in ``order``.
 
     Greedy longest-processing-time on weights jittered by ±25 % (log-normal), so that slices

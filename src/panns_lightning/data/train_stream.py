@@ -63,7 +63,6 @@ counts over part of a pass close to PANNs'.
 ``balanced=False`` emits every clip once (a plain shuffled stream).
 """
 
-
 from __future__ import annotations
 
 import dataclasses
@@ -261,7 +260,12 @@ class TrainClipStream(IterableDataset):
         start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
         first = start - lookback
         schedule = weighted_train_schedule(
-            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=first,
+            len(self.spec.urls),
+            slot.index,
+            slot.count,
+            seed=self.seed,
+            weights=self._shard_weights,
+            start=first,
             class_counts=self._shard_class_matrix,
         )
         signalled = False
@@ -307,8 +311,12 @@ class TrainClipStream(IterableDataset):
 
     def _due_positions(self, clip: RawClip, pass_index: int, position: float) -> list[float]:
         return due_positions(
-            position, self._copies(clip, pass_index), batch_size=self.batch_size, spread=self.repeat_spread,
-            window=self.copy_window, mean_copies=self._mean_copies,
+            position,
+            self._copies(clip, pass_index),
+            batch_size=self.batch_size,
+            spread=self.repeat_spread,
+            window=self.copy_window,
+            mean_copies=self._mean_copies,
         )
 
     def _read(self, url: str, tally: list[int]) -> Iterator[RawClip]:

@@ -62,10 +62,18 @@ def read_gtzan(
             relative = path.relative_to(genres_dir).as_posix()
             match = _NAME.match(path.stem)
             if match is None or match["genre"] != genre_dir.name:
-                result.skipped.append(SkippedClip(path.stem, relative, f"name is not {genre_dir.name}.000NN{path.suffix}"))
+                result.skipped.append(
+                    SkippedClip(path.stem, relative, f"name is not {genre_dir.name}.000NN{path.suffix}")
+                )
                 continue
             if path.stem in candidates:
-                result.skipped.append(SkippedClip(path.stem, relative, f"duplicate of {candidates[path.stem][0].relative_to(genres_dir).as_posix()}"))
+                result.skipped.append(
+                    SkippedClip(
+                        path.stem,
+                        relative,
+                        f"duplicate of {candidates[path.stem][0].relative_to(genres_dir).as_posix()}",
+                    )
+                )
                 continue
             candidates[path.stem] = (path, genre_dir.name)
     genres = sorted({genre for _, genre in candidates.values()}, key=_genre_order)
@@ -80,7 +88,9 @@ def read_gtzan(
         wanted = _read_split_file(split_file)
         for stem, line in sorted(wanted.items()):
             if stem not in candidates:
-                result.skipped.append(SkippedClip(stem, f"{Path(split_file).name}:{line}", "listed in the split file but not found"))
+                result.skipped.append(
+                    SkippedClip(stem, f"{Path(split_file).name}:{line}", "listed in the split file but not found")
+                )
         excluded = sorted(set(candidates) - set(wanted))
         candidates = {stem: value for stem, value in candidates.items() if stem in wanted}
         extra["split_file"] = str(split_file)

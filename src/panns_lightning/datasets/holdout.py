@@ -135,7 +135,9 @@ def class_counts(label_lists: Sequence[Sequence[int]], positions: Sequence[int])
     return dict(counts)
 
 
-def split_records(records: Sequence[ClipRecord], fraction: float, *, seed: int = 0) -> tuple[list[ClipRecord], list[ClipRecord]]:
+def split_records(
+    records: Sequence[ClipRecord], fraction: float, *, seed: int = 0
+) -> tuple[list[ClipRecord], list[ClipRecord]]:
     """``(train, val)`` records, split by :func:`stratified_holdout`, each in input order.
 
     Records whose keys collide as tar members (the shard writer keeps only the first) are one

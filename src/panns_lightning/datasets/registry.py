@@ -93,8 +93,15 @@ FOLDED_DATASETS: dict[str, FoldedDatasetEntry] = {
             clip_seconds=4.0,
             reader="panns_lightning.datasets.ravdess:read_ravdess",
             options=(
-                ReaderOption("channel", "speech, song or both (default speech)", default="speech", choices=("speech", "song", "both")),
-                ReaderOption("num_folds", "folds of actors (default 4: 6 actors each, 3 male + 3 female)", default=4, type=int),
+                ReaderOption(
+                    "channel",
+                    "speech, song or both (default speech)",
+                    default="speech",
+                    choices=("speech", "song", "both"),
+                ),
+                ReaderOption(
+                    "num_folds", "folds of actors (default 4: 6 actors each, 3 male + 3 female)", default=4, type=int
+                ),
             ),
         ),
     )

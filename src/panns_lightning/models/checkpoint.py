@@ -75,12 +75,14 @@ def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict
     if mismatch:
         logger.warning(
             "Partial load from %s: skipped %d missing, %d unexpected and %d mis-shaped keys (%s)",
-            path, len(mismatch.missing), len(mismatch.unexpected), len(mismatch.misshaped),
+            path,
+            len(mismatch.missing),
+            len(mismatch.unexpected),
+            len(mismatch.misshaped),
             examples(mismatch.missing + mismatch.unexpected + mismatch.misshaped),
         )
     compatible = {
-        key: value for key, value in state_dict.items()
-        if key in model_state and key not in mismatch.misshaped
+        key: value for key, value in state_dict.items() if key in model_state and key not in mismatch.misshaped
     }
     model.load_state_dict(compatible, strict=strict)
     return model
@@ -115,9 +117,7 @@ def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> An
     """
     path = require_checkpoint_file(path)
     try:
-        return torch.load(
-            path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path)
-        )
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(_refusal_message(path, error)) from error
     except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
@@ -142,8 +142,7 @@ def _refusal_message(path: Path, error: BaseException) -> str:
     referenced = _REFUSED_GLOBAL.search(text)
     if referenced:
         reason = (
-            f"it references the Python object '{referenced.group(1)}', which only a full unpickle "
-            "would import or call"
+            f"it references the Python object '{referenced.group(1)}', which only a full unpickle would import or call"
         )
     else:
         operand = _REFUSED_OPERAND.search(text)
@@ -171,7 +170,7 @@ def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(content.get("state_dict"), Mapping):
         lightning_state = content["state_dict"]
         state = {
-            key[len(LIGHTNING_PREFIX):]: value
+            key[len(LIGHTNING_PREFIX) :]: value
             for key, value in lightning_state.items()
             if key.startswith(LIGHTNING_PREFIX)
         }
@@ -193,7 +192,7 @@ def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
         )
     # nn.DataParallel / DistributedDataParallel wrap the network as 'module'.
     if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return state
 
 
@@ -236,7 +235,8 @@ def compare_state_dicts(
     missing = [key for key in expected if key not in given]
     unexpected = [key for key in given if key not in expected]
     misshaped = [
-        key for key in expected
+        key
+        for key in expected
         if key in given
         and (not isinstance(given[key], torch.Tensor) or tuple(given[key].shape) != tuple(expected[key].shape))
     ]
@@ -272,9 +272,13 @@ class StateDictMismatch:
     model_classes: int | None
 
     @classmethod
-    def between(cls, expected: Mapping[str, torch.Tensor], given: Mapping[str, Any], prefix: str = "") -> StateDictMismatch:
+    def between(
+        cls, expected: Mapping[str, torch.Tensor], given: Mapping[str, Any], prefix: str = ""
+    ) -> StateDictMismatch:
         missing, unexpected, misshaped = compare_state_dicts(expected, given)
-        return cls(missing, unexpected, misshaped, given, expected, classes_num(given, prefix), classes_num(expected, prefix))
+        return cls(
+            missing, unexpected, misshaped, given, expected, classes_num(given, prefix), classes_num(expected, prefix)
+        )
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.misshaped)
@@ -300,29 +304,33 @@ class StateDictMismatch:
             details = [self.shapes(key, ": ") for key in sorted(self.misshaped)]
             problems.append(f"{len(self.misshaped)} keys with other shapes ({examples(details)})")
         if problems and self.classes_differ:
-            problems.append(f"the file's classifier has {self.file_classes} classes, the model expects {self.model_classes}")
+            problems.append(
+                f"the file's classifier has {self.file_classes} classes, the model expects {self.model_classes}"
+            )
         return "; ".join(problems)
 
     def report(self, path: Path, model_name: str) -> str:
         """Several lines: the differences, the zoo model the file fits best, what to do about it."""
         lines = [
-            f"Checkpoint {path} does not fit {model_name} "
-            f"({len(self.expected)} keys; file has {len(self.given)}):"
+            f"Checkpoint {path} does not fit {model_name} ({len(self.expected)} keys; file has {len(self.given)}):"
         ]
         if self.missing:
             lines.append(f"  {len(self.missing)} missing from the file: {examples(self.missing)}")
         if self.unexpected:
             lines.append(f"  {len(self.unexpected)} unexpected in the file: {examples(self.unexpected)}")
         if self.misshaped:
-            lines.append(f"  {len(self.misshaped)} with other shapes: {examples([self.shapes(key) for key in self.misshaped])}")
+            lines.append(
+                f"  {len(self.misshaped)} with other shapes: {examples([self.shapes(key) for key in self.misshaped])}"
+            )
         names, score = best_matching_models(self.given)
         classes = f"; the file's classifier has {self.file_classes} classes" if self.file_classes is not None else ""
         lines.append(
-            f"  The file's layout best fits zoo model {' / '.join(names)} "
-            f"({score:.0%} of keys and shapes{classes})."
+            f"  The file's layout best fits zoo model {' / '.join(names)} ({score:.0%} of keys and shapes{classes})."
         )
         if self.classes_differ:
-            lines.append(f"  Class count: {path} has {self.file_classes} classes, {model_name} expects {self.model_classes}.")
+            lines.append(
+                f"  Class count: {path} has {self.file_classes} classes, {model_name} expects {self.model_classes}."
+            )
         only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in self.misshaped)
         if self.misshaped and only_classifier and not (self.missing or self.unexpected):
             lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")

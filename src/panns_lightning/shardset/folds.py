@@ -76,7 +76,9 @@ def group_folds(groups: Mapping[str, Hashable], group_fold: Mapping[Hashable, in
     return {key: int(group_fold[group]) for key, group in groups.items()}
 
 
-def read_clip_folds(shard_dir: str | os.PathLike, shard_names: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
+def read_clip_folds(
+    shard_dir: str | os.PathLike, shard_names: Sequence[str]
+) -> dict[str, dict[str, tuple[int, list[int]]]]:
     """``{shard name: {member key: (fold, labels)}}`` from the clips' json members (audio is not read).
 
     Raises ``ValueError`` naming the shard and member when a clip lacks an integer ``fold``.
@@ -142,7 +144,9 @@ def fold_index(
     return entry
 
 
-def fold_selection(manifest: Manifest | Mapping[str, Any], fold: int, *, held_out: bool, where: str = "manifest") -> FoldSelection:
+def fold_selection(
+    manifest: Manifest | Mapping[str, Any], fold: int, *, held_out: bool, where: str = "manifest"
+) -> FoldSelection:
     """Train side (``held_out=False``: every fold but ``fold``) or test side (only ``fold``) of a split.
 
     ``manifest`` is a :class:`Manifest` or the parsed manifest.json; ``where`` names it in errors.
@@ -170,7 +174,10 @@ def fold_selection(manifest: Manifest | Mapping[str, Any], fold: int, *, held_ou
 
 def fold_table(entry: Mapping[str, Any], label_names: Sequence[str]) -> str:
     """A plain-text table of clips per fold (and the smallest class count), for converter output."""
-    lines = [f"{entry['num_folds']} folds ({entry['scheme']}): " + ", ".join(f"{f}: {n}" for f, n in entry["num_clips"].items())]
+    lines = [
+        f"{entry['num_folds']} folds ({entry['scheme']}): "
+        + ", ".join(f"{f}: {n}" for f, n in entry["num_clips"].items())
+    ]
     for f, counts in entry["class_counts"].items():
         empty = [label_names[c] for c, n in enumerate(counts) if n == 0]
         if empty:
@@ -201,7 +208,9 @@ def label_entries(names: Sequence[str], mids: Sequence[str] | None = None) -> li
     return [{"index": i, "mid": (mids[i] if mids is not None else name), "name": name} for i, name in enumerate(names)]
 
 
-def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **write_options: Any) -> tuple[Manifest, dict[str, Any]]:
+def write_folded_shards(
+    folded: FoldedDataset, out_dir: str | os.PathLike, **write_options: Any
+) -> tuple[Manifest, dict[str, Any]]:
     """``write_shards`` (single-label) + the manifest's ``folds`` index; returns (manifest, folds entry).
 
     ``write_options`` go to :func:`panns_lightning.shardset.writer.write_shards` (sample_rate, clip_samples,
@@ -215,10 +224,15 @@ def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **wri
     extra = dict(folded.extra)
     if folded.result.warnings:
         extra["warnings"] = list(folded.result.warnings)
+
     def folds_entry(manifest: Manifest) -> dict[str, Any]:
         return {
             MANIFEST_KEY: fold_index(
-                manifest, scheme=folded.scheme, num_folds=folded.num_folds, seed=folded.seed, description=folded.description
+                manifest,
+                scheme=folded.scheme,
+                num_folds=folded.num_folds,
+                seed=folded.seed,
+                description=folded.description,
             )
         }
 
@@ -241,7 +255,9 @@ def fold_numbers(manifest: Manifest) -> list[int]:
     """The folds a shard set holds (1..k from its ``folds`` entry); ``ValueError`` if it has none."""
     entry = manifest.extra.get(MANIFEST_KEY)
     if not isinstance(entry, Mapping) or not isinstance(entry.get("num_folds"), int):
-        raise ValueError(f"{manifest.root} has no '{MANIFEST_KEY}' entry: it was not made by a converter that writes folds")
+        raise ValueError(
+            f"{manifest.root} has no '{MANIFEST_KEY}' entry: it was not made by a converter that writes folds"
+        )
     return list(range(1, entry["num_folds"] + 1))
 
 

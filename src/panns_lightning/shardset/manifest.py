@@ -139,7 +139,9 @@ def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -
     if check_files:
         missing = [p.name for p in manifest.shard_paths() if not p.is_file()]
         if missing:
-            raise ManifestError(f"{path}: {len(missing)} listed shard(s) missing from {path.parent}: {', '.join(missing[:5])}")
+            raise ManifestError(
+                f"{path}: {len(missing)} listed shard(s) missing from {path.parent}: {', '.join(missing[:5])}"
+            )
     return manifest
 
 
@@ -169,7 +171,9 @@ def checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     checked = []
     for position, entry in enumerate(labels):
         if entry.get("index") != position or "mid" not in entry or "name" not in entry:
-            raise ValueError(f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {dict(entry)!r}")
+            raise ValueError(
+                f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {dict(entry)!r}"
+            )
         checked.append({"index": position, "mid": str(entry["mid"]), "name": str(entry["name"])})
     if not checked:
         raise ValueError("labels is empty: a shard set needs at least one class")
@@ -206,7 +210,11 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
 
     def counts(value: Any, where: str) -> list[int]:
         """One non-negative count per label."""
-        if not isinstance(value, list) or len(value) != num_classes or not all(isinstance(v, int) and v >= 0 for v in value):
+        if (
+            not isinstance(value, list)
+            or len(value) != num_classes
+            or not all(isinstance(v, int) and v >= 0 for v in value)
+        ):
             raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {str(value)[:80]}")
         return value
 
@@ -215,8 +223,14 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
     if not isinstance(data["shards"], list) or not data["shards"]:
         raise fail("'shards' must be a non-empty list")
     for i, entry in enumerate(data["shards"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("num_clips"), int):
-            raise fail(f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}")
+        if (
+            not isinstance(entry, dict)
+            or not isinstance(entry.get("name"), str)
+            or not isinstance(entry.get("num_clips"), int)
+        ):
+            raise fail(
+                f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}"
+            )
         shard_counts = entry.get("class_counts")
         shard_counts = None if shard_counts is None else counts(shard_counts, f"shards[{i}].class_counts")
         shards.append(ShardInfo(entry["name"], entry["num_clips"], shard_counts))

@@ -114,9 +114,13 @@ def write_shards(
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     if sample_rate <= 0 or clip_samples <= 0 or clips_per_shard <= 0:
-        raise ValueError(f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}")
+        raise ValueError(
+            f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}"
+        )
     if extra_manifest and set(extra_manifest) & CORE_KEYS:
-        raise ValueError(f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & CORE_KEYS)}")
+        raise ValueError(
+            f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & CORE_KEYS)}"
+        )
     if resample not in audio.RESAMPLE_METHODS:
         raise ValueError(f"resample must be one of {audio.RESAMPLE_METHODS}, got {resample!r}")
     if resample == "decimate":
@@ -126,7 +130,9 @@ def write_shards(
     skipped_clips = list(skipped)
     records = _unique_records(records, num_classes, multilabel, skipped_clips)
     if not records:
-        raise NoUsableClipsError(f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips)
+        raise NoUsableClipsError(
+            f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips
+        )
 
     out_dir = Path(out_dir)
     _prepare_output_dir(out_dir, overwrite)
@@ -145,7 +151,18 @@ def write_shards(
     try:
         results = _convert_all(tasks, workers)
         for shard_positions in plan:
-            info = _write_one_shard(out_dir, len(shard_infos), shard_positions, results, records, num_classes, skipped_clips, silent, storage, bar)
+            info = _write_one_shard(
+                out_dir,
+                len(shard_infos),
+                shard_positions,
+                results,
+                records,
+                num_classes,
+                skipped_clips,
+                silent,
+                storage,
+                bar,
+            )
             if info is not None:
                 shard_infos.append(info)
     finally:
@@ -233,7 +250,10 @@ def plan_shards(label_lists: Sequence[Sequence[int]], num_shards: int, *, seed: 
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]) -> list[ClipRecord]:
+
+def _unique_records(
+    records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]
+) -> list[ClipRecord]:
     """Check label indices (a reader bug: raise) and drop keys that collide after sanitising (report)."""
     kept: list[ClipRecord] = []
     seen: dict[str, str] = {}
@@ -242,12 +262,20 @@ def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel:
         if bad:
             raise ValueError(f"record {record.key!r}: label indices {bad} outside 0..{num_classes - 1}")
         if not multilabel and len(record.labels) != 1:
-            raise ValueError(f"record {record.key!r}: single-label dataset needs exactly one label, found {list(record.labels)}")
+            raise ValueError(
+                f"record {record.key!r}: single-label dataset needs exactly one label, found {list(record.labels)}"
+            )
         member = shard_key(record.key)
         if not member:
             raise ValueError(f"record with source {record.source_text!r} has an empty key")
         if member in seen:
-            skipped.append(SkippedClip(record.key, record.source_text, f"duplicate key (as tar member {member!r}), first from {seen[member]}"))
+            skipped.append(
+                SkippedClip(
+                    record.key,
+                    record.source_text,
+                    f"duplicate key (as tar member {member!r}), first from {seen[member]}",
+                )
+            )
             continue
         seen[member] = record.source_text
         kept.append(record)
@@ -443,7 +471,9 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
     try:
-        waveform = audio.load_audio(task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample)
+        waveform = audio.load_audio(
+            task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample
+        )
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
@@ -481,4 +511,3 @@ def _exit_with_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(_PARENT_POLL_SECONDS)
     os._exit(1)
-

@@ -42,9 +42,7 @@ def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
     """
     content = load_weights_only(path, mmap=mmap)
     if not isinstance(content, Mapping):
-        raise CheckpointReadError(
-            f"{path} holds a {type(content).__name__}, not a checkpoint dict"
-        )
+        raise CheckpointReadError(f"{path} holds a {type(content).__name__}, not a checkpoint dict")
     return dict(content)
 
 
@@ -85,7 +83,9 @@ def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = N
     """:func:`load_tagging_module` for a checkpoint that must be a fine-tuning one."""
     checkpoint = dict(content) if content is not None else read_checkpoint(path)
     if checkpoint_kind(checkpoint) != "finetune":
-        raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")
+        raise ValueError(
+            f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module"
+        )
     module = load_tagging_module(path, checkpoint)
     assert isinstance(module, FineTuneModule)
     return module

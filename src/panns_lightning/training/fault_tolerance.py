@@ -76,7 +76,9 @@ class StepSeed(L.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         seed_all(step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
 
 
@@ -116,7 +118,9 @@ class LogStepFromGlobalStep(L.Callback):
     global step, so it is set to it before each batch.
     """
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         epoch_loop = trainer.fit_loop.epoch_loop
         if trainer.accumulate_grad_batches == 1 and hasattr(epoch_loop, "_batches_that_stepped"):
             epoch_loop._batches_that_stepped = trainer.global_step
@@ -131,7 +135,9 @@ def checkpoint_global_step(path: str | Path) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
-def continue_loggers(logger_cfgs: dict[str, Any], resume_step: int, output_dir: str | Path) -> dict[str, dict[str, Any]]:
+def continue_loggers(
+    logger_cfgs: dict[str, Any], resume_step: int, output_dir: str | Path
+) -> dict[str, dict[str, Any]]:
     """Overrides for each logger config so that a run resumed at ``resume_step`` continues its logs.
 
     Lightning logs a batch's metrics under the number of optimizer steps *before* it, so the

@@ -130,8 +130,14 @@ class FineTuneModule(TaggingModule):
     def on_test_epoch_end(self) -> None:
         # Keep the raw predictions (gathered across ranks) for confusion matrices before they are reset.
         with self.test_metrics.sync_context(should_sync=self.trainer.world_size > 1 if self._trainer else False):
-            probs = dim_zero_cat(self.test_metrics.probs) if self.test_metrics.probs else torch.zeros(0, len(self.labels))
-            targets = dim_zero_cat(self.test_metrics.targets) if self.test_metrics.targets else torch.zeros(0, len(self.labels))
+            probs = (
+                dim_zero_cat(self.test_metrics.probs) if self.test_metrics.probs else torch.zeros(0, len(self.labels))
+            )
+            targets = (
+                dim_zero_cat(self.test_metrics.targets)
+                if self.test_metrics.targets
+                else torch.zeros(0, len(self.labels))
+            )
         self.last_test_predictions = (probs.cpu(), targets.cpu())
         super().on_test_epoch_end()
 
@@ -141,7 +147,9 @@ class FineTuneModule(TaggingModule):
         groups = parameter_groups(self.model, hp.lr, self.layer_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
-        optimizer = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
+        optimizer = torch.optim.Adam(
+            groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad
+        )
         if hp.warmup_steps <= 0:
             return optimizer
         warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
@@ -167,7 +175,9 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
             f"{' / '.join(names)} ({score:.0%} of keys); set model=<that name> and its front end"
         )
     for key in FRONTEND_TENSORS:
-        if key in file_backbone and not torch.allclose(file_backbone[key].float(), model_backbone[key].float(), atol=1e-5):
+        if key in file_backbone and not torch.allclose(
+            file_backbone[key].float(), model_backbone[key].float(), atol=1e-5
+        ):
             raise CheckpointMismatchError(
                 f"{path}: its {key} differs from the one {name} builds from model_config, so the checkpoint was "
                 "trained with another front end (sample_rate / window_size / mel_bins / fmin / fmax); use the "
@@ -188,7 +198,9 @@ def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) ->
         return [name for name in names if name != HEAD]
     if freeze_until not in names or freeze_until == HEAD:
         choices = [name for name in names if name != HEAD]
-        raise ValueError(f"freeze_until={freeze_until!r} is not a layer of {getattr(model, 'zoo_name', type(model).__name__)}; choose one of {choices}")
+        raise ValueError(
+            f"freeze_until={freeze_until!r} is not a layer of {getattr(model, 'zoo_name', type(model).__name__)}; choose one of {choices}"
+        )
     return names[: names.index(freeze_until) + 1]
 
 

@@ -172,7 +172,9 @@ class TaggingModule(L.LightningModule):
         if self.guard_update(optimizer, self.global_step, scaled=scaled, review=review):
             self._log_host_values()
 
-    def guard_update(self, optimizer: torch.optim.Optimizer, step: int, *, scaled: bool = False, review: bool = True) -> bool:
+    def guard_update(
+        self, optimizer: torch.optim.Optimizer, step: int, *, scaled: bool = False, review: bool = True
+    ) -> bool:
         """Arrange for a non-finite step to change nothing; True if the host looked at the device.
 
         With ``speed.sync_free`` and a fused optimizer the verdict stays on the device
@@ -232,20 +234,26 @@ class TaggingModule(L.LightningModule):
         self.last_test_scores = self._log_scores(self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"key": batch["key"], **{k: v.float().cpu() for k, v in self.model(float_waveform(batch["waveform"])).items()}}
+        return {
+            "key": batch["key"],
+            **{k: v.float().cpu() for k, v in self.model(float_waveform(batch["waveform"])).items()},
+        }
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
-            weight_decay=hp.weight_decay, amsgrad=hp.amsgrad, **self.speed.adam_options(),
+            self.parameters(),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+            weight_decay=hp.weight_decay,
+            amsgrad=hp.amsgrad,
+            **self.speed.adam_options(),
         )
         if hp.warmup_steps <= 0:
             return optimizer
-        warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps)
-        )
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     # ---- what a checkpoint carries ----------------------------------------------------------

@@ -91,12 +91,18 @@ class ClipLabels:
         """[num_shards, num_classes] clips per class in each shard (what a manifest's shard list holds)."""
         shard_of_clip = np.searchsorted(self.shard_bounds, np.arange(self.num_clips), side="right") - 1
         shard_of_value = np.repeat(shard_of_clip, np.diff(self.offsets))
-        flat = np.bincount(shard_of_value * self.num_classes + self.values, minlength=self.num_shards * self.num_classes)
+        flat = np.bincount(
+            shard_of_value * self.num_classes + self.values, minlength=self.num_shards * self.num_classes
+        )
         return flat.reshape(self.num_shards, self.num_classes)
 
     @classmethod
     def from_lists(
-        cls, label_lists: Sequence[Sequence[int]], num_classes: int, shard_sizes: Sequence[int], keys: Sequence[str] | None = None
+        cls,
+        label_lists: Sequence[Sequence[int]],
+        num_classes: int,
+        shard_sizes: Sequence[int],
+        keys: Sequence[str] | None = None,
     ) -> "ClipLabels":
         lengths = np.array([len(set(labels)) for labels in label_lists], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
@@ -341,7 +347,9 @@ FIGURE_COLUMNS = (
 def format_figures(rows: Mapping[str, Mapping[str, Any]]) -> str:
     """A fixed-width table, one row per sampler (name → :func:`balance_figures` result)."""
     name_width = max(len("sampler"), *(len(name) for name in rows))
-    header = f"{'sampler':<{name_width}}  " + "  ".join(f"{title:>{max(len(title), 7)}}" for title, _, _ in FIGURE_COLUMNS)
+    header = f"{'sampler':<{name_width}}  " + "  ".join(
+        f"{title:>{max(len(title), 7)}}" for title, _, _ in FIGURE_COLUMNS
+    )
     lines = [header, "-" * len(header)]
     for name, figures in rows.items():
         cells = []

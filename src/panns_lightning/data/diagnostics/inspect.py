@@ -79,10 +79,20 @@ def run_inspect(
             ours_name = "ours (stream)" if balanced else "ours (plain)"
             print()
             print(f"side by side   {len(drawn_keys)} draws each, same clips' labels, batch size {batch_size}")
-            print(format_figures({"PANNs BalancedTrainSampler": report["comparison"]["panns"], ours_name: report["comparison"]["ours"]}))
+            print(
+                format_figures(
+                    {
+                        "PANNs BalancedTrainSampler": report["comparison"]["panns"],
+                        ours_name: report["comparison"]["ours"],
+                    }
+                )
+            )
             if plot is not None:
                 plot_class_counts(
-                    plot, label_set.class_counts(), report["comparison"], names,
+                    plot,
+                    label_set.class_counts(),
+                    report["comparison"],
+                    names,
                     title=f"{shard_dir}: {len(drawn_keys)} draws, {label_set.num_clips} clips",
                     ours_name=ours_name,
                 )
@@ -91,12 +101,17 @@ def run_inspect(
     return report
 
 
-def compare_with_panns(label_set: ClipLabels, keys: list[str], *, seed: int, batch_size: int) -> dict[str, dict[str, Any]]:
+def compare_with_panns(
+    label_set: ClipLabels, keys: list[str], *, seed: int, batch_size: int
+) -> dict[str, dict[str, Any]]:
     """Figures of our drawn ``keys`` and of as many draws from PANNs' sampler on the same label set."""
     index = label_set.key_index()
     ours = np.array([index[key] for key in keys], dtype=np.int64)
     panns = draw_panns(label_set, len(ours), seed=seed)
-    return {"panns": balance_figures(label_set, panns, batch_size), "ours": balance_figures(label_set, ours, batch_size)}
+    return {
+        "panns": balance_figures(label_set, panns, batch_size),
+        "ours": balance_figures(label_set, ours, batch_size),
+    }
 
 
 def plot_class_counts(
@@ -130,7 +145,14 @@ def plot_class_counts(
     for label, values, colour, marker, style in series:
         values = np.maximum(np.asarray(values, dtype=float)[order], 0.5)  # a 0 stays visible on a log axis
         axes.plot(
-            x, values, label=label, color=colour, marker=marker if few else None, markersize=4, linewidth=1.4, linestyle=style
+            x,
+            values,
+            label=label,
+            color=colour,
+            marker=marker if few else None,
+            markersize=4,
+            linewidth=1.4,
+            linestyle=style,
         )
     axes.axhline(fair, color="black", linestyle=":", linewidth=1, label=f"fair share draws/C = {fair:.0f}")
     axes.set_yscale("log")

@@ -130,13 +130,22 @@ def run_simulation(
     measured("PANNs BalancedTrainSampler", lambda: draw_panns(label_set, draws, seed=seed))
     measured(
         f"ours, {ranks} ranks x {workers} workers",
-        lambda: draw_stream(label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, **options),
+        lambda: draw_stream(
+            label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, **options
+        ),
     )
     if plain:
         measured(
             "plain stream (balanced=False)",
             lambda: draw_stream(
-                label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, balanced=False, **options
+                label_set,
+                draws,
+                ranks=ranks,
+                workers=workers,
+                batch_size=batch_size,
+                seed=seed,
+                balanced=False,
+                **options,
             ),
         )
     print(f"draws          {draws} per sampler, batch size {batch_size}; stream options {options or 'defaults'}")
