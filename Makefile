@@ -23,16 +23,14 @@ PYTEST_ARGS ?=
 
 DATA ?= esc50
 CKPT ?=
-FOLDS_esc50 := 1,2,3,4,5
-FOLDS_gtzan := 1,2,3,4,5,6,7,8,9,10
-FOLDS_ravdess := 1,2,3,4
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data test bench bench-train bench-data sweep pretrain finetune clean
+.PHONY: help install demo demo-data lint test test-fast bench bench-train bench-data sweep pretrain finetune clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
-	@echo "make test      install and run the test suite"
+	@echo "make lint      ruff (lint + format check) and the import contracts of docs/architecture.md"
+	@echo "make test      install and run the test suite (make test-fast: without the tests marked slow)"
 	@echo "make bench     print throughput figures (converter, stream, train step), then make bench-train's table"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
@@ -64,8 +62,17 @@ demo: demo-data
 		hydra.run.dir=$(DEMO_RUN)/eval
 	PY=$(PY) FT_ARGS='trainer.precision=$(DEMO_PRECISION) $(FT_ARGS)' bash scripts/demo_finetune.sh $(DEMO_RUN)/checkpoints/best.ckpt
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports --no-cache --no-logo
+
 test: install
 	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test: FAILED: pytest collected no tests (exit 5); a suite that runs nothing proves nothing" >&2; fi; exit $$rc
+
+# The tests that neither train nor start a process (marker "slow" in pyproject.toml): a minute or two.
+test-fast: install
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test-fast: FAILED: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
@@ -97,7 +104,9 @@ pretrain: install
 finetune: install
 	@test -n "$(CKPT)" || { echo "usage: make finetune DATA=esc50|gtzan|ravdess CKPT=checkpoint"; exit 2; }
 	@test -f data/$(DATA)/shards/manifest.json || { echo "make data/$(DATA)/shards first: $(BIN)/panns-prepare $(DATA) --root ... --out data/$(DATA)/shards (see docs/finetune/$(DATA).md)"; exit 1; }
-	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$(FOLDS_$(DATA)) finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
+	@# Every fold the shard set holds (its manifest says which): one job each.
+	folds=$$($(PY) -m panns_lightning.shardset.folds data/$(DATA)/shards) && \
+	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$$folds finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
 	$(BIN)/panns-cv-report $(FT_SWEEP)
 
 clean:

@@ -107,23 +107,54 @@ def build_data(work: Path, *, data_seed: int, workers: int) -> dict[str, Path]:
     if all((directory / "manifest.json").is_file() for directory in dirs.values()):
         return dirs
     started = time.perf_counter()
-    code = prepare([
-        "synthetic", "--out", str(raw), "--num-classes", str(NUM_CLASSES), "--num-train", str(NUM_TRAIN),
-        "--num-eval", str(NUM_EVAL), "--clip-seconds", str(CLIP_SECONDS), "--seed", str(data_seed),
-        "--overwrite", "--quiet",
-    ])
+    code = prepare(
+        [
+            "synthetic",
+            "--out",
+            str(raw),
+            "--num-classes",
+            str(NUM_CLASSES),
+            "--num-train",
+            str(NUM_TRAIN),
+            "--num-eval",
+            str(NUM_EVAL),
+            "--clip-seconds",
+            str(CLIP_SECONDS),
+            "--seed",
+            str(data_seed),
+            "--overwrite",
+            "--quiet",
+        ]
+    )
     if code:
         raise SystemExit(f"panns-prepare synthetic failed ({code})")
     for split, csv_name, per_shard in (
         ("train", "balanced_train_segments.csv", TRAIN_CLIPS_PER_SHARD),
         ("eval", "eval_segments.csv", EVAL_CLIPS_PER_SHARD),
     ):
-        code = prepare([
-            "audioset", "--segments", str(raw / csv_name), "--audio-dir", str(raw / "audio"),
-            "--labels", str(raw / "class_labels_indices.csv"), "--out", str(dirs[split]),
-            "--sample-rate", str(SAMPLE_RATE), "--clip-seconds", str(CLIP_SECONDS),
-            "--clips-per-shard", str(per_shard), "--workers", str(workers), "--overwrite", "--quiet",
-        ])
+        code = prepare(
+            [
+                "audioset",
+                "--segments",
+                str(raw / csv_name),
+                "--audio-dir",
+                str(raw / "audio"),
+                "--labels",
+                str(raw / "class_labels_indices.csv"),
+                "--out",
+                str(dirs[split]),
+                "--sample-rate",
+                str(SAMPLE_RATE),
+                "--clip-seconds",
+                str(CLIP_SECONDS),
+                "--clips-per-shard",
+                str(per_shard),
+                "--workers",
+                str(workers),
+                "--overwrite",
+                "--quiet",
+            ]
+        )
         if code:
             raise SystemExit(f"panns-prepare audioset ({split}) failed ({code})")
     print(f"data built in {time.perf_counter() - started:.0f} s under {work}")
@@ -134,23 +165,28 @@ class DecodedClips:
     """Every clip of a shard set decoded into memory, in shard-then-clip order."""
 
     def __init__(self, shard_dir: Path) -> None:
-        from panns_lightning.data.stream import ErrorLog, decode_waveform, multi_hot, read_shard, read_shard_manifest, shard_urls
+        from panns_lightning.data.stream import ErrorLog, decode_waveform, multi_hot, read_shard, shard_urls
+        from panns_lightning.shardset.manifest import read_manifest
 
-        manifest = read_shard_manifest(shard_dir)
+        manifest = read_manifest(shard_dir)
         self.manifest = manifest
-        self.num_classes = len(manifest["labels"])
+        self.num_classes = len(manifest.labels)
         errors = ErrorLog(str(shard_dir))
         keys, waveforms, labels = [], [], []
         for url in shard_urls(shard_dir, manifest):
-            for clip in read_shard(url, storage=manifest["storage"], with_audio=True, errors=errors):
+            for clip in read_shard(url, storage=manifest.storage, with_audio=True, errors=errors):
                 keys.append(clip.key)
                 labels.append(tuple(clip.labels))
-                waveforms.append(decode_waveform(
-                    clip.audio, storage=manifest["storage"], sample_rate=manifest["sample_rate"],
-                    clip_samples=manifest["clip_samples"],
-                ))
-        if errors.counts()["bad_samples"] or len(keys) != manifest["num_clips"]:
-            raise RuntimeError(f"{shard_dir}: read {len(keys)} of {manifest['num_clips']} clips, errors {errors.counts()}")
+                waveforms.append(
+                    decode_waveform(
+                        clip.audio,
+                        storage=manifest.storage,
+                        sample_rate=manifest.sample_rate,
+                        clip_samples=manifest.clip_samples,
+                    )
+                )
+        if errors.counts()["bad_samples"] or len(keys) != manifest.num_clips:
+            raise RuntimeError(f"{shard_dir}: read {len(keys)} of {manifest.num_clips} clips, errors {errors.counts()}")
         self.keys = keys
         self.labels = labels
         self.waveforms = torch.from_numpy(np.stack(waveforms))
@@ -199,28 +235,32 @@ class FixedBatches:
 
 def stream_draws(shard_dir: Path, train_clips: DecodedClips, seed: int, args: argparse.Namespace) -> np.ndarray:
     """The clip indices (into ``train_clips``) that the ``stream`` arm draws for ``seed``, epoch by epoch, labels-only."""
-    from panns_lightning.data.balance import draw_stream, read_label_set
-    from panns_lightning.data.sampling import StreamSpec, shard_counts
-    from panns_lightning.data.stream import read_shard, read_shard_manifest, shard_urls
+    from panns_lightning.data.diagnostics.balance import draw_stream, read_label_set
+    from panns_lightning.data.spec import StreamSpec
+    from panns_lightning.data.stream import read_shard
+    from panns_lightning.shardset.manifest import read_manifest
 
-    manifest = read_shard_manifest(shard_dir)
-    spec = StreamSpec(
-        urls=tuple(shard_urls(shard_dir, manifest)), storage=manifest["storage"], sample_rate=manifest["sample_rate"],
-        clip_samples=manifest["clip_samples"], num_classes=len(manifest["labels"]),
-        class_counts=tuple(manifest["class_counts"]), num_clips=manifest["num_clips"], **shard_counts(manifest),
-    )
+    spec = StreamSpec.from_manifest(read_manifest(shard_dir))
     label_set = read_label_set(shard_dir)
     index = {key: i for i, key in enumerate(train_clips.keys)}
     keys = label_set.keys
     assert keys is not None
     epochs = math.ceil(args.steps / args.steps_per_epoch)
-    drawn = np.concatenate([
-        draw_stream(
-            label_set, args.steps_per_epoch * args.batch_size, batch_size=args.batch_size, seed=seed, epoch=epoch,
-            spec=spec, reader=read_shard, shuffle_buffer=args.shuffle_buffer,
-        )
-        for epoch in range(epochs)
-    ])[: args.steps * args.batch_size]
+    drawn = np.concatenate(
+        [
+            draw_stream(
+                label_set,
+                args.steps_per_epoch * args.batch_size,
+                batch_size=args.batch_size,
+                seed=seed,
+                epoch=epoch,
+                spec=spec,
+                reader=read_shard,
+                shuffle_buffer=args.shuffle_buffer,
+            )
+            for epoch in range(epochs)
+        ]
+    )[: args.steps * args.batch_size]
     return np.array([index[keys[i]] for i in drawn], dtype=np.int64)
 
 
@@ -237,7 +277,7 @@ class PannsBatches:
     """``PannsBalancedSampler`` as an endless DataLoader ``batch_sampler``."""
 
     def __init__(self, label_lists: Sequence[Sequence[int]], num_classes: int, batch_size: int, seed: int) -> None:
-        from panns_lightning.data.reference import PannsBalancedSampler
+        from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 
         self.sampler = PannsBalancedSampler(label_lists, num_classes, seed=seed)
         self.batch_size = batch_size
@@ -250,8 +290,14 @@ class PannsBatches:
 
 
 def train_one(
-    arm: str, seed: int, *, dirs: dict[str, Path], train_clips: DecodedClips, args: argparse.Namespace,
-    eval_clips: DecodedClips | None = None, rare: np.ndarray | None = None,
+    arm: str,
+    seed: int,
+    *,
+    dirs: dict[str, Path],
+    train_clips: DecodedClips,
+    args: argparse.Namespace,
+    eval_clips: DecodedClips | None = None,
+    rare: np.ndarray | None = None,
 ) -> tuple[Any, list[str], float]:
     """Train one arm for ``args.steps`` steps; returns the module, the drawn keys and seconds."""
     import lightning as L
@@ -276,7 +322,10 @@ def train_one(
             ap = np.asarray(scores.per_class_ap, dtype=float)
             rare_ap = float(np.nanmean(ap[self.rare])) if self.rare is not None else math.nan
             self.curve.append((int(trainer.global_step), float(scores.mAP), rare_ap))
-            print(f"  {self.name} step {trainer.global_step}: mAP {scores.mAP:.3f}, rarest-decile AP {rare_ap:.3f}", flush=True)
+            print(
+                f"  {self.name} step {trainer.global_step}: mAP {scores.mAP:.3f}, rarest-decile AP {rare_ap:.3f}",
+                flush=True,
+            )
 
     class KeyRecorder(L.Callback):
         def __init__(self) -> None:
@@ -286,34 +335,57 @@ def train_one(
             self.keys.extend(batch["key"])
 
     L.seed_everything(seed, workers=True, verbose=False)
-    labels = list(train_clips.manifest["labels"])
+    labels = list(train_clips.manifest.labels)
     module = TaggingModule(
-        model_config=dict(MODEL), labels=labels, multilabel=True, lr=args.lr, mixup_enabled=True, mixup_alpha=1.0,
-        mixup_on="logmel", speed=SpeedOptions(fused_adam=True, sync_free=True),
+        model_config=dict(MODEL),
+        labels=labels,
+        multilabel=True,
+        lr=args.lr,
+        mixup_enabled=True,
+        mixup_alpha=1.0,
+        mixup_on="logmel",
+        speed=SpeedOptions(fused_adam=True, sync_free=True),
     )
     recorder = KeyRecorder()
     # Complete before the Trainer is built: it copies the list (a callback appended later is never called).
     callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm == "stream" else [recorder]
-    curve = EvalEvery(args.eval_every, eval_clips, f"{arm} seed {seed}", rare) if args.eval_every and eval_clips else None
+    curve = (
+        EvalEvery(args.eval_every, eval_clips, f"{arm} seed {seed}", rare) if args.eval_every and eval_clips else None
+    )
     if curve is not None:
         callbacks.append(curve)
     trainer = L.Trainer(
-        accelerator="cpu", devices=1, max_steps=args.steps, max_epochs=-1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0, limit_val_batches=0,
-        log_every_n_steps=50, callbacks=callbacks,
+        accelerator="cpu",
+        devices=1,
+        max_steps=args.steps,
+        max_epochs=-1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        limit_val_batches=0,
+        log_every_n_steps=50,
+        callbacks=callbacks,
     )
     started = time.perf_counter()
     if arm == "stream":
         datamodule = AudioShardDataModule(
-            train_dir=str(dirs["train"]), batch_size=args.batch_size, num_workers=0, balanced=True,
-            steps_per_epoch=args.steps_per_epoch, shuffle_buffer=args.shuffle_buffer, seed=seed,
+            train_dir=str(dirs["train"]),
+            batch_size=args.batch_size,
+            num_workers=0,
+            balanced=True,
+            steps_per_epoch=args.steps_per_epoch,
+            shuffle_buffer=args.shuffle_buffer,
+            seed=seed,
         )
         trainer.fit(module, datamodule=datamodule)
     elif arm == "panns":
         loader = torch.utils.data.DataLoader(
             MapStyleClips(train_clips),
             batch_sampler=PannsBatches(train_clips.labels, train_clips.num_classes, args.batch_size, seed),
-            num_workers=0, collate_fn=collate,
+            num_workers=0,
+            collate_fn=collate,
         )
         trainer.fit(module, train_dataloaders=loader)
     elif arm in DIAGNOSTIC_ARMS:
@@ -328,7 +400,10 @@ def train_one(
             if arm == "stream-spread":
                 draws = shuffled_within(draws, window, seed)
         loader = torch.utils.data.DataLoader(
-            MapStyleClips(train_clips), batch_sampler=FixedBatches(draws, args.batch_size), num_workers=0, collate_fn=collate,
+            MapStyleClips(train_clips),
+            batch_sampler=FixedBatches(draws, args.batch_size),
+            num_workers=0,
+            collate_fn=collate,
         )
         trainer.fit(module, train_dataloaders=loader)
     else:
@@ -380,11 +455,17 @@ def report(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     by_seed = {(r["arm"], r["seed"]): r for r in results}
     for arm in ARM_NAMES:
         paired = [s for s in seeds if arm != "panns" and ("panns", s) in by_seed and (arm, s) in by_seed]
-        for field, title in (("mAP", "mAP"), ("rare_decile_ap", "rarest-decile AP"), ("rare_quintile_ap", "rarest-quintile AP")):
+        for field, title in (
+            ("mAP", "mAP"),
+            ("rare_decile_ap", "rarest-decile AP"),
+            ("rare_quintile_ap", "rarest-quintile AP"),
+        ):
             if not paired:
                 break
             diffs = [by_seed[(arm, s)][field] - by_seed[("panns", s)][field] for s in paired]
-            lines.append(f"{arm} − panns, paired by seed, {title}: {mean_std(diffs)} (per seed {', '.join(f'{d:+.3f}' for d in diffs)})")
+            lines.append(
+                f"{arm} − panns, paired by seed, {title}: {mean_std(diffs)} (per seed {', '.join(f'{d:+.3f}' for d in diffs)})"
+            )
     lines.append("\nper run:")
     for r in results:
         lines.append(
@@ -402,18 +483,30 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="stream epochs (the sampler is endless)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--arms", nargs="+", choices=list(ARM_NAMES), default=["panns", "stream"])
-    parser.add_argument("--spread-window", type=int, default=32, help="batches per shuffle window of the diagnostic arms")
+    parser.add_argument(
+        "--spread-window", type=int, default=32, help="batches per shuffle window of the diagnostic arms"
+    )
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shuffle-buffer", type=int, default=128,
-                        help="ours: also the repeat spread; 128 puts a rare clip's copies one batch apart, as on AudioSet")
+    parser.add_argument(
+        "--shuffle-buffer",
+        type=int,
+        default=128,
+        help="ours: also the repeat spread; 128 puts a rare clip's copies one batch apart, as on AudioSet",
+    )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--convert-workers", type=int, default=1)
     parser.add_argument("--eval-every", type=int, default=0, help="also score every N steps (0: only at the end)")
     parser.add_argument("--results", default="ab_results.json", help="results file name under --work")
-    parser.add_argument("--report", type=Path, nargs="+", default=None, metavar="JSON",
-                        help="only print the report of these results files (merged), train nothing")
+    parser.add_argument(
+        "--report",
+        type=Path,
+        nargs="+",
+        default=None,
+        metavar="JSON",
+        help="only print the report of these results files (merged), train nothing",
+    )
     args = parser.parse_args(argv)
 
     if args.report:
@@ -425,7 +518,7 @@ def main(argv: list[str] | None = None) -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*Trainer.fit.*stopped.*")
-    from panns_lightning.data.balance import gap_stats, rarest_decile
+    from panns_lightning.data.diagnostics.balance import gap_stats, rarest_decile
 
     started = time.perf_counter()
     dirs = build_data(args.work, data_seed=args.data_seed, workers=args.convert_workers)
@@ -434,7 +527,9 @@ def main(argv: list[str] | None = None) -> None:
     rare = rarest_decile(counts)
     present = np.flatnonzero(counts > 0)
     quintile = present[np.argsort(counts[present], kind="stable")][: max(1, math.ceil(0.2 * len(present)))]
-    rare_clip_keys = {key for key, labels in zip(train_clips.keys, train_clips.labels) if set(labels) & set(rare.tolist())}
+    rare_clip_keys = {
+        key for key, labels in zip(train_clips.keys, train_clips.labels) if set(labels) & set(rare.tolist())
+    }
     print(
         f"train {len(train_clips)} clips, eval {len(eval_clips)} clips, {train_clips.num_classes} classes; "
         f"train counts per class {counts.tolist()}; rarest decile {rare.tolist()} "
@@ -454,12 +549,20 @@ def main(argv: list[str] | None = None) -> None:
             drawn = np.array([index[key] for key in keys], dtype=np.int64)
             rare_clips = np.array(sorted(index[key] for key in rare_clip_keys), dtype=np.int64)
             result = {
-                "arm": arm, "seed": seed, "steps": args.steps, "seconds": seconds,
-                "mAP": scores.mAP, "rare_decile_ap": float(np.nanmean(ap[rare])),
-                "rare_decile_per_class": ap[rare].tolist(), "rare_quintile_ap": float(np.nanmean(ap[quintile])),
-                "per_class_ap": ap.tolist(), "AUC": scores.AUC,
-                "gaps": gap_stats(drawn), "rare_gaps": gap_stats(drawn, rare_clips),
-                "draws": int(len(drawn)), "distinct_clips": int(len(np.unique(drawn))),
+                "arm": arm,
+                "seed": seed,
+                "steps": args.steps,
+                "seconds": seconds,
+                "mAP": scores.mAP,
+                "rare_decile_ap": float(np.nanmean(ap[rare])),
+                "rare_decile_per_class": ap[rare].tolist(),
+                "rare_quintile_ap": float(np.nanmean(ap[quintile])),
+                "per_class_ap": ap.tolist(),
+                "AUC": scores.AUC,
+                "gaps": gap_stats(drawn),
+                "rare_gaps": gap_stats(drawn, rare_clips),
+                "draws": int(len(drawn)),
+                "distinct_clips": int(len(np.unique(drawn))),
                 "rare_draws": int(np.isin(drawn, rare_clips).sum()),
                 "curve": module.curve,
             }
@@ -471,10 +574,14 @@ def main(argv: list[str] | None = None) -> None:
                 f"rare-clip draws {result['rare_draws']}, {seconds:.0f} s",
                 flush=True,
             )
-            results_path.write_text(json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1))
+            results_path.write_text(
+                json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=1)
+            )
     print()
-    print(f"{args.steps} steps × batch {args.batch_size} per run, seeds {args.seeds}, {torch.get_num_threads()} threads, "
-          f"total {time.perf_counter() - started:.0f} s; results in {results_path}")
+    print(
+        f"{args.steps} steps × batch {args.batch_size} per run, seeds {args.seeds}, {torch.get_num_threads()} threads, "
+        f"total {time.perf_counter() - started:.0f} s; results in {results_path}"
+    )
     print(report(results, args.seeds))
 
 

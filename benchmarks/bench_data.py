@@ -38,7 +38,7 @@ NUM_CLASSES = 20
 
 def write_synthetic_clips(root: Path, clips: int, seconds: float, rate: int, seed: int = 0) -> list[Any]:
     """WAV files of tones + noise with long-tailed labels; returns ``ClipRecord``s for ``write_shards``."""
-    from panns_lightning.datasets.records import ClipRecord
+    from panns_lightning.shardset import ClipRecord
 
     rng = np.random.default_rng(seed)
     audio_dir = root / "wav"
@@ -61,14 +61,23 @@ def write_synthetic_clips(root: Path, clips: int, seconds: float, rate: int, see
 
 def convert(records: list[Any], out: Path, *, seconds: float, rate: int, storage: str) -> float:
     """Write a shard set with the real writer; returns clips/s."""
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     labels = [{"index": index, "mid": f"/bench/{index}", "name": f"class {index}"} for index in range(NUM_CLASSES)]
     start = time.perf_counter()
     write_shards(
-        records, out, sample_rate=rate, clip_samples=int(seconds * rate), labels=labels, dataset="bench",
-        split="train", storage=storage, clips_per_shard=max(1, len(records) // 8), min_shards=8,
-        progress=False, overwrite=True,
+        records,
+        out,
+        sample_rate=rate,
+        clip_samples=int(seconds * rate),
+        labels=labels,
+        dataset="bench",
+        split="train",
+        storage=storage,
+        clips_per_shard=max(1, len(records) // 8),
+        min_shards=8,
+        progress=False,
+        overwrite=True,
     )
     return len(records) / (time.perf_counter() - start)
 
@@ -81,7 +90,10 @@ def stream_speed(shard_dir: Path, *, workers: int, batches: int, batch_size: int
     from panns_lightning.data import AudioShardDataModule
 
     datamodule = AudioShardDataModule(
-        train_dir=str(shard_dir), batch_size=batch_size, num_workers=workers, steps_per_epoch=batches,
+        train_dir=str(shard_dir),
+        batch_size=batch_size,
+        num_workers=workers,
+        steps_per_epoch=batches,
         # A small buffer keeps reading in the timed part (a big one would be filled before batch 1).
         shuffle_buffer=2 * batch_size,
     )
@@ -96,15 +108,16 @@ def write_hdf5(shard_dir: Path, path: Path) -> list[tuple[int, ...]]:
     """The int16 shard set's clips as PANNs' HDF5 (``waveform`` int16 [N, T], ``target`` bool [N, C])."""
     import h5py
 
-    from panns_lightning.data.stream import ErrorLog, read_shard, read_shard_manifest, shard_urls
+    from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+    from panns_lightning.shardset import read_manifest
 
-    manifest = read_shard_manifest(shard_dir)
+    manifest = read_manifest(shard_dir)
     clips = [
         clip
         for url in shard_urls(shard_dir, manifest)
         for clip in read_shard(url, storage="int16", with_audio=True, errors=ErrorLog("bench"))
     ]
-    samples = int(manifest["clip_samples"])
+    samples = manifest.clip_samples
     with h5py.File(path, "w") as handle:
         waveforms = handle.create_dataset("waveform", (len(clips), samples), dtype=np.int16)
         targets = handle.create_dataset("target", (len(clips), NUM_CLASSES), dtype=bool)
@@ -135,7 +148,7 @@ class BalancedBatches:
     """A ``batch_sampler``: endless batches of indices from PANNs' BalancedTrainSampler."""
 
     def __init__(self, label_lists: list[tuple[int, ...]], batch_size: int, seed: int = 0) -> None:
-        from panns_lightning.data.reference import PannsBalancedSampler
+        from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 
         self.sampler = PannsBalancedSampler(label_lists, NUM_CLASSES, seed=seed)
         self.batch_size = batch_size
@@ -189,8 +202,10 @@ def main(argv: list[str] | None = None) -> None:
         args.clips, args.batches, args.batch_size = 64, 6, 16
 
     torch.set_num_threads(1)  # the loaders' work is what is measured, not intra-op threads
-    print(f"{args.clips} clips of {args.seconds:g} s at {args.rate} Hz, batch {args.batch_size}, "
-          f"{args.batches} batches per configuration (first not timed), workers {args.workers}")
+    print(
+        f"{args.clips} clips of {args.seconds:g} s at {args.rate} Hz, batch {args.batch_size}, "
+        f"{args.batches} batches per configuration (first not timed), workers {args.workers}"
+    )
     rows: list[tuple[str, str, float, float | None]] = []
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)

@@ -59,10 +59,26 @@ ROWS = ("ours", "reference-fp32", "reference-ours")
 # Sizes per device: GPU = pretraining's (Cnn14, 10 s at 32 kHz, 64 clips = 32 mixed examples,
 # 8 workers); CPU = small enough for a few minutes on a 2-core host.
 DEFAULTS = {
-    "cuda": {"model": "Cnn14", "seconds": 10.0, "rate": 32000, "batch": 64, "workers": 8,
-             "warmup_steps": 20, "steps": 100, "clips": 512},
-    "cpu": {"model": "Cnn6", "seconds": 2.0, "rate": 16000, "batch": 16, "workers": 1,
-            "warmup_steps": 3, "steps": 10, "clips": 128},
+    "cuda": {
+        "model": "Cnn14",
+        "seconds": 10.0,
+        "rate": 32000,
+        "batch": 64,
+        "workers": 8,
+        "warmup_steps": 20,
+        "steps": 100,
+        "clips": 512,
+    },
+    "cpu": {
+        "model": "Cnn6",
+        "seconds": 2.0,
+        "rate": 16000,
+        "batch": 16,
+        "workers": 1,
+        "warmup_steps": 3,
+        "steps": 10,
+        "clips": 128,
+    },
 }
 EVAL_CLIPS = 16
 MIN_SHARDS = 32  # ≥ ranks × workers, so that every loader worker reads shards of its own
@@ -93,12 +109,13 @@ class RowResult:
 
 # ---- data ------------------------------------------------------------------------------------
 
+
 def make_shards(work: Path, *, clips: int, seconds: float, rate: int) -> tuple[Path, Path]:
     """int16 shards of ``clips`` synthetic train clips (+ a tiny eval set), made once per size."""
     from panns_lightning.datasets.audioset import read_audioset
     from panns_lightning.datasets.synthetic import generate_synthetic_audioset
     from panns_lightning.labels import read_label_csv
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     out = work / f"shards-{seconds:g}s-{rate}hz-{clips}"
     train, evaluation = out / "train", out / "eval"
@@ -107,40 +124,60 @@ def make_shards(work: Path, *, clips: int, seconds: float, rate: int) -> tuple[P
     raw = work / f"raw-{seconds:g}s-{clips}"
     if not (raw / "eval_segments.csv").is_file():  # written last by the generator
         print(f"bench_loop: generating {clips} + {EVAL_CLIPS} synthetic {seconds:g} s clips in {raw}", flush=True)
-        generate_synthetic_audioset(raw, num_train=clips, num_eval=EVAL_CLIPS, clip_seconds=seconds,
-                                    overwrite=True, progress=False)
+        generate_synthetic_audioset(
+            raw, num_train=clips, num_eval=EVAL_CLIPS, clip_seconds=seconds, overwrite=True, progress=False
+        )
     labels = read_label_csv(raw / "class_labels_indices.csv")
     print(f"bench_loop: converting to int16 shards at {rate} Hz in {out}", flush=True)
-    for split, segments, directory, count in (("balanced_train", "balanced_train_segments.csv", train, clips),
-                                              ("eval", "eval_segments.csv", evaluation, EVAL_CLIPS)):
+    for split, segments, directory, count in (
+        ("balanced_train", "balanced_train_segments.csv", train, clips),
+        ("eval", "eval_segments.csv", evaluation, EVAL_CLIPS),
+    ):
         result = read_audioset(raw / segments, raw / "audio", labels)
         write_shards(
-            result.records, directory, sample_rate=rate, clip_samples=int(round(seconds * rate)),
-            labels=labels.to_manifest(), dataset="audioset", split=split, storage="int16",
-            clips_per_shard=max(1, math.ceil(count / MIN_SHARDS)), min_shards=MIN_SHARDS,
-            progress=False, overwrite=True,
+            result.records,
+            directory,
+            sample_rate=rate,
+            clip_samples=int(round(seconds * rate)),
+            labels=labels.to_manifest(),
+            dataset="audioset",
+            split=split,
+            storage="int16",
+            clips_per_shard=max(1, math.ceil(count / MIN_SHARDS)),
+            min_shards=MIN_SHARDS,
+            progress=False,
+            overwrite=True,
         )
     return train, evaluation
 
 
 # ---- config ----------------------------------------------------------------------------------
 
+
 def frontend_overrides(model: str, rate: int) -> list[str]:
     """The model's front end at ``rate``: the paper's 32 kHz window/hop scaled, fmax ≤ Nyquist."""
     if rate == PAPER_RATE:
         return []
     scale = rate / PAPER_RATE
-    return [f"model.sample_rate={rate}", f"model.window_size={round(1024 * scale)}",
-            f"model.hop_size={round(320 * scale)}", f"model.fmax={min(14000, rate // 2)}"]
+    return [
+        f"model.sample_rate={rate}",
+        f"model.window_size={round(1024 * scale)}",
+        f"model.hop_size={round(320 * scale)}",
+        f"model.fmax={min(14000, rate // 2)}",
+    ]
 
 
 def common_overrides(args: argparse.Namespace, train: Path, evaluation: Path, workers: int) -> list[str]:
     return [
-        f"model={args.model}", *frontend_overrides(args.model, args.rate),
+        f"model={args.model}",
+        *frontend_overrides(args.model, args.rate),
         "augment=paper",
         f"trainer={'gpu' if args.device == 'cuda' else 'cpu'}",
-        f"data.train_dir={train}", f"data.val_dir={evaluation}", f"data.test_dir={evaluation}",
-        f"data.batch_size={args.batch}", f"data.num_workers={workers}",
+        f"data.train_dir={train}",
+        f"data.val_dir={evaluation}",
+        f"data.test_dir={evaluation}",
+        f"data.batch_size={args.batch}",
+        f"data.num_workers={workers}",
     ]
 
 
@@ -168,11 +205,12 @@ def speed_name(cfg: Any, row: str) -> str:
 
 # ---- measurements ----------------------------------------------------------------------------
 
+
 def loader_rate(cfg: Any, min_seconds: float, max_batches: int = 200) -> tuple[float, dict[str, Any]]:
     """(clips/s of the train DataLoader with 1 worker after its first batch, that first batch)."""
     from omegaconf import open_dict
 
-    from panns_lightning.cli.train import build_datamodule
+    from panns_lightning.cli.build import build_datamodule
 
     data = cfg.data.copy()
     with open_dict(data):
@@ -195,14 +233,21 @@ def loader_rate(cfg: Any, min_seconds: float, max_batches: int = 200) -> tuple[f
 def bare_rate(cfg: Any, batch: dict[str, Any], device: torch.device, steps: int, warmup: int) -> float:
     import lightning as L
 
-    from panns_lightning.cli.train import build_datamodule, build_module
+    from panns_lightning.cli.build import build_datamodule, build_module
 
     L.seed_everything(int(cfg.seed), verbose=False)
     datamodule = build_datamodule(cfg.data, cfg.speed)
     module = build_module(cfg, datamodule)
     try:
-        return bare_step_rate(module, batch, device=device, precision=str(cfg.trainer.precision), steps=steps,
-                              warmup=warmup, review_every=int(cfg.trainer.log_every_n_steps))
+        return bare_step_rate(
+            module,
+            batch,
+            device=device,
+            precision=str(cfg.trainer.precision),
+            steps=steps,
+            warmup=warmup,
+            review_every=int(cfg.trainer.log_every_n_steps),
+        )
     finally:
         del module
         gc.collect()
@@ -263,16 +308,23 @@ def panns_train() -> list[str]:
     return [found] if found is not None else [sys.executable, "-m", "panns_lightning.cli.train"]
 
 
-def run_loop(overrides: list[str], run_dir: Path, warmup: int, device: torch.device) -> tuple[dict[str, Any] | None, float | None, str]:
+def run_loop(
+    overrides: list[str], run_dir: Path, warmup: int, device: torch.device
+) -> tuple[dict[str, Any] | None, float | None, str]:
     """panns-train in steady state: (StepTimer's JSON or None, mean GPU utilisation, note)."""
     run_dir.mkdir(parents=True, exist_ok=True)
     timer = run_dir / "step_timer.json"
     command = [
-        *panns_train(), *overrides,
-        "task_name=bench_loop", "test=false", "trainer.limit_val_batches=0", "logger=csv",
+        *panns_train(),
+        *overrides,
+        "task_name=bench_loop",
+        "test=false",
+        "trainer.limit_val_batches=0",
+        "logger=csv",
         f"hydra.run.dir={run_dir}",
         "+callbacks.step_timer._target_=panns_lightning.training.callbacks.StepTimer",
-        f"+callbacks.step_timer.path={timer}", f"+callbacks.step_timer.warmup_steps={warmup}",
+        f"+callbacks.step_timer.path={timer}",
+        f"+callbacks.step_timer.warmup_steps={warmup}",
     ]
     (run_dir / "command.txt").write_text(" ".join(command) + "\n")
     log_path = run_dir / "panns-train.out"
@@ -299,12 +351,14 @@ class _NoSampler:
 
 # ---- report ----------------------------------------------------------------------------------
 
+
 def fmt(value: float | None, spec: str) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else format(value, spec)
 
 
-def report(results: list[RowResult], *, device: torch.device, gflops: float, mixup: bool,
-           workers_cap: int) -> list[dict[str, Any]]:
+def report(
+    results: list[RowResult], *, device: torch.device, gflops: float, mixup: bool, workers_cap: int
+) -> list[dict[str, Any]]:
     peaks: dict[str, tuple[float, str]] = {}
     rows, out = [], []
     for result in results:
@@ -316,42 +370,76 @@ def report(results: list[RowResult], *, device: torch.device, gflops: float, mix
         mfu_bare = mfu(result.bare * per_example, gflops, peak) if result.bare else None
         mfu_loop = mfu(result.loop * per_example, gflops, peak) if result.loop else None
         ratio, needed = result.ratio, result.workers_needed
-        rows.append([
-            f"{result.row} ({result.speed}, {result.precision})",
-            fmt(result.bare, ".1f"), fmt(result.loop, ".1f"), fmt(ratio, ".2f"),
-            str(result.workers), fmt(needed, "d"),
-            fmt(result.gpu_util, ".0f") + ("%" if result.gpu_util is not None else ""),
-            fmt(None if mfu_bare is None else 100 * mfu_bare, ".1f") + ("%" if mfu_bare is not None else ""),
-            fmt(None if mfu_loop is None else 100 * mfu_loop, ".1f") + ("%" if mfu_loop is not None else ""),
-            result.note,
-        ])
-        out.append({**dataclasses.asdict(result), "ratio": ratio, "workers_needed": needed,
-                    "mfu_bare": mfu_bare, "mfu_loop": mfu_loop, "peak_tflops": peak, "peak_source": peaks[short][1]})
-    header = ["row", "bare clips/s", "loop clips/s", "loop/bare", "workers", "needed", "GPU util",
-              "MFU bare", "MFU loop", "note"]
+        rows.append(
+            [
+                f"{result.row} ({result.speed}, {result.precision})",
+                fmt(result.bare, ".1f"),
+                fmt(result.loop, ".1f"),
+                fmt(ratio, ".2f"),
+                str(result.workers),
+                fmt(needed, "d"),
+                fmt(result.gpu_util, ".0f") + ("%" if result.gpu_util is not None else ""),
+                fmt(None if mfu_bare is None else 100 * mfu_bare, ".1f") + ("%" if mfu_bare is not None else ""),
+                fmt(None if mfu_loop is None else 100 * mfu_loop, ".1f") + ("%" if mfu_loop is not None else ""),
+                result.note,
+            ]
+        )
+        out.append(
+            {
+                **dataclasses.asdict(result),
+                "ratio": ratio,
+                "workers_needed": needed,
+                "mfu_bare": mfu_bare,
+                "mfu_loop": mfu_loop,
+                "peak_tflops": peak,
+                "peak_source": peaks[short][1],
+            }
+        )
+    header = [
+        "row",
+        "bare clips/s",
+        "loop clips/s",
+        "loop/bare",
+        "workers",
+        "needed",
+        "GPU util",
+        "MFU bare",
+        "MFU loop",
+        "note",
+    ]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print()
     print("  ".join(h.ljust(w) if i == 0 else h.rjust(w) for i, (h, w) in enumerate(zip(header, widths))).rstrip())
     print("-" * (sum(widths) + 2 * (len(widths) - 1)))
     for r in rows:
-        print("  ".join(str(c).ljust(w) if i in (0, len(r) - 1) else str(c).rjust(w)
-                        for i, (c, w) in enumerate(zip(r, widths))).rstrip())
+        print(
+            "  ".join(
+                str(c).ljust(w) if i in (0, len(r) - 1) else str(c).rjust(w) for i, (c, w) in enumerate(zip(r, widths))
+            ).rstrip()
+        )
     print()
-    print(f"MFU = 3 x {gflops:.2f} GFLOP (model card forward per clip) x trained examples/s / peak;"
-          + (" mixup on: trained examples = clips / 2 (front end on all clips not counted)." if mixup else ""))
+    print(
+        f"MFU = 3 x {gflops:.2f} GFLOP (model card forward per clip) x trained examples/s / peak;"
+        + (" mixup on: trained examples = clips / 2 (front end on all clips not counted)." if mixup else "")
+    )
     for short, (peak, source) in peaks.items():
         print(f"peak {short}: {fmt(peak, '.4g')} TFLOP/s ({source})")
-    print("needed = ceil(bare clips/s / clips/s of one loader worker alone); GPU util: nvidia-smi mean over the "
-          "timed window" + ("" if device.type == "cuda" else " (n/a on CPU)"))
+    print(
+        "needed = ceil(bare clips/s / clips/s of one loader worker alone); GPU util: nvidia-smi mean over the "
+        "timed window" + ("" if device.type == "cuda" else " (n/a on CPU)")
+    )
     ours = next((r for r in results if r.row == "ours"), None)
     if device.type == "cuda" and ours is not None and ours.ratio is not None:
         met = ours.ratio >= 0.9 and (ours.workers_needed or 0) <= workers_cap
-        print(f"target (GPU): loop >= 0.9 x bare with <= {workers_cap} workers: "
-              f"{'met' if met else 'NOT met'} (ours: {ours.ratio:.2f} x, needs {fmt(ours.workers_needed, 'd')} workers)")
+        print(
+            f"target (GPU): loop >= 0.9 x bare with <= {workers_cap} workers: "
+            f"{'met' if met else 'NOT met'} (ours: {ours.ratio:.2f} x, needs {fmt(ours.workers_needed, 'd')} workers)"
+        )
     return out
 
 
 # ---- main ------------------------------------------------------------------------------------
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -401,9 +489,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     gflops = forward_gflops(str(our_cfg.model.name), float(args.seconds), **frontend)
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({os.cpu_count()} cores)"
     print(f"bench_loop: {device_name}, torch threads {torch.get_num_threads()}, host cores {os.cpu_count()}")
-    print(f"  {args.model}, {args.seconds:g} s clips at {args.rate} Hz (int16 shards), batch {args.batch} clips"
-          + (f" = {args.batch // 2} mixed examples" if mixup else "")
-          + f", {args.workers} loader workers, {args.warmup_steps} warm-up + {args.steps} timed steps")
+    print(
+        f"  {args.model}, {args.seconds:g} s clips at {args.rate} Hz (int16 shards), batch {args.batch} clips"
+        + (f" = {args.batch // 2} mixed examples" if mixup else "")
+        + f", {args.workers} loader workers, {args.warmup_steps} warm-up + {args.steps} timed steps"
+    )
     if device.type == "cpu" and args.defaulted & {"model", "seconds", "rate", "batch"}:
         print("  (CPU sizes; the GPU figures are for: --model Cnn14 --seconds 10 --rate 32000 --batch 64 --workers 8)")
 
@@ -414,7 +504,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             continue
         overrides = base + row_overrides(row, our_precision)
         cfg = compose(overrides)
-        result = RowResult(row=row, speed=speed_name(cfg, row), precision=str(cfg.trainer.precision), workers=args.workers)
+        result = RowResult(
+            row=row, speed=speed_name(cfg, row), precision=str(cfg.trainer.precision), workers=args.workers
+        )
         print(f"bench_loop: [{row}] loader (1 worker) ...", flush=True)
         result.per_worker, batch = loader_rate(cfg, args.loader_seconds)
         print(f"bench_loop: [{row}] bare step ...", flush=True)
@@ -430,11 +522,26 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
 
     table = report(results, device=device, gflops=gflops, mixup=mixup, workers_cap=8)
     runs.mkdir(parents=True, exist_ok=True)
-    (runs / "results.json").write_text(json.dumps({
-        "device": device_name, "model": args.model, "seconds": args.seconds, "rate": args.rate,
-        "batch": args.batch, "workers": args.workers, "warmup_steps": args.warmup_steps, "steps": args.steps,
-        "clips": args.clips, "gflops_forward_per_clip": gflops, "mixup": mixup, "rows": table,
-    }, indent=2) + "\n")
+    (runs / "results.json").write_text(
+        json.dumps(
+            {
+                "device": device_name,
+                "model": args.model,
+                "seconds": args.seconds,
+                "rate": args.rate,
+                "batch": args.batch,
+                "workers": args.workers,
+                "warmup_steps": args.warmup_steps,
+                "steps": args.steps,
+                "clips": args.clips,
+                "gflops_forward_per_clip": gflops,
+                "mixup": mixup,
+                "rows": table,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"runs and results.json: {runs}")
     return table
 

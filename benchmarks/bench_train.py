@@ -31,10 +31,9 @@ import importlib.util
 import math
 import statistics
 import sys
-import time
 import types
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -112,8 +111,14 @@ def autocast(device: torch.device, precision: str) -> Iterator[None]:
         yield
 
 
-def reference_step_fn(reference: types.ModuleType, name: str, config: Config, waveform: torch.Tensor,
-                      target: torch.Tensor, device: torch.device) -> Callable[[int], None]:
+def reference_step_fn(
+    reference: types.ModuleType,
+    name: str,
+    config: Config,
+    waveform: torch.Tensor,
+    target: torch.Tensor,
+    device: torch.device,
+) -> Callable[[int], None]:
     """Upstream's training step: fp32 sigmoid output → F.binary_cross_entropy, Adam (amsgrad)."""
     from panns_lightning.models import build_model
 
@@ -138,18 +143,26 @@ def reference_step_fn(reference: types.ModuleType, name: str, config: Config, wa
     return step
 
 
-def our_step_fn(name: str, config: Config, waveform: torch.Tensor, target: torch.Tensor,
-                device: torch.device, review_every: int) -> Callable[[int], None]:
+def our_step_fn(
+    name: str, config: Config, waveform: torch.Tensor, target: torch.Tensor, device: torch.device, review_every: int
+) -> Callable[[int], None]:
     """Our TaggingModule's step as Lightning runs it (``timing.module_step``), with this row's levers."""
     from panns_lightning.training.module import TaggingModule
     from panns_lightning.training.speed import SpeedOptions
 
     speed = config.speed
     labels = [{"index": i, "mid": f"/m/{i}", "name": str(i)} for i in range(CLASSES)]
-    model_config = {"name": name, **FRONTEND, "stft": speed.get("stft", "conv"), "wave_conv2d": bool(speed.get("wave_conv2d"))}
+    model_config = {
+        "name": name,
+        **FRONTEND,
+        "stft": speed.get("stft", "conv"),
+        "wave_conv2d": bool(speed.get("wave_conv2d")),
+    }
     torch.manual_seed(0)
     module = TaggingModule(
-        model_config, labels, mixup_enabled=False,
+        model_config,
+        labels,
+        mixup_enabled=False,
         speed=SpeedOptions(**{key: speed[key] for key in (*MODULE_LEVERS, "compile_mode") if key in speed}),
     )
     host_batch = waveform
@@ -161,8 +174,14 @@ def our_step_fn(name: str, config: Config, waveform: torch.Tensor, target: torch
     return module_step(module, batch, device=device, precision=config.precision, review_every=review_every)
 
 
-def visit(config: Config, make_step: Callable[[], Callable[[int], None]], batch: int, steps: int,
-          warmup: int, device: torch.device) -> float:
+def visit(
+    config: Config,
+    make_step: Callable[[], Callable[[int], None]],
+    batch: int,
+    steps: int,
+    warmup: int,
+    device: torch.device,
+) -> float:
     """Build, warm up, time ``steps`` steps; clips/s. Records compile time and recompiles once."""
     from torch._dynamo.utils import counters
 
@@ -187,15 +206,22 @@ def visit(config: Config, make_step: Callable[[], Callable[[int], None]], batch:
 # ----------------------------------------------------------------------------- the sweep
 
 
-def configurations(name: str, shipped: dict[str, Any], precision: str, reference_available: bool,
-                   ablate: bool, with_compile: bool) -> list[Config]:
+def configurations(
+    name: str, shipped: dict[str, Any], precision: str, reference_available: bool, ablate: bool, with_compile: bool
+) -> list[Config]:
     base = load_speed_preset("reference")
     configs = []
     if reference_available and name == "Cnn14":
         configs.append(Config("reference fp32 eager (upstream)", "reference", "32"))
         if precision != "32" or shipped.get("channels_last"):
-            configs.append(Config("reference at shipped settings", "reference", precision,
-                                  {"channels_last": bool(shipped.get("channels_last"))}))
+            configs.append(
+                Config(
+                    "reference at shipped settings",
+                    "reference",
+                    precision,
+                    {"channels_last": bool(shipped.get("channels_last"))},
+                )
+            )
     configs.append(Config("ours speed=reference", "ours", precision, dict(base)))
     for lever, values in LEVERS.items():
         if lever == "wave_conv2d" and name not in WAVEGRAM_MODELS:
@@ -206,16 +232,27 @@ def configurations(name: str, shipped: dict[str, Any], precision: str, reference
         configs.append(Config("ours shipped + compile", "ours", precision, {**shipped, "compile": True}))
     if ablate:
         for lever, values in LEVERS.items():
-            if all(shipped.get(key) == value for key, value in values.items()) and any(base[k] != v for k, v in values.items()):
+            if all(shipped.get(key) == value for key, value in values.items()) and any(
+                base[k] != v for k, v in values.items()
+            ):
                 if lever == "fused_adam" and shipped.get("sync_free"):
                     continue  # sync_free needs it: measured as the pair
-                configs.append(Config(f"ours shipped - {lever}", "ours", precision,
-                                      {**shipped, **{key: base[key] for key in values}}))
+                configs.append(
+                    Config(
+                        f"ours shipped - {lever}", "ours", precision, {**shipped, **{key: base[key] for key in values}}
+                    )
+                )
     return configs
 
 
-def run_model(name: str, args: argparse.Namespace, device: torch.device, shipped: dict[str, Any],
-              precision: str, reference: types.ModuleType | None) -> list[Config]:
+def run_model(
+    name: str,
+    args: argparse.Namespace,
+    device: torch.device,
+    shipped: dict[str, Any],
+    precision: str,
+    reference: types.ModuleType | None,
+) -> list[Config]:
     torch.manual_seed(0)
     waveform = torch.randn(args.batch, int(FRONTEND["sample_rate"] * args.seconds)) * 0.1
     target = (torch.rand(args.batch, CLASSES) > 0.98).float()
@@ -233,7 +270,10 @@ def run_model(name: str, args: argparse.Namespace, device: torch.device, shipped
         order = configs if repeat % 2 == 0 else list(reversed(configs))
         for config in order:
             config.rates.append(visit(config, maker(config), args.batch, args.steps, args.warmup, device))
-            print(f"  [{name} repeat {repeat + 1}/{args.repeats}] {config.label:<34} {config.rates[-1]:9.2f} clips/s", flush=True)
+            print(
+                f"  [{name} repeat {repeat + 1}/{args.repeats}] {config.label:<34} {config.rates[-1]:9.2f} clips/s",
+                flush=True,
+            )
     return configs
 
 
@@ -242,30 +282,43 @@ def paired_ratios(rates: list[float], baseline: list[float]) -> tuple[float, flo
     return statistics.median(ratios), min(ratios), max(ratios)
 
 
-def print_table(name: str, configs: list[Config], args: argparse.Namespace, device: torch.device, precision: str) -> None:
+def print_table(
+    name: str, configs: list[Config], args: argparse.Namespace, device: torch.device, precision: str
+) -> None:
     gflops = forward_gflops(name, args.seconds, **FRONTEND)
     reference = next((c for c in configs if c.label.startswith("reference fp32")), None)
     ours_base = next(c for c in configs if c.label == "ours speed=reference")
     peaks = {p: peak_tflops(device, p) for p in {c.precision for c in configs}}
-    print(f"\n{name}: forward {gflops:.2f} GFLOP per {args.seconds:g} s clip (model card count); TFLOP/s = 3 x that "
-          f"x clips/s; MFU = that / peak; peaks: " + "; ".join(f"{p}: {v:.3g} TFLOP/s ({src})" for p, (v, src) in peaks.items()))
-    header = (f"{'configuration':<36} {'prec':>4} {'clips/s':>9} {'range':>17} {'vs upstream':>18} "
-              f"{'vs speed=ref':>18} {'TFLOP/s':>8} {'MFU':>6}")
+    print(
+        f"\n{name}: forward {gflops:.2f} GFLOP per {args.seconds:g} s clip (model card count); TFLOP/s = 3 x that "
+        f"x clips/s; MFU = that / peak; peaks: "
+        + "; ".join(f"{p}: {v:.3g} TFLOP/s ({src})" for p, (v, src) in peaks.items())
+    )
+    header = (
+        f"{'configuration':<36} {'prec':>4} {'clips/s':>9} {'range':>17} {'vs upstream':>18} "
+        f"{'vs speed=ref':>18} {'TFLOP/s':>8} {'MFU':>6}"
+    )
     print(header + "\n" + "-" * len(header))
     for config in configs:
         rate = statistics.median(config.rates)
         spread = f"{min(config.rates):.1f}-{max(config.rates):.1f}"
-        up = "-" if reference is None else "{:.2f} ({:.2f}-{:.2f})".format(*paired_ratios(config.rates, reference.rates))
+        up = (
+            "-" if reference is None else "{:.2f} ({:.2f}-{:.2f})".format(*paired_ratios(config.rates, reference.rates))
+        )
         base = "{:.2f} ({:.2f}-{:.2f})".format(*paired_ratios(config.rates, ours_base.rates))
         utilisation = mfu(rate, gflops, peaks[config.precision][0])
         shown = "-" if math.isnan(utilisation) else f"{utilisation:.1%}"
-        print(f"{config.label:<36} {config.precision:>4} {rate:9.2f} {spread:>17} {up:>18} {base:>18} "
-              f"{3 * gflops * rate / 1e3:8.3f} {shown:>6}")
+        print(
+            f"{config.label:<36} {config.precision:>4} {rate:9.2f} {spread:>17} {up:>18} {base:>18} "
+            f"{3 * gflops * rate / 1e3:8.3f} {shown:>6}"
+        )
     for config in configs:
         if config.compile_seconds is not None:
-            print(f"{config.label}: torch.compile mode {config.speed.get('compile_mode', 'default')!r}, first step "
-                  f"{config.compile_seconds:.1f} s longer than a compiled one; {config.recompiles} recompilations "
-                  "after warm-up")
+            print(
+                f"{config.label}: torch.compile mode {config.speed.get('compile_mode', 'default')!r}, first step "
+                f"{config.compile_seconds:.1f} s longer than a compiled one; {config.recompiles} recompilations "
+                "after warm-up"
+            )
     shipped = next(c for c in configs if c.label == "ours shipped")
     days = 600_000 * 32 / statistics.median(shipped.rates) / 86_400
     print(f"600 k PANNs steps of 32 examples at the shipped rate: {days:.1f} days")
@@ -274,20 +327,36 @@ def print_table(name: str, configs: list[Config], args: argparse.Namespace, devi
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--precision", choices=["auto", "32", "bf16"], default="auto",
-                        help="auto: bf16 on CUDA (the GPU presets), 32 on CPU")
-    parser.add_argument("--preset", default="auto", help="speed preset for the 'shipped' rows (auto: gpu on CUDA, cpu on CPU)")
+    parser.add_argument(
+        "--precision",
+        choices=["auto", "32", "bf16"],
+        default="auto",
+        help="auto: bf16 on CUDA (the GPU presets), 32 on CPU",
+    )
+    parser.add_argument(
+        "--preset", default="auto", help="speed preset for the 'shipped' rows (auto: gpu on CUDA, cpu on CPU)"
+    )
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--steps", type=int, default=3, help="timed steps per visit")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per visit (>= 1; compile: >= 2)")
     parser.add_argument("--repeats", type=int, default=2, help="visits per configuration, alternating the order")
-    parser.add_argument("--review-every", type=int, default=50, help="sync_free: host reads every N steps (Lightning's log_every_n_steps)")
+    parser.add_argument(
+        "--review-every",
+        type=int,
+        default=50,
+        help="sync_free: host reads every N steps (Lightning's log_every_n_steps)",
+    )
     parser.add_argument("--compile", action="store_true", help="also measure torch.compile (slow to compile on CPU)")
-    parser.add_argument("--ablate", action="store_true", help="also measure the shipped preset minus each of its levers")
+    parser.add_argument(
+        "--ablate", action="store_true", help="also measure the shipped preset minus each of its levers"
+    )
     parser.add_argument("--models", nargs="+", default=["Cnn14", "Wavegram_Logmel_Cnn14"])
-    parser.add_argument("--only", nargs="+", help="row labels to keep (plus 'ours speed=reference'), e.g. "
-                        "'reference fp32 eager (upstream)' 'ours shipped'")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        help="row labels to keep (plus 'ours speed=reference'), e.g. 'reference fp32 eager (upstream)' 'ours shipped'",
+    )
     args = parser.parse_args()
 
     device = torch.device(args.device)
@@ -297,11 +366,13 @@ def main() -> None:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     reference = load_reference_models()
-    print(f"train step (host batch -> device, forward, loss, backward, Adam), batch {args.batch} x {args.seconds:g} s "
-          f"@ {FRONTEND['sample_rate']} Hz, device {device}"
-          f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
-          f"{torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup} warm-up, "
-          f"{args.repeats} visits per row in alternating order; shipped = speed={preset} at precision {precision}")
+    print(
+        f"train step (host batch -> device, forward, loss, backward, Adam), batch {args.batch} x {args.seconds:g} s "
+        f"@ {FRONTEND['sample_rate']} Hz, device {device}"
+        f"{' (' + torch.cuda.get_device_name(device) + ')' if device.type == 'cuda' else ''}, "
+        f"{torch.get_num_threads()} threads, {args.steps} timed steps after {args.warmup} warm-up, "
+        f"{args.repeats} visits per row in alternating order; shipped = speed={preset} at precision {precision}"
+    )
     if reference is None:
         print("(panns-inference not installed: no reference rows; pip install --no-deps panns-inference)")
     results = {name: run_model(name, args, device, shipped, precision, reference) for name in args.models}

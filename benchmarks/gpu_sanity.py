@@ -54,8 +54,12 @@ def check_fft(device: torch.device, failures: list[str]) -> None:
             fft.eval()
             x = fft.logmel(waveform)
     difference = (actual - expected).abs().max().item()
-    report("cuFFT log-mel = convolution log-mel", difference <= FFT_LOGMEL_TOLERANCE_DB,
-           f"max |diff| {difference:.2e} dB (tolerance {FFT_LOGMEL_TOLERANCE_DB:g}; conv in fp32/TF32 as cuDNN runs it)", failures)
+    report(
+        "cuFFT log-mel = convolution log-mel",
+        difference <= FFT_LOGMEL_TOLERANCE_DB,
+        f"max |diff| {difference:.2e} dB (tolerance {FFT_LOGMEL_TOLERANCE_DB:g}; conv in fp32/TF32 as cuDNN runs it)",
+        failures,
+    )
     report("front end stays fp32 under bf16 autocast", x.dtype == torch.float32, f"log-mel dtype {x.dtype}", failures)
 
 
@@ -78,7 +82,9 @@ def check_bf16_gradient(device: torch.device, failures: list[str]) -> None:
         loss.backward()
         grads.append(float(module.model.fc_audioset.bias.grad[0]))
     relative = abs(grads[1] - grads[0]) / abs(grads[0])
-    report("bf16 keeps the gradient at logit 7.5", relative <= 0.01, f"fp32 {grads[0]:.5f}, bf16 {grads[1]:.5f}", failures)
+    report(
+        "bf16 keeps the gradient at logit 7.5", relative <= 0.01, f"fp32 {grads[0]:.5f}, bf16 {grads[1]:.5f}", failures
+    )
 
 
 def check_compile(device: torch.device, failures: list[str]) -> None:
@@ -94,11 +100,17 @@ def check_compile(device: torch.device, failures: list[str]) -> None:
     worst = 0.0
     with torch.no_grad(), torch.autocast("cuda", dtype=torch.bfloat16):
         for seed in range(3):
-            waveform = torch.randn(8, 32000 * 2, device=device, generator=torch.Generator(device).manual_seed(seed)) * 0.1
+            waveform = (
+                torch.randn(8, 32000 * 2, device=device, generator=torch.Generator(device).manual_seed(seed)) * 0.1
+            )
             worst = max(worst, (compiled(waveform)["logits"] - model(waveform)["logits"]).abs().max().item())
     graphs, recompiles = counters["stats"]["unique_graphs"], sum(counters["recompiles"].values())
-    report("torch.compile = eager (Cnn6, bf16, channels_last)", worst < 5e-2 and recompiles == 0,
-           f"max |logit diff| {worst:.2e}, {graphs} graph(s), {recompiles} recompilations over 3 batches", failures)
+    report(
+        "torch.compile = eager (Cnn6, bf16, channels_last)",
+        worst < 5e-2 and recompiles == 0,
+        f"max |logit diff| {worst:.2e}, {graphs} graph(s), {recompiles} recompilations over 3 batches",
+        failures,
+    )
 
 
 def check_sync_free(device: torch.device, failures: list[str]) -> None:
@@ -109,7 +121,9 @@ def check_sync_free(device: torch.device, failures: list[str]) -> None:
     from panns_lightning.training.speed import SpeedOptions
 
     preset = load_speed_preset("gpu")
-    speed = SpeedOptions(channels_last=preset["channels_last"], fused_adam=preset["fused_adam"], sync_free=preset["sync_free"])
+    speed = SpeedOptions(
+        channels_last=preset["channels_last"], fused_adam=preset["fused_adam"], sync_free=preset["sync_free"]
+    )
     config = {"name": "Cnn14", **FRONTEND, "stft": preset["stft"]}
     module = TaggingModule(config, LABELS, speed=speed)
     generator = torch.Generator().manual_seed(0)
@@ -133,14 +147,26 @@ def check_sync_free(device: torch.device, failures: list[str]) -> None:
             self.caught.__exit__(None, None, None)
             per_step.append(sum("synchroniz" in str(r.message) for r in self.records))
 
-    trainer = L.Trainer(max_steps=len(batches), accelerator="gpu", devices=1, precision="bf16-mixed", logger=False,
-                        enable_checkpointing=False, enable_model_summary=False, log_every_n_steps=10,
-                        callbacks=[CountSyncs()])
+    trainer = L.Trainer(
+        max_steps=len(batches),
+        accelerator="gpu",
+        devices=1,
+        precision="bf16-mixed",
+        logger=False,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        log_every_n_steps=10,
+        callbacks=[CountSyncs()],
+    )
     trainer.fit(module, DataLoader(batches, batch_size=None, pin_memory=True))
     log_steps = {9, 19}
     quiet = [n for step, n in enumerate(per_step) if step not in log_steps and step > 0]
-    report("sync-free steps (speed=gpu levers, Lightning fit)", len(quiet) > 0 and max(quiet) == 0,
-           f"host syncs per step: {per_step} (log steps 10 and 20 may sync; step 1 sets things up)", failures)
+    report(
+        "sync-free steps (speed=gpu levers, Lightning fit)",
+        len(quiet) > 0 and max(quiet) == 0,
+        f"host syncs per step: {per_step} (log steps 10 and 20 may sync; step 1 sets things up)",
+        failures,
+    )
 
 
 def main() -> None:

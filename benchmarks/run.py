@@ -19,7 +19,7 @@ import torch
 def bench_converter(root: Path, clips: int, seconds: float, rate: int, storage: str) -> tuple[Path, float]:
     from panns_lightning.datasets.audioset import read_audioset
     from panns_lightning.labels import read_label_csv
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
     raw = root / "raw"
     if not raw.exists():
@@ -31,9 +31,17 @@ def bench_converter(root: Path, clips: int, seconds: float, rate: int, storage: 
     out = root / f"shards-{storage}"
     start = time.perf_counter()
     write_shards(
-        result.records, out, sample_rate=rate, clip_samples=int(seconds * rate), labels=labels.to_manifest(),
-        dataset="audioset", split="balanced_train", storage=storage, clips_per_shard=max(1, clips // 8),
-        progress=False, overwrite=True,
+        result.records,
+        out,
+        sample_rate=rate,
+        clip_samples=int(seconds * rate),
+        labels=labels.to_manifest(),
+        dataset="audioset",
+        split="balanced_train",
+        storage=storage,
+        clips_per_shard=max(1, clips // 8),
+        progress=False,
+        overwrite=True,
     )
     return out, len(result.records) / (time.perf_counter() - start)
 
@@ -42,7 +50,10 @@ def bench_stream(shards: Path, workers: int, batches: int, batch_size: int) -> f
     from panns_lightning.data import AudioShardDataModule
 
     datamodule = AudioShardDataModule(
-        train_dir=str(shards), batch_size=batch_size, num_workers=workers, steps_per_epoch=batches,
+        train_dir=str(shards),
+        batch_size=batch_size,
+        num_workers=workers,
+        steps_per_epoch=batches,
         shuffle_buffer=256,
     )
     datamodule.setup("fit")
@@ -96,10 +107,18 @@ def main() -> None:
             for workers in (0, 1, 2):
                 speed = bench_stream(shards, workers, args.batches, args.batch_size)
                 rows.append((f"train stream ({storage}, {workers} workers)", f"{speed:8.1f} clips/s"))
-    rows.append(("train step Cnn6 (demo: 16 kHz, 2 s, batch 32)",
-                 f"{bench_train_step('Cnn6', 16000, 2.0, 32, args.steps, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000):8.1f} clips/s"))
-    rows.append(("train step Cnn14 (32 kHz, 10 s, batch 4)",
-                 f"{bench_train_step('Cnn14', 32000, 10.0, 4, args.steps, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000):8.1f} clips/s"))
+    rows.append(
+        (
+            "train step Cnn6 (demo: 16 kHz, 2 s, batch 32)",
+            f"{bench_train_step('Cnn6', 16000, 2.0, 32, args.steps, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000):8.1f} clips/s",
+        )
+    )
+    rows.append(
+        (
+            "train step Cnn14 (32 kHz, 10 s, batch 4)",
+            f"{bench_train_step('Cnn14', 32000, 10.0, 4, args.steps, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000):8.1f} clips/s",
+        )
+    )
     width = max(len(name) for name, _ in rows)
     print(f"\n{'benchmark':<{width}}  result\n{'-' * (width + 20)}")
     for name, value in rows:

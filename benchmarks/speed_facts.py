@@ -54,8 +54,10 @@ def peak_tflops(device: torch.device, precision: str) -> tuple[float, str]:
                 return peaks[precision], f"{name} datasheet {'bf16' if precision == 'bf16' else 'TF32'} dense"
         return float("nan"), f"{name}: no peak on file"
     gemm = measured_gemm_tflops(precision)
-    return float("nan"), (f"CPU: no datasheet peak, so no MFU; a {precision} 2048^3 matrix product runs at "
-                          f"{gemm:.3f} TFLOP/s here ({torch.get_num_threads()} threads)")
+    return float("nan"), (
+        f"CPU: no datasheet peak, so no MFU; a {precision} 2048^3 matrix product runs at "
+        f"{gemm:.3f} TFLOP/s here ({torch.get_num_threads()} threads)"
+    )
 
 
 @functools.lru_cache(maxsize=None)

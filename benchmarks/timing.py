@@ -23,7 +23,10 @@ import torch
 
 # trainer.precision values (and the short forms speed_facts uses) → autocast dtype, None: fp32.
 AUTOCAST_DTYPES: dict[str, torch.dtype | None] = {
-    "32-true": None, "32": None, "bf16-mixed": torch.bfloat16, "bf16": torch.bfloat16,
+    "32-true": None,
+    "32": None,
+    "bf16-mixed": torch.bfloat16,
+    "bf16": torch.bfloat16,
 }
 
 

@@ -18,7 +18,7 @@ $PY -m panns_lightning.cli.prepare esc50 --root "$WORK/raw" --out "$WORK/shards"
 
 # The scratch run must use the pretrained model's architecture and front end: read them from the checkpoint.
 MODEL=$($PY -c "
-from panns_lightning.training.finetune import checkpoint_model_config
+from panns_lightning.training.checkpoints import checkpoint_model_config
 c = checkpoint_model_config('$CKPT') or {}
 print(' '.join(f'model.{k}={c[k]}' for k in ('name', 'sample_rate', 'window_size', 'hop_size', 'mel_bins', 'fmin', 'fmax') if k in c))")
 # FT_ARGS: extra overrides for both fine-tuning sweeps (make demo FT_ARGS="speed=reference").

@@ -60,20 +60,52 @@ PUBLISHED_MAP: dict[str, tuple[float, str]] = {
 # The paper's multi-adds (G) for a 10 s clip, from upstream's utils/plot_for_paper.py
 # (plot_complexity_map), for comparison with what is computed here.
 PAPER_GIGA_MULTI_ADDS: dict[str, float] = {
-    "Cnn6": 21.986, "Cnn10": 28.166, "Cnn14": 42.220, "ResNet22": 30.081, "ResNet38": 48.962,
-    "ResNet54": 54.563, "MobileNetV1": 3.614, "MobileNetV2": 2.810, "DaiNet19": 30.395,
-    "LeeNet11": 4.741, "LeeNet24": 26.369, "Res1dNet31": 32.688, "Res1dNet51": 61.833,
-    "Wavegram_Cnn14": 44.234, "Wavegram_Logmel_Cnn14": 53.510,
+    "Cnn6": 21.986,
+    "Cnn10": 28.166,
+    "Cnn14": 42.220,
+    "ResNet22": 30.081,
+    "ResNet38": 48.962,
+    "ResNet54": 54.563,
+    "MobileNetV1": 3.614,
+    "MobileNetV2": 2.810,
+    "DaiNet19": 30.395,
+    "LeeNet11": 4.741,
+    "LeeNet24": 26.369,
+    "Res1dNet31": 32.688,
+    "Res1dNet51": 61.833,
+    "Wavegram_Cnn14": 44.234,
+    "Wavegram_Logmel_Cnn14": 53.510,
 }
 
 
 # Rows in the paper's order: CNNs, ResNets, MobileNets, 1-D CNNs, Wavegrams; then the variants.
 ORDER = (
-    "Cnn6", "Cnn10", "Cnn14", "ResNet22", "ResNet38", "ResNet54", "MobileNetV1", "MobileNetV2",
-    "DaiNet19", "LeeNet11", "LeeNet24", "Res1dNet31", "Res1dNet51", "Wavegram_Cnn14",
-    "Wavegram_Logmel_Cnn14", "Cnn14_16k", "Cnn14_8k", "Cnn14_mel32", "Cnn14_mel128",
-    "Cnn14_emb512", "Cnn14_emb128", "Cnn14_emb32", "Cnn14_DecisionLevelMax",
-    "Cnn14_DecisionLevelAvg", "Cnn14_DecisionLevelAtt", "Wavegram_Logmel128_Cnn14",
+    "Cnn6",
+    "Cnn10",
+    "Cnn14",
+    "ResNet22",
+    "ResNet38",
+    "ResNet54",
+    "MobileNetV1",
+    "MobileNetV2",
+    "DaiNet19",
+    "LeeNet11",
+    "LeeNet24",
+    "Res1dNet31",
+    "Res1dNet51",
+    "Wavegram_Cnn14",
+    "Wavegram_Logmel_Cnn14",
+    "Cnn14_16k",
+    "Cnn14_8k",
+    "Cnn14_mel32",
+    "Cnn14_mel128",
+    "Cnn14_emb512",
+    "Cnn14_emb128",
+    "Cnn14_emb32",
+    "Cnn14_DecisionLevelMax",
+    "Cnn14_DecisionLevelAvg",
+    "Cnn14_DecisionLevelAtt",
+    "Wavegram_Logmel128_Cnn14",
 )
 
 
@@ -125,7 +157,7 @@ def render(figures: list[ModelFigures], seconds: float) -> str:
         "  upstream does, so `sum(p.numel())` over an upstream model gives this figure).",
         f"- **GFLOPs / {seconds:g} s**: `torch.utils.flop_counter.FlopCounterMode` on one {seconds:g} s clip",
         "  (batch 1), 2 FLOPs per multiply-accumulate; convolutions (STFT included), matmuls and linear",
-        "  layers only. This is the unit of the paper's \"multi-adds\" (Cnn14: 42.2); MACs are half.",
+        '  layers only. This is the unit of the paper\'s "multi-adds" (Cnn14: 42.2); MACs are half.',
         "- **Paper G multi-adds**: the authors' figure (upstream `utils/plot_for_paper.py`).",
         "- **AudioSet mAP**: published by the authors, never measured here. Unmarked: the paper's",
         "  table; † the mAP in the name of the released checkpoint (a later code version). Blank:",
@@ -156,7 +188,10 @@ def main(argv: list[str] | None = None) -> int:
     figures = []
     for name in names:
         figures.append(measure(name, args.seconds))
-        print(f"{name:<26} {figures[-1].trainable_params / 1e6:7.2f} M  {figures[-1].flops / 1e9:7.2f} GFLOPs", file=sys.stderr)
+        print(
+            f"{name:<26} {figures[-1].trainable_params / 1e6:7.2f} M  {figures[-1].flops / 1e9:7.2f} GFLOPs",
+            file=sys.stderr,
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(render(figures, args.seconds), encoding="utf-8")
     print(f"wrote {args.out}", file=sys.stderr)

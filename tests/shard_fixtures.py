@@ -1,6 +1,6 @@
 """Tiny shard sets for the data tests, written with ``webdataset.TarWriter`` per docs/architecture.md.
 
-Independent of ``panns_lightning.shards`` on purpose: the stream must read what the documented
+Independent of ``panns_lightning.shardset`` on purpose: the stream must read what the documented
 format says, whoever wrote it.
 """
 

@@ -12,7 +12,13 @@ import soundfile as sf
 from panns_lightning import audio
 from panns_lightning.audio import AudioDecodeError, load_audio
 
-FORMATS = [("wav", "WAV", "PCM_16"), ("flac", "FLAC", "PCM_16"), ("ogg", "OGG", "VORBIS"), ("mp3", "MP3", "MPEG_LAYER_III"), ("au", "AU", "PCM_16")]
+FORMATS = [
+    ("wav", "WAV", "PCM_16"),
+    ("flac", "FLAC", "PCM_16"),
+    ("ogg", "OGG", "VORBIS"),
+    ("mp3", "MP3", "MPEG_LAYER_III"),
+    ("au", "AU", "PCM_16"),
+]
 
 
 def tone(frequency: float, sample_rate: int, seconds: float, amplitude: float = 0.5) -> np.ndarray:
@@ -26,7 +32,9 @@ def dominant_frequency(x: np.ndarray, sample_rate: int) -> float:
 
 
 @pytest.mark.parametrize("extension,container,subtype", FORMATS)
-def test_every_container_decodes_to_mono_float_at_target_rate(tmp_path: Path, extension: str, container: str, subtype: str) -> None:
+def test_every_container_decodes_to_mono_float_at_target_rate(
+    tmp_path: Path, extension: str, container: str, subtype: str
+) -> None:
     path = tmp_path / f"clip.{extension}"
     sf.write(path, tone(1000, 22050, 0.5), 22050, format=container, subtype=subtype)
     x = load_audio(path, 16000)

@@ -56,7 +56,7 @@ def test_label_csv_round_trips_through_the_writer(labels: LabelSet, tmp_path: Pa
         ("idx,mid,name\n0,/m/a,A\n", "expected header"),
         ('index,mid,display_name\n0,/m/a,"A"\n2,/m/b,"B"\n', ":3: expected index 1"),
         ('index,mid,display_name\n0,/m/a,"A"\n1,/m/a,"B"\n', "already defined on line 2"),
-        ('index,mid,display_name\n0,/m/a\n', ":2: expected 3 fields"),
+        ("index,mid,display_name\n0,/m/a\n", ":2: expected 3 fields"),
         ("index,mid,display_name\n", "no classes"),
     ],
 )
@@ -83,7 +83,13 @@ def test_segment_parser_reads_the_official_row_format(tmp_path: Path) -> None:
     rows, problems = parse_segments_csv(path)
     assert [r.ytid for r in rows] == ["--PJHxphWEs", "-0RWZT-miFs", "unknownmid", "onlyunknown"]
     first = rows[0]
-    assert (first.start_seconds, first.end_seconds, first.start_text, first.mids, first.line) == (30.0, 40.0, "30.000", ("/m/a", "/m/b"), 4)
+    assert (first.start_seconds, first.end_seconds, first.start_text, first.mids, first.line) == (
+        30.0,
+        40.0,
+        "30.000",
+        ("/m/a", "/m/b"),
+        4,
+    )
     reasons = {p.line: p.reason for p in problems}
     assert set(reasons) == {6, 7, 10}
     assert "expected 4 fields" in reasons[6]
@@ -122,7 +128,9 @@ def test_finder_tries_both_time_spellings_and_prefers_wav(tmp_path: Path) -> Non
     assert index.find("sub/jkl.au") is not None and index.find("jkl.au") is not None
 
     csv_path = tmp_path / "s.csv"
-    csv_path.write_text('#\n#\n#\nabc, 0.000, 10.000, "/m/a"\ndef, 30.000, 40.000, "/m/a"\nghi, 30.000, 40.000, "/m/a"\njkl, 0.000, 10.000, "/m/a"\n')
+    csv_path.write_text(
+        '#\n#\n#\nabc, 0.000, 10.000, "/m/a"\ndef, 30.000, 40.000, "/m/a"\nghi, 30.000, 40.000, "/m/a"\njkl, 0.000, 10.000, "/m/a"\n'
+    )
     labels = LabelSet.from_pairs([("/m/a", "A")])
     found = {r.key: Path(r.audio_path).name for r in read_audioset(csv_path, tmp_path, labels).records}
     assert found == {"abc": "Yabc.wav", "def": "def_30.000_40.000.flac", "ghi": "ghi_30_40.mp3"}

@@ -9,13 +9,19 @@ from hydra import compose, initialize_config_dir
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.models import do_mixup
-from panns_lightning.models import do_mixup
 from panns_lightning.training.augment import WaveformAugment, random_gain, random_roll
 from panns_lightning.training.module import TaggingModule
 
 LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"class{i}"} for i in range(3)]
-MODEL = {"name": "Cnn6", "sample_rate": 16000, "window_size": 512, "hop_size": 160, "mel_bins": 64,
-         "fmin": 50, "fmax": 8000}
+MODEL = {
+    "name": "Cnn6",
+    "sample_rate": 16000,
+    "window_size": 512,
+    "hop_size": 160,
+    "mel_bins": 64,
+    "fmin": 50,
+    "fmax": 8000,
+}
 
 
 def test_waveform_mixup_is_pairwise_and_matches_targets() -> None:

@@ -12,10 +12,10 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from lightning.pytorch.loggers import CSVLogger
-from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
 from panns_lightning.data.stream import BadSampleError
+from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
 STREAM_LOG = "panns_lightning.data.stream"
 NO_LABELS = json.dumps({"source": "synthetic/nolabels.wav"}).encode()
@@ -77,7 +77,9 @@ def test_truncated_tar_does_not_stop_training(truncated: Path) -> None:
 
 
 @pytest.mark.parametrize("storage", ["int16", "flac"])
-def test_corrupt_audio_payload_is_skipped_by_key(tmp_path: Path, storage: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_corrupt_audio_payload_is_skipped_by_key(
+    tmp_path: Path, storage: str, caplog: pytest.LogCaptureFixture
+) -> None:
     extension = {"int16": "npy", "flac": "flac"}[storage]
     clips = simple_clips(12, 3)
     clips[5] = FixtureClip("corrupt", [2], override={extension: b"\x93NUMPY fLaC garbage" * 8})
@@ -130,7 +132,9 @@ def good_set(tmp_path: Path) -> Path:
     return write_shard_set(tmp_path / "good", simple_clips(12, 3), [6, 6], num_classes=3)
 
 
-def test_failing_urls_are_counted_and_the_rest_is_read(good_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_failing_urls_are_counted_and_the_rest_is_read(
+    good_set: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     missing = str(tmp_path / "missing" / "shard-000009.tar")
     urls = [str(good_set / "shard-000000.tar"), missing, "pipe:false", str(good_set / "shard-000001.tar")]
     datamodule = val_module(good_set, val_urls=urls)
@@ -183,6 +187,7 @@ class WaveformMean(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+@pytest.mark.slow
 def test_callback_logs_bad_sample_and_shard_counts(tmp_path: Path) -> None:
     # Train: the first clip of each shard is damaged, so each worker meets one whatever shard it reads.
     clips = simple_clips(12, 3)
@@ -192,13 +197,25 @@ def test_callback_logs_bad_sample_and_shard_counts(tmp_path: Path) -> None:
     val = write_shard_set(tmp_path / "val", simple_clips(20, 3, "va"), [10, 10], num_classes=3, split="val")
     truncate_file(val / "shard-000001.tar", 0.5)
     datamodule = AudioShardDataModule(
-        str(train), str(val), val_urls=[str(val / "shard-000000.tar"), str(val / "shard-000001.tar"), "pipe:false"],
-        batch_size=2, num_workers=2, steps_per_epoch=4, shuffle_buffer=16, balanced=False,
+        str(train),
+        str(val),
+        val_urls=[str(val / "shard-000000.tar"), str(val / "shard-000001.tar"), "pipe:false"],
+        batch_size=2,
+        num_workers=2,
+        steps_per_epoch=4,
+        shuffle_buffer=16,
+        balanced=False,
     )
     trainer = pl.Trainer(
-        max_epochs=1, accelerator="cpu", logger=CSVLogger(tmp_path, name="logs"), enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
-        callbacks=[StreamEpochCallback()], default_root_dir=tmp_path,
+        max_epochs=1,
+        accelerator="cpu",
+        logger=CSVLogger(tmp_path, name="logs"),
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        callbacks=[StreamEpochCallback()],
+        default_root_dir=tmp_path,
     )
     trainer.fit(WaveformMean(3), datamodule=datamodule)
     assert datamodule.error_counts() == {

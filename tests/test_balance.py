@@ -13,23 +13,24 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shard_fixtures import long_tailed_clips, write_shard_set
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.balance import (
-    LabelSet,
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
     balance_figures,
     batches_with_repeat,
     draw_panns,
-    draw_stream,
     format_figures,
     read_label_set,
     repeat_within,
 )
-from panns_lightning.data.reference import PannsBalancedSampler
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream, shard_counts
-from panns_lightning.data.simulate import run_simulation, simulated_label_set
-from panns_lightning.data.stream import ErrorLog, RawClip, read_shard, read_shard_manifest, shard_urls
+from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
+from panns_lightning.data.diagnostics.simulate import run_simulation, simulated_label_set
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.stream import ErrorLog, RawClip, read_shard
+from panns_lightning.data.train_stream import TrainClipStream
+from panns_lightning.shardset import read_manifest
+from shard_fixtures import long_tailed_clips, write_shard_set
 
 NUM_CLASSES = 16
 RANKS, WORKERS, BATCH = 2, 2, 32
@@ -46,13 +47,7 @@ def long_tail(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def spec_of(directory: Path) -> StreamSpec:
-    manifest = read_shard_manifest(directory)
-    return StreamSpec(
-        urls=tuple(shard_urls(directory, manifest)), storage=manifest["storage"],
-        sample_rate=manifest["sample_rate"], clip_samples=manifest["clip_samples"],
-        num_classes=len(manifest["labels"]), class_counts=tuple(manifest["class_counts"]),
-        num_clips=manifest["num_clips"], **shard_counts(manifest),
-    )
+    return StreamSpec.from_manifest(read_manifest(directory))
 
 
 class RecordingReader:
@@ -85,8 +80,15 @@ def production_draws(
     for epoch in range(first_epoch, first_epoch + epochs):
         for rank in range(RANKS):
             stream = TrainClipStream(
-                spec_of(directory), rank=rank, world_size=RANKS, batch_size=batch, steps_per_epoch=steps,
-                balanced=balanced, shuffle_buffer=shuffle_buffer, seed=7, labels_only=True,
+                spec_of(directory),
+                rank=rank,
+                world_size=RANKS,
+                batch_size=batch,
+                steps_per_epoch=steps,
+                balanced=balanced,
+                shuffle_buffer=shuffle_buffer,
+                seed=7,
+                labels_only=True,
                 reader=RecordingReader(log_dir) if log_dir is not None else None,
             )
             stream.set_epoch(epoch)
@@ -112,11 +114,13 @@ def one_pass(long_tail: Path) -> dict:
     }
 
 
+@pytest.mark.slow
 def test_label_set_is_long_tailed(one_pass: dict) -> None:
     counts = one_pass["label_set"].class_counts()
     assert counts.max() >= 100 * counts.min()
 
 
+@pytest.mark.slow
 def test_ours_is_as_balanced_as_panns(one_pass: dict) -> None:
     ours, panns = one_pass["ours"], one_pass["panns"]
     table = format_figures({"panns": panns, "ours": ours})
@@ -124,19 +128,23 @@ def test_ours_is_as_balanced_as_panns(one_pass: dict) -> None:
     assert ours["min_count"] >= 0.8 * panns["min_count"], table
 
 
+@pytest.mark.slow
 def test_rarest_decile_is_covered_in_every_pass(one_pass: dict) -> None:
     assert one_pass["ours"]["rare_coverage"] >= 0.95, format_figures({"ours": one_pass["ours"]})
 
 
+@pytest.mark.slow
 def test_batches_rarely_hold_a_clip_twice(one_pass: dict) -> None:
     assert one_pass["ours"]["batches_with_repeat"] < 0.01
 
 
+@pytest.mark.slow
 def test_every_rank_takes_the_same_number_of_steps(one_pass: dict) -> None:
     batches = one_pass["batches_per_rank"]
     assert batches[0] == batches[1] == EPOCHS * -(-one_pass["label_set"].num_clips // (RANKS * BATCH))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch", [0, 1])
 def test_no_shard_is_read_twice_in_an_epoch_across_ranks(long_tail: Path, tmp_path: Path, epoch: int) -> None:
     # A third of a pass per epoch, batch 8: the epoch plus the stretch it re-reads of the previous
@@ -150,6 +158,7 @@ def test_no_shard_is_read_twice_in_an_epoch_across_ranks(long_tail: Path, tmp_pa
     assert opened and len(opened) == len(set(opened)), Counter(opened).most_common(3)
 
 
+@pytest.mark.slow
 def test_unbalanced_stream_shows_the_raw_long_tail(long_tail: Path) -> None:
     label_set = read_label_set(long_tail)
     keys, _ = production_draws(long_tail, label_set.num_clips // 2, balanced=False)
@@ -178,7 +187,7 @@ def test_reference_anchors_every_class_once_per_cycle_and_cycles_through_a_class
 
 
 def test_figures_on_a_hand_made_draw() -> None:
-    label_set = LabelSet.from_lists([[0], [1, 2], [2], [2]], 4, [2, 2])  # class 3 has no clips
+    label_set = ClipLabels.from_lists([[0], [1, 2], [2], [2]], 4, [2, 2])  # class 3 has no clips
     figures = balance_figures(label_set, np.array([1, 3, 3, 0]), batch_size=2)
     np.testing.assert_array_equal(figures["per_class"], [1, 1, 3, 0])
     assert figures["min_count"] == 1 and figures["max_min_ratio"] == pytest.approx(3.0)
@@ -212,6 +221,7 @@ def test_simulation_runs_both_samplers_through_the_stream(capsys: pytest.Capture
     assert "PANNs BalancedTrainSampler" in printed and "peak memory" in printed
 
 
+@pytest.mark.slow
 def test_later_epochs_are_as_balanced_as_panns(long_tail: Path) -> None:
     # Epochs 1 and 2 (one pass each): copies owed at an epoch's end are drawn early in the next one,
     # and epoch 1 starts by re-reading the end of epoch 0 for them.
@@ -226,6 +236,7 @@ def test_later_epochs_are_as_balanced_as_panns(long_tail: Path) -> None:
     assert ours["rare_coverage"] >= 0.95, table
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("epoch", [0, 1])
 def test_half_pass_epochs_are_as_balanced_as_panns(long_tail: Path, epoch: int) -> None:
     # Within a pass a stream can only draw what it has read: shards are ordered so that every

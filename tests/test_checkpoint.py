@@ -113,7 +113,9 @@ def test_missing_keys_are_reported(tmp_path):
     del state["fc1.weight"], state["conv_block4.bn1.running_mean"]
     path = tmp_path / "partial.pth"
     torch.save({"model": state}, path)
-    with pytest.raises(CheckpointMismatchError, match=r"2 missing from the file: conv_block4\.bn1\.running_mean, fc1\.weight"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"2 missing from the file: conv_block4\.bn1\.running_mean, fc1\.weight"
+    ):
         load_panns_checkpoint(build(), path)
 
 
@@ -178,6 +180,7 @@ def test_unreadable_and_directory_paths_are_named(tmp_path):
 
 # ---- the same checks through the other loaders: Lightning checkpoints, fine-tuned ones, CLIs ----
 
+
 def lightning_file(tmp_path, hyper_model: str = "Cnn6", state_model: str = "Cnn6", state_classes: int = 5):
     """A Lightning-layout checkpoint whose hyper-parameters describe one network and whose state_dict is another's."""
     from panns_lightning.training.module import TaggingModule
@@ -207,12 +210,15 @@ def test_lightning_checkpoint_of_another_architecture_is_named(tmp_path):
     from panns_lightning.training.checkpoints import load_tagging_module
 
     path = lightning_file(tmp_path, state_model="Cnn10")
-    with pytest.raises(CheckpointMismatchError, match=r"does not fit the Cnn6 .*unexpected keys \(model\.conv_block1\.bn2"):
+    with pytest.raises(
+        CheckpointMismatchError, match=r"does not fit the Cnn6 .*unexpected keys \(model\.conv_block1\.bn2"
+    ):
         load_tagging_module(path)
 
 
 def test_fine_tuned_checkpoint_with_another_class_count_is_named(tmp_path):
-    from panns_lightning.training.finetune import FineTuneModule, load_finetune_module
+    from panns_lightning.training.checkpoints import load_finetune_module
+    from panns_lightning.training.finetune import FineTuneModule
     from test_inference_support import LABELS, SMALL_FRONTEND
 
     module = FineTuneModule({"name": "Cnn6", **SMALL_FRONTEND}, LABELS)
@@ -251,7 +257,10 @@ def test_export_missing_checkpoint_is_one_line(tmp_path, capsys):
 
     missing = tmp_path / "nope.ckpt"
     assert export_cli.main([str(missing), "--format", "onnx"]) == 1
-    assert capsys.readouterr().err.strip() == f"panns-export: cannot load checkpoint {missing}: checkpoint not found: {missing}"
+    assert (
+        capsys.readouterr().err.strip()
+        == f"panns-export: cannot load checkpoint {missing}: checkpoint not found: {missing}"
+    )
 
 
 def test_eval_names_a_class_count_that_differs_from_the_data(tmp_path):
@@ -264,10 +273,18 @@ def test_eval_names_a_class_count_that_differs_from_the_data(tmp_path):
     shards.mkdir()
     labels = [{"index": i, "mid": f"/m/{i}", "name": f"other {i}"} for i in range(3)]
     manifest = {
-        "format_version": 1, "sample_rate": SMALL_FRONTEND["sample_rate"], "clip_samples": 8000, "storage": "int16",
-        "multilabel": True, "labels": labels, "num_clips": 3, "class_counts": [1, 1, 1],
+        "format_version": 1,
+        "sample_rate": SMALL_FRONTEND["sample_rate"],
+        "clip_samples": 8000,
+        "storage": "int16",
+        "multilabel": True,
+        "labels": labels,
+        "num_clips": 3,
+        "class_counts": [1, 1, 1],
         "shards": [{"name": "eval-000000.tar", "num_clips": 3}],
     }
     (shards / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SystemExit, match=r"label list of .*cnn6\.ckpt \(5 classes\) differs from .*manifest\.json \(3 classes\)"):
+    with pytest.raises(
+        SystemExit, match=r"label list of .*cnn6\.ckpt \(5 classes\) differs from .*manifest\.json \(3 classes\)"
+    ):
         evaluate_checkpoint(cnn6_checkpoint(), shards, num_workers=0)

@@ -9,10 +9,11 @@ import lightning.pytorch as pl
 import pytest
 import torch
 from torch.utils.data import DataLoader
-from shard_fixtures import FixtureClip, simple_clips, write_shard_set
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
-from panns_lightning.data.stream import BadSampleError, ShardSetError
+from panns_lightning.data.stream import BadSampleError
+from panns_lightning.shardset import ShardSetError
+from shard_fixtures import FixtureClip, simple_clips, write_shard_set
 
 
 @pytest.fixture(scope="module")
@@ -55,6 +56,7 @@ def test_mismatched_label_sets_and_rates_name_both_manifests(tmp_path: Path, sha
         AudioShardDataModule(str(shard_sets["train"]), str(other_rate)).setup("fit")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("split", ["val", "test"])
 def test_eval_sees_every_clip_exactly_once_over_two_ranks_and_two_workers(
     shard_sets: dict[str, Path], split: str
@@ -84,6 +86,7 @@ def test_eval_keeps_shard_order_within_a_reader(shard_sets: dict[str, Path]) -> 
     assert keys == [f"va{index:05d}" for index in range(53)]
 
 
+@pytest.mark.slow
 def test_corrupt_clip_is_counted_across_workers_and_fail_fast_raises(tmp_path: Path) -> None:
     clips = simple_clips(10, 2)
     clips[7] = FixtureClip("corrupt", [1], override={"npy": b"not an array"})
@@ -114,6 +117,7 @@ class KeyRecorder(pl.LightningModule):
         return torch.optim.SGD(self.parameters(), lr=0.01)
 
 
+@pytest.mark.slow
 def test_lightning_fit_steps_and_epochs_follow_the_callback(shard_sets: dict[str, Path], tmp_path: Path) -> None:
     def datamodule() -> AudioShardDataModule:
         return AudioShardDataModule(
@@ -122,8 +126,14 @@ def test_lightning_fit_steps_and_epochs_follow_the_callback(shard_sets: dict[str
 
     module = KeyRecorder()
     trainer = pl.Trainer(
-        max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False,
-        enable_model_summary=False, callbacks=[StreamEpochCallback()], default_root_dir=tmp_path,
+        max_epochs=2,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StreamEpochCallback()],
+        default_root_dir=tmp_path,
     )
     trainer.fit(module, datamodule=datamodule())
     assert [len(module.keys_by_epoch[epoch]) for epoch in (0, 1)] == [12, 12]
@@ -135,6 +145,7 @@ def test_lightning_fit_steps_and_epochs_follow_the_callback(shard_sets: dict[str
     assert module.keys_by_epoch[0] != module.keys_by_epoch[1]
 
 
+@pytest.mark.slow
 def test_spawned_workers_share_epoch_and_error_counters(tmp_path: Path) -> None:
     clips = simple_clips(8, 2)
     clips[2] = FixtureClip("corrupt", [0], override={"npy": b"not an array"})

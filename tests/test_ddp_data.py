@@ -12,9 +12,9 @@ from pathlib import Path
 import lightning.pytorch as pl
 import pytest
 import torch
-from shard_fixtures import simple_clips, write_shard_set
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
+from shard_fixtures import simple_clips, write_shard_set
 
 TRAIN_SIZES = [9, 5, 12, 7, 3, 15, 6]
 VAL_SIZES = [4, 1, 9, 2, 7, 3, 5]
@@ -72,6 +72,7 @@ def recorded(log_dir: Path, split: str, rank: int) -> list[list[str]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(120)
 def test_two_rank_ddp_steps_evenly_reads_disjoint_shards_and_validates_exactly_once(
     shard_sets: dict[str, Path], tmp_path: Path
@@ -79,13 +80,26 @@ def test_two_rank_ddp_steps_evenly_reads_disjoint_shards_and_validates_exactly_o
     log_dir = tmp_path / "keys"
     log_dir.mkdir()
     datamodule = AudioShardDataModule(
-        str(shard_sets["train"]), str(shard_sets["val"]), batch_size=BATCH, num_workers=2,
-        steps_per_epoch=STEPS, shuffle_buffer=4, seed=3,
+        str(shard_sets["train"]),
+        str(shard_sets["val"]),
+        batch_size=BATCH,
+        num_workers=2,
+        steps_per_epoch=STEPS,
+        shuffle_buffer=4,
+        seed=3,
     )
     trainer = pl.Trainer(
-        accelerator="cpu", devices=2, strategy="ddp_spawn", max_epochs=1, num_sanity_val_steps=0,
-        logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-        callbacks=[StreamEpochCallback()], default_root_dir=tmp_path,
+        accelerator="cpu",
+        devices=2,
+        strategy="ddp_spawn",
+        max_epochs=1,
+        num_sanity_val_steps=0,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        callbacks=[StreamEpochCallback()],
+        default_root_dir=tmp_path,
     )
     trainer.fit(KeyRecorder(str(log_dir)), datamodule=datamodule)
 
@@ -104,6 +118,7 @@ def test_two_rank_ddp_steps_evenly_reads_disjoint_shards_and_validates_exactly_o
     assert sorted(val) == sorted(shard_of_key(VAL_SIZES, "va")), "every val clip exactly once across ranks"
 
 
+@pytest.mark.slow
 def test_a_fresh_stream_at_epoch_e_repeats_epoch_e_of_an_uninterrupted_run(shard_sets: dict[str, Path]) -> None:
     # 5 steps × 3 clips × 2 ranks = 30 draws per epoch, about half a pass: epoch 2 lies in pass 1.
     def datamodule() -> AudioShardDataModule:

@@ -12,19 +12,38 @@ from panns_lightning.cli.evaluate import evaluate_checkpoint
 from train_fixtures import BIN, demo_overrides, run
 
 
+@pytest.mark.slow
 def test_two_process_ddp_writes_once_and_matches_single_process_eval(tiny_audioset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = run([BIN / "panns-train", *demo_overrides(tiny_audioset, tmp_path, output_dir=False),
-                  "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
-                  "trainer.max_steps=2", "test=false", "trainer.enable_progress_bar=false",
-                  f"hydra.run.dir={out}"])
+    result = run(
+        [
+            BIN / "panns-train",
+            *demo_overrides(tiny_audioset, tmp_path, output_dir=False),
+            "trainer=ddp",
+            "trainer.accelerator=cpu",
+            "trainer.devices=2",
+            "trainer.precision=32-true",
+            "trainer.max_steps=2",
+            "test=false",
+            "trainer.enable_progress_bar=false",
+            f"hydra.run.dir={out}",
+        ]
+    )
     assert "GLOBAL_RANK: 1" in result.stdout + result.stderr  # the second rank really ran
 
     # Everything the run wrote is in its one directory, written once.
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
-    assert files == [".hydra/config.yaml", ".hydra/hydra.yaml", ".hydra/overrides.yaml",
-                     "checkpoints/best.ckpt", "checkpoints/last.ckpt",
-                     "csv/hparams.yaml", "csv/metrics.csv", "metrics.json", "train.log"]
+    assert files == [
+        ".hydra/config.yaml",
+        ".hydra/hydra.yaml",
+        ".hydra/overrides.yaml",
+        "checkpoints/best.ckpt",
+        "checkpoints/last.ckpt",
+        "csv/hparams.yaml",
+        "csv/metrics.csv",
+        "metrics.json",
+        "train.log",
+    ]
     assert not (tmp_path / "outputs").exists()  # the child rank made no run dir of its own
     with (out / "csv" / "metrics.csv").open() as handle:
         val_rows = [row for row in csv.DictReader(handle) if row.get("val/mAP")]
@@ -32,8 +51,9 @@ def test_two_process_ddp_writes_once_and_matches_single_process_eval(tiny_audios
 
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["val"]["num_clips"] == 40  # every eval clip exactly once across the two ranks
-    scores, _ = evaluate_checkpoint(out / "checkpoints" / "best.ckpt", tiny_audioset / "eval",
-                                    batch_size=4, num_workers=0, accelerator="cpu")
+    scores, _ = evaluate_checkpoint(
+        out / "checkpoints" / "best.ckpt", tiny_audioset / "eval", batch_size=4, num_workers=0, accelerator="cpu"
+    )
     assert scores.num_clips == 40
     assert scores.mAP == pytest.approx(metrics["val"]["mAP"], abs=1e-6)
     assert scores.AUC == pytest.approx(metrics["val"]["AUC"], abs=1e-6)

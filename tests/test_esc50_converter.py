@@ -12,10 +12,11 @@ import pytest
 import soundfile as sf
 
 from panns_lightning.cli import prepare
-from panns_lightning.data.sampling import EvalClipStream, TrainClipStream
+from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.datasets.esc50 import read_esc50, write_synthetic_esc50
-from panns_lightning.datasets.folds import fold_selection
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
+from panns_lightning.shardset.folds import fold_selection
 
 RATE = 8000
 CATEGORIES = {0: "dog", 1: "rooster", 2: "rain"}  # target → category, as in ESC-50's CSV
@@ -77,7 +78,24 @@ def test_reader_errors_name_the_file(tmp_path: Path) -> None:
 def test_cli_writes_single_label_shards_with_folds(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     root = make_esc50(tmp_path / "ESC-50-master")
     out = tmp_path / "shards"
-    code = prepare.main(["esc50", "--root", str(root), "--out", str(out), "--sample-rate", "8000", "--clip-seconds", "0.5", "--workers", "0", "--min-shards", "3", "--quiet"])
+    code = prepare.main(
+        [
+            "esc50",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--sample-rate",
+            "8000",
+            "--clip-seconds",
+            "0.5",
+            "--workers",
+            "0",
+            "--min-shards",
+            "3",
+            "--quiet",
+        ]
+    )
     assert code == 0
     assert "5 folds (official): 1: 6, 2: 6, 3: 6, 4: 6, 5: 6" in capsys.readouterr().out
     manifest = read_manifest(out)
@@ -100,20 +118,65 @@ def test_fold_filter_train_and_test_are_disjoint_and_cover_the_set(tmp_path: Pat
 
     root = make_esc50(tmp_path / "ESC-50-master")
     out = tmp_path / "shards"
-    assert prepare.main(["esc50", "--root", str(root), "--out", str(out), "--sample-rate", "8000", "--clip-seconds", "0.5", "--workers", "0", "--min-shards", "3", "--quiet"]) == 0
+    assert (
+        prepare.main(
+            [
+                "esc50",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--sample-rate",
+                "8000",
+                "--clip-seconds",
+                "0.5",
+                "--workers",
+                "0",
+                "--min-shards",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     everything = set(clip_jsons(out))
     fold_of = {key: clip["fold"] for key, clip in clip_jsons(out).items()}
     for fold in (1, 4):
-        datamodule = AudioShardDataModule(str(out), str(out), str(out), fold=fold, batch_size=4, num_workers=0, balanced=False, steps_per_epoch=25, shuffle_buffer=8)
+        datamodule = AudioShardDataModule(
+            str(out),
+            str(out),
+            str(out),
+            fold=fold,
+            batch_size=4,
+            num_workers=0,
+            balanced=False,
+            steps_per_epoch=25,
+            shuffle_buffer=8,
+        )
         datamodule.set_rank(0, 1)
         train_spec, test_spec = datamodule._stream_spec("train"), datamodule._stream_spec("test")
         test_keys = {k for batch in datamodule.test_dataloader() for k in batch["key"]}
-        train_once = {k for batch in EvalClipStream(train_spec, rank=0, world_size=1, batch_size=4) for k in batch["key"]}
+        train_once = {
+            k for batch in EvalClipStream(train_spec, rank=0, world_size=1, batch_size=4) for k in batch["key"]
+        }
         assert test_keys == {k for k, f in fold_of.items() if f == fold}
         assert train_once.isdisjoint(test_keys) and train_once | test_keys == everything
         assert train_spec.num_clips == 24 and test_spec.num_clips == 6 and sum(train_spec.class_counts) == 24
         # The endless train stream (4 passes' worth of draws) never yields a held-out clip.
-        drawn = [k for batch in TrainClipStream(train_spec, rank=0, world_size=1, batch_size=4, steps_per_epoch=25, balanced=False, shuffle_buffer=8, labels_only=True) for k in batch["key"]]
+        drawn = [
+            k
+            for batch in TrainClipStream(
+                train_spec,
+                rank=0,
+                world_size=1,
+                batch_size=4,
+                steps_per_epoch=25,
+                balanced=False,
+                shuffle_buffer=8,
+                labels_only=True,
+            )
+            for k in batch["key"]
+        ]
         assert set(drawn) == train_once
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 import signal
 import subprocess
 import sys
@@ -47,6 +46,7 @@ def test_a_failing_save_leaves_the_previous_checkpoint(tmp_path: Path, monkeypat
     assert [path.name for path in tmp_path.iterdir()] == ["last.ckpt"], "no temporary file is left"
 
 
+@pytest.mark.slow
 def test_sigkill_during_saves_never_breaks_last_ckpt(tmp_path: Path) -> None:
     """A process saving a 64 MB checkpoint over and over is killed at some point of a save."""
     target = tmp_path / "last.ckpt"
@@ -79,6 +79,7 @@ def test_step_seed_depends_on_every_part() -> None:
     assert len({base, step_seed(2, 2, 3, 0), step_seed(1, 3, 3, 0), step_seed(1, 2, 4, 0), step_seed(1, 2, 3, 1)}) == 5
 
 
+@pytest.mark.slow
 def test_step_seed_makes_random_draws_a_function_of_the_batch() -> None:
     callback = StepSeed(seed=5)
 
@@ -167,19 +168,36 @@ def nan_batches(poisoned: set[int], count: int) -> list[dict]:
 
 
 def tiny_module(max_nonfinite_steps: int) -> TaggingModule:
-    model_config = {"name": "Cnn6", "sample_rate": 8000, "window_size": 256, "hop_size": 80, "mel_bins": 32,
-                    "fmin": 50, "fmax": 4000, "time_stripes_num": 0, "freq_stripes_num": 0}
+    model_config = {
+        "name": "Cnn6",
+        "sample_rate": 8000,
+        "window_size": 256,
+        "hop_size": 80,
+        "mel_bins": 32,
+        "fmin": 50,
+        "fmax": 4000,
+        "time_stripes_num": 0,
+        "freq_stripes_num": 0,
+    }
     labels = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(3)]
     return TaggingModule(model_config, labels, mixup_enabled=False, max_nonfinite_steps=max_nonfinite_steps)
 
 
 def fit(module: TaggingModule, batches: list[dict], tmp_path: Path) -> L.Trainer:
-    trainer = L.Trainer(max_steps=len(batches), accelerator="cpu", logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer = L.Trainer(
+        max_steps=len(batches),
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+    )
     trainer.fit(module, DataLoader(batches, batch_size=None))
     return trainer
 
 
+@pytest.mark.slow
 def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(tmp_path: Path) -> None:
     module = tiny_module(max_nonfinite_steps=3)
     fit(module, nan_batches({1, 4}, 6), tmp_path)
@@ -187,17 +205,20 @@ def test_a_nan_batch_is_skipped_and_the_weights_stay_finite(tmp_path: Path) -> N
     assert all(torch.isfinite(p).all() for p in module.parameters())
 
 
+@pytest.mark.slow
 def test_k_nan_batches_in_a_row_stop_the_run_naming_steps_and_keys(tmp_path: Path) -> None:
     module = tiny_module(max_nonfinite_steps=2)
     with pytest.raises(NonFiniteTrainingError, match=r"2 consecutive steps \(3\.\.4\).*b3c0"):
         fit(module, nan_batches({2, 3}, 6), tmp_path)
 
 
-def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resumed_loggers_are_built_with_purge_step_and_the_same_wandb_id(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from hydra import compose, initialize_config_dir
 
+    from panns_lightning.cli.build import build_loggers
     from panns_lightning.cli.hydra_app import find_config_dir
-    from panns_lightning.cli.train import build_loggers
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.delenv("WANDB_API_KEY", raising=False)

@@ -21,7 +21,9 @@ def write_fold(directory: Path, fold: int, truth: list[int], predicted: list[int
     probs = torch.eye(len(labels))[predicted] * 0.9 + 0.05
     targets = torch.eye(len(labels))[truth]
     directory.mkdir(parents=True)
-    result = fold_result(fold=fold, label_names=labels, probs=probs, targets=targets, multilabel=False, info={"num_folds": 3})
+    result = fold_result(
+        fold=fold, label_names=labels, probs=probs, targets=targets, multilabel=False, info={"num_folds": 3}
+    )
     (directory / "fold_result.json").write_text(json.dumps(result))
 
 
@@ -61,12 +63,42 @@ def test_two_fold_sweep_through_the_app_writes_the_report(tmp_path: Path) -> Non
 
     raw = write_synthetic_esc50(tmp_path / "raw", num_classes=2, clips_per_class=10, clip_seconds=0.5)
     shards = tmp_path / "shards"
-    assert prepare.main(["esc50", "--root", str(raw), "--out", str(shards), "--sample-rate", "16000", "--clip-seconds", "0.5", "--workers", "0", "--min-shards", "2", "--quiet"]) == 0
+    assert (
+        prepare.main(
+            [
+                "esc50",
+                "--root",
+                str(raw),
+                "--out",
+                str(shards),
+                "--sample-rate",
+                "16000",
+                "--clip-seconds",
+                "0.5",
+                "--workers",
+                "0",
+                "--min-shards",
+                "2",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     sweep = tmp_path / "sweep"
     command = [
-        sys.executable, "-m", "panns_lightning.cli.finetune", "-m", "experiment=demo_finetune", "data.fold=1,3",
-        f"data.train_dir={shards}", f"data.test_dir={shards}", "trainer.max_steps=2", "data.batch_size=4",
-        "augment.specaugment.time_drop_width=4", f"hydra.sweep.dir={sweep}", f"paths.root_dir={tmp_path}",
+        sys.executable,
+        "-m",
+        "panns_lightning.cli.finetune",
+        "-m",
+        "experiment=demo_finetune",
+        "data.fold=1,3",
+        f"data.train_dir={shards}",
+        f"data.test_dir={shards}",
+        "trainer.max_steps=2",
+        "data.batch_size=4",
+        "augment.specaugment.time_drop_width=4",
+        f"hydra.sweep.dir={sweep}",
+        f"paths.root_dir={tmp_path}",
     ]
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=Path(__file__).parents[1])
     assert done.returncode == 0, done.stderr[-3000:]

@@ -10,10 +10,13 @@ import torch
 from torch.utils.data import DataLoader
 
 from panns_lightning.models import CheckpointMismatchError, build_model, save_panns_checkpoint
-from panns_lightning.training.finetune import FineTuneModule, load_finetune_module, parameter_groups
+from panns_lightning.training.checkpoints import load_finetune_module
+from panns_lightning.training.finetune import FineTuneModule, parameter_groups
 from panns_lightning.training.module import TaggingModule
 
-CONFIG = dict(name="Cnn6", sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, time_drop_width=8)
+CONFIG = dict(
+    name="Cnn6", sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000, time_drop_width=8
+)
 LABELS = [{"index": i, "mid": f"m{i}", "name": f"class {i}"} for i in range(4)]
 
 
@@ -33,10 +36,21 @@ def upstream_file(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[
 def fit_a_few_steps(module: L.LightningModule, steps: int = 3) -> None:
     generator = torch.Generator().manual_seed(1)
     batches = [
-        {"waveform": torch.randn(4, 8000, generator=generator), "target": torch.eye(4)[torch.randint(0, 4, (4,), generator=generator)], "key": list("abcd")}
+        {
+            "waveform": torch.randn(4, 8000, generator=generator),
+            "target": torch.eye(4)[torch.randint(0, 4, (4,), generator=generator)],
+            "key": list("abcd"),
+        }
         for _ in range(steps)
     ]
-    trainer = L.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
+    trainer = L.Trainer(
+        max_steps=steps,
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+    )
     trainer.fit(module, train_dataloaders=DataLoader(batches, batch_size=None))
 
 
@@ -55,20 +69,31 @@ def test_upstream_weights_load_and_the_head_is_new(upstream_file) -> None:
     assert output["clipwise_output"].shape == (2, 4)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode, freeze_until", [("full", None), ("linear_probe", None), ("partial", "conv_block2")])
 def test_training_moves_exactly_the_unfrozen_layers(upstream_file, mode: str, freeze_until: str | None) -> None:
     path, reference = upstream_file
-    module = FineTuneModule(CONFIG, LABELS, checkpoint=str(path), mode=mode, freeze_until=freeze_until, lr=1e-2, mixup_enabled=True)
+    module = FineTuneModule(
+        CONFIG, LABELS, checkpoint=str(path), mode=mode, freeze_until=freeze_until, lr=1e-2, mixup_enabled=True
+    )
     head_before = module.model.fc_audioset.weight.detach().clone()
     fit_a_few_steps(module)
     changed = backbone_changes(module, reference)
     assert not torch.equal(module.model.fc_audioset.weight, head_before)
     if mode == "full":
-        assert changed["conv_block1.conv1.weight"] and changed["bn0.running_mean"] and changed["conv_block4.bn1.running_var"]
+        assert (
+            changed["conv_block1.conv1.weight"]
+            and changed["bn0.running_mean"]
+            and changed["conv_block4.bn1.running_var"]
+        )
     if mode == "linear_probe":
         assert not any(changed.values()), [k for k, v in changed.items() if v]  # weights and BN statistics
     if mode == "partial":
-        assert not changed["conv_block1.conv1.weight"] and not changed["conv_block2.bn1.running_mean"] and not changed["bn0.running_var"]
+        assert (
+            not changed["conv_block1.conv1.weight"]
+            and not changed["conv_block2.bn1.running_mean"]
+            and not changed["bn0.running_var"]
+        )
         assert changed["conv_block3.conv1.weight"] and changed["conv_block3.bn1.running_mean"] and changed["fc1.weight"]
 
 
@@ -84,6 +109,7 @@ def test_front_end_and_architecture_mismatches_are_errors(upstream_file, tmp_pat
         FineTuneModule(CONFIG, LABELS, mode="partial")
 
 
+@pytest.mark.slow
 def test_from_our_lightning_checkpoint_and_back(upstream_file, tmp_path: Path) -> None:
     path, _ = upstream_file
     pretrained = TaggingModule(CONFIG, [{"index": i, "mid": str(i), "name": str(i)} for i in range(7)])
@@ -107,8 +133,12 @@ def test_from_our_lightning_checkpoint_and_back(upstream_file, tmp_path: Path) -
 
 def test_layer_decay_scales_lr_by_depth_from_the_head(upstream_file) -> None:
     path, _ = upstream_file
-    module = FineTuneModule(CONFIG, LABELS, checkpoint=str(path), mode="partial", freeze_until="conv_block2", layer_decay=0.5)
+    module = FineTuneModule(
+        CONFIG, LABELS, checkpoint=str(path), mode="partial", freeze_until="conv_block2", layer_decay=0.5
+    )
     groups = {group["name"]: group["lr"] for group in parameter_groups(module.model, 1.0, 0.5)}
     assert groups == {"conv_block3": 0.125, "conv_block4": 0.25, "fc1": 0.5, "fc_audioset": 1.0}
     optimizer = module.configure_optimizers()
-    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(p.numel() for p in module.parameters() if p.requires_grad)
+    assert sum(p.numel() for g in optimizer.param_groups for p in g["params"]) == sum(
+        p.numel() for p in module.parameters() if p.requires_grad
+    )

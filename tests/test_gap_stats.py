@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from panns_lightning.data.balance import LabelSet, clips_of_classes, draw_gaps, format_gaps, gap_stats
+from panns_lightning.data.diagnostics.balance import ClipLabels, clips_of_classes, draw_gaps, format_gaps, gap_stats
 
 
 def test_gaps_of_a_hand_made_sequence() -> None:
@@ -44,5 +44,5 @@ def test_no_repeats_gives_nan_statistics() -> None:
 
 
 def test_clips_of_classes() -> None:
-    label_set = LabelSet.from_lists([[0], [1, 2], [2], [0, 3]], 4, [2, 2])
+    label_set = ClipLabels.from_lists([[0], [1, 2], [2], [0, 3]], 4, [2, 2])
     assert clips_of_classes(label_set, np.array([2, 3])).tolist() == [1, 2, 3]

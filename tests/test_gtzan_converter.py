@@ -11,7 +11,7 @@ import soundfile as sf
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.gtzan import read_gtzan
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
 
 RATE = 8000
 GENRES = ("blues", "jazz", "rock")
@@ -45,7 +45,26 @@ def test_rerelease_wav_layout_reports_the_unreadable_file(tmp_path: Path, capsys
     root = make_gtzan(tmp_path / "kaggle", folder="genres_original", extension="wav")
     (root / "genres_original" / "jazz" / "jazz.00054.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk" * 20)
     out = tmp_path / "shards"
-    code = prepare.main(["gtzan", "--root", str(root), "--out", str(out), "--sample-rate", "8000", "--clip-seconds", "0.5", "--num-folds", "2", "--workers", "0", "--min-shards", "2", "--quiet"])
+    code = prepare.main(
+        [
+            "gtzan",
+            "--root",
+            str(root),
+            "--out",
+            str(out),
+            "--sample-rate",
+            "8000",
+            "--clip-seconds",
+            "0.5",
+            "--num-folds",
+            "2",
+            "--workers",
+            "0",
+            "--min-shards",
+            "2",
+            "--quiet",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     manifest = read_manifest(out)
     assert manifest.num_clips == 12 and manifest.multilabel is False

@@ -15,8 +15,7 @@ import pytest
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.holdout import class_counts, split_records, stratified_holdout
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import ClipRecord, read_manifest
 
 
 def long_tailed_labels(num_clips: int = 1500, num_classes: int = 30, seed: int = 0) -> list[list[int]]:
@@ -24,7 +23,9 @@ def long_tailed_labels(num_clips: int = 1500, num_classes: int = 30, seed: int =
     rng = np.random.default_rng(seed)
     weights = 1.0 / np.arange(1, num_classes + 1) ** 1.2
     weights /= weights.sum()
-    clips = [sorted(set(rng.choice(num_classes, size=int(rng.integers(1, 4)), p=weights).tolist())) for _ in range(num_clips)]
+    clips = [
+        sorted(set(rng.choice(num_classes, size=int(rng.integers(1, 4)), p=weights).tolist())) for _ in range(num_clips)
+    ]
     clips[0] = sorted({*clips[0], num_classes})  # a class with one clip
     clips[1] = sorted({*clips[1], num_classes + 1})  # and one with two
     clips[2] = sorted({*clips[2], num_classes + 1})
@@ -39,7 +40,11 @@ def test_split_is_stratified_disjoint_and_the_expected_size() -> None:
     assert not set(split.train) & set(split.val)
     assert abs(len(split.val) - fraction * len(labels)) <= 0.02 * len(labels)
 
-    total, val, train = class_counts(labels, range(len(labels))), class_counts(labels, split.val), class_counts(labels, split.train)
+    total, val, train = (
+        class_counts(labels, range(len(labels))),
+        class_counts(labels, split.val),
+        class_counts(labels, split.train),
+    )
     for c, n in total.items():
         wanted = max(fraction * n, 1.0) if n >= 2 else 0.0
         assert abs(val.get(c, 0) - wanted) <= 2, (c, n, val.get(c, 0))
@@ -107,13 +112,30 @@ def member_keys(shard_dir: Path) -> dict[str, list[int]]:
 @pytest.fixture(scope="module")
 def synthetic_audioset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     data = tmp_path_factory.mktemp("holdout") / "raw"
-    made = panns_prepare("synthetic", "--out", data, "--num-classes", 6, "--num-train", 80, "--num-eval", 10, "--clip-seconds", 0.25, "--seed", 1, "--quiet")
+    made = panns_prepare(
+        "synthetic",
+        "--out",
+        data,
+        "--num-classes",
+        6,
+        "--num-train",
+        80,
+        "--num-eval",
+        10,
+        "--clip-seconds",
+        0.25,
+        "--seed",
+        1,
+        "--quiet",
+    )
     assert made.returncode == 0, made.stderr
     return data
 
 
 @pytest.mark.slow
-def test_console_script_writes_a_held_out_val_set_beside_the_training_set(synthetic_audioset: Path, tmp_path: Path) -> None:
+def test_console_script_writes_a_held_out_val_set_beside_the_training_set(
+    synthetic_audioset: Path, tmp_path: Path
+) -> None:
     data, train_dir = synthetic_audioset, tmp_path / "shards" / "full_train"
     common = [
         "--segments", data / "balanced_train_segments.csv", "--audio-dir", data / "audio", "--labels", data / "class_labels_indices.csv",
@@ -126,7 +148,11 @@ def test_console_script_writes_a_held_out_val_set_beside_the_training_set(synthe
 
     train, val = read_manifest(train_dir), read_manifest(val_dir)
     assert (train.split, val.split) == ("balanced_train", "balanced_train_val")
-    assert train.labels == val.labels and (train.sample_rate, train.clip_samples, train.storage) == (val.sample_rate, val.clip_samples, val.storage)
+    assert train.labels == val.labels and (train.sample_rate, train.clip_samples, train.storage) == (
+        val.sample_rate,
+        val.clip_samples,
+        val.storage,
+    )
     assert train.num_clips + val.num_clips == 80 and abs(val.num_clips - 16) <= 3
     train_keys, val_keys = member_keys(train_dir), member_keys(val_dir)
     assert not train_keys.keys() & val_keys.keys() and len(train_keys) + len(val_keys) == 80
@@ -134,7 +160,10 @@ def test_console_script_writes_a_held_out_val_set_beside_the_training_set(synthe
         assert n >= val.class_counts[c] and n > 0  # training keeps most of every class
         assert val.class_counts[c] >= 1  # each class here has far more than 2 clips
     assert train.extra["holdout"]["role"] == "train" and val.extra["holdout"]["role"] == "val"
-    assert train.extra["holdout"]["fraction"] == 0.2 and train.extra["holdout"]["clips"] == {"train": train.num_clips, "val": val.num_clips}
+    assert train.extra["holdout"]["fraction"] == 0.2 and train.extra["holdout"]["clips"] == {
+        "train": train.num_clips,
+        "val": val.num_clips,
+    }
 
     # Same seed, same split; the val dir refuses to be overwritten silently, before anything is written.
     again_dir = tmp_path / "again"
@@ -143,12 +172,17 @@ def test_console_script_writes_a_held_out_val_set_beside_the_training_set(synthe
     refused = panns_prepare("audioset", *common, "--out", again_dir, "--val-fraction", 0.2)
     assert refused.returncode == 2 and "--val-out" in refused.stderr and "--overwrite" in refused.stderr
     assert not again_dir.exists()
-    repeated = panns_prepare("audioset", *common, "--out", again_dir, "--val-fraction", 0.2, "--val-out", tmp_path / "again_v2")
+    repeated = panns_prepare(
+        "audioset", *common, "--out", again_dir, "--val-fraction", 0.2, "--val-out", tmp_path / "again_v2"
+    )
     assert repeated.returncode == 0, repeated.stderr
     assert member_keys(tmp_path / "again_v2").keys() == val_keys.keys()
 
 
-def test_cli_rejects_bad_val_options_with_exit_2(synthetic_audioset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.slow
+def test_cli_rejects_bad_val_options_with_exit_2(
+    synthetic_audioset: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     data = synthetic_audioset
     base = ["audioset", "--segments", str(data / "eval_segments.csv"), "--audio-dir", str(data / "audio"),
             "--labels", str(data / "class_labels_indices.csv"), "--out", str(tmp_path / "out"), "--quiet"]  # fmt: skip
@@ -163,11 +197,15 @@ def test_cli_rejects_bad_val_options_with_exit_2(synthetic_audioset: Path, tmp_p
     assert not (tmp_path / "out").exists()
 
 
-def test_val_fraction_with_only_single_clip_classes_or_no_audio(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_val_fraction_with_only_single_clip_classes_or_no_audio(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import soundfile as sf
 
     (tmp_path / "labels.csv").write_text('index,mid,display_name\n0,/m/a,"A"\n1,/m/b,"B"\n')
-    (tmp_path / "balanced_train_segments.csv").write_text('#\n#\n#\naaaaaaaaaaa, 0.000, 1.000, "/m/a"\nbbbbbbbbbbb, 0.000, 1.000, "/m/b"\n')
+    (tmp_path / "balanced_train_segments.csv").write_text(
+        '#\n#\n#\naaaaaaaaaaa, 0.000, 1.000, "/m/a"\nbbbbbbbbbbb, 0.000, 1.000, "/m/b"\n'
+    )
     (tmp_path / "audio").mkdir()
     args = ["audioset", "--segments", str(tmp_path / "balanced_train_segments.csv"), "--labels", str(tmp_path / "labels.csv"),
             "--audio-dir", str(tmp_path / "audio"), "--out", str(tmp_path / "out"), "--val-fraction", "0.5", "--workers", "0", "--quiet"]  # fmt: skip

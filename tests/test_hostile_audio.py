@@ -31,8 +31,9 @@ import soundfile as sf
 
 from panns_lightning import audio
 from panns_lightning.cli import prepare
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import ManifestError, SILENT_MANIFEST_KEY, read_manifest, shard_key, write_shards
+from panns_lightning.shardset import ClipRecord, ManifestError, read_manifest, shard_key
+from panns_lightning.shardset.format import SILENT_MANIFEST_KEY
+from panns_lightning.shardset.writer import write_shards
 
 RATE = 16000  # target rate: 8 kHz files are upsampled, 96 kHz ones downsampled
 CLIP_SECONDS = 0.5
@@ -92,11 +93,36 @@ def hostile_corpus() -> list[Hostile]:
     return [
         # bad files: each must be skipped with this reason
         Hostile("zero_bytes", ".wav", lambda p: p.write_bytes(b""), "empty file (0 bytes)"),
-        Hostile("text_named_wav", ".wav", lambda p: p.write_text("id,label\nthis is not audio\n" * 20), "cannot decode: Format not recognised"),
-        Hostile("truncated_wav", ".wav", truncated(tone(RATE, 1.0), RATE, "WAV", "PCM_16"), "truncated: header says 16000 frames, got"),
-        Hostile("truncated_flac", ".flac", truncated(tone(RATE, 1.0), RATE, "FLAC", "PCM_16"), "truncated or corrupt: header says 16000 frames"),
-        Hostile("truncated_mp3", ".mp3", truncated(tone(8000, 1.0), 8000, "MP3", "MPEG_LAYER_III", keep=0.4), "truncated: header says 8000 frames, got"),
-        Hostile("truncated_ogg", ".ogg", truncated(tone(RATE, 1.0), RATE, "OGG", "VORBIS"), "cannot decode: Supported file format but file is malformed"),
+        Hostile(
+            "text_named_wav",
+            ".wav",
+            lambda p: p.write_text("id,label\nthis is not audio\n" * 20),
+            "cannot decode: Format not recognised",
+        ),
+        Hostile(
+            "truncated_wav",
+            ".wav",
+            truncated(tone(RATE, 1.0), RATE, "WAV", "PCM_16"),
+            "truncated: header says 16000 frames, got",
+        ),
+        Hostile(
+            "truncated_flac",
+            ".flac",
+            truncated(tone(RATE, 1.0), RATE, "FLAC", "PCM_16"),
+            "truncated or corrupt: header says 16000 frames",
+        ),
+        Hostile(
+            "truncated_mp3",
+            ".mp3",
+            truncated(tone(8000, 1.0), 8000, "MP3", "MPEG_LAYER_III", keep=0.4),
+            "truncated: header says 8000 frames, got",
+        ),
+        Hostile(
+            "truncated_ogg",
+            ".ogg",
+            truncated(tone(RATE, 1.0), RATE, "OGG", "VORBIS"),
+            "cannot decode: Supported file format but file is malformed",
+        ),
         Hostile("nan_samples", ".wav", written(nan, RATE, subtype="FLOAT"), "contains non-finite samples (NaN or inf)"),
         Hostile("inf_samples", ".wav", written(inf, RATE, subtype="FLOAT"), "contains non-finite samples (NaN or inf)"),
         Hostile("one_sample", ".wav", written(np.array([0.25], np.float32), RATE), "too short: 1 frame at 16000 Hz"),
@@ -110,7 +136,9 @@ def hostile_corpus() -> list[Hostile]:
         Hostile("short_but_usable", ".wav", written(tone(RATE, 0.1), RATE)),  # 100 ms: above the minimum, padded
         Hostile("ünïcödé clip ☃", ".wav", written(tone(RATE, CLIP_SECONDS), RATE)),
         Hostile("with spaces in the name", ".flac", written(tone(RATE, CLIP_SECONDS), RATE, "FLAC")),
-        Hostile("ü" * 60, ".ogg", written(tone(RATE, CLIP_SECONDS), RATE, "OGG", "VORBIS")),  # 120-byte key: a pax tar name
+        Hostile(
+            "ü" * 60, ".ogg", written(tone(RATE, CLIP_SECONDS), RATE, "OGG", "VORBIS")
+        ),  # 120-byte key: a pax tar name
         Hostile("fine_mp3", ".mp3", written(tone(RATE, CLIP_SECONDS), RATE, "MP3", "MPEG_LAYER_III")),
     ]
 
@@ -217,12 +245,18 @@ def test_audioset_layout_hostile_corpus(tmp_path: Path, capsys: pytest.CaptureFi
     # the training reader gets every good clip back, unicode and 120-byte keys included
     from panns_lightning.data import AudioShardDataModule
 
-    datamodule = AudioShardDataModule(str(out), str(out), str(out), batch_size=4, num_workers=0, balanced=False, steps_per_epoch=2, shuffle_buffer=8)
+    datamodule = AudioShardDataModule(
+        str(out), str(out), str(out), batch_size=4, num_workers=0, balanced=False, steps_per_epoch=2, shuffle_buffer=8
+    )
     datamodule.set_rank(0, 1)
-    assert sorted(k for batch in datamodule.test_dataloader() for k in batch["key"]) == sorted(shard_key(c) for c in GOOD)
+    assert sorted(k for batch in datamodule.test_dataloader() for k in batch["key"]) == sorted(
+        shard_key(c) for c in GOOD
+    )
 
 
-def test_esc50_layout_hostile_corpus_reads_only_the_frames_it_needs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_esc50_layout_hostile_corpus_reads_only_the_frames_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     root = write_esc50_layout(tmp_path / "ESC-50-master")
     requested: dict[str, int] = {}
     real_read = sf.SoundFile.read
@@ -261,7 +295,10 @@ def test_streamed_wav_length_placeholder_is_not_truncation(tmp_path: Path) -> No
     assert audio.wav_truncation(path) == (CLIP + 1, CLIP)
 
 
-@pytest.mark.skipif(multiprocessing.get_start_method() != "fork", reason="the injected crash reaches workers through fork")
+@pytest.mark.slow
+@pytest.mark.skipif(
+    multiprocessing.get_start_method() != "fork", reason="the injected crash reaches workers through fork"
+)
 def test_a_decoder_that_kills_its_worker_costs_only_that_clip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     source = tmp_path / "fine.wav"
     sf.write(source, tone(RATE, CLIP_SECONDS), RATE)
@@ -281,7 +318,9 @@ def test_a_decoder_that_kills_its_worker_costs_only_that_clip(tmp_path: Path, mo
     manifest = write_shards(records, tmp_path / "out", sample_rate=RATE, clip_samples=CLIP, labels=labels, dataset="t", split="s",
                             min_shards=2, num_workers=1, progress=False)  # fmt: skip
     assert manifest.num_clips == 12
-    assert [(s.key, s.reason) for s in manifest.skipped] == [("crash", "decoder crashed: the worker process died while decoding this file")]
+    assert [(s.key, s.reason) for s in manifest.skipped] == [
+        ("crash", "decoder crashed: the worker process died while decoding this file")
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,7 +392,10 @@ def assert_complete_tar(path: Path, clip_samples: int) -> int:
     return len(audio_keys)
 
 
-def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_overwrites(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+@pytest.mark.slow
+def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_overwrites(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     root = write_many_clip_esc50(tmp_path / "ESC-50-master", KILL_CLIPS)
     out = tmp_path / "shards"
     layout = ["--root", str(root), "--out", str(out), "--clips-per-shard", "8", "--min-shards", "1", "--quiet"]
@@ -365,7 +407,9 @@ def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_over
     )  # fmt: skip
     kill_when_first_shard_is_done(process, out)
     log.close()
-    assert process.returncode == -signal.SIGKILL, f"the conversion was not killed mid-run: {(tmp_path / 'killed.log').read_text()}"
+    assert process.returncode == -signal.SIGKILL, (
+        f"the conversion was not killed mid-run: {(tmp_path / 'killed.log').read_text()}"
+    )
     assert not group_outlives_its_leader(process.pid), "the orphaned pool worker did not exit with its parent"
 
     # what the kill left: complete shards, at most temp-named files, and no manifest
@@ -380,7 +424,9 @@ def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_over
     capsys.readouterr()
     assert prepare.main(["esc50", *first_run, "--workers", "0"]) == prepare.EXIT_USAGE
     message = capsys.readouterr().err.strip()
-    assert "\n" not in message and str(out) in message and "interrupted conversion" in message and "--overwrite" in message
+    assert (
+        "\n" not in message and str(out) in message and "interrupted conversion" in message and "--overwrite" in message
+    )
 
     # --overwrite with other options: every file of the killed run is gone, nothing of it is mixed in
     second_run = [*layout, "--sample-rate", "16000", "--clip-seconds", "1", "--storage", "int16"]

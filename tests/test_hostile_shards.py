@@ -18,6 +18,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+
 from train_fixtures import BIN, REPO, demo_overrides
 
 
@@ -46,7 +47,12 @@ def damage(source: Path, target: Path) -> dict[str, str]:
     data = shards[2].read_bytes()
     shards[2].write_bytes(data[: len(data) // 2])
     shards[3].unlink()
-    return {"corrupt": corrupt_key, "unlabelled": unlabelled_key, "truncated": shards[2].name, "missing": shards[3].name}
+    return {
+        "corrupt": corrupt_key,
+        "unlabelled": unlabelled_key,
+        "truncated": shards[2].name,
+        "missing": shards[3].name,
+    }
 
 
 @pytest.fixture(scope="module")
@@ -59,14 +65,23 @@ def hostile(tiny_audioset: Path, tmp_path_factory: pytest.TempPathFactory) -> tu
 
 def train_on(root: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
     args = [
-        *demo_overrides(root, out), f"hydra.run.dir={out}", "data.num_workers=0", "data.steps_per_epoch=30",
-        "trainer.max_steps=30", "test=false", "trainer.enable_progress_bar=false", *extra,
+        *demo_overrides(root, out),
+        f"hydra.run.dir={out}",
+        "data.num_workers=0",
+        "data.steps_per_epoch=30",
+        "trainer.max_steps=30",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        *extra,
     ]
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     return subprocess.run([str(BIN / "panns-train"), *args], capture_output=True, text=True, cwd=REPO, env=env)
 
 
-def test_training_and_validation_skip_and_count_every_kind_of_damage(hostile: tuple[Path, dict, dict], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_training_and_validation_skip_and_count_every_kind_of_damage(
+    hostile: tuple[Path, dict, dict], tmp_path: Path
+) -> None:
     root, train, val = hostile
     result = train_on(root, tmp_path / "run", "data.error_budget=0.9")
     log = result.stdout + result.stderr
@@ -85,7 +100,10 @@ def test_training_and_validation_skip_and_count_every_kind_of_damage(hostile: tu
     assert float(rows[-1]["data/bad_shards"]) >= 4
 
 
-def test_past_the_error_budget_the_run_stops_with_a_clear_message(hostile: tuple[Path, dict, dict], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_past_the_error_budget_the_run_stops_with_a_clear_message(
+    hostile: tuple[Path, dict, dict], tmp_path: Path
+) -> None:
     root, _, _ = hostile
     result = train_on(root, tmp_path / "run", "data.error_budget=0.05", "data.error_budget_min_clips=20")
     assert result.returncode != 0

@@ -103,7 +103,9 @@ def test_model_name_inference_uses_the_file_name_only_to_break_ties(monkeypatch,
     monkeypatch.setattr(inference, "best_matching_models", lambda state: tie)
     assert inference.infer_model_name({}, "Cnn14_DecisionLevelMax_mAP=0.385.pth") == "Cnn14_DecisionLevelMax"
     assert inference.infer_model_name({}, "Cnn14_mAP=0.431.pth") == "Cnn14"
-    with pytest.raises(CheckpointLoadError, match="fits Cnn14 / Cnn14_DecisionLevelAvg / Cnn14_DecisionLevelMax equally"):
+    with pytest.raises(
+        CheckpointLoadError, match="fits Cnn14 / Cnn14_DecisionLevelAvg / Cnn14_DecisionLevelMax equally"
+    ):
         inference.infer_model_name({}, "weights.pth")
     monkeypatch.setattr(inference, "best_matching_models", lambda state: (["ResNet22"], 0.4))
     with pytest.raises(CheckpointLoadError, match="no zoo model matches.*ResNet22 with 40%"):
@@ -136,12 +138,12 @@ def test_long_input_is_windowed_and_framewise_output_covers_it() -> None:
     pieces = [direct(tagger.model, waveform[start:stop]) for start, stop in plan_windows(len(waveform), 10 * RATE)]
     per_window = 10 * RATE // HOP
     np.testing.assert_allclose(output.framewise[:per_window], pieces[0]["framewise_output"][:per_window], atol=1e-6)
-    np.testing.assert_allclose(output.framewise[2 * per_window:], pieces[2]["framewise_output"], atol=1e-6)
+    np.testing.assert_allclose(output.framewise[2 * per_window :], pieces[2]["framewise_output"], atol=1e-6)
     np.testing.assert_allclose(output.clipwise, np.max([p["clipwise_output"] for p in pieces], axis=0), atol=1e-6)
     weights = np.array([10.0, 10.0, 5.0]) / 25.0
     np.testing.assert_allclose(output.embedding, sum(w * p["embedding"] for w, p in zip(weights, pieces)), atol=1e-5)
 
-    sed = tagger.sed(waveform[: RATE], RATE)
+    sed = tagger.sed(waveform[:RATE], RATE)
     assert sed.framewise.shape == (RATE // HOP + 1, 5) and sed.labels == LABEL_NAMES
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from shard_fixtures import long_tailed_clips, write_shard_set
 
 from panns_lightning.data import run_inspect
+from shard_fixtures import long_tailed_clips, write_shard_set
 
 
 @pytest.fixture(scope="module")
@@ -52,9 +52,9 @@ def test_balanced_draws_are_printed_next_to_panns_and_plotted(
     panns, ours = report["comparison"]["panns"], report["comparison"]["ours"]
     assert panns["draws"] == ours["draws"] == 2000
     assert ours["per_class"].sum() >= 2000, "every drawn key maps back to a clip of the set"
-    assert list(ours["per_class"]) == [
-        round(share * 2000 / 8) for share in report["stream"]["share"][:8]
-    ] + [0], "the side-by-side figures count the same draws as the stream tally"
+    assert list(ours["per_class"]) == [round(share * 2000 / 8) for share in report["stream"]["share"][:8]] + [0], (
+        "the side-by-side figures count the same draws as the stream tally"
+    )
     assert ours["min_count"] >= 0.5 * panns["min_count"] > 0
     assert "PANNs BalancedTrainSampler" in printed and "ours (stream)" in printed and "KL to uniform" in printed
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 10_000

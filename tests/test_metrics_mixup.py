@@ -5,8 +5,9 @@ import math
 import pytest
 import torch
 
+from panns_lightning.models import do_mixup
+from panns_lightning.training.augment import sample_mixup_lambda
 from panns_lightning.training.metrics import TaggingMetrics, d_prime, format_scores_table, score_tagging
-from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 
 
 def test_perfect_predictions_score_one():

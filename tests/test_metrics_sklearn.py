@@ -30,7 +30,11 @@ def test_ap_and_auc_match_scikit_learn_with_ties(seed: int) -> None:
 
     ap = [metrics.average_precision_score(targets[:, c], probs[:, c]) for c in range(1, num_classes)]
     auc = [metrics.roc_auc_score(targets[:, c], probs[:, c]) for c in range(2, num_classes)]
-    assert math.isnan(scores.per_class_ap[0]) and math.isnan(scores.per_class_auc[0]) and math.isnan(scores.per_class_auc[1])
+    assert (
+        math.isnan(scores.per_class_ap[0])
+        and math.isnan(scores.per_class_auc[0])
+        and math.isnan(scores.per_class_auc[1])
+    )
     np.testing.assert_allclose(scores.per_class_ap[1:], ap, rtol=0, atol=1e-6)
     np.testing.assert_allclose(scores.per_class_auc[2:], auc, rtol=0, atol=1e-6)
     assert scores.mAP == pytest.approx(np.mean(ap), abs=1e-6)

@@ -49,8 +49,16 @@ UPSTREAM_LAYOUT = {
 }
 
 EMBEDDING_SIZE = {
-    "Cnn6": 512, "Cnn10": 512, "Cnn14_emb512": 512, "Cnn14_emb128": 128, "Cnn14_emb32": 32,
-    "MobileNetV1": 1024, "MobileNetV2": 1024, "LeeNet11": 512, "LeeNet24": 1024, "DaiNet19": 512,
+    "Cnn6": 512,
+    "Cnn10": 512,
+    "Cnn14_emb512": 512,
+    "Cnn14_emb128": 128,
+    "Cnn14_emb32": 32,
+    "MobileNetV1": 1024,
+    "MobileNetV2": 1024,
+    "LeeNet11": 512,
+    "LeeNet24": 1024,
+    "DaiNet19": 512,
 }
 SED_MODELS = {"Cnn14_DecisionLevelMax", "Cnn14_DecisionLevelAvg", "Cnn14_DecisionLevelAtt"}
 
@@ -84,6 +92,7 @@ def layout_fingerprint(model: torch.nn.Module) -> tuple[int, str]:
 
 
 # --- Expected keys, written from the paper / upstream architecture description ---------------
+
 
 def bn_keys(prefix: str, channels: int) -> dict[str, tuple[int, ...]]:
     keys = {f"{prefix}.{field}": (channels,) for field in ("weight", "bias", "running_mean", "running_var")}
@@ -208,6 +217,7 @@ EXPECTED_KEYS = {
 
 
 # --- Tests ----------------------------------------------------------------------------------
+
 
 def test_zoo_is_complete():
     assert set(list_models()) == set(UPSTREAM_LAYOUT)
@@ -347,9 +357,15 @@ def test_unknown_model_name_lists_valid_names_and_suggests():
 
 
 def test_frontend_defaults_follow_the_paper():
-    assert FRONTEND_DEFAULTS["Cnn14"] == dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
-    assert FRONTEND_DEFAULTS["Cnn14_16k"] == dict(sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000)
-    assert FRONTEND_DEFAULTS["Cnn14_8k"] == dict(sample_rate=8000, window_size=256, hop_size=80, mel_bins=64, fmin=50, fmax=4000)
+    assert FRONTEND_DEFAULTS["Cnn14"] == dict(
+        sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000
+    )
+    assert FRONTEND_DEFAULTS["Cnn14_16k"] == dict(
+        sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000
+    )
+    assert FRONTEND_DEFAULTS["Cnn14_8k"] == dict(
+        sample_rate=8000, window_size=256, hop_size=80, mel_bins=64, fmin=50, fmax=4000
+    )
     assert FRONTEND_DEFAULTS["Cnn14_mel32"]["mel_bins"] == 32
     assert FRONTEND_DEFAULTS["Cnn14_mel128"]["mel_bins"] == 128
     assert FRONTEND_DEFAULTS["Wavegram_Logmel128_Cnn14"]["mel_bins"] == 128

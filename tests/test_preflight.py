@@ -13,8 +13,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, open_dict
 
 from panns_lightning.cli import preflight
-from panns_lightning.cli.config_schema import ConfigError, validate_eval_config, validate_train_config
-from panns_lightning.cli.finetune import validate_finetune_config
+from panns_lightning.cli.config_schema import (
+    ConfigError,
+    validate_eval_config,
+    validate_finetune_config,
+    validate_train_config,
+)
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.cli.preflight import preflight_eval, preflight_finetune, preflight_train
 from train_fixtures import BIN, REPO
@@ -34,10 +38,16 @@ def shards(tmp_path: Path) -> Path:
 
 def train_config(shards: Path, *overrides: str, config: str = "train", experiment: str = "demo") -> DictConfig:
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
-        return compose(config, overrides=[
-            f"experiment={experiment}", f"data.train_dir={shards}", f"data.val_dir={shards}", f"data.test_dir={shards}",
-            *overrides,
-        ])
+        return compose(
+            config,
+            overrides=[
+                f"experiment={experiment}",
+                f"data.train_dir={shards}",
+                f"data.val_dir={shards}",
+                f"data.test_dir={shards}",
+                *overrides,
+            ],
+        )
 
 
 def train_error(cfg: DictConfig) -> str:
@@ -51,8 +61,10 @@ def train_error(cfg: DictConfig) -> str:
 @pytest.fixture
 def gpus(monkeypatch: pytest.MonkeyPatch):
     """Pretend this machine has ``n`` CUDA GPUs."""
+
     def set_count(count: int) -> None:
         monkeypatch.setattr(preflight, "cuda_device_count", lambda: count)
+
     return set_count
 
 
@@ -82,7 +94,10 @@ def test_shard_dir_without_manifest_or_not_a_directory(shards: Path, tmp_path: P
 def test_ckpt_path_must_exist_and_be_a_training_checkpoint(shards: Path, tmp_path: Path) -> None:
     missing = tmp_path / "runs" / "last.ckpt"
     assert train_error(train_config(shards, f"ckpt_path={missing}")) == f"ckpt_path={missing} does not exist"
-    assert train_error(train_config(shards, f"ckpt_path={tmp_path}")) == f"ckpt_path={tmp_path} is a directory, not a checkpoint file"
+    assert (
+        train_error(train_config(shards, f"ckpt_path={tmp_path}"))
+        == f"ckpt_path={tmp_path} is a directory, not a checkpoint file"
+    )
     published = tmp_path / "Cnn6.pth"
     torch.save({"model": {"fc1.weight": torch.zeros(2, 2)}}, published)
     assert train_error(train_config(shards, f"ckpt_path={published}")).startswith(
@@ -166,7 +181,11 @@ def test_eval_preflight_names_paths_and_gpus(shards: Path, tmp_path: Path, gpus)
     cases = {
         f"ckpt_path={missing} does not exist": [f"ckpt_path={missing}", f"data_dir={shards}"],
         f"data_dir={tmp_path / 'eval'} does not exist": [f"ckpt_path={checkpoint}", f"data_dir={tmp_path / 'eval'}"],
-        "accelerator=cuda but this machine has no CUDA GPU": [f"ckpt_path={checkpoint}", f"data_dir={shards}", "accelerator=cuda"],
+        "accelerator=cuda but this machine has no CUDA GPU": [
+            f"ckpt_path={checkpoint}",
+            f"data_dir={shards}",
+            "accelerator=cuda",
+        ],
     }
     gpus(0)
     for expected, overrides in cases.items():
@@ -176,12 +195,23 @@ def test_eval_preflight_names_paths_and_gpus(shards: Path, tmp_path: Path, gpus)
     preflight_eval(validate_eval_config(eval_config(f"ckpt_path={checkpoint}", f"data_dir={shards}")))
 
 
+@pytest.mark.slow
 def test_panns_train_with_a_missing_train_dir_fails_with_one_line(shards: Path, tmp_path: Path) -> None:
     missing = tmp_path / "no_such_shards"
     result = subprocess.run(
-        [str(BIN / "panns-train"), "experiment=demo", f"data.train_dir={missing}", f"data.val_dir={shards}",
-         f"data.test_dir={shards}", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'run'}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            str(BIN / "panns-train"),
+            "experiment=demo",
+            f"data.train_dir={missing}",
+            f"data.val_dir={shards}",
+            f"data.test_dir={shards}",
+            f"paths.root_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode != 0
     last = result.stderr.strip().splitlines()[-1]

@@ -13,7 +13,7 @@ import soundfile as sf
 
 from panns_lightning.cli import prepare
 from panns_lightning.datasets.ravdess import EMOTIONS, actor_fold, read_ravdess
-from panns_lightning.shards import read_manifest
+from panns_lightning.shardset import read_manifest
 
 RATE = 8000
 
@@ -24,7 +24,9 @@ def make_ravdess(root: Path, actors: range = range(1, 9)) -> Path:
     for actor in actors:
         folder = root / f"Actor_{actor:02d}"
         folder.mkdir(parents=True)
-        names = [f"03-01-{e:02d}-01-01-01-{actor:02d}" for e in range(1, 9)] + [f"03-02-{e:02d}-02-01-01-{actor:02d}" for e in range(1, 7)]
+        names = [f"03-01-{e:02d}-01-01-01-{actor:02d}" for e in range(1, 9)] + [
+            f"03-02-{e:02d}-02-01-01-{actor:02d}" for e in range(1, 7)
+        ]
         for name in names:
             sf.write(folder / f"{name}.wav", rng.uniform(-0.3, 0.3, RATE // 4).astype(np.float32), RATE)
     sf.write(root / "Actor_01" / "02-01-01-01-01-01-01.wav", np.zeros(100, np.float32), RATE)  # video-only
@@ -47,7 +49,12 @@ def test_speech_song_and_both_channels(tmp_path: Path) -> None:
     record = next(r for r in both.result.records if r.key == "03-02-04-02-01-01-07")
     assert record.labels == (3,)
     assert {k: record.meta[k] for k in ("vocal_channel", "emotion", "intensity", "actor", "gender", "fold")} == {
-        "vocal_channel": "song", "emotion": "sad", "intensity": "strong", "actor": 7, "gender": "male", "fold": 4,
+        "vocal_channel": "song",
+        "emotion": "sad",
+        "intensity": "strong",
+        "actor": 7,
+        "gender": "male",
+        "fold": 4,
     }
 
 
@@ -61,7 +68,29 @@ def test_actor_folds_pair_a_male_and_a_female_actor() -> None:
 def test_converted_folds_never_share_an_actor(tmp_path: Path) -> None:
     root = make_ravdess(tmp_path / "ravdess")
     out = tmp_path / "shards"
-    assert prepare.main(["ravdess", "--root", str(root), "--out", str(out), "--channel", "both", "--sample-rate", "8000", "--clip-seconds", "0.25", "--workers", "0", "--min-shards", "3", "--quiet"]) == 0
+    assert (
+        prepare.main(
+            [
+                "ravdess",
+                "--root",
+                str(root),
+                "--out",
+                str(out),
+                "--channel",
+                "both",
+                "--sample-rate",
+                "8000",
+                "--clip-seconds",
+                "0.25",
+                "--workers",
+                "0",
+                "--min-shards",
+                "3",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     manifest = read_manifest(out)
     assert manifest.num_clips == 112 and manifest.num_skipped == 3 and manifest.extra["channel"] == "both"
     folds_of_actor = defaultdict(set)

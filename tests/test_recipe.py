@@ -19,7 +19,7 @@ LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(4)]
 
 def composed(*overrides: str):
     """panns-train's validated config (panns-finetune's schema for the fine-tuning experiments)."""
-    from panns_lightning.cli.finetune import validate_finetune_config
+    from panns_lightning.cli.config_schema import validate_finetune_config
 
     finetuning = any(o.startswith("experiment=finetune") for o in overrides)
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
@@ -47,14 +47,15 @@ class Recorder(torch.nn.Module):
 
 
 def built(*overrides: str):
-    from panns_lightning.cli.train import build_module
+    from panns_lightning.cli.build import build_module
 
     cfg = composed(*overrides)
     return build_module(cfg, stub_data(int(cfg.model.sample_rate)))
 
 
-@pytest.mark.parametrize("model, width", [("Cnn14", 8), ("Cnn14_mel32", 4), ("Cnn14_mel128", 16),
-                                          ("Wavegram_Logmel128_Cnn14", 16)])
+@pytest.mark.parametrize(
+    "model, width", [("Cnn14", 8), ("Cnn14_mel32", 4), ("Cnn14_mel128", 16), ("Wavegram_Logmel128_Cnn14", 16)]
+)
 def test_specaugment_frequency_stripes_follow_each_models_mel_bins(model: str, width: int) -> None:
     module = built(f"model={model}", "augment=paper")
     assert module.model.spec_augmenter.freq_dropper.drop_width == width
@@ -66,8 +67,16 @@ def test_an_explicit_frequency_stripe_width_overrides_every_model() -> None:
     assert module.model.spec_augmenter.freq_dropper.drop_width == 5
 
 
-@pytest.mark.parametrize("overrides", [(), ("experiment=pretrain_audioset",), ("experiment=finetune_esc50",),
-                                       ("experiment=finetune_gtzan",), ("experiment=finetune_ravdess",)])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        (),
+        ("experiment=pretrain_audioset",),
+        ("experiment=finetune_esc50",),
+        ("experiment=finetune_gtzan",),
+        ("experiment=finetune_ravdess",),
+    ],
+)
 def test_paper_presets_read_64_clips_for_32_mixed_examples(overrides: tuple[str, ...]) -> None:
     cfg = composed(*overrides)
     assert cfg.augment.mixup.enabled
@@ -77,8 +86,16 @@ def test_paper_presets_read_64_clips_for_32_mixed_examples(overrides: tuple[str,
 def test_training_step_hands_the_mixup_lambda_to_the_model_and_mixes_targets_alike(monkeypatch) -> None:
     import panns_lightning.training.module as module_file
 
-    module = built("model=Cnn6", "model.sample_rate=8000", "model.window_size=256", "model.hop_size=80",
-                   "model.mel_bins=32", "model.fmax=4000", "augment=paper", "augment.specaugment.enabled=false")
+    module = built(
+        "model=Cnn6",
+        "model.sample_rate=8000",
+        "model.window_size=256",
+        "model.hop_size=80",
+        "model.mel_bins=32",
+        "model.fmax=4000",
+        "augment=paper",
+        "augment.specaugment.enabled=false",
+    )
     lam = torch.tensor([0.9, 0.1, 0.3, 0.7])
     monkeypatch.setattr(module_file, "sample_mixup_lambda", lambda batch, alpha: lam.clone())
     network = module.model
@@ -98,8 +115,16 @@ def test_training_step_hands_the_mixup_lambda_to_the_model_and_mixes_targets_ali
 def test_waveform_mixup_mixes_clips_before_the_model_with_the_same_weights(monkeypatch) -> None:
     import panns_lightning.training.module as module_file
 
-    module = built("model=Cnn6", "model.sample_rate=8000", "model.window_size=256", "model.hop_size=80",
-                   "model.mel_bins=32", "model.fmax=4000", "augment=paper", "augment.mixup.at=waveform")
+    module = built(
+        "model=Cnn6",
+        "model.sample_rate=8000",
+        "model.window_size=256",
+        "model.hop_size=80",
+        "model.mel_bins=32",
+        "model.fmax=4000",
+        "augment=paper",
+        "augment.mixup.at=waveform",
+    )
     lam = torch.tensor([0.25, 0.75, 0.5, 0.5])
     monkeypatch.setattr(module_file, "sample_mixup_lambda", lambda batch, alpha: lam.clone())
     module.model = seen = Recorder(module.model)
@@ -110,7 +135,7 @@ def test_waveform_mixup_mixes_clips_before_the_model_with_the_same_weights(monke
 
 
 def test_fine_tuning_head_reads_the_dropped_embedding_like_upstreams_transfer_model() -> None:
-    from panns_lightning.cli.finetune import build_finetune_module
+    from panns_lightning.cli.build import build_finetune_module
 
     cfg = composed("experiment=finetune_esc50")
     module = build_finetune_module(cfg, stub_data(32000, multilabel=False))
@@ -124,11 +149,19 @@ def test_fine_tuning_head_reads_the_dropped_embedding_like_upstreams_transfer_mo
     assert not torch.allclose(output["logits"], pretraining.model.fc_audioset(output["embedding"]))
 
 
-@pytest.mark.parametrize("overrides, preset", [((), "cpu"), (("trainer=cpu",), "cpu"), (("trainer=gpu",), "gpu"),
-                                               (("trainer=ddp",), "gpu"), (("trainer=ddp_multinode",), "gpu"),
-                                               (("experiment=pretrain_audioset",), "gpu"),
-                                               (("experiment=pretrain_audioset", "trainer=ddp"), "gpu"),
-                                               (("trainer=gpu", "speed=reference"), "reference")])
+@pytest.mark.parametrize(
+    "overrides, preset",
+    [
+        ((), "cpu"),
+        (("trainer=cpu",), "cpu"),
+        (("trainer=gpu",), "gpu"),
+        (("trainer=ddp",), "gpu"),
+        (("trainer=ddp_multinode",), "gpu"),
+        (("experiment=pretrain_audioset",), "gpu"),
+        (("experiment=pretrain_audioset", "trainer=ddp"), "gpu"),
+        (("trainer=gpu", "speed=reference"), "reference"),
+    ],
+)
 def test_speed_presets_follow_the_trainer(overrides: tuple[str, ...], preset: str) -> None:
     from omegaconf import OmegaConf
 

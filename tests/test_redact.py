@@ -11,11 +11,12 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-import panns_lightning.redact as redact_module
+import panns_lightning.cli.hydra_app as hydra_app
+import panns_lightning.cli.hydra_callbacks as hydra_callbacks
+from panns_lightning.cli.hydra_callbacks import RedactionCallback
 from panns_lightning.redact import (
     MASK,
     RedactingFilter,
-    RedactionCallback,
     install_log_redaction,
     redact,
     redact_config,
@@ -101,8 +102,10 @@ def write_run_dir(run_dir: Path) -> dict[str, str]:
     overrides = ["data.train_urls=https://h/a-{0..9}.tar?token=abc123tok", "+logger.wandb.api_key=wandbkey0123456789"]
     texts = {
         "config.yaml": OmegaConf.to_yaml(
-            {"data": {"train_urls": "https://h/a-{0..9}.tar?token=abc123tok", "batch_size": 4},
-             "logger": {"wandb": {"api_key": "wandbkey0123456789"}}}
+            {
+                "data": {"train_urls": "https://h/a-{0..9}.tar?token=abc123tok", "batch_size": 4},
+                "logger": {"wandb": {"api_key": "wandbkey0123456789"}},
+            }
         ),
         "overrides.yaml": OmegaConf.to_yaml(overrides),
         "hydra.yaml": OmegaConf.to_yaml(
@@ -126,7 +129,8 @@ def test_run_dir_configs_are_rewritten_in_place_and_stay_loadable(tmp_path: Path
     assert config.data.train_urls == f"https://h/a-{{0..9}}.tar?token={MASK}" and config.data.batch_size == 4
     assert config.logger.wandb.api_key == MASK
     assert list(OmegaConf.load(tmp_path / ".hydra" / "overrides.yaml")) == [
-        f"data.train_urls=https://h/a-{{0..9}}.tar?token={MASK}", f"+logger.wandb.api_key={MASK}"
+        f"data.train_urls=https://h/a-{{0..9}}.tar?token={MASK}",
+        f"+logger.wandb.api_key={MASK}",
     ]
     assert stat.S_IMODE((tmp_path / ".hydra" / "config.yaml").stat().st_mode) == 0o644
     assert sorted(p.name for p in (tmp_path / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
@@ -146,11 +150,17 @@ def test_hydra_callback_redacts_the_job_files_and_installs_the_log_filter(
 ) -> None:
     installed: list[bool] = []
     # Not on the real root handlers: pytest's capture handlers are shared with other tests.
-    monkeypatch.setattr(redact_module, "install_log_redaction", lambda: installed.append(True))
+    monkeypatch.setattr(hydra_callbacks, "install_log_redaction", lambda: installed.append(True))
     write_run_dir(tmp_path)
     config = OmegaConf.create(
-        {"hydra": {"output_subdir": ".hydra", "runtime": {"output_dir": str(tmp_path)}, "mode": "RUN",
-                   "sweep": {"dir": str(tmp_path / "none")}}}
+        {
+            "hydra": {
+                "output_subdir": ".hydra",
+                "runtime": {"output_dir": str(tmp_path)},
+                "mode": "RUN",
+                "sweep": {"dir": str(tmp_path / "none")},
+            }
+        }
     )
     RedactionCallback().on_job_start(config=config)
     assert "abc123tok" not in (tmp_path / ".hydra" / "overrides.yaml").read_text()
@@ -201,7 +211,9 @@ class FakeHyperparameters:
 
 
 def test_recorded_hyperparameters_are_masked_in_place() -> None:
-    module = FakeHyperparameters(train_dir="data/train", train_urls="pipe:curl -H 'Authorization: Bearer xyz.bearer-tok' https://h/a.tar")
+    module = FakeHyperparameters(
+        train_dir="data/train", train_urls="pipe:curl -H 'Authorization: Bearer xyz.bearer-tok' https://h/a.tar"
+    )
     redact_hparams(module)
     for stored in (module._hparams, module._hparams_initial):
         assert stored["train_dir"] == "data/train"
@@ -227,11 +239,12 @@ def test_redact_hparams_on_a_real_lightning_datamodule() -> None:
 
 def test_outside_hydra_redact_hydra_run_only_installs_the_log_filter(monkeypatch: pytest.MonkeyPatch) -> None:
     installed: list[bool] = []
-    monkeypatch.setattr(redact_module, "install_log_redaction", lambda: installed.append(True))
-    redact_module.redact_hydra_run()
+    monkeypatch.setattr(hydra_app, "install_log_redaction", lambda: installed.append(True))
+    hydra_app.redact_hydra_run()
     assert installed == [True]
 
 
+@pytest.mark.slow
 def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Path) -> None:
     """End to end: the token in an override is masked in .hydra/*.yaml, the log and the error line."""
     import subprocess
@@ -242,9 +255,16 @@ def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Pat
     checkpoint.write_bytes(b"")
     run_dir = tmp_path / "eval"
     result = subprocess.run(
-        [str(BIN / "panns-eval"), f"ckpt_path={checkpoint}", f"data_dir='{tmp_path}/shards?token=abc123tok'",
-         f"hydra.run.dir={run_dir}"],
-        capture_output=True, text=True, cwd=REPO, timeout=300,
+        [
+            str(BIN / "panns-eval"),
+            f"ckpt_path={checkpoint}",
+            f"data_dir='{tmp_path}/shards?token=abc123tok'",
+            f"hydra.run.dir={run_dir}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
     )
     assert result.returncode != 0
     assert result.stderr.strip().splitlines()[-1] == (
@@ -259,12 +279,14 @@ def test_panns_eval_keeps_a_url_token_out_of_its_run_dir_and_error(tmp_path: Pat
     assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").data_dir == f"{tmp_path}/shards?token={MASK}"
 
 
-def test_wandb_offline_run_keeps_no_credential_from_the_command_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_wandb_offline_run_keeps_no_credential_from_the_command_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """wandb stores the command line in its run metadata: with a credential in it, metadata is off."""
     from hydra import compose, initialize_config_dir
 
+    from panns_lightning.cli.build import build_loggers
     from panns_lightning.cli.hydra_app import find_config_dir
-    from panns_lightning.cli.train import build_loggers
 
     secret = "tok3nV4lue9"
     monkeypatch.setattr(sys, "argv", ["panns-train", f"data.train_urls=https://host/s-{{0..9}}.tar?token={secret}"])

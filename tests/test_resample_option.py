@@ -13,8 +13,8 @@ import soundfile as sf
 
 from panns_lightning import audio
 from panns_lightning.cli import prepare
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import read_manifest, write_shards
+from panns_lightning.shardset import ClipRecord, read_manifest
+from panns_lightning.shardset.writer import write_shards
 
 LABELS = [{"index": 0, "mid": "/m/a", "name": "a"}]
 
@@ -27,7 +27,9 @@ def noise_with_a_high_tone(sample_rate: int, seconds: float) -> np.ndarray:
 
 @pytest.mark.parametrize("source_rate", [32000, 44100])
 @pytest.mark.parametrize("target_rate", [16000, 8000])
-def test_decimate_is_exactly_every_kth_sample_of_the_32k_clip(tmp_path: Path, source_rate: int, target_rate: int) -> None:
+def test_decimate_is_exactly_every_kth_sample_of_the_32k_clip(
+    tmp_path: Path, source_rate: int, target_rate: int
+) -> None:
     path = tmp_path / "clip.wav"
     sf.write(path, noise_with_a_high_tone(source_rate, 0.5), source_rate, subtype="FLOAT")
     step = 32000 // target_rate
@@ -66,7 +68,9 @@ def test_decimate_needs_a_divisor_of_32k_and_unknown_methods_are_refused(tmp_pat
 def test_the_writer_stores_decimated_audio_and_records_the_method(tmp_path: Path) -> None:
     source = tmp_path / "clip.wav"
     sf.write(source, noise_with_a_high_tone(44100, 0.3), 44100, subtype="FLOAT")
-    options = dict(sample_rate=16000, clip_samples=4000, labels=LABELS, dataset="t", split="train", num_workers=0, progress=False)
+    options = dict(
+        sample_rate=16000, clip_samples=4000, labels=LABELS, dataset="t", split="train", num_workers=0, progress=False
+    )
     manifest = write_shards([ClipRecord("c", source, (0,))], tmp_path / "dec", resample="decimate", **options)
     assert manifest.extra["resample"] == "decimate"
     assert json.loads((tmp_path / "dec" / "manifest.json").read_text())["resample"] == "decimate"
@@ -79,19 +83,37 @@ def test_the_writer_stores_decimated_audio_and_records_the_method(tmp_path: Path
     default = write_shards([ClipRecord("c", source, (0,))], tmp_path / "sinc", **options)
     assert read_manifest(tmp_path / "sinc").resample_method == "sinc" and default.extra["resample"] == "sinc"
     with pytest.raises(ValueError, match="must divide 32000"):
-        write_shards([ClipRecord("c", source, (0,))], tmp_path / "bad", resample="decimate", **{**options, "sample_rate": 22050})
+        write_shards(
+            [ClipRecord("c", source, (0,))], tmp_path / "bad", resample="decimate", **{**options, "sample_rate": 22050}
+        )
     assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("command", ["audioset", "esc50", "gtzan", "ravdess"])
-def test_every_converter_offers_resample_and_refuses_an_impossible_decimation(command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_every_converter_offers_resample_and_refuses_an_impossible_decimation(
+    command: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     if command == "audioset":
         (tmp_path / "s.csv").write_text("#\n")
         (tmp_path / "l.csv").write_text("index,mid,display_name\n0,/m/a,A\n")
-        source = ["--segments", str(tmp_path / "s.csv"), "--labels", str(tmp_path / "l.csv"), "--audio-dir", str(tmp_path)]
+        source = [
+            "--segments",
+            str(tmp_path / "s.csv"),
+            "--labels",
+            str(tmp_path / "l.csv"),
+            "--audio-dir",
+            str(tmp_path),
+        ]
     else:
         source = ["--root", str(tmp_path)]
-    args = prepare.build_parser().parse_args([command, *source, "--out", str(tmp_path / "out"), "--resample", "decimate"])
+    args = prepare.build_parser().parse_args(
+        [command, *source, "--out", str(tmp_path / "out"), "--resample", "decimate"]
+    )
     assert args.resample == "decimate"
-    assert prepare.main([command, *source, "--out", str(tmp_path / "out"), "--resample", "decimate", "--sample-rate", "22050"]) == 2
+    assert (
+        prepare.main(
+            [command, *source, "--out", str(tmp_path / "out"), "--resample", "decimate", "--sample-rate", "22050"]
+        )
+        == 2
+    )
     assert "--resample decimate" in capsys.readouterr().err

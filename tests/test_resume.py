@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from train_fixtures import BIN, REPO, demo_overrides, run
 
 MAX_STEPS = 14
@@ -24,9 +25,14 @@ EVERY = 4
 
 def overrides(data: Path, out: Path, *extra: str) -> list[str]:
     return [
-        *demo_overrides(data, out), f"hydra.run.dir={out}",
-        "data.num_workers=2", "data.steps_per_epoch=5", f"trainer.max_steps={MAX_STEPS}",
-        "trainer.log_every_n_steps=1", "trainer.enable_progress_bar=false", "test=false",
+        *demo_overrides(data, out),
+        f"hydra.run.dir={out}",
+        "data.num_workers=2",
+        "data.steps_per_epoch=5",
+        f"trainer.max_steps={MAX_STEPS}",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "test=false",
         f"callbacks.periodic_checkpoint.every_n_train_steps={EVERY}",
         "+callbacks.key_log._target_=panns_lightning.training.callbacks.TrainKeyLog",
         f"+callbacks.key_log.path={out / 'keys.txt'}",
@@ -36,8 +42,14 @@ def overrides(data: Path, out: Path, *extra: str) -> list[str]:
 
 def start(args: list[str]) -> subprocess.Popen:
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "WANDB_MODE": "offline"}
-    return subprocess.Popen([str(BIN / "panns-train"), *args], cwd=REPO, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(
+        [str(BIN / "panns-train"), *args],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def key_lines(path: Path) -> list[list[str]]:
@@ -71,6 +83,7 @@ def uninterrupted(tiny_audioset: Path, tmp_path_factory: pytest.TempPathFactory)
     return out
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninterrupted: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     args = overrides(tiny_audioset, out)
@@ -104,10 +117,16 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninter
     assert logged_steps(out) == logged_steps(uninterrupted) == list(range(MAX_STEPS))
 
 
+@pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_at_that_step(tiny_audioset: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    args = overrides(tiny_audioset, out, "trainer.max_steps=100000", "callbacks.periodic_checkpoint.every_n_train_steps=100000",
-                     "data.steps_per_epoch=100000")
+    args = overrides(
+        tiny_audioset,
+        out,
+        "trainer.max_steps=100000",
+        "callbacks.periodic_checkpoint.every_n_train_steps=100000",
+        "data.steps_per_epoch=100000",
+    )
     proc = start(args)
     wait_for(lambda: len(key_lines(out / "keys.txt")) >= 3, proc, "3 training steps")
     proc.send_signal(signal.SIGTERM)

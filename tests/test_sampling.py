@@ -1,39 +1,37 @@
-"""sampling.py: balanced repeat-factor stream, its buffer, per-rank step counts, reproducibility."""
+"""The train stream (train_stream.py, repeats.py, buffer.py): balanced repeat-factor stream, its buffer, per-rank step counts, reproducibility."""
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
-from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.sampling import (
-    RepeatShuffleBuffer,
-    StreamSpec,
-    TrainClipStream,
-    ClassBalanceFactor,
-    rotating_round,
-)
-from panns_lightning.data.stream import RawClip, SharedCount, read_shard_manifest, shard_urls, train_shards_for_slot
+from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.repeats import ClassBalanceFactor, rotating_round
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
+from panns_lightning.data.train_stream import TrainClipStream
+from panns_lightning.shardset import read_manifest
+from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
 
 NUM_CLASSES = 12
 
 
 def spec_of(directory: Path) -> StreamSpec:
-    manifest = read_shard_manifest(directory)
+    manifest = read_manifest(directory)
     return StreamSpec(
         urls=tuple(shard_urls(directory, manifest)),
-        storage=manifest["storage"],
-        sample_rate=manifest["sample_rate"],
-        clip_samples=manifest["clip_samples"],
-        num_classes=len(manifest["labels"]),
-        class_counts=tuple(manifest["class_counts"]),
-        num_clips=manifest["num_clips"],
+        storage=manifest.storage,
+        sample_rate=manifest.sample_rate,
+        clip_samples=manifest.clip_samples,
+        num_classes=manifest.num_classes,
+        class_counts=tuple(manifest.class_counts),
+        num_clips=manifest.num_clips,
     )
 
 
@@ -56,8 +54,15 @@ def class_shares(directory: Path, *, balanced: bool, draws: int) -> tuple[np.nda
     """(per-class draw share relative to draws/C, per-class clip counts) from the labels-only stream."""
     spec = spec_of(directory)
     stream = TrainClipStream(
-        spec, rank=0, world_size=1, batch_size=50, steps_per_epoch=draws // 50, balanced=balanced,
-        shuffle_buffer=500, seed=3, labels_only=True,
+        spec,
+        rank=0,
+        world_size=1,
+        batch_size=50,
+        steps_per_epoch=draws // 50,
+        balanced=balanced,
+        shuffle_buffer=500,
+        seed=3,
+        labels_only=True,
     )
     drawn = np.zeros(spec.num_classes)
     total = 0
@@ -147,6 +152,7 @@ def loader_keys(stream: TrainClipStream, num_workers: int = 2) -> list[list[str]
     return [batch["key"] for batch in DataLoader(stream, batch_size=None, num_workers=num_workers)]
 
 
+@pytest.mark.slow
 def test_every_rank_yields_exactly_steps_per_epoch_batches(uneven: Path) -> None:
     for rank in range(2):
         stream = make_train_stream(uneven, rank=rank, world_size=2, steps_per_epoch=7)
@@ -155,6 +161,7 @@ def test_every_rank_yields_exactly_steps_per_epoch_batches(uneven: Path) -> None
         assert all(batch["waveform"].shape == (4, 800) and batch["target"].shape == (4, 4) for batch in batches)
 
 
+@pytest.mark.slow
 def test_same_seed_same_keys_other_epoch_other_keys(uneven: Path) -> None:
     first = loader_keys(make_train_stream(uneven, rank=1, world_size=2))
     again = loader_keys(make_train_stream(uneven, rank=1, world_size=2))
@@ -168,15 +175,21 @@ def test_same_seed_same_keys_other_epoch_other_keys(uneven: Path) -> None:
 
 def test_ranks_read_disjoint_shards_within_a_pass(uneven: Path) -> None:
     # Buffer of 1 and no balancing: each rank yields its pass-0 clips in read order.
-    manifest = read_shard_manifest(uneven)
-    sizes = [shard["num_clips"] for shard in manifest["shards"]]
+    manifest = read_manifest(uneven)
+    sizes = [shard.num_clips for shard in manifest.shards]
     drawn = []
     for rank in range(2):
         shards = train_shards_for_slot(len(sizes), rank, 2, seed=11, pass_index=0)
         expected_count = sum(sizes[index] for index in shards)
         stream = make_train_stream(
-            uneven, rank=rank, world_size=2, balanced=False, shuffle_buffer=1, batch_size=1,
-            steps_per_epoch=expected_count, labels_only=True,
+            uneven,
+            rank=rank,
+            world_size=2,
+            balanced=False,
+            shuffle_buffer=1,
+            batch_size=1,
+            steps_per_epoch=expected_count,
+            labels_only=True,
         )
         keys = [key for batch in stream for key in batch["key"]]
         assert len(set(keys)) == expected_count
@@ -203,14 +216,22 @@ def test_corrupt_audio_is_skipped_in_training(tmp_path: Path) -> None:
     assert stream.errors.counts()["bad_samples"] == 1, "a clip is reported once however many copies are drawn"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("num_workers", [0, 2, 3])
 def test_a_resumed_epoch_continues_with_the_batches_of_the_uninterrupted_one(long_tail: Path, num_workers: int) -> None:
     """resume_batches=b: the loader yields exactly batches b.. of the epoch, whichever worker they came from."""
 
     def epoch_keys(resume_batches: int) -> list[list[str]]:
         stream = TrainClipStream(
-            spec_of(long_tail), rank=1, world_size=2, batch_size=8, steps_per_epoch=11, shuffle_buffer=32,
-            seed=3, labels_only=True, resume_batches=SharedCount(resume_batches),
+            spec_of(long_tail),
+            rank=1,
+            world_size=2,
+            batch_size=8,
+            steps_per_epoch=11,
+            shuffle_buffer=32,
+            seed=3,
+            labels_only=True,
+            resume_batches=SharedCount(resume_batches),
         )
         stream.set_epoch(1)
         return [batch["key"] for batch in DataLoader(stream, batch_size=None, num_workers=num_workers)]

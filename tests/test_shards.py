@@ -1,4 +1,4 @@
-"""shards.py: one writer for every dataset — formats, skip report, stratification, atomicity, manifest."""
+"""shardset/: one writer for every dataset — formats, skip report, stratification, atomicity, manifest."""
 
 from __future__ import annotations
 
@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from panns_lightning import audio, shards
-from panns_lightning.datasets.records import ClipRecord, SkippedClip
-from panns_lightning.shards import ManifestError, NoUsableClipsError, OutputNotEmptyError, plan_shards, read_manifest, write_shards
+from panns_lightning import audio
+from panns_lightning.shardset import ClipRecord, Manifest, ManifestError, SkippedClip, read_manifest
+from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError, plan_shards, write_shards
 
 RATE = 8000
 CLIP = 2000  # 0.25 s at 8 kHz
@@ -27,7 +27,9 @@ LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"class {i}"} for i in range(4)
 
 
 def tone(frequency: float, sample_rate: int, seconds: float) -> np.ndarray:
-    return (0.5 * np.sin(2 * np.pi * frequency * np.arange(int(sample_rate * seconds)) / sample_rate)).astype(np.float32)
+    return (0.5 * np.sin(2 * np.pi * frequency * np.arange(int(sample_rate * seconds)) / sample_rate)).astype(
+        np.float32
+    )
 
 
 def tar_members(path: Path) -> dict[str, bytes]:
@@ -50,19 +52,30 @@ def mixed_sources(tmp_path: Path) -> list[ClipRecord]:
     records = []
     for name, rate, channels, container, subtype, labels in specs:
         x = tone(440, rate, 0.3)
-        sf.write(folder / name, np.stack([x] * channels, axis=1) if channels == 2 else x, rate, format=container, subtype=subtype)
-        records.append(ClipRecord(name.split(".")[0] + ".clip", folder / name, labels, meta={"fold": len(records)}, source=name))
+        sf.write(
+            folder / name,
+            np.stack([x] * channels, axis=1) if channels == 2 else x,
+            rate,
+            format=container,
+            subtype=subtype,
+        )
+        records.append(
+            ClipRecord(name.split(".")[0] + ".clip", folder / name, labels, meta={"fold": len(records)}, source=name)
+        )
     (folder / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage" * 20)
     records.append(ClipRecord("corrupt", folder / "corrupt.wav", (0,), source="corrupt.wav"))
     records.append(ClipRecord("missing", folder / "missing.wav", (1,), source="missing.wav"))
     return records
 
 
-def convert(records, out: Path, **options) -> shards.Manifest:
-    defaults = dict(sample_rate=RATE, clip_samples=CLIP, labels=LABELS, dataset="test", split="train", num_workers=0, progress=False)
+def convert(records, out: Path, **options) -> Manifest:
+    defaults = dict(
+        sample_rate=RATE, clip_samples=CLIP, labels=LABELS, dataset="test", split="train", num_workers=0, progress=False
+    )
     return write_shards(records, out, **{**defaults, **options})
 
 
+@pytest.mark.slow
 def test_mixed_formats_convert_and_failures_are_reported(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
     reader_skip = SkippedClip("gone", "eval.csv:7", "audio file not found")
     manifest = convert(mixed_sources, tmp_path / "out", num_workers=2, min_shards=2, skipped=[reader_skip])
@@ -97,10 +110,12 @@ def test_flac_storage_holds_the_same_samples_as_int16(mixed_sources: list[ClipRe
     flac = tar_members(as_flac.shard_paths()[0])
     for key in "abcde":
         np.testing.assert_array_equal(
-            audio.decode_stored_audio("npy", npy[f"{key}_clip.npy"]), audio.decode_stored_audio("flac", flac[f"{key}_clip.flac"])
+            audio.decode_stored_audio("npy", npy[f"{key}_clip.npy"]),
+            audio.decode_stored_audio("flac", flac[f"{key}_clip.flac"]),
         )
 
 
+@pytest.mark.slow
 def test_same_seed_gives_byte_identical_shards(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
     first = convert(mixed_sources[:5], tmp_path / "one", min_shards=2, seed=3)
     second = convert(mixed_sources[:5], tmp_path / "two", min_shards=2, seed=3, num_workers=2)
@@ -112,7 +127,9 @@ def test_plan_spreads_every_class_evenly_over_shards() -> None:
     rng = np.random.default_rng(0)
     num_classes, num_shards = 30, 16
     zipf = 1 / np.arange(1, num_classes + 1) ** 1.3
-    label_lists = [tuple(rng.choice(num_classes, size=rng.integers(1, 4), replace=False, p=zipf / zipf.sum())) for _ in range(3000)]
+    label_lists = [
+        tuple(rng.choice(num_classes, size=rng.integers(1, 4), replace=False, p=zipf / zipf.sum())) for _ in range(3000)
+    ]
     plan = plan_shards(label_lists, num_shards, seed=0)
     assert sorted(p for shard in plan for p in shard) == list(range(3000))
     assert max(map(len, plan)) - min(map(len, plan)) <= 1
@@ -138,7 +155,9 @@ def test_writer_stratifies_rare_classes_into_every_shard(tmp_path: Path) -> None
         assert shard.class_counts == [16, 6, 2, 1]
 
 
-def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(mixed_sources: list[ClipRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(
+    mixed_sources: list[ClipRecord], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source = mixed_sources[0].audio_path
     records = [ClipRecord(f"clip{i}", source, (i % 4,)) for i in range(12)]
     calls = {"n": 0}
@@ -173,8 +192,8 @@ KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
 from panns_lightning import audio
-from panns_lightning.datasets.records import ClipRecord
-from panns_lightning.shards import write_shards
+from panns_lightning.shardset import ClipRecord
+from panns_lightning.shardset.writer import write_shards
 
 source, out, marker = sys.argv[1:]
 real_encode = audio.encode_npy
@@ -195,7 +214,10 @@ write_shards(records, out, sample_rate=8000, clip_samples=2000, labels=labels, d
 """
 
 
-def test_killed_conversion_leaves_no_partial_shard_and_no_manifest(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_killed_conversion_leaves_no_partial_shard_and_no_manifest(
+    mixed_sources: list[ClipRecord], tmp_path: Path
+) -> None:
     out, marker = tmp_path / "out", tmp_path / "started"
     script = tmp_path / "convert.py"
     script.write_text(textwrap.dedent(KILL_SCRIPT))

@@ -20,8 +20,17 @@ from panns_lightning.training.module import TaggingModule, float_waveform
 from panns_lightning.training.speed import SpeedOptions
 from shared_data import SHARED_AUDIOSET
 
-TINY = {"name": "Cnn6", "sample_rate": 8000, "window_size": 256, "hop_size": 80, "mel_bins": 32,
-        "fmin": 50, "fmax": 4000, "time_stripes_num": 0, "freq_stripes_num": 0}
+TINY = {
+    "name": "Cnn6",
+    "sample_rate": 8000,
+    "window_size": 256,
+    "hop_size": 80,
+    "mel_bins": 32,
+    "fmin": 50,
+    "fmax": 4000,
+    "time_stripes_num": 0,
+    "freq_stripes_num": 0,
+}
 LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(3)]
 NEGATIVE_LOGIT = 7.5
 
@@ -144,7 +153,9 @@ def test_wavegram_as_2d_convolutions_computes_the_same_training_step() -> None:
     # draws its mask in memory order, which channels-last permutes.
     fast.to(memory_format=torch.channels_last)
     with torch.no_grad():
-        torch.testing.assert_close(fast.eval()(waveform)["logits"], plain.eval()(waveform)["logits"], rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(
+            fast.eval()(waveform)["logits"], plain.eval()(waveform)["logits"], rtol=1e-4, atol=1e-5
+        )
 
 
 # ----------------------------------------------------------------------------- int16 batches
@@ -210,6 +221,7 @@ class HostReadCounter:
         def read(tensor, *args, **kwargs):
             self.count += 1
             return original(tensor, *args, **kwargs)
+
         return read
 
     def callback(self):
@@ -245,14 +257,21 @@ def fit(module: TaggingModule, batches: list[dict], tmp_path, callbacks=(), log_
     from torch.utils.data import DataLoader
 
     trainer = L.Trainer(
-        max_steps=len(batches), accelerator="cpu", logger=False, enable_checkpointing=False,
-        enable_progress_bar=True, enable_model_summary=False, default_root_dir=tmp_path,
-        log_every_n_steps=log_every, callbacks=list(callbacks),
+        max_steps=len(batches),
+        accelerator="cpu",
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=True,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
+        log_every_n_steps=log_every,
+        callbacks=list(callbacks),
     )
     trainer.fit(module, DataLoader(batches, batch_size=None))
     return trainer
 
 
+@pytest.mark.slow
 def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
     augmented = dict(TINY, time_drop_width=8, time_stripes_num=2, freq_drop_width=4, freq_stripes_num=2)
@@ -263,6 +282,7 @@ def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path
     assert all(counter.per_step[step] > 0 for step in log_steps)  # the counter does see reads
 
 
+@pytest.mark.slow
 def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
     module = TaggingModule(TINY, LABELS, mixup_enabled=False)
@@ -270,6 +290,7 @@ def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) ->
     assert all(n > 0 for n in counter.per_step)
 
 
+@pytest.mark.slow
 def test_sync_free_guard_skips_on_the_device_and_stops_after_k_in_a_row(tmp_path) -> None:
     from panns_lightning.training.numerics import NonFiniteTrainingError
 
@@ -284,7 +305,9 @@ def test_sync_free_guard_skips_on_the_device_and_stops_after_k_in_a_row(tmp_path
         def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
             if batch_idx == 2:
                 before.update({k: v.detach().clone() for k, v in pl_module.state_dict().items()})
-                before.update({f"opt.{i}": s["exp_avg"].clone() for i, s in enumerate(trainer.optimizers[0].state.values())})
+                before.update(
+                    {f"opt.{i}": s["exp_avg"].clone() for i, s in enumerate(trainer.optimizers[0].state.values())}
+                )
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 2:  # the poisoned step changed no weight and no Adam moment

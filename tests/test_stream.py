@@ -8,37 +8,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from shard_fixtures import FixtureClip, clip_waveform, simple_clips, truncate_file, write_shard_set
 
 from panns_lightning.data.stream import (
     BadSampleError,
     ErrorLog,
-    ShardSetError,
     decode_waveform,
-    even_class_order,
     eval_shares_for_slot,
+    even_class_order,
     multi_hot,
     read_shard,
-    read_shard_manifest,
     shard_urls,
     train_shard_schedule,
     train_shards_for_slot,
 )
+from panns_lightning.shardset import ShardSetError, read_manifest
+from shard_fixtures import FixtureClip, clip_waveform, simple_clips, truncate_file, write_shard_set
 
 
 def test_manifest_errors_name_the_path(tmp_path: Path) -> None:
     with pytest.raises(ShardSetError, match="does not exist"):
-        read_shard_manifest(tmp_path / "nowhere")
+        read_manifest(tmp_path / "nowhere")
     with pytest.raises(ShardSetError, match=r"manifest\.json not found"):
-        read_shard_manifest(tmp_path)
+        read_manifest(tmp_path)
     (tmp_path / "manifest.json").write_text(json.dumps({"format_version": 1}))
     with pytest.raises(ShardSetError, match="lacks required fields"):
-        read_shard_manifest(tmp_path)
+        read_manifest(tmp_path)
 
 
 def test_shard_urls_default_to_manifest_files_and_expand_overrides(tmp_path: Path) -> None:
     write_shard_set(tmp_path, simple_clips(6, 2), [4, 2], num_classes=2)
-    manifest = read_shard_manifest(tmp_path)
+    manifest = read_manifest(tmp_path)
     assert shard_urls(tmp_path, manifest) == [str(tmp_path / "shard-000000.tar"), str(tmp_path / "shard-000001.tar")]
     override = shard_urls(tmp_path, manifest, "pipe:cat /data/shard-{000000..000002}.tar")
     assert override == [f"pipe:cat /data/shard-00000{index}.tar" for index in range(3)]

@@ -15,14 +15,29 @@ from panns_lightning.cli.sweep_report import main as report_main
 from panns_lightning.cli.sweep_report import write_sweep_report
 from train_fixtures import BIN, demo_overrides, run
 
-FAST = ["trainer.max_steps=2", "trainer.limit_val_batches=2", "test=false", "trainer.enable_progress_bar=false",
-        "callbacks.lr_monitor=null"]
+FAST = [
+    "trainer.max_steps=2",
+    "trainer.limit_val_batches=2",
+    "test=false",
+    "trainer.enable_progress_bar=false",
+    "callbacks.lr_monitor=null",
+]
 
 
+@pytest.mark.slow
 def test_two_by_two_multirun_and_its_report(tiny_audioset: Path, tmp_path: Path) -> None:
     sweep = tmp_path / "sweep"
-    run([BIN / "panns-train", "-m", *demo_overrides(tiny_audioset, tmp_path, output_dir=False), *FAST,
-         f"hydra.sweep.dir={sweep}", "augment.mixup.alpha=0.2,1.0", "augment.specaugment.enabled=true,false"])
+    run(
+        [
+            BIN / "panns-train",
+            "-m",
+            *demo_overrides(tiny_audioset, tmp_path, output_dir=False),
+            *FAST,
+            f"hydra.sweep.dir={sweep}",
+            "augment.mixup.alpha=0.2,1.0",
+            "augment.specaugment.enabled=true,false",
+        ]
+    )
     # One directory per job, each with its own metrics, written by the Hydra callback at the end.
     assert sorted(p.parent.name for p in sweep.glob("*/metrics.json")) == ["0", "1", "2", "3"]
     with (sweep / "sweep_summary.csv").open() as handle:
@@ -30,7 +45,11 @@ def test_two_by_two_multirun_and_its_report(tiny_audioset: Path, tmp_path: Path)
     assert len(rows) == 4
     assert list(rows[0])[:4] == ["rank", "job", "augment.mixup.alpha", "augment.specaugment.enabled"]
     assert {(r["augment.mixup.alpha"], r["augment.specaugment.enabled"].lower()) for r in rows} == {
-        ("0.2", "true"), ("0.2", "false"), ("1.0", "true"), ("1.0", "false")}
+        ("0.2", "true"),
+        ("0.2", "false"),
+        ("1.0", "true"),
+        ("1.0", "false"),
+    }
     maps = [float(r["val/mAP"]) for r in rows]
     assert maps == sorted(maps, reverse=True)
     for row in rows:  # each row's score is its own job's metrics.json
@@ -45,12 +64,24 @@ def test_two_by_two_multirun_and_its_report(tiny_audioset: Path, tmp_path: Path)
     assert len(losses) == 4 and losses == sorted(losses)  # a loss sorts ascending
 
 
+@pytest.mark.slow
 def test_submitit_local_runs_a_two_job_sweep(tiny_audioset: Path, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
     sweep = tmp_path / "submitit"
-    run([BIN / "panns-train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=10",
-         *demo_overrides(tiny_audioset, tmp_path, output_dir=False), *FAST, "logger=none",
-         "callbacks.model_checkpoint=null", f"hydra.sweep.dir={sweep}", "augment.mixup.enabled=true,false"])
+    run(
+        [
+            BIN / "panns-train",
+            "-m",
+            "hydra/launcher=submitit_local",
+            "hydra.launcher.timeout_min=10",
+            *demo_overrides(tiny_audioset, tmp_path, output_dir=False),
+            *FAST,
+            "logger=none",
+            "callbacks.model_checkpoint=null",
+            f"hydra.sweep.dir={sweep}",
+            "augment.mixup.enabled=true,false",
+        ]
+    )
     for job in ("0", "1"):
         metrics = json.loads((sweep / job / "metrics.json").read_text())
         assert metrics["global_step"] == 2 and metrics["val"]["num_clips"] == 8  # 2 batches of 4
@@ -78,8 +109,9 @@ def _compose(overrides: list[str]):
 
 def test_slurm_launcher_preset_composes() -> None:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher", reason="pip install hydra-submitit-launcher")
-    cfg = _compose(["experiment=demo", "hydra/launcher=slurm", "hydra.launcher.partition=gpu",
-                    "hydra.launcher.nodes=2"])
+    cfg = _compose(
+        ["experiment=demo", "hydra/launcher=slurm", "hydra.launcher.partition=gpu", "hydra.launcher.nodes=2"]
+    )
     launcher = cfg.hydra.launcher
     assert launcher._target_.endswith("SlurmLauncher")
     assert (launcher.partition, launcher.nodes, launcher.tasks_per_node) == ("gpu", 2, 8)

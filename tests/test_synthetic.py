@@ -12,18 +12,26 @@ import soundfile as sf
 from panns_lightning.datasets.audioset import parse_segments_csv, read_audioset
 from panns_lightning.datasets.synthetic import event_catalog, generate_synthetic_audioset
 from panns_lightning.labels import read_label_csv
-from panns_lightning.shards import read_manifest, write_shards
+from panns_lightning.shardset import read_manifest
+from panns_lightning.shardset.writer import write_shards
 
 
 @pytest.fixture(scope="module")
 def small_set(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("synthetic")
-    return generate_synthetic_audioset(root, num_classes=8, num_train=160, num_eval=80, clip_seconds=0.5, seed=5, progress=False)
+    return generate_synthetic_audioset(
+        root, num_classes=8, num_train=160, num_eval=80, clip_seconds=0.5, seed=5, progress=False
+    )
 
 
 def test_layout_and_header_follow_audioset(small_set) -> None:
     root = small_set.root
-    assert sorted(p.name for p in root.iterdir()) == ["audio", "balanced_train_segments.csv", "class_labels_indices.csv", "eval_segments.csv"]
+    assert sorted(p.name for p in root.iterdir()) == [
+        "audio",
+        "balanced_train_segments.csv",
+        "class_labels_indices.csv",
+        "eval_segments.csv",
+    ]
     lines = (root / "eval_segments.csv").read_text().splitlines()
     assert lines[0].startswith("# Segments csv created ")
     assert lines[1].startswith("# num_ytids=80, num_segs=80, num_unique_labels=8, num_positive_labels=")
@@ -106,12 +114,21 @@ def test_classes_differ_on_a_log_spectrogram() -> None:
     assert correlation.max() < 0.95, (event_catalog()[first].name, event_catalog()[second].name)
 
 
+@pytest.mark.slow
 def test_synthetic_converts_end_to_end(small_set, tmp_path: Path) -> None:
     labels = read_label_csv(small_set.labels_csv)
     result = read_audioset(small_set.segments["eval"], small_set.audio_dir, labels)
     manifest = write_shards(
-        result.records, tmp_path / "eval", sample_rate=16000, clip_samples=8000, labels=labels.to_manifest(),
-        dataset="audioset", split="eval", clips_per_shard=20, num_workers=2, progress=False,
+        result.records,
+        tmp_path / "eval",
+        sample_rate=16000,
+        clip_samples=8000,
+        labels=labels.to_manifest(),
+        dataset="audioset",
+        split="eval",
+        clips_per_shard=20,
+        num_workers=2,
+        progress=False,
     )
     assert manifest.num_clips == 80 and manifest.num_skipped == 0 and len(manifest.shards) == 4
     assert manifest.class_counts == small_set.class_counts["eval"]

@@ -58,8 +58,18 @@ def test_table_for_wav_and_mp3_from_a_lightning_checkpoint(capsys) -> None:
 @needs_example_audio
 def test_json_from_a_published_checkpoint_with_labels(capsys) -> None:
     code, out, err = run_tag(
-        capsys, EXAMPLE_WAV, EXAMPLE_MP3, "--checkpoint", published_cnn6(), "--model", "Cnn6",
-        "--labels", audioset_csv(), "--json", "--top-k", 4,
+        capsys,
+        EXAMPLE_WAV,
+        EXAMPLE_MP3,
+        "--checkpoint",
+        published_cnn6(),
+        "--model",
+        "Cnn6",
+        "--labels",
+        audioset_csv(),
+        "--json",
+        "--top-k",
+        4,
     )
     assert code == 0, err
     payload = json.loads(out)
@@ -77,8 +87,18 @@ def test_json_from_a_published_checkpoint_with_labels(capsys) -> None:
 def test_sed_writes_csv_npz_png_and_embed_writes_npy(capsys, tmp_path) -> None:
     sed_dir, embed_dir = tmp_path / "sed", tmp_path / "embed"
     code, out, err = run_tag(
-        capsys, EXAMPLE_WAV, EXAMPLE_MP3, "--checkpoint", sed_checkpoint(), "--sed", sed_dir,
-        "--embed", embed_dir, "--top-k", 3, "--json",
+        capsys,
+        EXAMPLE_WAV,
+        EXAMPLE_MP3,
+        "--checkpoint",
+        sed_checkpoint(),
+        "--sed",
+        sed_dir,
+        "--embed",
+        embed_dir,
+        "--top-k",
+        3,
+        "--json",
     )
     assert code == 0, err
     frames = 7 * SMALL_FRONTEND["sample_rate"] // SMALL_FRONTEND["hop_size"] + 1
@@ -105,7 +125,9 @@ def test_unreadable_file_is_reported_and_the_others_still_run(capsys, tmp_path) 
     bad = tmp_path / "not_audio.wav"
     bad.write_text("this is text, not audio\n", encoding="utf-8")
     missing = tmp_path / "missing.flac"
-    code, out, err = run_tag(capsys, bad, EXAMPLE_WAV, missing, "--checkpoint", cnn6_checkpoint(), "--embed", tmp_path / "e")
+    code, out, err = run_tag(
+        capsys, bad, EXAMPLE_WAV, missing, "--checkpoint", cnn6_checkpoint(), "--embed", tmp_path / "e"
+    )
     assert code == 1
     error_lines = err.strip().splitlines()
     assert any(line.startswith(f"panns-tag: {bad}: cannot decode") for line in error_lines), err
@@ -122,9 +144,14 @@ def test_sed_with_a_clip_level_model_is_a_usage_error(capsys, tmp_path) -> None:
 
 def test_missing_checkpoint_is_one_clear_line(capsys, tmp_path) -> None:
     code, _, err = run_tag(capsys, tmp_path / "x.wav", "--checkpoint", tmp_path / "nope.ckpt")
-    assert code == 1 and err.strip() == f"panns-tag: cannot load checkpoint {tmp_path / 'nope.ckpt'}: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    assert (
+        code == 1
+        and err.strip()
+        == f"panns-tag: cannot load checkpoint {tmp_path / 'nope.ckpt'}: checkpoint not found: {tmp_path / 'nope.ckpt'}"
+    )
 
 
+@pytest.mark.slow
 def test_module_entry_point_shows_help() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "panns_lightning.cli.tag", "--help"], capture_output=True, text=True, timeout=60

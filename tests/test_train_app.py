@@ -22,11 +22,19 @@ from train_fixtures import BIN, REPO, demo_overrides, run
 # tiny_audioset: the session fixture in conftest.py.
 
 
+@pytest.mark.slow
 def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) -> None:
     """panns-train writes a best checkpoint; panns-eval on it reproduces the validation mAP."""
     out = tmp_path / "run"
-    run([BIN / "panns-train", *demo_overrides(tiny_audioset, out), "trainer.max_steps=4", "test=true",
-         f"hydra.run.dir={out}"])
+    run(
+        [
+            BIN / "panns-train",
+            *demo_overrides(tiny_audioset, out),
+            "trainer.max_steps=4",
+            "test=true",
+            f"hydra.run.dir={out}",
+        ]
+    )
     best = out / "checkpoints" / "best.ckpt"
     assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
     metrics = json.loads((out / "metrics.json").read_text())
@@ -39,8 +47,16 @@ def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) ->
     assert len(checkpoint["hyper_parameters"]["labels"]) == 6
 
     eval_out = tmp_path / "eval"
-    result = run([BIN / "panns-eval", f"ckpt_path={best}", f"data_dir={tiny_audioset / 'eval'}",
-                  "num_workers=0", f"hydra.run.dir={eval_out}", f"paths.root_dir={eval_out}"])
+    result = run(
+        [
+            BIN / "panns-eval",
+            f"ckpt_path={best}",
+            f"data_dir={tiny_audioset / 'eval'}",
+            "num_workers=0",
+            f"hydra.run.dir={eval_out}",
+            f"paths.root_dir={eval_out}",
+        ]
+    )
     assert "mAP" in result.stdout and "d-prime" in result.stdout
     evaluated = json.loads((eval_out / "eval_metrics.json").read_text())
     assert evaluated["num_clips"] == 40
@@ -48,15 +64,23 @@ def test_train_then_eval_console_scripts(tiny_audioset: Path, tmp_path: Path) ->
     assert evaluated["mAP"] == pytest.approx(metrics["test"]["mAP"], abs=1e-6)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", ["Cnn14", "Wavegram_Logmel_Cnn14"])
 def test_fast_dev_run_large_models(tiny_audioset: Path, tmp_path: Path, model: str) -> None:
     from panns_lightning.cli.train import train
 
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=demo_overrides(tiny_audioset, tmp_path, model) + [
-            "trainer.fast_dev_run=1", "data.batch_size=2", "logger=none", "callbacks.model_checkpoint=null",
-            "test=false",
-        ])
+        cfg = compose(
+            "train",
+            overrides=demo_overrides(tiny_audioset, tmp_path, model)
+            + [
+                "trainer.fast_dev_run=1",
+                "data.batch_size=2",
+                "logger=none",
+                "callbacks.model_checkpoint=null",
+                "test=false",
+            ],
+        )
     results = train(cfg)
     assert torch.isfinite(torch.tensor(results["train/loss"]))
 
@@ -78,31 +102,57 @@ def test_wrong_type_is_named() -> None:
         validate_train_config(cfg)
 
 
+@pytest.mark.slow
 def test_cli_typo_and_unknown_model_fail_before_work(tiny_audioset: Path, tmp_path: Path) -> None:
-    typo = subprocess.run([str(BIN / "panns-train"), "experiment=demo", "data.batch_sizee=3"],
-                          capture_output=True, text=True, cwd=REPO)
+    typo = subprocess.run(
+        [str(BIN / "panns-train"), "experiment=demo", "data.batch_sizee=3"], capture_output=True, text=True, cwd=REPO
+    )
     assert typo.returncode != 0 and "batch_sizee" in typo.stderr
-    unknown = subprocess.run([str(BIN / "panns-train"), *demo_overrides(tiny_audioset, tmp_path),
-                              "model.name=Cnn99", f"hydra.run.dir={tmp_path}"],
-                             capture_output=True, text=True, cwd=REPO)
+    unknown = subprocess.run(
+        [
+            str(BIN / "panns-train"),
+            *demo_overrides(tiny_audioset, tmp_path),
+            "model.name=Cnn99",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert unknown.returncode != 0
     assert "Cnn99" in unknown.stderr and "Cnn14" in unknown.stderr  # names it and lists valid ones
 
 
+@pytest.mark.slow
 def test_sample_rate_mismatch_is_explained(tiny_audioset: Path, tmp_path: Path) -> None:
-    result = subprocess.run([str(BIN / "panns-train"), *demo_overrides(tiny_audioset, tmp_path),
-                             "model.sample_rate=32000", f"hydra.run.dir={tmp_path}"],
-                            capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [
+            str(BIN / "panns-train"),
+            *demo_overrides(tiny_audioset, tmp_path),
+            "model.sample_rate=32000",
+            f"hydra.run.dir={tmp_path}",
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode != 0
     assert "model.sample_rate=32000" in result.stderr and "16000 Hz" in result.stderr
 
 
 def test_ckpt_path_auto_resumes_only_when_last_exists(tmp_path: Path) -> None:
-    from panns_lightning.cli.train import resolve_ckpt_path
+    from panns_lightning.cli.build import resolve_ckpt_path
 
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=demo", "ckpt_path=auto", f"paths.root_dir={tmp_path}",
-                                          f"paths.output_dir={tmp_path}"])
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=demo",
+                "ckpt_path=auto",
+                f"paths.root_dir={tmp_path}",
+                f"paths.output_dir={tmp_path}",
+            ],
+        )
     cfg = validate_train_config(cfg)
     assert resolve_ckpt_path(cfg) is None  # a fresh run starts from scratch
     last = tmp_path / "checkpoints" / "last.ckpt"
@@ -118,3 +168,30 @@ def test_sweep_dir_resolves_before_any_job_starts() -> None:
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
         cfg = compose("train", overrides=["experiment=demo"], return_hydra_config=True)
     assert str(cfg.hydra.sweep.dir).startswith("./outputs/demo/multiruns/")
+
+
+@pytest.mark.slow
+def test_debug_overfit_replays_one_batch_and_the_loss_falls(tiny_audioset: Path, tmp_path: Path) -> None:
+    """debug=overfit: the same clips every step (the stream stays at epoch 0), no augmentation."""
+    import csv
+
+    out = tmp_path / "run"
+    keys = tmp_path / "keys.txt"
+    run(
+        [
+            BIN / "panns-train",
+            *demo_overrides(tiny_audioset, out),
+            "debug=overfit",
+            "data.steps_per_epoch=1",
+            "data.batch_size=8",
+            "trainer.max_epochs=30",
+            f"hydra.run.dir={out}",
+            "+callbacks.key_log._target_=panns_lightning.training.callbacks.TrainKeyLog",
+            f"+callbacks.key_log.path={keys}",
+        ]
+    )
+    batches = {line.split()[3] for line in keys.read_text().splitlines()}
+    assert len(batches) == 1 and len(keys.read_text().splitlines()) == 30
+    with open(out / "csv" / "metrics.csv", newline="") as handle:
+        losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
+    assert len(losses) == 30 and losses[-1] < 0.2 * losses[0]

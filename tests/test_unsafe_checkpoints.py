@@ -27,8 +27,13 @@ from panns_lightning.cli.preflight import check_resume_checkpoint, check_weights
 from panns_lightning.inference import AudioTagger, load_model
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
 from panns_lightning.models.checkpoint import UnsafeCheckpointError, read_state_dict
-from panns_lightning.training.checkpoints import load_tagging_module, read_checkpoint
-from panns_lightning.training.finetune import FineTuneModule, checkpoint_model_config, load_finetune_module
+from panns_lightning.training.checkpoints import (
+    checkpoint_model_config,
+    load_finetune_module,
+    load_tagging_module,
+    read_checkpoint,
+)
+from panns_lightning.training.finetune import FineTuneModule
 from test_inference_support import LABELS, SMALL_FRONTEND
 from train_fixtures import BIN, REPO
 
@@ -58,7 +63,11 @@ class ShellOnUnpickle:
 def lightning_shaped(marker: Path) -> dict[str, Any]:
     """Looks like one of our checkpoints (hyper_parameters + state_dict); a payload rides along."""
     return {
-        "hyper_parameters": {"model_config": {"name": "Cnn6", **SMALL_FRONTEND}, "labels": LABELS, "note": TouchOnUnpickle(marker)},
+        "hyper_parameters": {
+            "model_config": {"name": "Cnn6", **SMALL_FRONTEND},
+            "labels": LABELS,
+            "note": TouchOnUnpickle(marker),
+        },
         "state_dict": {"model.fc_audioset.bias": torch.zeros(5)},
     }
 
@@ -71,8 +80,11 @@ def write_malicious(kind: str, folder: Path, marker: Path) -> Path:
         torch.save(lightning_shaped(marker), path)
     elif kind == "legacy_published":
         path = folder / "Cnn6_mAP=0.343.pth"
-        torch.save({"model": {"fc_audioset.bias": torch.zeros(527)}, "iteration": ShellOnUnpickle(marker)}, path,
-                   _use_new_zipfile_serialization=False)
+        torch.save(
+            {"model": {"fc_audioset.bias": torch.zeros(527)}, "iteration": ShellOnUnpickle(marker)},
+            path,
+            _use_new_zipfile_serialization=False,
+        )
     else:
         path = folder / "weights.pkl"
         path.write_bytes(pickle.dumps({"model": TouchOnUnpickle(marker)}, protocol=2))
@@ -146,7 +158,9 @@ def test_the_torch_escape_hatch_variable_does_not_reopen_the_door(
 
 
 @pytest.mark.parametrize("check", [check_weights_file, check_resume_checkpoint])
-def test_preflight_refuses_resume_and_pretrained_checkpoints(check: Callable[..., Any], malicious: tuple[Path, Path]) -> None:
+def test_preflight_refuses_resume_and_pretrained_checkpoints(
+    check: Callable[..., Any], malicious: tuple[Path, Path]
+) -> None:
     """panns-train/panns-finetune ``ckpt_path`` and ``finetune.checkpoint``: refused before any work."""
     path, marker = malicious
     with pytest.raises(ConfigError) as error:
@@ -176,9 +190,12 @@ def fake_shard_dir(folder: Path) -> Path:
 
 def run_script(name: str, *args: object) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONWARNINGS": "ignore", "WANDB_MODE": "offline"}
-    return subprocess.run([str(BIN / name), *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    return subprocess.run(
+        [str(BIN / name), *map(str, args)], capture_output=True, text=True, cwd=REPO, env=env, timeout=300
+    )
 
 
+@pytest.mark.slow
 def test_console_scripts_refuse_and_run_nothing(tmp_path: Path) -> None:
     marker = tmp_path / "PWNED"
     path = write_malicious("zip_lightning", tmp_path / "ckpts", marker)
@@ -186,10 +203,17 @@ def test_console_scripts_refuse_and_run_nothing(tmp_path: Path) -> None:
     runs = {
         "panns-tag": run_script("panns-tag", tmp_path / "clip.wav", "--checkpoint", path),
         "panns-export": run_script("panns-export", path, "--format", "onnx", "--out", tmp_path / "m.onnx"),
-        "panns-eval": run_script("panns-eval", f"ckpt_path={path}", f"data_dir={shards}", f"hydra.run.dir={tmp_path / 'eval'}"),
+        "panns-eval": run_script(
+            "panns-eval", f"ckpt_path={path}", f"data_dir={shards}", f"hydra.run.dir={tmp_path / 'eval'}"
+        ),
         "panns-finetune": run_script(
-            "panns-finetune", "experiment=demo_finetune", f"data.train_dir={shards}", f"data.test_dir={shards}",
-            f"finetune.checkpoint={path}", f"paths.root_dir={tmp_path}", f"hydra.run.dir={tmp_path / 'ft'}",
+            "panns-finetune",
+            "experiment=demo_finetune",
+            f"data.train_dir={shards}",
+            f"data.test_dir={shards}",
+            f"finetune.checkpoint={path}",
+            f"paths.root_dir={tmp_path}",
+            f"hydra.run.dir={tmp_path / 'ft'}",
         ),
     }
     for name, result in runs.items():

@@ -280,7 +280,8 @@ def _read_window(f: sf.SoundFile, name: str, start: int, wanted: int) -> np.ndar
             block = f.read(frames=min(_READ_BLOCK_FRAMES, expected - got), dtype="float32", always_2d=True)
         except (sf.SoundFileError, RuntimeError) as error:
             raise AudioDecodeError(
-                name, f"truncated or corrupt: header says {f.frames} frames, decoding failed after {start + got} ({_libsndfile_detail(error)})"
+                name,
+                f"truncated or corrupt: header says {f.frames} frames, decoding failed after {start + got} ({_libsndfile_detail(error)})",
             ) from error
         if block.shape[0] == 0:
             break
@@ -306,7 +307,8 @@ def _check_min_length(name: str, frames: int, source_sr: int, min_seconds: float
         minimum = min(minimum, wanted)
     if frames < minimum:
         raise AudioDecodeError(
-            name, f"too short: {frames} frame{'s' if frames != 1 else ''} at {source_sr} Hz ({1000 * frames / source_sr:.1f} ms), minimum is {1000 * min_seconds:g} ms"
+            name,
+            f"too short: {frames} frame{'s' if frames != 1 else ''} at {source_sr} Hz ({1000 * frames / source_sr:.1f} ms), minimum is {1000 * min_seconds:g} ms",
         )
 
 

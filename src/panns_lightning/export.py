@@ -125,8 +125,12 @@ def export_model(
     example = torch.randn(VERIFY_BATCH, samples, generator=generator) * 0.1
     other = torch.randn(VERIFY_BATCH + 1, int(samples * SECOND_LENGTH_FACTOR), generator=generator) * 0.1
     report = ExportReport(
-        path=str(path), format=format, model_name=getattr(model, "zoo_name", type(model).__name__),
-        sample_rate=int(sample_rate), input_samples=samples, dynamic_time=dynamic_time is not False,
+        path=str(path),
+        format=format,
+        model_name=getattr(model, "zoo_name", type(model).__name__),
+        sample_rate=int(sample_rate),
+        input_samples=samples,
+        dynamic_time=dynamic_time is not False,
         outputs=list(wrapper.output_names),
     )
 
@@ -221,8 +225,14 @@ def _write_onnx_dynamo(wrapper: ExportableModel, example: torch.Tensor, path: Pa
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=True, input_names=["waveform"],
-            output_names=list(wrapper.output_names), dynamic_shapes=({0: batch},), verbose=False,
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=True,
+            input_names=["waveform"],
+            output_names=list(wrapper.output_names),
+            dynamic_shapes=({0: batch},),
+            verbose=False,
         )
 
 
@@ -234,8 +244,14 @@ def _write_onnx_traced(wrapper: ExportableModel, example: torch.Tensor, path: Pa
         # The legacy exporter warns about every traced shape computation and its own deprecation.
         warnings.simplefilter("ignore")
         torch.onnx.export(
-            wrapper, (example,), str(path), dynamo=False, opset_version=ONNX_OPSET,
-            input_names=["waveform"], output_names=list(wrapper.output_names), dynamic_axes=axes,
+            wrapper,
+            (example,),
+            str(path),
+            dynamo=False,
+            opset_version=ONNX_OPSET,
+            input_names=["waveform"],
+            output_names=list(wrapper.output_names),
+            dynamic_axes=axes,
             do_constant_folding=True,
         )
 
@@ -254,9 +270,7 @@ def _load_runner(path: Path, format: str) -> Runner:
         try:
             import onnxruntime
         except ImportError as error:
-            raise ImportError(
-                "verifying an ONNX export needs onnxruntime (pip install onnxruntime)"
-            ) from error
+            raise ImportError("verifying an ONNX export needs onnxruntime (pip install onnxruntime)") from error
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return lambda waveform: list(session.run(None, {"waveform": waveform}))
     module = torch.jit.load(str(path), map_location="cpu")

@@ -26,7 +26,6 @@ framewise output of the padding is dropped.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -43,12 +42,15 @@ from panns_lightning.audio import load_audio, resample
 from panns_lightning.labels import read_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint
 from panns_lightning.models.checkpoint import (
+    CLASSIFIER_BIAS_KEYS,
     best_matching_models,
     load_weights_only,
     read_state_dict,
     require_checkpoint_file,
 )
 from panns_lightning.models.registry import list_models, unknown_model_message
+from panns_lightning.shardset import ShardSetError, read_manifest
+from panns_lightning.training.checkpoints import checkpoint_kind, load_tagging_module
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +62,6 @@ MIN_WINDOW_SECONDS = 1.0
 DEFAULT_TOP_K = 10
 DEFAULT_BATCH_SIZE = 8
 AUDIOSET_CLASSES = 527
-CLASSIFIER_BIAS_KEYS = ("fc_audioset.bias", "att_block.cla.bias")
 PathLike = str | os.PathLike[str]
 
 
@@ -211,9 +212,7 @@ class AudioTagger:
             sample_rate=self.sample_rate,
         )
 
-    def tag(
-        self, waveform: np.ndarray | torch.Tensor, sample_rate: int, top_k: int = DEFAULT_TOP_K
-    ) -> TagResult:
+    def tag(self, waveform: np.ndarray | torch.Tensor, sample_rate: int, top_k: int = DEFAULT_TOP_K) -> TagResult:
         """The ``top_k`` most probable labels (best first) and all clip probabilities."""
         return self.top_labels(self.infer(waveform, sample_rate).clipwise, top_k)
 
@@ -316,7 +315,7 @@ def load_model(
     """Build the eval-mode network a checkpoint holds, with its front end and label names."""
     path = require_checkpoint_file(checkpoint)
     content = _peek(path)
-    if isinstance(content, Mapping) and "hyper_parameters" in content and "state_dict" in content:
+    if isinstance(content, Mapping) and checkpoint_kind(content) != "weights":
         loaded = _load_lightning(path, content, model_name)
     else:
         loaded = _load_published(path, model_name, frontend)
@@ -330,9 +329,12 @@ def load_model(
     elif loaded.source == "panns":
         logger.warning(
             "%s: no labels CSV given, so the %d classes are named class_0 .. class_%d%s",
-            path, len(loaded.label_names), len(loaded.label_names) - 1,
+            path,
+            len(loaded.label_names),
+            len(loaded.label_names) - 1,
             " (pass AudioSet's class_labels_indices.csv for names)"
-            if len(loaded.label_names) == AUDIOSET_CLASSES else "",
+            if len(loaded.label_names) == AUDIOSET_CLASSES
+            else "",
         )
     return loaded
 
@@ -393,14 +395,12 @@ def _peek(path: Path) -> Any:
 
 
 def _load_lightning(path: Path, content: Mapping[str, Any], model_name: str | None) -> LoadedModel:
-    from panns_lightning.training.checkpoints import load_tagging_module
-
     config = dict(content["hyper_parameters"].get("model_config") or {})
     if model_name is not None and model_name != config.get("name"):
         raise CheckpointLoadError(
             f"{path} holds a {config.get('name')!r} model, but model name {model_name!r} was given"
         )
-    module = load_tagging_module(path)
+    module = load_tagging_module(path, content)
     return LoadedModel(
         model=module.model.eval(),
         model_name=str(config["name"]),
@@ -419,11 +419,10 @@ def _training_clip_samples(content: Mapping[str, Any]) -> int | None:
     data = content.get("datamodule_hyper_parameters") or {}
     if data.get("train_crop_samples"):
         return int(data["train_crop_samples"])
-    manifest = Path(str(data.get("train_dir") or "")) / "manifest.json"
-    if data.get("train_dir") and manifest.is_file():
+    if data.get("train_dir"):
         try:
-            return int(json.loads(manifest.read_text(encoding="utf-8"))["clip_samples"])
-        except (OSError, ValueError, KeyError, TypeError):
+            return read_manifest(str(data["train_dir"]), check_files=False).clip_samples
+        except ShardSetError:  # moved, deleted or damaged since training: use the default window
             return None
     return None
 
@@ -436,9 +435,7 @@ def _load_published(path: Path, model_name: str | None, frontend: Mapping[str, A
         raise CheckpointLoadError(unknown_model_message(model_name))
     classes = next((int(state_dict[key].shape[0]) for key in CLASSIFIER_BIAS_KEYS if key in state_dict), None)
     if classes is None:
-        raise CheckpointLoadError(
-            f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})"
-        )
+        raise CheckpointLoadError(f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})")
     unknown = sorted(set(frontend or {}) - set(FRONTEND_KEYS))
     if unknown:
         raise ValueError(f"unknown front-end settings {unknown}; expected some of {list(FRONTEND_KEYS)}")
@@ -472,13 +469,13 @@ def _warn_if_other_frontend(
         logger.warning(
             "%s: the file's mel filter bank differs from the one %s's front end %s builds; the "
             "model was probably trained at another sample rate or fmin/fmax (pass frontend=...)",
-            path, model_name, FRONTEND_DEFAULTS[model_name],
+            path,
+            model_name,
+            FRONTEND_DEFAULTS[model_name],
         )
 
 
-def _batches_of_equal_length(
-    windows: list[tuple[int, int]], batch_size: int
-) -> list[list[tuple[int, int]]]:
+def _batches_of_equal_length(windows: list[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int]]]:
     """Group consecutive windows of one length (only the last window can differ)."""
     batches: list[list[tuple[int, int]]] = []
     for window in windows:

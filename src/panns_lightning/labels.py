@@ -73,7 +73,9 @@ def read_label_csv(path: str | os.PathLike) -> LabelSet:
             if not row or all(not cell.strip() for cell in row):
                 continue
             if len(row) != 3:
-                raise LabelFileError(f"{path}:{line}: expected 3 fields (index,mid,display_name), found {len(row)}: {row!r}")
+                raise LabelFileError(
+                    f"{path}:{line}: expected 3 fields (index,mid,display_name), found {len(row)}: {row!r}"
+                )
             index_text, mid, name = (cell.strip() for cell in row)
             if index_text != str(len(mids)):
                 raise LabelFileError(f"{path}:{line}: expected index {len(mids)}, found {index_text!r}")

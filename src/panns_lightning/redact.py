@@ -11,9 +11,11 @@ path, parameter names), so a redacted line still says which resource was used.
   (values of secret-named keys are masked whole);
 - :func:`redact_run_dir_configs` rewrites Hydra's ``.hydra/*.yaml`` of a run in place;
 - :class:`RedactingFilter` / :func:`install_log_redaction` mask log records;
-- :func:`redact_hparams` masks what ``save_hyperparameters`` stored;
-- :func:`redact_hydra_run` (call first thing in a Hydra task function) or the Hydra callback
-  :class:`RedactionCallback` do the file and log parts for the current job.
+- :func:`redact_hparams` masks what ``save_hyperparameters`` stored.
+
+No Hydra here: the Hydra side (a job's saved ``.hydra/*.yaml`` and log handlers) is
+``panns_lightning.cli.hydra_app.redact_hydra_run`` and the Hydra callback
+``panns_lightning.cli.hydra_callbacks.RedactionCallback``, which call these functions.
 """
 
 from __future__ import annotations
@@ -22,14 +24,13 @@ import functools
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from hydra.experimental.callback import Callback
-from hydra.types import RunMode
+
+from panns_lightning.atomic import atomic_write
 
 MASK = "<redacted>"
 """Not ``***``: YAML reads a leading ``*`` as an alias, and saved configs must stay loadable."""
@@ -44,16 +45,15 @@ _QUERY_PARAM = re.compile(r"(?P<lead>[?&;])(?P<name>[^=&#\s?;'\"]+)=(?P<value>[^
 _USERINFO = re.compile(r"(?P<lead>\b[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@?#'\"]*:)(?P<value>[^/\s@?#'\"]+)(?=@)")
 # Authorization: Bearer xyz / Authorization=Basic abc / "Authorization: xyz"
 _AUTH_HEADER = re.compile(
-    r"(?P<lead>\bAuthorization['\"]?\s*[:=]\s*['\"]?(?:(?:Bearer|Basic|Token|Digest|Bot)\s+)?)(?P<value>[^\s'\",;]+)", re.I
+    r"(?P<lead>\bAuthorization['\"]?\s*[:=]\s*['\"]?(?:(?:Bearer|Basic|Token|Digest|Bot)\s+)?)(?P<value>[^\s'\",;]+)",
+    re.I,
 )
 _BEARER = re.compile(r"(?P<lead>\bBearer\s+)(?P<value>[A-Za-z0-9\-._~+/]+=*)")
 # A secret-named key or variable and its value: WANDB_API_KEY=..., api_key: ..., "password": "...",
 # X-Api-Key: ..., client_secret=... (the name must *end* in the secret word: token_count is no secret).
 _SECRET_WORD = r"(?:api[_-]?key|apikey|access[_-]?key|secret(?:[_-]?key)?|token|password|passwd|credentials?)"
 _SECRET_NAME = re.compile(rf"^[\w.-]*{_SECRET_WORD}$", re.I)
-_ASSIGNMENT = re.compile(
-    rf"(?P<lead>\b[\w.-]*{_SECRET_WORD}['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s'\",;&}}\]]+)", re.I
-)
+_ASSIGNMENT = re.compile(rf"(?P<lead>\b[\w.-]*{_SECRET_WORD}['\"]?\s*[:=]\s*['\"]?)(?P<value>[^\s'\",;&}}\]]+)", re.I)
 # Command-line flags: --token abc, --api-key=abc, curl -u user:password / --user user:password.
 _FLAG = re.compile(rf"(?P<lead>--[\w-]*{_SECRET_WORD}(?:=|\s+)['\"]?)(?P<value>[^\s'\"]+)", re.I)
 _CURL_USER = re.compile(r"(?P<lead>(?:\s-u\s*|--user[=\s]+)['\"]?[^\s:'\"]+:)(?P<value>[^\s'\"]+)")
@@ -114,8 +114,7 @@ def redact_yaml_file(path: str | os.PathLike[str]) -> bool:
     cleaned = redact_config(content)
     if cleaned == content:
         return False
-    text = yaml.safe_dump(cleaned, sort_keys=False, allow_unicode=True, default_flow_style=False)
-    _write_atomic(path, text)
+    atomic_write(path, yaml.safe_dump(cleaned, sort_keys=False, allow_unicode=True, default_flow_style=False))
     return True
 
 
@@ -161,43 +160,7 @@ def install_log_redaction(loggers: Iterable[logging.Logger] | None = None) -> Re
     return shared
 
 
-def redact_hydra_run() -> None:
-    """Inside a Hydra job: redact its log handlers and saved ``.hydra/*.yaml`` (and a sweep's
-    ``multirun.yaml``). A no-op outside Hydra (e.g. ``train(cfg)`` called from tests)."""
-    from hydra.core.hydra_config import HydraConfig
-
-    install_log_redaction()
-    if HydraConfig.initialized():
-        _redact_job_files(HydraConfig.get())
-
-
-class RedactionCallback(Callback):
-    """Hydra callback: mask secrets in log handlers and in the files Hydra has just saved.
-
-    Hydra writes ``.hydra/{config,hydra,overrides}.yaml`` (and a sweep's ``multirun.yaml``) before
-    the task function runs; ``on_job_start`` is the first moment after that, so secrets never
-    reach the job's log file and stay on disk for a moment only. Enable under ``hydra.callbacks``.
-    """
-
-    def on_multirun_start(self, config: Any, **kwargs: Any) -> None:
-        install_log_redaction()  # the launcher logs each job's overrides
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        install_log_redaction()
-        _redact_job_files(config.hydra)
-
-
 # ---- helpers ------------------------------------------------------------------------------------
-def _redact_job_files(hydra_cfg: Any) -> None:
-    """The files Hydra saved for this job (none on DDP child ranks: their output_subdir is null)."""
-    if hydra_cfg.output_subdir is not None:
-        redact_run_dir_configs(hydra_cfg.runtime.output_dir, str(hydra_cfg.output_subdir))
-    if hydra_cfg.mode == RunMode.MULTIRUN:
-        sweep_file = Path(str(hydra_cfg.sweep.dir)) / "multirun.yaml"
-        if sweep_file.is_file():
-            redact_yaml_file(sweep_file)
-
-
 def _mask_value(match: re.Match[str]) -> str:
     return match.group("lead") + MASK
 
@@ -209,11 +172,17 @@ def _mask_query_value(match: re.Match[str]) -> str:
 
 
 def _mask_env_values(text: str) -> str:
-    values = tuple(sorted(
-        {value for name, value in os.environ.items()
-         if _SECRET_ENV_NAME.search(name) and len(value) >= MIN_ENV_SECRET_LENGTH},
-        key=len, reverse=True,
-    ))
+    values = tuple(
+        sorted(
+            {
+                value
+                for name, value in os.environ.items()
+                if _SECRET_ENV_NAME.search(name) and len(value) >= MIN_ENV_SECRET_LENGTH
+            },
+            key=len,
+            reverse=True,
+        )
+    )
     if not values:
         return text
     return _literal_pattern(values).sub(MASK, text)
@@ -235,17 +204,3 @@ def _redact_entry(key: Any, value: Any) -> Any:
 
 def _is_omegaconf(obj: Any) -> bool:
     return type(obj).__module__.startswith("omegaconf")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Temp file in the same folder + rename: a reader never sees half a file; the mode is kept."""
-    mode = path.stat().st_mode & 0o777
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise

@@ -1,11 +1,13 @@
-"""Typed schemas of panns-train's and panns-eval's configs: a typo'd key or a wrong type fails
-before any work starts.
+"""Typed schemas of panns-train's, panns-finetune's and panns-eval's configs, all in this file: a
+typo'd key or a wrong type fails before any work starts.
 
 Hydra already refuses command-line overrides of keys that do not exist; this schema also catches
 typos inside YAML files (experiments, group presets), which Hydra would silently merge.
 Groups whose keys are a library's own arguments (trainer, logger, callbacks) are checked by that
-library when they are instantiated. Checks against the machine (paths exist, GPUs are there)
-live in :mod:`panns_lightning.cli.preflight`.
+library when they are instantiated. Where a library class already lists a group's options, the
+schema is that class: ``data`` extends :class:`~panns_lightning.data.options.StreamOptions` and
+``augment`` is :class:`~panns_lightning.training.augment.AugmentOptions`. Checks against the
+machine (paths exist, GPUs are there) live in :mod:`panns_lightning.cli.preflight`.
 """
 
 from __future__ import annotations
@@ -16,32 +18,31 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-# Kept in step with training.augment.MIXUP_SITES and models.frontend.STFT_IMPLEMENTATIONS (not
-# imported: this module must stay torch-free).
-MIXUP_SITES = ("logmel", "waveform")
-STFT_IMPLEMENTATIONS = ("conv", "fft")
+from panns_lightning.data.options import StreamOptions
+from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS
+from panns_lightning.training.augment import AugmentOptions
+from panns_lightning.training.speed import SpeedOptions
 
 
 @dataclass
-class DataConfig:
+class ShardSetsConfig:
+    """Where the train / val / test shard sets are (a directory holding manifest.json each)."""
+
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None
     test_dir: Optional[str] = None
+    # Read the shards from elsewhere (brace pattern, pipe: command or URL); the manifest still comes from *_dir.
     train_urls: Optional[str] = None
     val_urls: Optional[str] = None
     test_urls: Optional[str] = None
-    batch_size: int = 64
-    num_workers: int = 4
-    balanced: bool = True
-    steps_per_epoch: int = 1000
-    repeat_scale: float = 1.0
-    shuffle_buffer: int = 2000
-    repeat_spread: Optional[int] = None
+
+
+@dataclass
+class DataConfig(StreamOptions, ShardSetsConfig):
+    """The data group: where the shard sets are, plus every stream option (data/options.py)."""
+
+    # Train on a random crop of this many seconds of each stored clip (null: the whole clip).
     train_crop_seconds: Optional[float] = None
-    fail_fast: bool = False
-    error_budget: float = 0.01
-    error_budget_min_clips: int = 500
-    seed: int = 1234
 
 
 @dataclass
@@ -53,52 +54,6 @@ class ModelConfig:
     mel_bins: int = 64
     fmin: int = 50
     fmax: int = 14000
-
-
-@dataclass
-class MixupConfig:
-    enabled: bool = True
-    alpha: float = 1.0
-    # Where pairs are mixed: "logmel" inside the model after bn0 and SpecAugment (PANNs), or
-    # "waveform" before the model. (Not named "on": YAML reads an unquoted `on:` key as true.)
-    at: str = "logmel"
-
-
-@dataclass
-class SpecAugmentConfig:
-    enabled: bool = True
-    time_drop_width: int = 64
-    time_stripes_num: int = 2
-    # None: the model's mel_bins // 8 (upstream's per-model width).
-    freq_drop_width: Optional[int] = None
-    freq_stripes_num: int = 2
-
-
-@dataclass
-class GainConfig:
-    enabled: bool = False
-    min_db: float = -6.0
-    max_db: float = 6.0
-
-
-@dataclass
-class TimeShiftConfig:
-    enabled: bool = False
-    # Circular shift of up to ± this many seconds per clip.
-    max_seconds: float = 0.5
-
-
-@dataclass
-class WaveformAugmentConfig:
-    gain: GainConfig = field(default_factory=GainConfig)
-    time_shift: TimeShiftConfig = field(default_factory=TimeShiftConfig)
-
-
-@dataclass
-class AugmentConfig:
-    mixup: MixupConfig = field(default_factory=MixupConfig)
-    specaugment: SpecAugmentConfig = field(default_factory=SpecAugmentConfig)
-    waveform: WaveformAugmentConfig = field(default_factory=WaveformAugmentConfig)
 
 
 @dataclass
@@ -142,12 +97,46 @@ class TrainConfig:
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentOptions = field(default_factory=AugmentOptions)
     optim: OptimConfig = field(default_factory=OptimConfig)
     speed: SpeedConfig = field(default_factory=SpeedConfig)
     trainer: dict[str, Any] = field(default_factory=dict)
     logger: Optional[dict[str, Any]] = field(default_factory=dict)
     callbacks: Optional[dict[str, Any]] = field(default_factory=dict)
+
+
+@dataclass
+class FinetuneConfig:
+    """panns-finetune's ``finetune`` keys (cli/finetune.py)."""
+
+    # The pretrained weights (a published PANNs file, a state_dict or one of our checkpoints); null: from scratch.
+    checkpoint: Optional[str] = None
+    # full | linear_probe | partial (with freeze_until: the last frozen top-level layer).
+    mode: str = "full"
+    freeze_until: Optional[str] = None
+    # < 1: each trainable layer gets lr * layer_decay^depth, depth counted from the head.
+    layer_decay: float = 1.0
+    # The new head reads the embedding after the backbone's last dropout (p = 0.5), as upstream's
+    # transfer models; false: the undropped activations, as the AudioSet tagger.
+    head_on_dropped_embedding: bool = True
+    # Take the model name and front end from one of our Lightning checkpoints instead of `model`.
+    backbone_from_checkpoint: bool = True
+    # last: the weights at the end of training; best: the best validation checkpoint.
+    test_on: str = "last"
+
+
+@dataclass
+class FoldDataConfig(DataConfig):
+    # Cross-validation: train on every fold but this one, val/test on it (null: the whole set).
+    fold: Optional[int] = None
+
+
+@dataclass
+class FinetuneTrainConfig(TrainConfig):
+    """panns-finetune's config: panns-train's plus ``finetune`` and ``data.fold``."""
+
+    data: FoldDataConfig = field(default_factory=FoldDataConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
 
 @dataclass
@@ -177,6 +166,15 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+def validate_finetune_config(cfg: DictConfig) -> DictConfig:
+    """panns-train's schema (and its value checks) plus ``finetune`` and ``data.fold``; errors name the key."""
+    merged = _merge_onto(FinetuneTrainConfig, cfg)
+    _check_values(merged)
+    if merged.finetune.test_on not in ("last", "best"):
+        raise ConfigError(f"finetune.test_on must be 'last' or 'best', got {merged.finetune.test_on!r}")
+    return merged
+
+
 def validate_eval_config(cfg: DictConfig) -> DictConfig:
     """panns-eval's schema: unknown keys, wrong types and missing required keys name the key."""
     merged = _merge_onto(EvalConfig, cfg)
@@ -202,19 +200,23 @@ def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
 
 def _check_values(cfg: DictConfig) -> None:
     """Value checks a type cannot express; each names the key and what it holds."""
-    augment = cfg.augment
-    if augment.mixup.at not in MIXUP_SITES:
-        raise ConfigError(f"augment.mixup.at must be one of {list(MIXUP_SITES)}, got {augment.mixup.at!r}")
-    if augment.mixup.enabled and augment.mixup.alpha <= 0:
-        raise ConfigError(f"augment.mixup.alpha must be > 0 when mixup is enabled, got {augment.mixup.alpha}")
-    gain = augment.waveform.gain
-    if gain.enabled and gain.min_db > gain.max_db:
-        raise ConfigError(
-            f"augment.waveform.gain: min_db={gain.min_db} is above max_db={gain.max_db}"
-        )
-    shift = augment.waveform.time_shift
-    if shift.enabled and shift.max_seconds < 0:
-        raise ConfigError(f"augment.waveform.time_shift.max_seconds must be >= 0, got {shift.max_seconds}")
-    # speed.compile_mode and speed.sync_free are checked by training.speed.SpeedOptions (build_module).
+    try:
+        augment = OmegaConf.to_object(cfg.augment)
+        assert isinstance(augment, AugmentOptions)
+        augment.check()
+        speed_options(cfg.speed)  # compile_mode, and sync_free needing fused_adam
+    except ValueError as error:  # the messages name the keys
+        raise ConfigError(str(error)) from None
     if cfg.speed.stft not in STFT_IMPLEMENTATIONS:
         raise ConfigError(f"speed.stft must be one of {list(STFT_IMPLEMENTATIONS)}, got {cfg.speed.stft!r}")
+
+
+def speed_options(speed: DictConfig) -> SpeedOptions:
+    """The ``speed`` group's LightningModule levers (its checks raise ValueError naming the key)."""
+    return SpeedOptions(
+        channels_last=bool(speed.channels_last),
+        compile=bool(speed.compile),
+        compile_mode=str(speed.compile_mode),
+        fused_adam=bool(speed.fused_adam),
+        sync_free=bool(speed.sync_free),
+    )

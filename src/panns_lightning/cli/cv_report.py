@@ -7,7 +7,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
-from panns_lightning.training.cv_report import CONFUSION_PNG, SUMMARY_JSON, SUMMARY_MD, CVReportError, format_cv_table, write_report
+from panns_lightning.training.cv_report import (
+    CONFUSION_PNG,
+    SUMMARY_JSON,
+    SUMMARY_MD,
+    CVReportError,
+    format_cv_table,
+    write_report,
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

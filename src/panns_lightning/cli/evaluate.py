@@ -15,10 +15,10 @@ import hydra
 import lightning as L
 from omegaconf import DictConfig
 
-from panns_lightning.cli.config_schema import ConfigError, validate_eval_config
-from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.config_schema import validate_eval_config
+from panns_lightning.cli.hydra_app import find_config_dir, run_app
 from panns_lightning.cli.preflight import preflight_eval
-from panns_lightning.redact import redact, redact_hydra_run
+from panns_lightning.redact import redact
 from panns_lightning.training.callbacks import scores_to_json, write_json_atomic
 from panns_lightning.training.metrics import TaggingScores, format_scores_table
 
@@ -41,7 +41,9 @@ def evaluate_checkpoint(
         module = load_tagging_module(ckpt_path)
     except (OSError, ValueError, RuntimeError) as error:
         # Unsafe pickle, missing file, foreign or mismatched checkpoint: one line naming the file.
-        raise SystemExit(redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")) from None
+        raise SystemExit(
+            redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")
+        ) from None
     datamodule = AudioShardDataModule(
         train_dir=None, val_dir=None, test_dir=str(data_dir), batch_size=batch_size, num_workers=num_workers
     )
@@ -59,7 +61,10 @@ def evaluate_checkpoint(
             f"{data_dir}/manifest.json ({len(data_names)} classes)"
         )
     trainer = L.Trainer(
-        accelerator=accelerator, devices=devices, logger=False, enable_checkpointing=False,
+        accelerator=accelerator,
+        devices=devices,
+        logger=False,
+        enable_checkpointing=False,
         enable_model_summary=False,
     )
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -67,14 +72,10 @@ def evaluate_checkpoint(
     return module.last_test_scores, checkpoint_names
 
 
-@hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="eval")
-def main(cfg: DictConfig) -> float:
-    redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
-    try:
-        cfg = validate_eval_config(cfg)
-        preflight_eval(cfg)
-    except ConfigError as error:
-        raise SystemExit(redact(f"panns-eval: {error}")) from None
+def evaluate(cfg: DictConfig) -> TaggingScores:
+    """Score ``cfg.ckpt_path`` on ``cfg.data_dir``; writes ``cfg.output_json`` and prints the table."""
+    cfg = validate_eval_config(cfg)
+    preflight_eval(cfg)
     scores, names = evaluate_checkpoint(
         cfg.ckpt_path, cfg.data_dir, cfg.batch_size, cfg.num_workers, cfg.accelerator, cfg.devices
     )
@@ -88,7 +89,12 @@ def main(cfg: DictConfig) -> float:
     print(f"\nEvaluation of {cfg.ckpt_path}\non {cfg.data_dir}\n")
     print(format_scores_table(scores, names))
     print(f"\nmetrics written to {out}")
-    return scores.mAP
+    return scores
+
+
+@hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="eval")
+def main(cfg: DictConfig) -> float:
+    return run_app("panns-eval", lambda: evaluate(cfg)).mAP
 
 
 if __name__ == "__main__":

@@ -36,8 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         report = export_model(loaded.model, out, args.format, sample_rate, seconds=args.seconds)
     except Exception as error:  # exporter/runtime errors come in many types; name the step and go
-        print(f"{PROG}: exporting {loaded.model_name} from {args.checkpoint} to {out} failed: "
-              f"{type(error).__name__}: {' '.join(str(error).split())[:500]}", file=sys.stderr)
+        print(
+            f"{PROG}: exporting {loaded.model_name} from {args.checkpoint} to {out} failed: "
+            f"{type(error).__name__}: {' '.join(str(error).split())[:500]}",
+            file=sys.stderr,
+        )
         return EXIT_FAILED
 
     sidecar = Path(f"{out}.json")
@@ -49,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "format": report.format,
                 "frontend": loaded.frontend,
                 "input": {
-                    "name": "waveform", "dtype": "float32",
+                    "name": "waveform",
+                    "dtype": "float32",
                     "shape": ["batch", "samples" if report.dynamic_time else report.input_samples],
-                    "sample_rate": sample_rate, "channels": "mono",
+                    "sample_rate": sample_rate,
+                    "channels": "mono",
                 },
                 "outputs": report.outputs,
                 "dynamic_time": report.dynamic_time,
@@ -65,7 +70,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         encoding="utf-8",
     )
     time_axis = "dynamic" if report.dynamic_time else f"fixed at {report.input_samples} samples"
-    print(f"wrote {out} ({report.format}, {loaded.model_name}, {sample_rate} Hz; batch axis dynamic, time axis {time_axis})")
+    print(
+        f"wrote {out} ({report.format}, {loaded.model_name}, {sample_rate} Hz; batch axis dynamic, time axis {time_axis})"
+    )
     for note in report.notes:
         print(f"  note: {note}")
     for check, difference in report.max_abs_diff.items():
@@ -80,9 +87,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
     parser.add_argument("--model", default=None, help="zoo model name for published files (inferred when omitted)")
     parser.add_argument("--labels", type=Path, default=None, help="class_labels_indices.csv, copied into the metadata")
-    parser.add_argument("--out", type=Path, default=None, help="output file (default: <ckpt stem>.onnx / .torchscript.pt)")
     parser.add_argument(
-        "--seconds", type=_positive_float, default=10.0,
+        "--out", type=Path, default=None, help="output file (default: <ckpt stem>.onnx / .torchscript.pt)"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=_positive_float,
+        default=10.0,
         help="example input length; the time axis is fixed to it when it cannot be dynamic (default 10)",
     )
     return parser

@@ -16,10 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from panns_lightning.cli.config_schema import ConfigError
+from panns_lightning.shardset import MANIFEST_NAME
 
-# The file panns-prepare writes last into a shard set (data.stream.MANIFEST_NAME; not imported:
-# that module pulls in torch and webdataset).
-MANIFEST_NAME = "manifest.json"
 SPLITS = ("train", "val", "test")
 GPU_ACCELERATORS = ("gpu", "cuda")
 # ckpt_path values that are not paths (train.yaml: a path, "auto" or null).
@@ -64,7 +62,9 @@ def check_shard_dir(key: str, value: Any, required: bool = False) -> None:
             "made by panns-prepare)"
         )
     if not directory.is_dir():
-        raise ConfigError(f"{key}={directory} is not a directory (expected a shard set directory holding {MANIFEST_NAME})")
+        raise ConfigError(
+            f"{key}={directory} is not a directory (expected a shard set directory holding {MANIFEST_NAME})"
+        )
     if not (directory / MANIFEST_NAME).is_file():
         raise ConfigError(
             f"{key}={directory} has no {MANIFEST_NAME}: not a shard set, or its panns-prepare conversion "

@@ -1,8 +1,9 @@
 """``panns-prepare``: make datasets and convert them into shard sets.
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
-shards; ``--val-fraction`` holds out a stratified validation shard set), ``esc50`` / ``gtzan`` /
-``ravdess`` (official layouts → one shard set with folds), ``inspect`` (summarise a shard set).
+shards; ``--val-fraction`` holds out a stratified validation shard set), one per registered
+cross-validation dataset (``datasets/registry.py``: esc50 / gtzan / ravdess, official layouts →
+one shard set with folds), ``inspect`` (summarise a shard set).
 Exit codes: 0 ok, 1 nothing usable, 2 usage error (an existing ``--out`` without ``--overwrite``
 included: conversions never resume), 3 the output could not be written (disk full,
 permissions). Unusable audio files are never an error: they are listed in the manifest's
@@ -18,10 +19,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
+from panns_lightning.datasets.registry import FOLDED_DATASETS
+
 if TYPE_CHECKING:
-    from panns_lightning.datasets.records import ClipRecord, SkippedClip
     from panns_lightning.labels import LabelSet
-    from panns_lightning.shards import Manifest
+    from panns_lightning.shardset import Manifest
+    from panns_lightning.shardset.records import ClipRecord, SkippedClip
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
@@ -34,13 +37,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{synthetic,audioset,esc50,gtzan,ravdess,inspect}")
+    parser = argparse.ArgumentParser(
+        prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets."
+    )
+    names = ["synthetic", "audioset", *FOLDED_DATASETS, "inspect"]
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
 
     synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
     synthetic.add_argument("--out", required=True, type=Path, help="folder for CSVs and audio/")
     synthetic.add_argument("--num-classes", type=int, default=None, help="classes (default 12)")
-    synthetic.add_argument("--num-train", type=int, default=None, help="clips in balanced_train_segments.csv (default 2000)")
+    synthetic.add_argument(
+        "--num-train", type=int, default=None, help="clips in balanced_train_segments.csv (default 2000)"
+    )
     synthetic.add_argument("--num-eval", type=int, default=None, help="clips in eval_segments.csv (default 300)")
     synthetic.add_argument("--clip-seconds", type=float, default=None, help="clip length (default 2.0)")
     synthetic.add_argument("--seed", type=int, default=0)
@@ -58,8 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
     audioset.add_argument("--storage", choices=("int16", "flac"), default="int16")
     _add_resample_option(audioset)
     audioset.add_argument("--clips-per-shard", type=int, default=1000)
-    audioset.add_argument("--min-shards", type=int, default=8, help="at least this many shards (capped at the clip count), so every DataLoader worker gets one")
-    audioset.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
+    audioset.add_argument(
+        "--min-shards",
+        type=int,
+        default=8,
+        help="at least this many shards (capped at the clip count), so every DataLoader worker gets one",
+    )
+    audioset.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
+    )
     audioset.add_argument(
         "--audio-pattern",
         action="append",
@@ -77,9 +92,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="hold out this fraction of the clips (stratified by label) as a validation shard set in --val-out; "
         "the rest goes to --out (e.g. 0.02)",
     )
-    audioset.add_argument("--val-out", type=Path, default=None, metavar="DIR", help="shard directory of the held-out clips (default: --out with '_val' appended)")
-    audioset.add_argument("--seed", type=int, default=0, help="seed of the shard assignment and of the --val-fraction split")
-    audioset.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out (and --val-out)")
+    audioset.add_argument(
+        "--val-out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="shard directory of the held-out clips (default: --out with '_val' appended)",
+    )
+    audioset.add_argument(
+        "--seed", type=int, default=0, help="seed of the shard assignment and of the --val-fraction split"
+    )
+    audioset.add_argument(
+        "--overwrite", action="store_true", help="replace the shards in a non-empty --out (and --val-out)"
+    )
     audioset.add_argument("--quiet", action="store_true", help="no progress bar")
     audioset.set_defaults(run=run_audioset)
 
@@ -91,7 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--draws", type=int, default=10000)
     inspect.add_argument("--seed", type=int, default=0)
     inspect.add_argument("--batch-size", type=int, default=32)
-    inspect.add_argument("--plot", type=Path, default=None, metavar="PATH", help="with --draws: write a PNG of per-class counts (raw, ours, PANNs)")
+    inspect.add_argument(
+        "--plot",
+        type=Path,
+        default=None,
+        metavar="PATH",
+        help="with --draws: write a PNG of per-class counts (raw, ours, PANNs)",
+    )
     inspect.set_defaults(run=run_inspect)
     return parser
 
@@ -106,11 +137,15 @@ def run_synthetic(args: argparse.Namespace) -> int:
         "clip_seconds": args.clip_seconds if args.clip_seconds is not None else synthetic.DEFAULT_CLIP_SECONDS,
     }
     try:
-        dataset = synthetic.generate_synthetic_audioset(args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet, **options)
+        dataset = synthetic.generate_synthetic_audioset(
+            args.out, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet, **options
+        )
     except (ValueError, FileExistsError) as error:
         print(f"panns-prepare synthetic: error: {error}", file=sys.stderr)
         return EXIT_USAGE
-    print(f"wrote {dataset.num_files} clips ({options['num_classes']} classes, {options['clip_seconds']} s) to {dataset.root}")
+    print(
+        f"wrote {dataset.num_files} clips ({options['num_classes']} classes, {options['clip_seconds']} s) to {dataset.root}"
+    )
     for split, counts in dataset.class_counts.items():
         print(f"  {split}: {dataset.segments[split].name}  positives per class min {min(counts)} / max {max(counts)}")
     print("convert with, e.g.:")
@@ -149,7 +184,11 @@ def run_audioset(args: argparse.Namespace) -> int:
     from panns_lightning.datasets.audioset import read_audioset, split_name
     from panns_lightning.labels import LabelFileError, read_label_csv
 
-    usage_problems = [f"{flag} {path} not found" for flag, path in (("--segments", args.segments), ("--labels", args.labels)) if not path.is_file()]
+    usage_problems = [
+        f"{flag} {path} not found"
+        for flag, path in (("--segments", args.segments), ("--labels", args.labels))
+        if not path.is_file()
+    ]
     if not args.audio_dir.is_dir():
         usage_problems.append(f"--audio-dir {args.audio_dir} is not a directory")
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
@@ -176,7 +215,15 @@ def run_audioset(args: argparse.Namespace) -> int:
             return held_out
         train_records, val_records, holdout = held_out
         # The small set first: a problem with it shows in seconds, not after the long conversion.
-        written = _write_audioset(args, val_records, args.val_out, labels, f"{split}_val", [], {"holdout": {"role": "val", **holdout, "other": str(args.out)}})
+        written = _write_audioset(
+            args,
+            val_records,
+            args.val_out,
+            labels,
+            f"{split}_val",
+            [],
+            {"holdout": {"role": "val", **holdout, "other": str(args.out)}},
+        )
         if isinstance(written, int):
             return written
         _print_skips(written.skipped, stream=sys.stdout)
@@ -189,32 +236,42 @@ def run_audioset(args: argparse.Namespace) -> int:
 
 
 def _write_audioset(
-    args: argparse.Namespace, records: Sequence[ClipRecord], out: Path, labels: LabelSet, split: str, skipped: Sequence[SkippedClip], extra: dict[str, Any]
+    args: argparse.Namespace,
+    records: Sequence[ClipRecord],
+    out: Path,
+    labels: LabelSet,
+    split: str,
+    skipped: Sequence[SkippedClip],
+    extra: dict[str, Any],
 ) -> Manifest | int:
     """One AudioSet shard set with the command's options; the manifest, or an exit code."""
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards
 
-    return _run_conversion("audioset", out, lambda: write_shards(
-        records,
+    return _run_conversion(
+        "audioset",
         out,
-        sample_rate=args.sample_rate,
-        clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-        labels=labels.to_manifest(),
-        dataset="audioset",
-        split=split,
-        storage=args.storage,
-        clips_per_shard=args.clips_per_shard,
-        min_shards=args.min_shards,
-        num_workers=args.workers,
-        multilabel=True,
-        seed=args.seed,
-        skipped=skipped,
-        extra_manifest=extra or None,
-        created_by=args.command_line,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        resample=args.resample,
-    ))
+        lambda: write_shards(
+            records,
+            out,
+            sample_rate=args.sample_rate,
+            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+            labels=labels.to_manifest(),
+            dataset="audioset",
+            split=split,
+            storage=args.storage,
+            clips_per_shard=args.clips_per_shard,
+            min_shards=args.min_shards,
+            num_workers=args.workers,
+            multilabel=True,
+            seed=args.seed,
+            skipped=skipped,
+            extra_manifest=extra or None,
+            created_by=args.command_line,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            resample=args.resample,
+        ),
+    )
 
 
 def _holdout_problems(args: argparse.Namespace) -> list[str]:
@@ -234,10 +291,12 @@ def _holdout_problems(args: argparse.Namespace) -> list[str]:
     return []
 
 
-def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, Any]] | int:
+def _hold_out_validation(
+    args: argparse.Namespace, records: Sequence[ClipRecord]
+) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, Any]] | int:
     """``(train records, val records, manifest 'holdout' entry)``, or the exit code after saying why not."""
     from panns_lightning.datasets.holdout import METHOD, class_counts, split_records
-    from panns_lightning.shards import OutputNotEmptyError, check_output_dir
+    from panns_lightning.shardset.writer import OutputNotEmptyError, check_output_dir
 
     for flag, out in (("--val-out", args.val_out), ("--out", args.out)):
         try:  # refuse before converting anything, not after the first set is written
@@ -246,7 +305,10 @@ def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]
             return _usage_error("audioset", f"{flag}: {error}")
     train, val = split_records(records, args.val_fraction, seed=args.seed)
     if not val:
-        return _usage_error("audioset", f"--val-fraction {args.val_fraction} of {len(records)} clips holds no clip: no class has 2 clips or more to hold one out")
+        return _usage_error(
+            "audioset",
+            f"--val-fraction {args.val_fraction} of {len(records)} clips holds no clip: no class has 2 clips or more to hold one out",
+        )
     everything = [r.labels for r in records]
     held = class_counts([r.labels for r in val], range(len(val)))
     in_data = class_counts(everything, range(len(everything)))
@@ -267,79 +329,81 @@ def _hold_out_validation(args: argparse.Namespace, records: Sequence[ClipRecord]
 
 
 def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
-    """esc50 / gtzan / ravdess: one single-label shard set per dataset, folds in clips and manifest."""
-    specs = {
-        "esc50": ("ESC-50 (audio/*.wav + meta/esc50.csv), official 5 folds", "the ESC-50 folder (ESC-50-master)", 5.0),
-        "gtzan": ("GTZAN (genres/<genre>/*.au or genres_original/<genre>/*.wav), stratified k folds", "folder holding genres/ or genres_original/", 30.0),
-        "ravdess": ("RAVDESS audio (Actor_NN/MM-VV-EE-II-SS-RR-AA.wav), folds by actor", "folder holding the Actor_NN folders", 4.0),
-    }
-    for name, (help_text, root_help, seconds) in specs.items():
-        sub = commands.add_parser(name, help=f"convert {help_text} into shards")
-        sub.add_argument("--root", required=True, type=Path, help=root_help)
+    """One command per registered cross-validation dataset (``datasets/registry.py``): one shard set, folds in clips and manifest."""
+    for entry in FOLDED_DATASETS.values():
+        sub = commands.add_parser(entry.name, help=f"convert {entry.description} into shards")
+        sub.add_argument("--root", required=True, type=Path, help=entry.root_help)
         sub.add_argument("--out", required=True, type=Path, help="output shard directory")
-        sub.add_argument("--sample-rate", type=int, default=32000, help="target rate (default 32000, the PANNs front end)")
-        sub.add_argument("--clip-seconds", type=float, default=seconds, help=f"pad/crop to this length (default {seconds:g})")
+        sub.add_argument(
+            "--sample-rate", type=int, default=32000, help="target rate (default 32000, the PANNs front end)"
+        )
+        sub.add_argument(
+            "--clip-seconds",
+            type=float,
+            default=entry.clip_seconds,
+            help=f"pad/crop to this length (default {entry.clip_seconds:g})",
+        )
         sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
         _add_resample_option(sub)
         sub.add_argument("--clips-per-shard", type=int, default=256)
         sub.add_argument("--min-shards", type=int, default=8)
-        sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
-        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment" + (" and of the folds" if name == "gtzan" else ""))
+        sub.add_argument(
+            "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
+        )
+        sub.add_argument(
+            "--seed",
+            type=int,
+            default=0,
+            help="seed of the shard assignment" + (" and of the folds" if entry.seeded else ""),
+        )
         sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
         sub.add_argument("--quiet", action="store_true", help="no progress bar")
-        if name == "esc50":
-            sub.add_argument("--esc10", action="store_true", help="only the ESC-10 subset (10 classes, re-indexed)")
-        if name == "gtzan":
-            sub.add_argument("--num-folds", type=int, default=10)
-            sub.add_argument("--split-file", type=Path, default=None, help="text list of the files to keep (e.g. a fault-filtered split)")
-        if name == "ravdess":
-            sub.add_argument("--channel", choices=("speech", "song", "both"), default="speech")
-            sub.add_argument("--num-folds", type=int, default=4, help="folds of actors (default 4: 6 actors each, 3 male + 3 female)")
-        sub.set_defaults(run=run_folded, dataset_name=name)
+        for option in entry.options:
+            sub.add_argument(option.flag, **option.argparse_options())
+        sub.set_defaults(run=run_folded, dataset=entry)
 
 
 def run_folded(args: argparse.Namespace) -> int:
-    from panns_lightning.datasets import folds
+    from panns_lightning.shardset import folds
 
-    command = args.dataset_name
+    entry = args.dataset
+    command = entry.name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
     if _resample_problem(args):
         return _usage_error(command, _resample_problem(args))
+    options = {option.keyword: getattr(args, option.keyword) for option in entry.options}
+    if entry.seeded:
+        options["seed"] = args.seed
     try:
-        if command == "esc50":
-            from panns_lightning.datasets.esc50 import read_esc50
-
-            folded = read_esc50(args.root, esc10=args.esc10)
-        elif command == "gtzan":
-            from panns_lightning.datasets.gtzan import read_gtzan
-
-            folded = read_gtzan(args.root, num_folds=args.num_folds, seed=args.seed, split_file=args.split_file)
-        else:
-            from panns_lightning.datasets.ravdess import read_ravdess
-
-            folded = read_ravdess(args.root, channel=args.channel, num_folds=args.num_folds)
+        folded = entry.read(args.root, **options)
     except (OSError, ValueError, UnicodeDecodeError) as error:
         return _usage_error(command, str(error))
     for warning in folded.result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"{folded.dataset}: {len(folded.result.records)} clips found, {len(folded.result.skipped)} skipped before decoding, {len(folded.labels)} classes")
-    written = _run_conversion(command, args.out, lambda: folds.write_folded_shards(
-        folded,
+    print(
+        f"{folded.dataset}: {len(folded.result.records)} clips found, {len(folded.result.skipped)} skipped before decoding, {len(folded.labels)} classes"
+    )
+    written = _run_conversion(
+        command,
         args.out,
-        split="all",
-        sample_rate=args.sample_rate,
-        clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-        storage=args.storage,
-        clips_per_shard=args.clips_per_shard,
-        min_shards=args.min_shards,
-        num_workers=args.workers,
-        seed=args.seed,
-        created_by=args.command_line,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        resample=args.resample,
-    ))
+        lambda: folds.write_folded_shards(
+            folded,
+            args.out,
+            split="all",
+            sample_rate=args.sample_rate,
+            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+            storage=args.storage,
+            clips_per_shard=args.clips_per_shard,
+            min_shards=args.min_shards,
+            num_workers=args.workers,
+            seed=args.seed,
+            created_by=args.command_line,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            resample=args.resample,
+        ),
+    )
     if isinstance(written, int):
         return written
     manifest, entry = written
@@ -350,11 +414,16 @@ def run_folded(args: argparse.Namespace) -> int:
 
 def run_inspect(args: argparse.Namespace) -> int:
     try:
-        from panns_lightning.data.inspect import run_inspect as inspect_shards
+        from panns_lightning.data.diagnostics.inspect import run_inspect as inspect_shards
     except ImportError as error:
         return _usage_error("inspect", f"the inspector is not available ({error})")
     outcome = inspect_shards(
-        args.shard_dir, balanced=args.balanced, draws=args.draws, seed=args.seed, batch_size=args.batch_size, plot=args.plot
+        args.shard_dir,
+        balanced=args.balanced,
+        draws=args.draws,
+        seed=args.seed,
+        batch_size=args.batch_size,
+        plot=args.plot,
     )
     return outcome if isinstance(outcome, int) else EXIT_OK
 
@@ -385,7 +454,7 @@ T = TypeVar("T")
 
 def _run_conversion(command: str, out: Path, convert: Callable[[], T]) -> T | int:
     """Run a shard writer; its result, or the exit code after saying why it wrote nothing."""
-    from panns_lightning.shards import NoUsableClipsError, OutputNotEmptyError
+    from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError
 
     try:
         written = convert()
@@ -407,7 +476,10 @@ def _run_conversion(command: str, out: Path, convert: Callable[[], T]) -> T | in
 
 def _write_failed(command: str, out: Path, error: OSError) -> int:
     """Only the writer's own files can fail here (audio errors are skips); no manifest was written."""
-    print(f"panns-prepare {command}: error: writing {out} failed: {error}; no manifest was written, rerun with --overwrite", file=sys.stderr)
+    print(
+        f"panns-prepare {command}: error: writing {out} failed: {error}; no manifest was written, rerun with --overwrite",
+        file=sys.stderr,
+    )
     return EXIT_WRITE_FAILED
 
 

@@ -7,7 +7,7 @@ job's overrides in ``.hydra/overrides.yaml`` and, with the CSV logger, ``csv/met
 writes ``sweep_summary.md`` / ``sweep_summary.csv`` (one row per job, best first, the overrides
 that vary across jobs as columns) and ``sweep_summary.png`` (the metric per configuration, and
 validation mAP against step for every job). It also runs at the end of each multirun through
-:class:`panns_lightning.cli.sweep_callback.SweepReportCallback`.
+:class:`panns_lightning.cli.hydra_callbacks.SweepReportCallback`.
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ class SweepReport:
 
 
 def write_sweep_report(
-    sweep_dir: str | Path, metric: str = DEFAULT_METRIC, higher_is_better: bool | None = None,
-    out_dir: str | Path | None = None, plot: bool = True,
+    sweep_dir: str | Path,
+    metric: str = DEFAULT_METRIC,
+    higher_is_better: bool | None = None,
+    out_dir: str | Path | None = None,
+    plot: bool = True,
 ) -> SweepReport:
     """Collect the sweep's jobs and write the summary files; ``higher_is_better=None`` guesses from the name."""
     sweep_dir = Path(sweep_dir)
@@ -85,13 +88,15 @@ def collect_jobs(sweep_dir: Path) -> list[SweepJob]:
         if ".submitit" in directory.parts:
             continue
         logged = directory / "csv" / "metrics.csv"
-        jobs.append(SweepJob(
-            directory=directory,
-            overrides=read_overrides(overrides_file),
-            # metrics.json holds the final scores; the CSV log adds what it lacks (losses).
-            metrics={**read_last_logged(logged), **read_metrics(directory / "metrics.json")},
-            curve=read_curve(logged, CURVE_METRIC),
-        ))
+        jobs.append(
+            SweepJob(
+                directory=directory,
+                overrides=read_overrides(overrides_file),
+                # metrics.json holds the final scores; the CSV log adds what it lacks (losses).
+                metrics={**read_last_logged(logged), **read_metrics(directory / "metrics.json")},
+                curve=read_curve(logged, CURVE_METRIC),
+            )
+        )
     return jobs
 
 
@@ -153,6 +158,7 @@ def sort_jobs(jobs: list[SweepJob], metric: str, higher_is_better: bool) -> list
         if math.isnan(value):
             return (1, 0.0)  # failed or unfinished jobs last
         return (0, -value if higher_is_better else value)
+
     return sorted(jobs, key=key)
 
 
@@ -167,6 +173,7 @@ def split_overrides(jobs: list[SweepJob]) -> tuple[list[str], dict[str, str]]:
 
 
 # ---- writers ------------------------------------------------------------------------------------
+
 
 def _metric_columns(report: SweepReport) -> list[str]:
     present = {k for job in report.jobs for k in job.metrics}
@@ -265,8 +272,9 @@ def _short_key(key: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="panns-sweep-report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="panns-sweep-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir)")
     parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"sort key (default {DEFAULT_METRIC})")
     order = parser.add_mutually_exclusive_group()

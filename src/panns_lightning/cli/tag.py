@@ -31,7 +31,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         tagger = AudioTagger(
-            args.checkpoint, model_name=args.model, labels_csv=args.labels, device=args.device,
+            args.checkpoint,
+            model_name=args.model,
+            labels_csv=args.labels,
+            device=args.device,
             window_seconds=args.window_seconds,
         )
     except (OSError, ValueError, RuntimeError) as error:
@@ -101,7 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--embed", type=Path, default=None, metavar="OUT_DIR", help="write <stem>.npy embeddings here")
     parser.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     parser.add_argument(
-        "--window-seconds", type=float, default=None,
+        "--window-seconds",
+        type=float,
+        default=None,
         help="analysis window for long files (default: the training clip length, else 10 s)",
     )
     return parser
@@ -133,9 +138,7 @@ def format_table(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_sed(
-    base: Path, tagger: Any, output: Any, waveform: np.ndarray, source: Path, top_k: int
-) -> dict[str, str]:
+def write_sed(base: Path, tagger: Any, output: Any, waveform: np.ndarray, source: Path, top_k: int) -> dict[str, str]:
     """Write ``base.csv`` (time_s + one column per class), ``base.npz`` and ``base.png``."""
     framewise, times = output.framewise, output.frame_times
     csv_path, npz_path, png_path = (base.with_name(base.name + suffix) for suffix in (".csv", ".npz", ".png"))
@@ -145,8 +148,12 @@ def write_sed(
         for time, row in zip(times, framewise):
             writer.writerow([f"{time:.3f}", *(f"{value:.6f}" for value in row)])
     np.savez_compressed(
-        npz_path, framewise=framewise, frame_times=times, clipwise=output.clipwise,
-        labels=np.array(tagger.labels), sample_rate=np.array(tagger.sample_rate),
+        npz_path,
+        framewise=framewise,
+        frame_times=times,
+        clipwise=output.clipwise,
+        labels=np.array(tagger.labels),
+        sample_rate=np.array(tagger.sample_rate),
     )
     plot_sed(png_path, tagger.logmel(waveform), framewise, times, tagger, source, top_k)
     return {"csv": str(csv_path), "npz": str(npz_path), "png": str(png_path)}
@@ -173,7 +180,11 @@ def plot_sed(
         2, 1, sharex=True, figsize=(12, 7), gridspec_kw={"height_ratios": [1, 1.2]}, constrained_layout=True
     )
     spectrogram_axis.imshow(
-        logmel.T, origin="lower", aspect="auto", cmap="magma", interpolation="nearest",
+        logmel.T,
+        origin="lower",
+        aspect="auto",
+        cmap="magma",
+        interpolation="nearest",
         extent=(0.0, end, 0, logmel.shape[1]),
     )
     spectrogram_axis.set_ylabel("Mel bin")
@@ -181,7 +192,10 @@ def plot_sed(
     colors = plt.get_cmap("tab10" if top_k <= 10 else "tab20")
     for rank, index in enumerate(top):
         probability_axis.plot(
-            times, framewise[:, index], color=colors(rank % colors.N), linewidth=1.5,
+            times,
+            framewise[:, index],
+            color=colors(rank % colors.N),
+            linewidth=1.5,
             label=f"{tagger.labels[index]} ({framewise[:, index].max():.2f})",
         )
     probability_axis.set_ylim(0.0, 1.02)

@@ -1,7 +1,14 @@
-"""Streaming shard sets into Lightning: balanced train stream, exactly-once val/test, inspection.
+"""Streaming shard sets into Lightning: balanced train stream, exactly-once val/test.
 
-Exports resolve lazily so that a spawned DataLoader worker, which only needs ``sampling`` and
-``stream``, does not pay for importing Lightning.
+One module per job: ``stream`` (shard URLs, schedules, reading and decoding tar members),
+``spec`` (what a stream reads, who reads it), ``options`` (the stream options), ``repeats``
+(repeat factors and due positions), ``buffer`` (the shuffle buffer), ``train_stream``,
+``eval_stream``, ``datamodule`` (the LightningDataModule and its callbacks). ``diagnostics/``
+measures the sampler (inspect, balance figures, PANNs' reference sampler, the AudioSet-scale
+simulation); training never imports it.
+
+Exports resolve lazily so that a spawned DataLoader worker, which only needs the streams, does
+not pay for importing Lightning.
 """
 
 from __future__ import annotations
@@ -11,14 +18,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from panns_lightning.data.datamodule import AudioShardDataModule, StreamEpochCallback
-    from panns_lightning.data.inspect import run_inspect
+    from panns_lightning.data.diagnostics.inspect import run_inspect
 
 __all__ = ["AudioShardDataModule", "StreamEpochCallback", "run_inspect"]
 
 _HOMES = {
     "AudioShardDataModule": "panns_lightning.data.datamodule",
     "StreamEpochCallback": "panns_lightning.data.datamodule",
-    "run_inspect": "panns_lightning.data.inspect",
+    "run_inspect": "panns_lightning.data.diagnostics.inspect",
 }
 
 

@@ -1,7 +1,8 @@
 """AudioShardDataModule: streamed tar shard sets → train / val / test DataLoaders (plain arguments, no Hydra).
 
 Train is an endless, optionally class-balanced stream cut into ``steps_per_epoch`` batches per rank;
-val/test read every clip exactly once across ranks × workers (see ``sampling.py`` for guarantees).
+val/test read every clip exactly once across ranks × workers (see ``train_stream.py`` and
+``eval_stream.py`` for guarantees).
 
 Epochs: Lightning never calls ``set_epoch`` on an IterableDataset, so add
 :class:`StreamEpochCallback` to the Trainer. The epoch is a shared value read by each worker when its
@@ -24,9 +25,14 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
-from panns_lightning.data.sampling import EvalClipStream, StreamSpec, TrainClipStream, shard_counts
-from panns_lightning.data.stream import ErrorLog, SharedCount, ShardSetError, read_shard_manifest, shard_urls
+from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
+from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.redact import redact_hparams
+from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, read_manifest
+from panns_lightning.shardset.folds import fold_selection
 
 log = logging.getLogger(__name__)
 
@@ -60,83 +66,69 @@ class AudioShardDataModule(pl.LightningDataModule):
         train_urls: Urls = None,
         val_urls: Urls = None,
         test_urls: Urls = None,
-        batch_size: int = 32,
-        num_workers: int = 2,
-        balanced: bool = True,
-        steps_per_epoch: int = 1000,
-        repeat_scale: float = 1.0,
-        shuffle_buffer: int = 2000,
-        repeat_spread: int | None = None,
         train_crop_samples: int | None = None,
-        seed: int = 1234,
-        fail_fast: bool = False,
-        error_budget: float = 0.01,
-        error_budget_min_clips: int = 500,
+        fold: int | None = None,
         pin_memory: bool = False,
         int16_batches: bool = False,
-        fold: int | None = None,
+        **options: Any,
     ) -> None:
+        """``options`` are :class:`~panns_lightning.data.options.StreamOptions` fields (batch_size, num_workers, ...)."""
         super().__init__()
+        self.options = StreamOptions(**options)
+        # Record every option, defaults included: save_hyperparameters reads this frame's locals.
+        options = dataclasses.asdict(self.options)
         self.save_hyperparameters()
         redact_hparams(self)  # shard URLs may carry tokens; checkpoints and loggers get these hparams
         self.dirs = {"train": train_dir, "val": val_dir, "test": test_dir}
         self.urls = {"train": train_urls, "val": val_urls, "test": test_urls}
         if all(directory is None for directory in self.dirs.values()):
             raise ValueError("AudioShardDataModule needs at least one of train_dir, val_dir, test_dir")
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.balanced = balanced
-        self.steps_per_epoch = steps_per_epoch
-        self.repeat_scale = repeat_scale
-        self.shuffle_buffer = shuffle_buffer
-        self.repeat_spread = repeat_spread
         self.train_crop_samples = train_crop_samples
-        self.seed = seed
-        self.fail_fast = fail_fast
-        if not 0.0 <= error_budget <= 1.0:
-            raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {error_budget}")
-        self.error_budget = error_budget
-        self.error_budget_min_clips = max(1, int(error_budget_min_clips))
         self.pin_memory = pin_memory
         self.int16_batches = int16_batches
         # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
         self.fold = fold
         self._epoch = SharedCount(0)
         self._resume_batches = SharedCount(0)
-        self._errors = {split: ErrorLog(split, fail_fast) for split in SPLITS}
+        self._errors = {split: ErrorLog(split, self.options.fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
-        self._manifests: dict[str, dict[str, Any]] | None = None
+        self._manifests: dict[str, Manifest] | None = None
         self._rank_and_world: tuple[int, int] | None = None
 
     # ----------------------------------------------------------------- what the data is
 
     @property
+    def steps_per_epoch(self) -> int:
+        """Train batches per epoch and rank."""
+        return self.options.steps_per_epoch
+
+    @property
     def num_classes(self) -> int:
-        return len(self._reference_manifest()["labels"])
+        return self._reference_manifest().num_classes
 
     @property
     def labels(self) -> list[dict[str, Any]]:
         """The manifest's label list: ``[{"index", "mid", "name"}, ...]``."""
-        return list(self._reference_manifest()["labels"])
+        return list(self._reference_manifest().labels)
 
     @property
     def label_names(self) -> list[str]:
-        return [str(label.get("name", label.get("mid", label["index"]))) for label in self.labels]
+        return self._reference_manifest().label_names
 
     @property
     def sample_rate(self) -> int:
-        return int(self._reference_manifest()["sample_rate"])
+        return self._reference_manifest().sample_rate
 
     @property
     def clip_samples(self) -> int:
         """Stored clip length of the reference set (train if given); train batches may be cropped shorter."""
-        return int(self._reference_manifest()["clip_samples"])
+        return self._reference_manifest().clip_samples
 
     @property
     def multilabel(self) -> bool:
-        return bool(self._reference_manifest()["multilabel"])
+        return self._reference_manifest().multilabel
 
-    def manifest(self, split: str) -> dict[str, Any]:
+    def manifest(self, split: str) -> Manifest:
         """The manifest of ``split`` ("train", "val" or "test"); ``KeyError`` if that split has no directory."""
         manifests = self._read_manifests()
         if split not in manifests:
@@ -162,7 +154,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             return
         self._epoch = SharedCount(self._epoch.value)
         self._resume_batches = SharedCount(self._resume_batches.value)
-        self._errors = {split: ErrorLog(split, self.fail_fast) for split in SPLITS}
+        self._errors = {split: ErrorLog(split, self.options.fail_fast) for split in SPLITS}
         self._counters_pid = os.getpid()
 
     def set_rank(self, rank: int, world_size: int) -> None:
@@ -191,20 +183,14 @@ class AudioShardDataModule(pl.LightningDataModule):
         trainer = self._trainer_or_none()
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
-            self.set_resume_batches(batches_done_in_epoch(trainer, self.steps_per_epoch))
+            self.set_resume_batches(batches_done_in_epoch(trainer, self.options.steps_per_epoch))
         rank, world_size = self._rank_world()
         dataset = TrainClipStream(
             self._stream_spec("train"),
             rank=rank,
             world_size=world_size,
-            batch_size=self.batch_size,
-            steps_per_epoch=self.steps_per_epoch,
-            balanced=self.balanced,
-            repeat_scale=self.repeat_scale,
-            shuffle_buffer=self.shuffle_buffer,
-            repeat_spread=self.repeat_spread,
+            options=self.options,
             crop_samples=self.train_crop_samples,
-            seed=self.seed,
             epoch=self._epoch,
             resume_batches=self._resume_batches,
             errors=self._errors["train"],
@@ -228,7 +214,7 @@ class AudioShardDataModule(pl.LightningDataModule):
             self._stream_spec(split),
             rank=rank,
             world_size=world_size,
-            batch_size=self.batch_size,
+            batch_size=self.options.batch_size,
             errors=self._errors[split],
         )
         return self._loader(dataset)
@@ -239,7 +225,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         return loader_class(
             dataset,
             batch_size=None,
-            num_workers=self.num_workers,
+            num_workers=self.options.num_workers,
             pin_memory=self.pin_memory,
             persistent_workers=False,
         )
@@ -248,41 +234,33 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
-        spec = self._whole_set_spec(split, manifest, directory)
+        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]))
         if self.fold is None:
             return spec
-        from panns_lightning.datasets.folds import fold_selection
-
         try:
-            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=str(Path(directory) / "manifest.json"))
+            chosen = fold_selection(
+                manifest, self.fold, held_out=split != "train", where=str(Path(directory) / MANIFEST_NAME)
+            )
         except ValueError as error:
             raise ShardSetError(str(error)) from None
-        return dataclasses.replace(spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips)
-
-    def _whole_set_spec(self, split: str, manifest: dict[str, Any], directory: str) -> StreamSpec:
-        return StreamSpec(
-            urls=tuple(shard_urls(directory, manifest, self.urls[split])),
-            storage=manifest["storage"],
-            sample_rate=int(manifest["sample_rate"]),
-            clip_samples=int(manifest["clip_samples"]),
-            num_classes=len(manifest["labels"]),
-            class_counts=tuple(int(count) for count in manifest["class_counts"]),
-            num_clips=int(manifest["num_clips"]),
-            **shard_counts(manifest),
+        return dataclasses.replace(
+            spec, keep_keys=chosen.keys, class_counts=chosen.class_counts, num_clips=chosen.num_clips
         )
 
-    def _read_manifests(self) -> dict[str, dict[str, Any]]:
+    def _read_manifests(self) -> dict[str, Manifest]:
         if self._manifests is None:
+            # check_files=False: shards may be read from URL overrides, and a missing one counts
+            # against the error budget rather than stopping the run.
             manifests = {
-                split: read_shard_manifest(directory)
+                split: read_manifest(directory, check_files=False)
                 for split, directory in self.dirs.items()
                 if directory is not None
             }
-            _check_compatible(manifests, self.dirs)
+            _check_compatible(manifests)
             self._manifests = manifests
         return self._manifests
 
-    def _reference_manifest(self) -> dict[str, Any]:
+    def _reference_manifest(self) -> Manifest:
         return next(iter(self._read_manifests().values()))
 
     def _rank_world(self) -> tuple[int, int]:
@@ -327,7 +305,11 @@ class StreamEpochCallback(pl.Callback):
         for name in ("bad_samples", "bad_shards"):
             total = sum(split[name] for split in counts.values())
             pl_module.log(
-                f"data/{name}", float(total), on_step=False, on_epoch=True, reduce_fx="sum",
+                f"data/{name}",
+                float(total),
+                on_step=False,
+                on_epoch=True,
+                reduce_fx="sum",
                 sync_dist=trainer.world_size > 1,
             )
         if any(value for split in counts.values() for value in split.values()):
@@ -368,7 +350,9 @@ class DataErrorBudget(pl.Callback):
     def __init__(self, interval: int = 50) -> None:
         self.interval = max(1, int(interval))
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         if trainer.world_size == 1 or (batch_idx + 1) % self.interval == 0:
             self._check(trainer, "train")
 
@@ -384,11 +368,14 @@ class DataErrorBudget(pl.Callback):
         if trainer.world_size > 1:
             names = sorted(counts)
             summed = trainer.strategy.reduce(
-                torch.tensor([counts[name] for name in names], dtype=torch.float64, device=trainer.strategy.root_device),
+                torch.tensor(
+                    [counts[name] for name in names], dtype=torch.float64, device=trainer.strategy.root_device
+                ),
                 reduce_op="sum",
             )
             counts = {name: int(value) for name, value in zip(names, summed.tolist())}
-        message = error_budget_message(split, counts, datamodule.error_budget, datamodule.error_budget_min_clips)
+        options = datamodule.options
+        message = error_budget_message(split, counts, options.error_budget, options.error_budget_min_clips)
         if message is not None:
             raise DataErrorBudgetExceeded(message)
 
@@ -436,32 +423,31 @@ def _epoch_target(trainer: pl.Trainer) -> Any:
     return None
 
 
-def _check_compatible(manifests: dict[str, dict[str, Any]], dirs: dict[str, str | None]) -> None:
+def _check_compatible(manifests: dict[str, Manifest]) -> None:
     """Train/val/test must share the label set and sample rate, or metrics and models silently break."""
     items = list(manifests.items())
     if not items:
         return
-    first_split, first = items[0]
-    first_path = Path(str(dirs[first_split])) / "manifest.json"
-    for split, manifest in items[1:]:
-        path = Path(str(dirs[split])) / "manifest.json"
+    _, first = items[0]
+    first_path = Path(str(first.root)) / MANIFEST_NAME
+    for _, manifest in items[1:]:
+        path = Path(str(manifest.root)) / MANIFEST_NAME
         if _label_identity(manifest) != _label_identity(first):
             raise ShardSetError(
-                f"label sets differ: {first_path} has {len(first['labels'])} labels, {path} has "
-                f"{len(manifest['labels'])}; first difference: {_first_label_difference(first, manifest)}"
+                f"label sets differ: {first_path} has {first.num_classes} labels, {path} has "
+                f"{manifest.num_classes}; first difference: {_first_label_difference(first, manifest)}"
             )
-        if manifest["sample_rate"] != first["sample_rate"]:
+        if manifest.sample_rate != first.sample_rate:
             raise ShardSetError(
-                f"sample rates differ: {first_path} has {first['sample_rate']} Hz, "
-                f"{path} has {manifest['sample_rate']} Hz"
+                f"sample rates differ: {first_path} has {first.sample_rate} Hz, {path} has {manifest.sample_rate} Hz"
             )
 
 
-def _label_identity(manifest: dict[str, Any]) -> list[tuple[Any, Any, Any]]:
-    return [(label.get("index"), label.get("mid"), label.get("name")) for label in manifest["labels"]]
+def _label_identity(manifest: Manifest) -> list[tuple[Any, Any, Any]]:
+    return [(label.get("index"), label.get("mid"), label.get("name")) for label in manifest.labels]
 
 
-def _first_label_difference(a: dict[str, Any], b: dict[str, Any]) -> str:
+def _first_label_difference(a: Manifest, b: Manifest) -> str:
     left, right = _label_identity(a), _label_identity(b)
     for position, (x, y) in enumerate(zip(left, right)):
         if x != y:

@@ -1,12 +1,13 @@
-"""Shard sets as a stream: read the manifest, list shard URLs, split them, read and decode tar members.
+"""Shard sets as a stream: list shard URLs, split them, read and decode tar members.
 
-A shard set is a directory with ``manifest.json`` and ``shard-*.tar`` (docs/architecture.md).
-Everything here is plain functions and small classes; ``sampling.py`` turns the stream into batches.
+A shard set is a directory with ``manifest.json`` and ``shard-*.tar`` (docs/architecture.md; the
+format and its manifest reader live in :mod:`panns_lightning.shardset`). Everything here is plain
+functions and small classes; ``train_stream.py`` and ``eval_stream.py`` turn the stream into batches.
 
 Tar members are read with :mod:`tarfile` in stream mode over a file object from webdataset's URL
 opener (local paths, ``file:``, ``pipe:`` commands, ``http(s)``). We do not use webdataset's
 pipeline: its default node splitter refuses world_size > 1, its error handlers sleep, and its shard
-shuffle repeats every epoch (see shared notes). Reading members ourselves also lets the labels-only
+shuffle repeats every epoch (webdataset 1.0.2, its open PR #502). Reading members ourselves also lets the labels-only
 path skip audio bytes without reading them into memory.
 """
 
@@ -14,7 +15,6 @@ from __future__ import annotations
 
 import heapq
 import io
-import json
 import logging
 import multiprocessing
 import tarfile
@@ -29,83 +29,31 @@ from braceexpand import braceexpand
 from torch.utils.data import get_worker_info
 from webdataset.gopen import gopen
 
+from panns_lightning.shardset import Manifest, ShardSetError
+from panns_lightning.shardset.format import AUDIO_MEMBER_EXTENSION, LABELS_MEMBER_EXTENSION, parse_labels
+
 log = logging.getLogger(__name__)
 
-MANIFEST_NAME = "manifest.json"
-SUPPORTED_FORMAT_VERSION = 1
-AUDIO_EXTENSION = {"int16": "npy", "flac": "flac"}
 # Stream-mode tar reads in chunks of this size: the default 10 KB costs ~60 calls per 10 s int16
 # clip; much larger chunks copy more on every 512-byte header read. 64 KB measured fastest.
 _TAR_READ_SIZE = 1 << 16
-_REQUIRED_MANIFEST_FIELDS = (
-    "format_version",
-    "sample_rate",
-    "clip_samples",
-    "storage",
-    "multilabel",
-    "labels",
-    "num_clips",
-    "class_counts",
-    "shards",
-)
-
-
-class ShardSetError(ValueError):
-    """A shard set directory or manifest is missing or does not follow docs/architecture.md."""
 
 
 class BadSampleError(RuntimeError):
     """A tar member or shard could not be read or decoded (raised only with ``fail_fast``)."""
 
 
-# --------------------------------------------------------------------------- manifest and URLs
+# --------------------------------------------------------------------------- URLs
 
 
-def read_shard_manifest(shard_dir: str | Path) -> dict[str, Any]:
-    """Read and check ``shard_dir/manifest.json``.
-
-    Kept local to ``data/`` until ``panns_lightning.shards.read_manifest`` lands; both must accept
-    the same format_version 1 manifest.
-    """
-    directory = Path(shard_dir)
-    if not directory.is_dir():
-        raise ShardSetError(f"shard set directory {directory} does not exist")
-    path = directory / MANIFEST_NAME
-    if not path.is_file():
-        raise ShardSetError(
-            f"{path} not found: a shard set directory must hold {MANIFEST_NAME} "
-            "(it is written last, so its absence means an incomplete conversion)"
-        )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ShardSetError(f"{path} is not valid JSON: {exc}") from exc
-    missing = [field for field in _REQUIRED_MANIFEST_FIELDS if field not in manifest]
-    if missing:
-        raise ShardSetError(f"{path} lacks required fields {missing}")
-    if manifest["format_version"] != SUPPORTED_FORMAT_VERSION:
-        raise ShardSetError(
-            f"{path} has format_version {manifest['format_version']!r}, expected {SUPPORTED_FORMAT_VERSION}"
-        )
-    if manifest["storage"] not in AUDIO_EXTENSION:
-        raise ShardSetError(f"{path} has storage {manifest['storage']!r}, expected one of {sorted(AUDIO_EXTENSION)}")
-    if len(manifest["class_counts"]) != len(manifest["labels"]):
-        raise ShardSetError(
-            f"{path}: class_counts has {len(manifest['class_counts'])} entries but labels has {len(manifest['labels'])}"
-        )
-    if not manifest["shards"]:
-        raise ShardSetError(f"{path} lists no shards")
-    return manifest
-
-
-def shard_urls(shard_dir: str | Path, manifest: dict[str, Any], urls: str | Sequence[str] | None = None) -> list[str]:
+def shard_urls(shard_dir: str | Path, manifest: Manifest, urls: str | Sequence[str] | None = None) -> list[str]:
     """Where to read the shards from: the manifest's files in ``shard_dir``, or ``urls`` when given.
 
     ``urls`` may be one string or a list; each is brace-expanded (``shard-{000000..000009}.tar``) and
     may be a path, ``file:``, ``pipe:CMD`` or ``http(s)://`` URL. Order is kept: it is the eval order.
     """
     if urls is None:
-        return [str(Path(shard_dir) / shard["name"]) for shard in manifest["shards"]]
+        return [str(Path(shard_dir) / shard.name) for shard in manifest.shards]
     patterns = [urls] if isinstance(urls, str) else list(urls)
     expanded = [url for pattern in patterns for url in braceexpand(pattern)]
     if not expanded:
@@ -181,8 +129,11 @@ def even_class_order(shards: Sequence[int], weights: np.ndarray, class_counts: n
         progress = read_weight + shard_weights[candidates]
         total = read_fraction.sum()
         score = (
-            read_fraction @ read_fraction - 2 * progress * total + num_classes * progress**2
-            + 2 * (fractions[candidates] @ read_fraction) - 2 * progress * row_sums[candidates]
+            read_fraction @ read_fraction
+            - 2 * progress * total
+            + num_classes * progress**2
+            + 2 * (fractions[candidates] @ read_fraction)
+            - 2 * progress * row_sums[candidates]
             + row_squares[candidates]
         )
         best = candidates[int(np.argmin(score))]
@@ -193,7 +144,9 @@ def even_class_order(shards: Sequence[int], weights: np.ndarray, class_counts: n
     return ordered
 
 
-def weighted_slices(order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator) -> list[list[int]]:
+def weighted_slices(
+    order: np.ndarray, weights: np.ndarray, num_slots: int, rng: np.random.Generator
+) -> list[list[int]]:
     """Split shards into ``num_slots`` slices of near-equal total weight, each listed in ``order``.
 
     Greedy longest-processing-time on weights jittered by ±25 % (log-normal), so that slices
@@ -387,7 +340,7 @@ def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) ->
     like a complete tar otherwise). With ``with_audio=False`` audio members are stepped over
     without being read.
     """
-    audio_ext = AUDIO_EXTENSION[storage]
+    audio_ext = AUDIO_MEMBER_EXTENSION[storage]
     current_key: str | None = None
     last_good_key: str | None = None
     members: dict[str, bytes | None] = {}
@@ -410,7 +363,7 @@ def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) ->
                             last_good_key = current_key
                             yield clip
                     current_key, members = key, {}
-                if ext == "json" or (with_audio and ext == audio_ext):
+                if ext == LABELS_MEMBER_EXTENSION or (with_audio and ext == audio_ext):
                     handle = tar.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""
                 elif ext == audio_ext:
@@ -439,30 +392,18 @@ def _split_member_name(name: str) -> tuple[str, str]:
 def _assemble_clip(
     url: str, key: str, members: dict[str, bytes | None], audio_ext: str, errors: ErrorLog
 ) -> RawClip | None:
-    if "json" not in members:
+    if LABELS_MEMBER_EXTENSION not in members:
         errors.sample(url, key, "no .json member (labels)")
         return None
     if audio_ext not in members:
         errors.sample(url, key, f"no .{audio_ext} member (audio)")
         return None
     try:
-        labels = parse_labels(members["json"] or b"")
+        labels = parse_labels(members[LABELS_MEMBER_EXTENSION] or b"")
     except ValueError as exc:
         errors.sample(url, key, f"bad .json member: {exc}")
         return None
     return RawClip(key=key, shard=url, labels=labels, audio=members[audio_ext])
-
-
-def parse_labels(data: bytes) -> tuple[int, ...]:
-    """Class indices from a clip's ``.json`` member; ``ValueError`` says what is wrong."""
-    try:
-        record = json.loads(data)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"not JSON ({exc})") from exc
-    labels = record.get("labels") if isinstance(record, dict) else None
-    if not isinstance(labels, list) or not all(isinstance(index, int) for index in labels):
-        raise ValueError(f"expected {{'labels': [int, ...]}}, found {str(record)[:80]!r}")
-    return tuple(labels)
 
 
 def _close_quietly(stream: Any, url: str) -> str | None:

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
 from panns_lightning.labels import LabelSet
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 DEFAULT_AUDIO_PATTERNS: tuple[str, ...] = ("Y{ytid}.*", "{ytid}_{start}_{end}.*")
 """``Y{ytid}.wav`` is upstream PANNs' downloader naming; ``{ytid}_{start}_{end}`` the other common one.
@@ -23,7 +23,9 @@ A trailing ``.*`` matches any audio extension, preferring wav, flac, ogg, mp3 in
 
 PREFERRED_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
 # Files a downloader leaves beside the audio; never a match for ``.*``.
-_NOT_AUDIO_EXTENSIONS = frozenset({".txt", ".json", ".csv", ".part", ".tmp", ".ytdl", ".log", ".md", ".jpg", ".png", ".webp"})
+_NOT_AUDIO_EXTENSIONS = frozenset(
+    {".txt", ".json", ".csv", ".part", ".tmp", ".ytdl", ".log", ".md", ".jpg", ".png", ".webp"}
+)
 
 
 @dataclass(frozen=True)
@@ -69,13 +71,17 @@ def parse_segments_csv(path: str | os.PathLike) -> tuple[list[SegmentRow], list[
                 continue
             ytid = fields[0].strip()
             if len(fields) != 4:
-                problems.append(RowProblem(line, ytid, f"expected 4 fields (YTID, start, end, labels), found {len(fields)}", True))
+                problems.append(
+                    RowProblem(line, ytid, f"expected 4 fields (YTID, start, end, labels), found {len(fields)}", True)
+                )
                 continue
             start_text, end_text, label_text = (f.strip() for f in fields[1:])
             try:
                 start, end = float(start_text), float(end_text)
             except ValueError:
-                problems.append(RowProblem(line, ytid, f"start/end are not numbers: {start_text!r}, {end_text!r}", True))
+                problems.append(
+                    RowProblem(line, ytid, f"start/end are not numbers: {start_text!r}, {end_text!r}", True)
+                )
                 continue
             mids = tuple(m.strip() for m in label_text.split(",") if m.strip())
             reason = _row_error(ytid, start, end, mids)
@@ -83,7 +89,9 @@ def parse_segments_csv(path: str | os.PathLike) -> tuple[list[SegmentRow], list[
                 problems.append(RowProblem(line, ytid, reason, True))
                 continue
             if ytid in first_line_of:
-                problems.append(RowProblem(line, ytid, f"duplicate YTID, first seen on line {first_line_of[ytid]}", True))
+                problems.append(
+                    RowProblem(line, ytid, f"duplicate YTID, first seen on line {first_line_of[ytid]}", True)
+                )
                 continue
             first_line_of[ytid] = line
             rows.append(SegmentRow(ytid, start, end, start_text, end_text, mids, line))
@@ -132,7 +140,9 @@ def find_clip_audio(row: SegmentRow, index: AudioIndex, patterns: Sequence[str])
             try:
                 name = pattern.format(ytid=row.ytid, start=start, end=end)
             except (KeyError, IndexError, ValueError) as error:
-                raise ValueError(f"audio pattern {pattern!r} is not a format string over {{ytid}}, {{start}}, {{end}}: {error}") from error
+                raise ValueError(
+                    f"audio pattern {pattern!r} is not a format string over {{ytid}}, {{start}}, {{end}}: {error}"
+                ) from error
             found = index.find(name)
             if found is not None:
                 return found
@@ -166,7 +176,9 @@ def read_audioset(
             result.warnings.append(f"{source}: {row.ytid}: dropped labels not in the label CSV: {', '.join(unknown)}")
         audio = find_clip_audio(row, index, patterns)
         if audio is None:
-            result.skipped.append(SkippedClip(row.ytid, source, "audio file not found (patterns: " + ", ".join(patterns) + ")"))
+            result.skipped.append(
+                SkippedClip(row.ytid, source, "audio file not found (patterns: " + ", ".join(patterns) + ")")
+            )
             continue
         result.records.append(
             ClipRecord(

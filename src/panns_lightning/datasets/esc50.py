@@ -13,8 +13,8 @@ import csv
 import os
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, label_entries
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, label_entries
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 CSV_COLUMNS = ("filename", "fold", "target", "category", "esc10", "src_file", "take")
 NUM_FOLDS = 5
@@ -44,7 +44,9 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
         reader = csv.DictReader(handle)
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
-            raise ValueError(f"{csv_path}: missing columns {missing}; expected {','.join(CSV_COLUMNS)}, found {reader.fieldnames}")
+            raise ValueError(
+                f"{csv_path}: missing columns {missing}; expected {','.join(CSV_COLUMNS)}, found {reader.fieldnames}"
+            )
         for line, row in enumerate(reader, start=2):
             rows.append((line, row))
 
@@ -55,20 +57,30 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
         name = (row.get("filename") or "").strip()
         source = f"{csv_path.name}:{line}"
         if name and name in first_line_of:
-            result.skipped.append(SkippedClip(Path(name).stem, source, f"duplicate filename, first seen on line {first_line_of[name]}"))
+            result.skipped.append(
+                SkippedClip(Path(name).stem, source, f"duplicate filename, first seen on line {first_line_of[name]}")
+            )
             continue
         first_line_of[name] = line
         try:
             fold, target = int(row["fold"]), int(row["target"])
         except (TypeError, ValueError):
-            result.skipped.append(SkippedClip(name or f"line {line}", source, f"fold/target are not integers: {row.get('fold')!r}, {row.get('target')!r}"))
+            result.skipped.append(
+                SkippedClip(
+                    name or f"line {line}",
+                    source,
+                    f"fold/target are not integers: {row.get('fold')!r}, {row.get('target')!r}",
+                )
+            )
             continue
         if not 1 <= fold <= NUM_FOLDS:
             result.skipped.append(SkippedClip(name, source, f"fold {fold} outside 1..{NUM_FOLDS}"))
             continue
         category = (row.get("category") or "").strip()
         if category_of.setdefault(target, category) != category:
-            raise ValueError(f"{csv_path}:{line}: target {target} is {category!r} here but {category_of[target]!r} earlier")
+            raise ValueError(
+                f"{csv_path}:{line}: target {target} is {category!r} here but {category_of[target]!r} earlier"
+            )
         is_esc10 = (row.get("esc10") or "").strip().lower() == "true"
         parsed.append((line, row, fold, target, is_esc10))
 
@@ -84,7 +96,9 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
         filename = row["filename"].strip()
         path = audio_dir / filename
         if not path.is_file():
-            result.skipped.append(SkippedClip(Path(filename).stem, f"{csv_path.name}:{line}", f"audio file not found: audio/{filename}"))
+            result.skipped.append(
+                SkippedClip(Path(filename).stem, f"{csv_path.name}:{line}", f"audio file not found: audio/{filename}")
+            )
             continue
         result.records.append(
             ClipRecord(
@@ -138,9 +152,13 @@ def write_synthetic_esc50(
 
     catalog = event_catalog()
     if first_class + num_classes > len(catalog):
-        raise ValueError(f"the catalog has {len(catalog)} classes; first_class + num_classes = {first_class + num_classes}")
+        raise ValueError(
+            f"the catalog has {len(catalog)} classes; first_class + num_classes = {first_class + num_classes}"
+        )
     if clips_per_class % (2 * NUM_FOLDS):
-        raise ValueError(f"clips_per_class must be a multiple of {2 * NUM_FOLDS} (two takes per recording in each of 5 folds)")
+        raise ValueError(
+            f"clips_per_class must be a multiple of {2 * NUM_FOLDS} (two takes per recording in each of 5 folds)"
+        )
     out = Path(out_dir)
     (out / "audio").mkdir(parents=True, exist_ok=True)
     (out / "meta").mkdir(parents=True, exist_ok=True)
@@ -161,7 +179,9 @@ def write_synthetic_esc50(
             event_length = min(length, int(rng.uniform(0.3, 1.0) * sample_rate))
             onset = int(rng.integers(0, length - event_length + 1))
             signal = event.render(rng, sample_rate, event_length) * np.hanning(event_length) ** 0.25
-            background[onset : onset + event_length] += signal * np.sqrt(np.mean(background**2)) * 10 ** (rng.uniform(3, 20) / 20)
+            background[onset : onset + event_length] += (
+                signal * np.sqrt(np.mean(background**2)) * 10 ** (rng.uniform(3, 20) / 20)
+            )
             background *= min(1.0, 0.95 / max(np.abs(background).max(), 1e-9))
             sf.write(out / "audio" / filename, background.astype(np.float32), sample_rate)
             rows.append(f"{filename},{fold},{target},{category},{target < 4},{recording}.wav,{take}")

@@ -19,8 +19,8 @@ import os
 import re
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, label_entries, stratified_folds
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, label_entries, stratified_folds
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 GENRES = ("blues", "classical", "country", "disco", "hiphop", "jazz", "metal", "pop", "reggae", "rock")
 LAYOUT_FOLDERS = ("genres_original", "genres")  # preferred first: the re-release's wav
@@ -62,10 +62,18 @@ def read_gtzan(
             relative = path.relative_to(genres_dir).as_posix()
             match = _NAME.match(path.stem)
             if match is None or match["genre"] != genre_dir.name:
-                result.skipped.append(SkippedClip(path.stem, relative, f"name is not {genre_dir.name}.000NN{path.suffix}"))
+                result.skipped.append(
+                    SkippedClip(path.stem, relative, f"name is not {genre_dir.name}.000NN{path.suffix}")
+                )
                 continue
             if path.stem in candidates:
-                result.skipped.append(SkippedClip(path.stem, relative, f"duplicate of {candidates[path.stem][0].relative_to(genres_dir).as_posix()}"))
+                result.skipped.append(
+                    SkippedClip(
+                        path.stem,
+                        relative,
+                        f"duplicate of {candidates[path.stem][0].relative_to(genres_dir).as_posix()}",
+                    )
+                )
                 continue
             candidates[path.stem] = (path, genre_dir.name)
     genres = sorted({genre for _, genre in candidates.values()}, key=_genre_order)
@@ -80,7 +88,9 @@ def read_gtzan(
         wanted = _read_split_file(split_file)
         for stem, line in sorted(wanted.items()):
             if stem not in candidates:
-                result.skipped.append(SkippedClip(stem, f"{Path(split_file).name}:{line}", "listed in the split file but not found"))
+                result.skipped.append(
+                    SkippedClip(stem, f"{Path(split_file).name}:{line}", "listed in the split file but not found")
+                )
         excluded = sorted(set(candidates) - set(wanted))
         candidates = {stem: value for stem, value in candidates.items() if stem in wanted}
         extra["split_file"] = str(split_file)

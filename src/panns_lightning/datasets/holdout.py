@@ -32,7 +32,8 @@ from typing import Sequence
 
 import numpy as np
 
-from panns_lightning.datasets.records import ClipRecord
+from panns_lightning.shardset.format import shard_key
+from panns_lightning.shardset.records import ClipRecord
 
 METHOD = "iterative stratification (Sechidis et al. 2011), rarest label first; >=1 val clip per class with >=2 clips; training keeps >=1 clip per class"
 
@@ -134,14 +135,14 @@ def class_counts(label_lists: Sequence[Sequence[int]], positions: Sequence[int])
     return dict(counts)
 
 
-def split_records(records: Sequence[ClipRecord], fraction: float, *, seed: int = 0) -> tuple[list[ClipRecord], list[ClipRecord]]:
+def split_records(
+    records: Sequence[ClipRecord], fraction: float, *, seed: int = 0
+) -> tuple[list[ClipRecord], list[ClipRecord]]:
     """``(train, val)`` records, split by :func:`stratified_holdout`, each in input order.
 
     Records whose keys collide as tar members (the shard writer keeps only the first) are one
     unit here, so a clip can never be written into both sets.
     """
-    from panns_lightning.shards import shard_key
-
     first: dict[str, int] = {}
     for position, record in enumerate(records):
         first.setdefault(shard_key(record.key), position)

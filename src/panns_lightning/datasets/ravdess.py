@@ -26,8 +26,8 @@ import os
 import re
 from pathlib import Path
 
-from panns_lightning.datasets.folds import FoldedDataset, group_folds, label_entries
-from panns_lightning.datasets.records import ClipRecord, ReaderResult, SkippedClip
+from panns_lightning.shardset.folds import FoldedDataset, group_folds, label_entries
+from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 EMOTIONS = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
 SONG_EMOTIONS = EMOTIONS[:6]
@@ -48,16 +48,24 @@ def actor_fold(actor: int, num_folds: int) -> int:
     return (actor - 1) // 2 % num_folds + 1
 
 
-def read_ravdess(root: str | os.PathLike, *, channel: str = "speech", num_folds: int = DEFAULT_NUM_FOLDS) -> FoldedDataset:
+def read_ravdess(
+    root: str | os.PathLike, *, channel: str = "speech", num_folds: int = DEFAULT_NUM_FOLDS
+) -> FoldedDataset:
     """Records for every ``Actor_NN/*.wav`` of ``channel`` ("speech", "song" or "both"), folds by actor."""
     if channel not in ("speech", "song", "both"):
         raise ValueError(f"channel must be 'speech', 'song' or 'both', got {channel!r}")
     if not 2 <= num_folds <= NUM_ACTORS // 2:
-        raise ValueError(f"num_folds must be in 2..{NUM_ACTORS // 2} (folds are dealt pairs of actors), got {num_folds}")
+        raise ValueError(
+            f"num_folds must be in 2..{NUM_ACTORS // 2} (folds are dealt pairs of actors), got {num_folds}"
+        )
     root = Path(root)
-    actor_dirs = sorted(p for p in root.rglob("Actor_*") if p.is_dir() and _ACTOR_DIR.match(p.name)) if root.is_dir() else []
+    actor_dirs = (
+        sorted(p for p in root.rglob("Actor_*") if p.is_dir() and _ACTOR_DIR.match(p.name)) if root.is_dir() else []
+    )
     if not actor_dirs:
-        raise FileNotFoundError(f"{root}: no Actor_NN folders found (expected {root}/Actor_01/03-01-01-01-01-01-01.wav, ...)")
+        raise FileNotFoundError(
+            f"{root}: no Actor_NN folders found (expected {root}/Actor_01/03-01-01-01-01-01-01.wav, ...)"
+        )
 
     emotions = SONG_EMOTIONS if channel == "song" else EMOTIONS
     wanted_channels = {"speech": {1}, "song": {2}, "both": {1, 2}}[channel]
@@ -83,30 +91,43 @@ def read_ravdess(root: str | os.PathLike, *, channel: str = "speech", num_folds:
                 result.skipped.append(SkippedClip(path.stem, source, problem))
                 continue
             if path.stem in seen:
-                result.skipped.append(SkippedClip(path.stem, source, f"duplicate of {seen[path.stem].relative_to(root).as_posix()}"))
+                result.skipped.append(
+                    SkippedClip(path.stem, source, f"duplicate of {seen[path.stem].relative_to(root).as_posix()}")
+                )
                 continue
             seen[path.stem] = path
             actors[path.stem] = actor
-            metas[path.stem] = (path, {
-                "modality": MODALITIES[modality],
-                "vocal_channel": CHANNELS[vocal],
-                "emotion": EMOTIONS[emotion - 1],
-                "intensity": INTENSITIES[intensity],
-                "statement": statement,
-                "repetition": repetition,
-                "actor": actor,
-                "gender": "male" if actor % 2 else "female",
-                "_label": emotion - 1,
-            })
+            metas[path.stem] = (
+                path,
+                {
+                    "modality": MODALITIES[modality],
+                    "vocal_channel": CHANNELS[vocal],
+                    "emotion": EMOTIONS[emotion - 1],
+                    "intensity": INTENSITIES[intensity],
+                    "statement": statement,
+                    "repetition": repetition,
+                    "actor": actor,
+                    "gender": "male" if actor % 2 else "female",
+                    "_label": emotion - 1,
+                },
+            )
 
     folds = group_folds(actors, {a: actor_fold(a, num_folds) for a in set(actors.values())})
     for stem, (path, meta) in sorted(metas.items()):
         label = meta.pop("_label")
         result.records.append(
-            ClipRecord(key=stem, audio_path=path, labels=(label,), meta={"fold": folds[stem], **meta}, source=path.relative_to(root).as_posix())
+            ClipRecord(
+                key=stem,
+                audio_path=path,
+                labels=(label,),
+                meta={"fold": folds[stem], **meta},
+                source=path.relative_to(root).as_posix(),
+            )
         )
     if NUM_ACTORS // 2 % num_folds:
-        result.warnings.append(f"{NUM_ACTORS // 2} actor pairs do not divide into {num_folds} folds evenly: fold sizes differ")
+        result.warnings.append(
+            f"{NUM_ACTORS // 2} actor pairs do not divide into {num_folds} folds evenly: fold sizes differ"
+        )
     return FoldedDataset(
         dataset="ravdess",
         result=result,
@@ -126,7 +147,16 @@ def read_ravdess(root: str | os.PathLike, *, channel: str = "speech", num_folds:
     )
 
 
-def _field_problem(modality: int, vocal: int, emotion: int, intensity: int, statement: int, repetition: int, actor: int, folder_actor: int) -> str | None:
+def _field_problem(
+    modality: int,
+    vocal: int,
+    emotion: int,
+    intensity: int,
+    statement: int,
+    repetition: int,
+    actor: int,
+    folder_actor: int,
+) -> str | None:
     if modality not in MODALITIES:
         return f"modality {modality:02d} is not 01, 02 or 03"
     if modality == 2:

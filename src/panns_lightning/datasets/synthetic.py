@@ -86,7 +86,9 @@ def generate_synthetic_audioset(
     if not 1 <= num_classes <= len(catalog):
         raise ValueError(f"num_classes must be in 1..{len(catalog)}, got {num_classes}")
     if num_train < 1 or num_eval < 1 or clip_seconds <= 0:
-        raise ValueError(f"num_train, num_eval and clip_seconds must be positive, got {num_train}, {num_eval}, {clip_seconds}")
+        raise ValueError(
+            f"num_train, num_eval and clip_seconds must be positive, got {num_train}, {num_eval}, {clip_seconds}"
+        )
     out_dir = Path(out_dir)
     if out_dir.exists() and any(out_dir.iterdir()) and not overwrite:
         raise FileExistsError(f"{out_dir} is not empty; pass --overwrite to write the synthetic dataset into it anyway")
@@ -98,8 +100,16 @@ def generate_synthetic_audioset(
     write_label_csv(labels, result.labels_csv)
 
     plans = {
-        "balanced_train": _plan_split(np.random.default_rng([seed, SPLITS["balanced_train"]]), num_train, num_classes, clip_seconds, balanced=False),
-        "eval": _plan_split(np.random.default_rng([seed, SPLITS["eval"]]), num_eval, num_classes, clip_seconds, balanced=True),
+        "balanced_train": _plan_split(
+            np.random.default_rng([seed, SPLITS["balanced_train"]]),
+            num_train,
+            num_classes,
+            clip_seconds,
+            balanced=False,
+        ),
+        "eval": _plan_split(
+            np.random.default_rng([seed, SPLITS["eval"]]), num_eval, num_classes, clip_seconds, balanced=True
+        ),
     }
     _make_ytids_unique(plans, np.random.default_rng([seed, 99]))
     total = sum(len(p) for p in plans.values())
@@ -189,7 +199,9 @@ class _ClipPlan:
         return f"{self.start_seconds + self.clip_seconds:.3f}"
 
 
-def _plan_split(rng: np.random.Generator, num_clips: int, num_classes: int, clip_seconds: float, *, balanced: bool) -> list[_ClipPlan]:
+def _plan_split(
+    rng: np.random.Generator, num_clips: int, num_classes: int, clip_seconds: float, *, balanced: bool
+) -> list[_ClipPlan]:
     zipf = 1.0 / np.arange(1, num_classes + 1) ** ZIPF_EXPONENT
     zipf /= zipf.sum()
     uniform = np.full(num_classes, 1.0 / num_classes)
@@ -207,7 +219,11 @@ def _plan_split(rng: np.random.Generator, num_clips: int, num_classes: int, clip
             first = int(rng.choice(num_classes, p=zipf))
         weights = (uniform if balanced else zipf).copy()
         weights[first] = 0
-        others = rng.choice(num_classes, size=num_events - 1, replace=False, p=weights / weights.sum()) if num_events > 1 else []
+        others = (
+            rng.choice(num_classes, size=num_events - 1, replace=False, p=weights / weights.sum())
+            if num_events > 1
+            else []
+        )
         ytid = "".join(rng.choice(_YTID_ALPHABET, size=11))
         start = int(rng.integers(0, 300))
         file_format = str(rng.choice(formats, p=format_p))
@@ -355,7 +371,9 @@ def _am_tone(carrier_hz: float, modulation_hz: float) -> Callable[[np.random.Gen
     return render
 
 
-def _vibrato(center_hz: float, depth_hz: float, rate_hz: float) -> Callable[[np.random.Generator, int, int], np.ndarray]:
+def _vibrato(
+    center_hz: float, depth_hz: float, rate_hz: float
+) -> Callable[[np.random.Generator, int, int], np.ndarray]:
     def render(rng: np.random.Generator, sr: int, n: int) -> np.ndarray:
         t = np.arange(n) / sr
         frequency = center_hz + depth_hz * np.sin(2 * np.pi * rate_hz * t)

@@ -86,9 +86,7 @@ class ConvPreWavBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int):
         super().__init__()
         self.conv1 = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1, bias=False)
-        self.conv2 = nn.Conv1d(
-            out_channels, out_channels, kernel_size=3, dilation=2, padding=2, bias=False
-        )
+        self.conv2 = nn.Conv1d(out_channels, out_channels, kernel_size=3, dilation=2, padding=2, bias=False)
         self.bn1 = nn.BatchNorm1d(out_channels)
         self.bn2 = nn.BatchNorm1d(out_channels)
         for layer in (self.conv1, self.conv2):
@@ -114,8 +112,13 @@ def conv1d_as_2d(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     cannot, so a long 1-D signal with many channels gets the NHWC kernels the 2-D trunk uses.
     """
     return F.conv2d(
-        x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
-        padding=(0, conv.padding[0]), dilation=(1, conv.dilation[0]), groups=conv.groups,
+        x,
+        conv.weight.unsqueeze(2),
+        conv.bias,
+        stride=(1, conv.stride[0]),
+        padding=(0, conv.padding[0]),
+        dilation=(1, conv.dilation[0]),
+        groups=conv.groups,
     )
 
 
@@ -134,7 +137,11 @@ def batch_norm_any_rank(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor) ->
         x,
         bn.running_mean if not bn.training or bn.track_running_stats else None,
         bn.running_var if not bn.training or bn.track_running_stats else None,
-        bn.weight, bn.bias, use_batch_stats, momentum, bn.eps,
+        bn.weight,
+        bn.bias,
+        use_batch_stats,
+        momentum,
+        bn.eps,
     )
 
 

@@ -17,14 +17,16 @@ import logging
 import os
 import pickle
 import re
-import tempfile
 import zipfile
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
+
+from panns_lightning.atomic import atomic_open
 
 from .registry import FRONTEND_DEFAULTS, build_model, list_models
 
@@ -67,20 +69,20 @@ def load_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str], strict
     path = Path(path)
     state_dict = read_state_dict(path)
     model_state = model.state_dict()
-    missing, unexpected, misshaped = compare_state_dicts(model_state, state_dict)
-    if strict and (missing or unexpected or misshaped):
-        raise CheckpointMismatchError(
-            _mismatch_message(path, model, state_dict, model_state, missing, unexpected, misshaped)
-        )
-    if missing or unexpected or misshaped:
+    mismatch = StateDictMismatch.between(model_state, state_dict)
+    if strict and mismatch:
+        raise CheckpointMismatchError(mismatch.report(path, getattr(model, "zoo_name", type(model).__name__)))
+    if mismatch:
         logger.warning(
             "Partial load from %s: skipped %d missing, %d unexpected and %d mis-shaped keys (%s)",
-            path, len(missing), len(unexpected), len(misshaped),
-            examples(missing + unexpected + misshaped),
+            path,
+            len(mismatch.missing),
+            len(mismatch.unexpected),
+            len(mismatch.misshaped),
+            examples(mismatch.missing + mismatch.unexpected + mismatch.misshaped),
         )
     compatible = {
-        key: value for key, value in state_dict.items()
-        if key in model_state and key not in misshaped
+        key: value for key, value in state_dict.items() if key in model_state and key not in mismatch.misshaped
     }
     model.load_state_dict(compatible, strict=strict)
     return model
@@ -95,14 +97,8 @@ def save_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Pat
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     state_dict = {key: value.detach().cpu() for key, value in model.state_dict().items()}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as file:
-            torch.save({"model": state_dict}, file)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_open(path) as file:
+        torch.save({"model": state_dict}, file)
     return path
 
 
@@ -121,9 +117,7 @@ def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> An
     """
     path = require_checkpoint_file(path)
     try:
-        return torch.load(
-            path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path)
-        )
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(_refusal_message(path, error)) from error
     except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
@@ -148,8 +142,7 @@ def _refusal_message(path: Path, error: BaseException) -> str:
     referenced = _REFUSED_GLOBAL.search(text)
     if referenced:
         reason = (
-            f"it references the Python object '{referenced.group(1)}', which only a full unpickle "
-            "would import or call"
+            f"it references the Python object '{referenced.group(1)}', which only a full unpickle would import or call"
         )
     else:
         operand = _REFUSED_OPERAND.search(text)
@@ -177,7 +170,7 @@ def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
     if isinstance(content.get("state_dict"), Mapping):
         lightning_state = content["state_dict"]
         state = {
-            key[len(LIGHTNING_PREFIX):]: value
+            key[len(LIGHTNING_PREFIX) :]: value
             for key, value in lightning_state.items()
             if key.startswith(LIGHTNING_PREFIX)
         }
@@ -199,7 +192,7 @@ def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
         )
     # nn.DataParallel / DistributedDataParallel wrap the network as 'module'.
     if state and all(key.startswith("module.") for key in state):
-        state = {key[len("module."):]: value for key, value in state.items()}
+        state = {key[len("module.") :]: value for key, value in state.items()}
     return state
 
 
@@ -242,7 +235,8 @@ def compare_state_dicts(
     missing = [key for key in expected if key not in given]
     unexpected = [key for key in given if key not in expected]
     misshaped = [
-        key for key in expected
+        key
+        for key in expected
         if key in given
         and (not isinstance(given[key], torch.Tensor) or tuple(given[key].shape) != tuple(expected[key].shape))
     ]
@@ -258,44 +252,89 @@ def classes_num(state_dict: Mapping[str, Any], prefix: str = "") -> int | None:
     return None
 
 
-def _mismatch_message(
-    path: Path,
-    model: nn.Module,
-    state_dict: Mapping[str, torch.Tensor],
-    model_state: Mapping[str, torch.Tensor],
-    missing: list[str],
-    unexpected: list[str],
-    misshaped: list[str],
-) -> str:
-    model_name = getattr(model, "zoo_name", type(model).__name__)
-    lines = [
-        f"Checkpoint {path} does not fit {model_name} "
-        f"({len(model_state)} keys; file has {len(state_dict)}):"
-    ]
-    if missing:
-        lines.append(f"  {len(missing)} missing from the file: {examples(missing)}")
-    if unexpected:
-        lines.append(f"  {len(unexpected)} unexpected in the file: {examples(unexpected)}")
-    if misshaped:
-        details = [
-            f"{key} file {tuple(state_dict[key].shape)} vs model {tuple(model_state[key].shape)}"
-            for key in misshaped
+@dataclass(frozen=True)
+class StateDictMismatch:
+    """How a checkpoint's state_dict differs from the one a model expects: the one place that words it.
+
+    Built by :meth:`between` from the two state_dicts (``prefix``: the keys' common prefix, e.g.
+    ``model.`` in a Lightning checkpoint, for finding the classifier). Two renderings of the same
+    facts: :meth:`report`, a multi-line report for published files (``load_panns_checkpoint``),
+    and :meth:`summary`, one line for this project's own checkpoints and fine-tuning backbones.
+    Falsy when the two fit.
+    """
+
+    missing: list[str]
+    unexpected: list[str]
+    misshaped: list[str]
+    given: Mapping[str, Any]
+    expected: Mapping[str, torch.Tensor]
+    file_classes: int | None
+    model_classes: int | None
+
+    @classmethod
+    def between(
+        cls, expected: Mapping[str, torch.Tensor], given: Mapping[str, Any], prefix: str = ""
+    ) -> StateDictMismatch:
+        missing, unexpected, misshaped = compare_state_dicts(expected, given)
+        return cls(
+            missing, unexpected, misshaped, given, expected, classes_num(given, prefix), classes_num(expected, prefix)
+        )
+
+    def __bool__(self) -> bool:
+        return bool(self.missing or self.unexpected or self.misshaped)
+
+    @property
+    def classes_differ(self) -> bool:
+        return None not in (self.file_classes, self.model_classes) and self.file_classes != self.model_classes
+
+    def shapes(self, key: str, separator: str = " ") -> str:
+        """``key file (a, b) vs model (c, d)``; a non-tensor in the file is named by its type."""
+        value = self.given[key]
+        found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        return f"{key}{separator}file {found} vs model {tuple(self.expected[key].shape)}"
+
+    def summary(self) -> str:
+        """One line: what is missing, unexpected and mis-shaped, and the class counts when they differ."""
+        problems = []
+        if self.missing:
+            problems.append(f"{len(self.missing)} keys missing from the file ({examples(sorted(self.missing))})")
+        if self.unexpected:
+            problems.append(f"{len(self.unexpected)} unexpected keys ({examples(sorted(self.unexpected))})")
+        if self.misshaped:
+            details = [self.shapes(key, ": ") for key in sorted(self.misshaped)]
+            problems.append(f"{len(self.misshaped)} keys with other shapes ({examples(details)})")
+        if problems and self.classes_differ:
+            problems.append(
+                f"the file's classifier has {self.file_classes} classes, the model expects {self.model_classes}"
+            )
+        return "; ".join(problems)
+
+    def report(self, path: Path, model_name: str) -> str:
+        """Several lines: the differences, the zoo model the file fits best, what to do about it."""
+        lines = [
+            f"Checkpoint {path} does not fit {model_name} ({len(self.expected)} keys; file has {len(self.given)}):"
         ]
-        lines.append(f"  {len(misshaped)} with other shapes: {examples(details)}")
-    names, score = best_matching_models(state_dict)
-    file_classes = classes_num(state_dict)
-    classes = f"; the file's classifier has {file_classes} classes" if file_classes is not None else ""
-    lines.append(
-        f"  The file's layout best fits zoo model {' / '.join(names)} "
-        f"({score:.0%} of keys and shapes{classes})."
-    )
-    expected_classes = classes_num(model_state)
-    if None not in (file_classes, expected_classes) and file_classes != expected_classes:
-        lines.append(f"  Class count: {path} has {file_classes} classes, {model_name} expects {expected_classes}.")
-    only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in misshaped)
-    if misshaped and only_classifier and not (missing or unexpected):
-        lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")
-    return "\n".join(lines)
+        if self.missing:
+            lines.append(f"  {len(self.missing)} missing from the file: {examples(self.missing)}")
+        if self.unexpected:
+            lines.append(f"  {len(self.unexpected)} unexpected in the file: {examples(self.unexpected)}")
+        if self.misshaped:
+            lines.append(
+                f"  {len(self.misshaped)} with other shapes: {examples([self.shapes(key) for key in self.misshaped])}"
+            )
+        names, score = best_matching_models(self.given)
+        classes = f"; the file's classifier has {self.file_classes} classes" if self.file_classes is not None else ""
+        lines.append(
+            f"  The file's layout best fits zoo model {' / '.join(names)} ({score:.0%} of keys and shapes{classes})."
+        )
+        if self.classes_differ:
+            lines.append(
+                f"  Class count: {path} has {self.file_classes} classes, {model_name} expects {self.model_classes}."
+            )
+        only_classifier = all(key.startswith(CLASSIFIER_PREFIXES) for key in self.misshaped)
+        if self.misshaped and only_classifier and not (self.missing or self.unexpected):
+            lines.append("  Only the classifier differs: to fine-tune, load with strict=False.")
+        return "\n".join(lines)
 
 
 def examples(items: list[str]) -> str:

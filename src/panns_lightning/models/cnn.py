@@ -42,9 +42,7 @@ class ConvStackMixin:
     ) -> None:
         """Register ``conv_block{i}``; ``input_channels`` defaults to ``(1, *channels[:-1])``."""
         if len(channels) != len(pool_sizes):
-            raise ValueError(
-                f"channels ({len(channels)} blocks) and pool_sizes ({len(pool_sizes)}) must match"
-            )
+            raise ValueError(f"channels ({len(channels)} blocks) and pool_sizes ({len(pool_sizes)}) must match")
         if block not in CONV_BLOCKS:
             raise ValueError(f"block must be one of {sorted(CONV_BLOCKS)}, got {block!r}")
         if input_channels is None:
@@ -99,18 +97,14 @@ class Cnn(LogmelFrontEndMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         **frontend_options: Any,
     ):
         super().__init__()
-        self.build_logmel_frontend(
-            sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **frontend_options
-        )
+        self.build_logmel_frontend(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, **frontend_options)
         self.build_conv_stack(channels, pool_sizes, block, block_input_channels)
         self.build_head(channels[-1], embedding_size, classes_num)
 
     def build_head(self, in_features: int, embedding_size: int, classes_num: int) -> None:
         self.build_clip_head(in_features, embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.run_blocks(self.logmel(waveform, mixup_lambda), 1, self.num_blocks)
         return self.clip_outputs(pool_freq_then_time(x))
 
@@ -139,16 +133,12 @@ class CnnDecisionLevel(Cnn):
         else:
             self.fc_audioset = linear_layer(embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.logmel(waveform, mixup_lambda)
         frames_num = x.shape[2]
         x = self.run_blocks(x, 1, self.num_blocks).mean(dim=3)
         # Smooth over neighbouring segments (max + mean, window 3) before classifying each.
-        x = F.max_pool1d(x, kernel_size=3, stride=1, padding=1) + F.avg_pool1d(
-            x, kernel_size=3, stride=1, padding=1
-        )
+        x = F.max_pool1d(x, kernel_size=3, stride=1, padding=1) + F.avg_pool1d(x, kernel_size=3, stride=1, padding=1)
         x = F.dropout(x, p=0.5, training=self.training)
         x = F.relu(self.fc1(x.transpose(1, 2)))
         x = F.dropout(x, p=0.5, training=self.training)  # [B, segments, embedding]

@@ -111,9 +111,7 @@ class LogmelFrontEndMixin:
             freeze_parameters=True,
         )
 
-    def logmel(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> torch.Tensor:
+    def logmel(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> torch.Tensor:
         """``[B, T]`` waveform → ``[B', 1, frames, mel_bins]`` normalised log-mel.
 
         SpecAugment and mixup act in training mode only; with mixup ``B' = B // 2``.
@@ -180,7 +178,9 @@ class DropStripes(nn.Module):
 class SpecAugment(nn.Module):
     """Time then frequency stripes (Park et al. 2019, as PANNs uses it); no parameters, no state."""
 
-    def __init__(self, time_drop_width: int, time_stripes_num: int, freq_drop_width: int, freq_stripes_num: int) -> None:
+    def __init__(
+        self, time_drop_width: int, time_stripes_num: int, freq_drop_width: int, freq_stripes_num: int
+    ) -> None:
         super().__init__()
         self.time_dropper = DropStripes(dim=2, drop_width=time_drop_width, stripes_num=time_stripes_num)
         self.freq_dropper = DropStripes(dim=3, drop_width=freq_drop_width, stripes_num=freq_stripes_num)
@@ -209,8 +209,13 @@ class FFTSpectrogram(Spectrogram):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``."""
         spectrum = torch.stft(
-            waveform, self.n_fft, self.hop_length, window=self.fft_window.to(waveform.dtype),
-            center=True, pad_mode="reflect", return_complex=True,
+            waveform,
+            self.n_fft,
+            self.hop_length,
+            window=self.fft_window.to(waveform.dtype),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
         )
         power = torch.view_as_real(spectrum).square().sum(-1)
         return power.transpose(1, 2).unsqueeze(1)

@@ -18,22 +18,21 @@ from .frontend import LogmelFrontEndMixin
 from .heads import ClipHeadMixin, pool_freq_then_time
 
 # MobileNetV1: (out_channels, stride) of each depthwise-separable layer after the stem.
-V1_LAYERS = (
-    ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2))
-    + ((512, 1),) * 5
-    + ((1024, 2), (1024, 1))
-)
+V1_LAYERS = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2)) + ((512, 1),) * 5 + ((1024, 2), (1024, 1))
 # MobileNetV2: (expand_ratio t, channels c, repeats n, stride s), as in Sandler et al. 2018.
 V2_SETTINGS = (
-    (1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
-    (6, 96, 3, 2), (6, 160, 3, 1), (6, 320, 1, 1),
+    (1, 16, 1, 1),
+    (6, 24, 2, 2),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 2),
+    (6, 160, 3, 1),
+    (6, 320, 1, 1),
 )
 
 
 def _conv(in_channels: int, out_channels: int, kernel_size: int, groups: int = 1) -> nn.Conv2d:
-    conv = nn.Conv2d(
-        in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False
-    )
+    conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, groups=groups, bias=False)
     init_layer(conv)
     return conv
 
@@ -46,17 +45,19 @@ def _bn(channels: int) -> nn.BatchNorm2d:
 
 def stem(out_channels: int, stride: int, activation: type[nn.Module]) -> nn.Sequential:
     """3x3 conv → pool(stride) → BN → activation."""
-    return nn.Sequential(
-        _conv(1, out_channels, 3), nn.AvgPool2d(stride), _bn(out_channels), activation(inplace=True)
-    )
+    return nn.Sequential(_conv(1, out_channels, 3), nn.AvgPool2d(stride), _bn(out_channels), activation(inplace=True))
 
 
 def depthwise_separable(in_channels: int, out_channels: int, stride: int) -> nn.Sequential:
     """MobileNetV1 layer: depthwise 3x3 → pool → BN → ReLU → pointwise 1x1 → BN → ReLU."""
     return nn.Sequential(
-        _conv(in_channels, in_channels, 3, groups=in_channels), nn.AvgPool2d(stride),
-        _bn(in_channels), nn.ReLU(inplace=True),
-        _conv(in_channels, out_channels, 1), _bn(out_channels), nn.ReLU(inplace=True),
+        _conv(in_channels, in_channels, 3, groups=in_channels),
+        nn.AvgPool2d(stride),
+        _bn(in_channels),
+        nn.ReLU(inplace=True),
+        _conv(in_channels, out_channels, 1),
+        _bn(out_channels),
+        nn.ReLU(inplace=True),
     )
 
 
@@ -74,9 +75,12 @@ class InvertedResidual(nn.Module):
             expand = [_conv(in_channels, hidden, 1), _bn(hidden), nn.ReLU6(inplace=True)]
         self.conv = nn.Sequential(
             *expand,
-            _conv(hidden, hidden, 3, groups=hidden), nn.AvgPool2d(stride),
-            _bn(hidden), nn.ReLU6(inplace=True),
-            _conv(hidden, out_channels, 1), _bn(out_channels),
+            _conv(hidden, hidden, 3, groups=hidden),
+            nn.AvgPool2d(stride),
+            _bn(hidden),
+            nn.ReLU6(inplace=True),
+            _conv(hidden, out_channels, 1),
+            _bn(out_channels),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -124,9 +128,7 @@ class MobileNet(LogmelFrontEndMixin, ClipHeadMixin, nn.Module):
         self.features = nn.Sequential(*layers)
         self.build_clip_head(feature_width, embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.features(self.logmel(waveform, mixup_lambda))
         return self.clip_outputs(pool_freq_then_time(x), input_dropout=self.head_dropout)
 

@@ -22,12 +22,8 @@ _PAPER_FRONTEND = dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bi
 #: The paper's front-end settings per model (what its published checkpoint was trained with).
 #: Waveform models (LeeNet, DaiNet, Res1dNet, Wavegram_Cnn14) only use ``sample_rate``.
 FRONTEND_DEFAULTS: dict[str, dict[str, int]] = {name: dict(_PAPER_FRONTEND) for name in _CONSTRUCTORS}
-FRONTEND_DEFAULTS["Cnn14_16k"] = dict(
-    sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000
-)
-FRONTEND_DEFAULTS["Cnn14_8k"] = dict(
-    sample_rate=8000, window_size=256, hop_size=80, mel_bins=64, fmin=50, fmax=4000
-)
+FRONTEND_DEFAULTS["Cnn14_16k"] = dict(sample_rate=16000, window_size=512, hop_size=160, mel_bins=64, fmin=50, fmax=8000)
+FRONTEND_DEFAULTS["Cnn14_8k"] = dict(sample_rate=8000, window_size=256, hop_size=80, mel_bins=64, fmin=50, fmax=4000)
 FRONTEND_DEFAULTS["Cnn14_mel32"] = dict(_PAPER_FRONTEND, mel_bins=32)
 for _name in ("Cnn14_mel128", "Wavegram_Logmel128_Cnn14"):
     FRONTEND_DEFAULTS[_name] = dict(_PAPER_FRONTEND, mel_bins=128)

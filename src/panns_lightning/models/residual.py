@@ -129,9 +129,7 @@ class ResNetTrunk(nn.Module):
     ):
         super().__init__()
         if not len(layers) == len(planes) == len(strides):
-            raise ValueError(
-                f"layers, planes and strides need one entry per stage: {layers}, {planes}, {strides}"
-            )
+            raise ValueError(f"layers, planes and strides need one entry per stage: {layers}, {planes}, {strides}")
         self.dims = dims
         self.out_planes = in_planes
         for index, (count, width, stride) in enumerate(zip(layers, planes, strides), 1):
@@ -173,8 +171,11 @@ class DaiNetResBlock(nn.Module):
         super().__init__()
         for index in range(1, 5):
             conv = nn.Conv1d(
-                in_channels if index == 1 else out_channels, out_channels,
-                kernel_size=kernel_size, padding=kernel_size // 2, bias=False,
+                in_channels if index == 1 else out_channels,
+                out_channels,
+                kernel_size=kernel_size,
+                padding=kernel_size // 2,
+                bias=False,
             )
             bn = nn.BatchNorm1d(out_channels)
             init_layer(conv)

@@ -42,9 +42,7 @@ class ResNet(LogmelFrontEndMixin, ClipHeadMixin, nn.Module):
         self.conv_block_after1 = ConvBlock(self.resnet.out_planes, 2048)
         self.build_clip_head(2048, embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = self.logmel(waveform, mixup_lambda)
         x = F.dropout(self.conv_block1(x, pool_size=(2, 2), pool_type="avg"), p=0.2, training=self.training)
         x = F.avg_pool2d(self.resnet(x), kernel_size=(2, 2))
@@ -79,14 +77,15 @@ class Res1dNet(ClipHeadMixin, nn.Module):
         init_layer(self.conv0)
         init_bn(self.bn0)
         self.resnet = ResNetTrunk(
-            BasicResidualBlock, layers, planes=(64, 128, 256, 512, 1024, 1024, 2048),
-            strides=(1, 4, 4, 4, 4, 4, 4), dims=1,
+            BasicResidualBlock,
+            layers,
+            planes=(64, 128, 256, 512, 1024, 1024, 2048),
+            strides=(1, 4, 4, 4, 4, 4, 4),
+            dims=1,
         )
         self.build_clip_head(2048, embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = mix_if_training(waveform[:, None, :], mixup_lambda, self.training)
         x = self.resnet(self.bn0(self.conv0(x)))
         return self.clip_outputs(max_plus_mean_over_time(x))

@@ -56,9 +56,7 @@ class LeeNet(ClipHeadMixin, nn.Module):
             in_channels = out_channels
         self.build_clip_head(channels[-1], embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = mix_if_training(waveform[:, None, :], mixup_lambda, self.training)
         for index, pool_size in enumerate(self.pools, 1):
             x = getattr(self, f"conv_block{index}")(x, pool_size=pool_size)
@@ -95,9 +93,7 @@ class DaiNet(ClipHeadMixin, nn.Module):
         self.num_blocks = len(channels)
         self.build_clip_head(channels[-1], embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = mix_if_training(waveform[:, None, :], mixup_lambda, self.training)
         x = self.bn0(self.conv0(x))
         for index in range(1, self.num_blocks + 1):
@@ -110,8 +106,12 @@ class DaiNet(ClipHeadMixin, nn.Module):
 VARIANTS: dict[str, Callable[..., nn.Module]] = {
     "LeeNet11": LeeNet,
     "LeeNet24": partial(
-        LeeNet, channels=LEENET24_CHANNELS, layers_per_block=2, block_dropout=0.1,
-        pool_last_block=False, embedding_size=1024,
+        LeeNet,
+        channels=LEENET24_CHANNELS,
+        layers_per_block=2,
+        block_dropout=0.1,
+        pool_last_block=False,
+        embedding_size=1024,
     ),
     "DaiNet19": DaiNet,
 }

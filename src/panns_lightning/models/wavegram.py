@@ -88,21 +88,26 @@ class WavegramLogmelCnn(WavegramMixin, Cnn):
         **frontend_options: Any,
     ):
         if mel_bins % 2:
-            raise ValueError(
-                f"Wavegram-Logmel needs an even mel_bins (conv_block1 halves it), got {mel_bins}"
-            )
+            raise ValueError(f"Wavegram-Logmel needs an even mel_bins (conv_block1 halves it), got {mel_bins}")
         channels = CNN14_CHANNELS
         input_channels = (1, channels[0] + 64, *channels[1:-1])
         super().__init__(
-            sample_rate, window_size, hop_size, mel_bins, fmin, fmax, classes_num,
-            channels=channels, pool_sizes=CNN14_POOLS, embedding_size=embedding_size,
-            block_input_channels=input_channels, **frontend_options,
+            sample_rate,
+            window_size,
+            hop_size,
+            mel_bins,
+            fmin,
+            fmax,
+            classes_num,
+            channels=channels,
+            pool_sizes=CNN14_POOLS,
+            embedding_size=embedding_size,
+            block_input_channels=input_channels,
+            **frontend_options,
         )
         self.build_wavegram(freq_bins=mel_bins // 2, wave_conv2d=wave_conv2d)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         wave_features = self.wavegram(waveform)
         x = self.logmel(waveform, mixup_lambda)
         wave_features = mix_if_training(wave_features, mixup_lambda, self.training)
@@ -141,9 +146,7 @@ class WavegramCnn(WavegramMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         self.build_conv_stack(CNN14_CHANNELS, CNN14_POOLS)
         self.build_clip_head(CNN14_CHANNELS[-1], embedding_size, classes_num)
 
-    def forward(
-        self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None
-    ) -> dict[str, torch.Tensor]:
+    def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         x = mix_if_training(self.wavegram(waveform), mixup_lambda, self.training)
         x = F.dropout(x, p=0.2, training=self.training)
         x = self.run_blocks(x, 2, self.num_blocks)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -12,14 +11,17 @@ from typing import Any
 import lightning as L
 import torch
 
+from panns_lightning.atomic import atomic_write
 from panns_lightning.training.metrics import TaggingScores
 
 
 def scores_to_json(scores: TaggingScores | None, label_names: list[str]) -> dict[str, Any] | None:
     if scores is None:
         return None
+
     def clean(x: float) -> float | None:
         return None if math.isnan(x) else round(x, 6)
+
     return {
         **{k: clean(v) for k, v in scores.headline().items()},
         "num_clips": scores.num_clips,
@@ -28,10 +30,9 @@ def scores_to_json(scores: TaggingScores | None, label_names: list[str]) -> dict
 
 
 def write_json_atomic(path: Path, payload: Any) -> None:
+    """``payload`` as indented JSON, written atomically (a reader never sees half a file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    os.replace(tmp, path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 class MetricsJSONWriter(L.Callback):
@@ -47,12 +48,15 @@ class MetricsJSONWriter(L.Callback):
         if not trainer.is_global_zero:
             return
         names = getattr(module, "label_names", [])
-        write_json_atomic(self.path, {
-            "global_step": trainer.global_step,
-            "epoch": trainer.current_epoch,
-            "val": scores_to_json(getattr(module, "last_val_scores", None), names),
-            "test": scores_to_json(getattr(module, "last_test_scores", None), names),
-        })
+        write_json_atomic(
+            self.path,
+            {
+                "global_step": trainer.global_step,
+                "epoch": trainer.current_epoch,
+                "val": scores_to_json(getattr(module, "last_val_scores", None), names),
+                "test": scores_to_json(getattr(module, "last_test_scores", None), names),
+            },
+        )
 
     def on_validation_end(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
@@ -74,8 +78,14 @@ class TrainKeyLog(L.Callback):
     def __init__(self, path: str) -> None:
         self.path = Path(path)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
-        path = self.path if trainer.global_rank == 0 else self.path.with_name(f"{self.path.name}.rank{trainer.global_rank}")
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        path = (
+            self.path
+            if trainer.global_rank == 0
+            else self.path.with_name(f"{self.path.name}.rank{trainer.global_rank}")
+        )
         keys = ",".join(str(key) for key in batch.get("key", []))
         with open(path, "a") as handle:
             handle.write(f"{trainer.global_step + 1} {trainer.current_epoch} {batch_idx} {keys}\n")
@@ -114,7 +124,9 @@ class StepTimer(L.Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._clock, self._wall, self._clips, self._synced = [], [], [], []
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
         done = len(self._clock) + 1
         edge = done == self.warmup_steps or (trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps)
         if edge and self.sync_edges and pl_module.device.type == "cuda":
@@ -135,20 +147,28 @@ class StepTimer(L.Callback):
         payload: dict[str, Any] = {
             "warmup_steps": self.warmup_steps,
             "steps_timed": max(timed, 0),
-            "seconds": None, "clips": None, "clips_per_s": None, "median_step_s": None,
+            "seconds": None,
+            "clips": None,
+            "clips_per_s": None,
+            "median_step_s": None,
             "batch_size": self._clips[0] if self._clips else None,
-            "window_start_unix": None, "window_end_unix": None,
-            "synced_edges": False, "world_size": int(world_size),
+            "window_start_unix": None,
+            "window_end_unix": None,
+            "synced_edges": False,
+            "world_size": int(world_size),
         }
         if timed < 1:
             return payload
         seconds = self._clock[-1] - self._clock[first]
-        clips = sum(self._clips[first + 1:])
-        steps = sorted(b - a for a, b in zip(self._clock[first:], self._clock[first + 1:]))
+        clips = sum(self._clips[first + 1 :])
+        steps = sorted(b - a for a, b in zip(self._clock[first:], self._clock[first + 1 :]))
         payload.update(
-            seconds=seconds, clips=clips, clips_per_s=clips / seconds if seconds > 0 else None,
+            seconds=seconds,
+            clips=clips,
+            clips_per_s=clips / seconds if seconds > 0 else None,
             median_step_s=steps[len(steps) // 2],
-            window_start_unix=self._wall[first], window_end_unix=self._wall[-1],
+            window_start_unix=self._wall[first],
+            window_end_unix=self._wall[-1],
             synced_edges=self._synced[first] and self._synced[-1],
         )
         return payload

@@ -1,60 +1,106 @@
-"""Loading this project's Lightning checkpoints safely (``weights_only=True``) for eval and tagging.
+"""The one loader of this project's Lightning checkpoints, safely (``weights_only=True``).
+
+A checkpoint says what it is: :func:`checkpoint_kind` reads that from its contents (a
+``FineTuneModule``'s hyper-parameters carry ``mode``; a ``TaggingModule``'s carry ``model_config``
+and ``labels``; anything else is plain weights, a published PANNs file or a bare state_dict, for
+``panns_lightning.models.load_panns_checkpoint``). :func:`load_tagging_module` rebuilds the module
+a Lightning checkpoint was trained with, whichever of the two it is; panns-eval, panns-tag,
+panns-export and :mod:`panns_lightning.inference` all come through here.
 
 Every read goes through :func:`panns_lightning.models.checkpoint.load_weights_only`: a file that
 would run code when unpickled is refused (:class:`UnsafeCheckpointError`, naming the file) and a
 missing path is a one-line ``FileNotFoundError``. A state_dict that does not fit the network its
-own hyper-parameters describe is a :class:`CheckpointMismatchError` naming the keys and class counts.
+own hyper-parameters describe is a :class:`CheckpointMismatchError` worded by
+:class:`~panns_lightning.models.checkpoint.StateDictMismatch`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-import torch
 from torch import nn
 
 from panns_lightning.models.checkpoint import (
+    LIGHTNING_PREFIX,
     CheckpointMismatchError,
     CheckpointReadError,
-    classes_num,
-    compare_state_dicts,
-    examples,
+    StateDictMismatch,
     load_weights_only,
 )
+from panns_lightning.training.finetune import FineTuneModule
 from panns_lightning.training.module import TaggingModule
 
-MODEL_PREFIX = "model."
+CheckpointKind = Literal["tagging", "finetune", "weights"]
 
 
-def read_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The checkpoint's top-level dict, read weights-only: a checkpoint can never run code on load."""
-    content = load_weights_only(path)
+def read_checkpoint(path: str | Path, *, mmap: bool = False) -> dict[str, Any]:
+    """The checkpoint's top-level dict, read weights-only: a checkpoint can never run code on load.
+
+    ``mmap=True`` maps the file (a cheap peek at a large checkpoint; tensors are read when used).
+    """
+    content = load_weights_only(path, mmap=mmap)
     if not isinstance(content, Mapping):
-        raise CheckpointReadError(
-            f"{path} holds a {type(content).__name__}, not a checkpoint dict"
-        )
+        raise CheckpointReadError(f"{path} holds a {type(content).__name__}, not a checkpoint dict")
     return dict(content)
 
 
-def load_tagging_module(path: str | Path) -> TaggingModule:
-    """Rebuild the TaggingModule a checkpoint was trained with (model config and labels included)."""
-    checkpoint = read_checkpoint(path)
-    if "hyper_parameters" not in checkpoint or "state_dict" not in checkpoint:
+def checkpoint_kind(content: Mapping[str, Any]) -> CheckpointKind:
+    """What a checkpoint's contents say it is: one of our two modules, or plain weights."""
+    hyper = content.get("hyper_parameters")
+    if not isinstance(hyper, Mapping) or "state_dict" not in content:
+        return "weights"
+    return "finetune" if "mode" in hyper else "tagging"
+
+
+def load_tagging_module(path: str | Path, content: Mapping[str, Any] | None = None) -> TaggingModule:
+    """Rebuild the module a Lightning checkpoint was trained with (model config and labels included), in eval mode.
+
+    A fine-tuning checkpoint gives a :class:`FineTuneModule` (a TaggingModule). ``content`` is the
+    already-read checkpoint, when the caller has it (no second read of a large file).
+    """
+    checkpoint = dict(content) if content is not None else read_checkpoint(path)
+    kind = checkpoint_kind(checkpoint)
+    if kind == "weights":
         raise ValueError(
             f"{path} is not a panns_lightning training checkpoint (expected keys 'hyper_parameters' and "
             f"'state_dict', found {sorted(map(str, checkpoint))[:8]}); for published PANNs files use "
             "panns_lightning.models.load_panns_checkpoint"
         )
-    if "mode" in checkpoint["hyper_parameters"]:  # written by FineTuneModule (panns-finetune)
-        from panns_lightning.training.finetune import load_finetune_module
-
-        return load_finetune_module(path, checkpoint)
-    module = build_from_hyper_parameters(TaggingModule, checkpoint["hyper_parameters"], path)
+    hyper = dict(checkpoint["hyper_parameters"])
+    module_class: type[TaggingModule] = TaggingModule
+    if kind == "finetune":
+        module_class = FineTuneModule
+        hyper["checkpoint"] = None  # the weights come from this file, not the pretrained one
+    module = build_from_hyper_parameters(module_class, hyper, path)
     load_module_state(module, checkpoint["state_dict"], path)
     module.eval()
     return module
+
+
+def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = None) -> FineTuneModule:
+    """:func:`load_tagging_module` for a checkpoint that must be a fine-tuning one."""
+    checkpoint = dict(content) if content is not None else read_checkpoint(path)
+    if checkpoint_kind(checkpoint) != "finetune":
+        raise ValueError(
+            f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module"
+        )
+    module = load_tagging_module(path, checkpoint)
+    assert isinstance(module, FineTuneModule)
+    return module
+
+
+def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
+    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files.
+
+    Read weights-only and memory-mapped (a peek, not a full read); an unsafe or unreadable file
+    raises :class:`CheckpointReadError` naming it.
+    """
+    content = load_weights_only(path, mmap=True)
+    hyper = content.get("hyper_parameters") if isinstance(content, Mapping) else None
+    config = hyper.get("model_config") if isinstance(hyper, Mapping) else None
+    return dict(config) if isinstance(config, Mapping) else None
 
 
 def build_from_hyper_parameters(cls: type, hyper: Mapping[str, Any], path: str | Path) -> Any:
@@ -73,33 +119,11 @@ def build_from_hyper_parameters(cls: type, hyper: Mapping[str, Any], path: str |
 
 def load_module_state(module: nn.Module, state: Mapping[str, Any], path: str | Path) -> None:
     """Strict ``load_state_dict``, with a mismatch named by keys, shapes and class counts."""
-    problems = state_mismatch(module.state_dict(), state)
-    if problems:
+    mismatch = StateDictMismatch.between(module.state_dict(), state, prefix=LIGHTNING_PREFIX)
+    if mismatch:
         model_config = dict(getattr(module, "hparams", {})).get("model_config") or {}
         name = model_config.get("name", type(module).__name__)
         raise CheckpointMismatchError(
-            f"{path}: its state_dict does not fit the {name} its hyper_parameters describe: {'; '.join(problems)}"
+            f"{path}: its state_dict does not fit the {name} its hyper_parameters describe: {mismatch.summary()}"
         )
     module.load_state_dict(state)
-
-
-def state_mismatch(expected: Mapping[str, torch.Tensor], given: Mapping[str, Any]) -> list[str]:
-    """Human-readable differences between two state_dicts (empty when they fit)."""
-    missing, unexpected, misshaped = (sorted(keys) for keys in compare_state_dicts(expected, given))
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} keys missing from the file ({examples(missing)})")
-    if unexpected:
-        problems.append(f"{len(unexpected)} unexpected keys ({examples(unexpected)})")
-    if misshaped:
-        problems.append(f"{len(misshaped)} keys with other shapes ({examples([_shapes(k, given, expected) for k in misshaped])})")
-    file_classes, model_classes = classes_num(given, MODEL_PREFIX), classes_num(expected, MODEL_PREFIX)
-    if problems and None not in (file_classes, model_classes) and file_classes != model_classes:
-        problems.append(f"the file's classifier has {file_classes} classes, the model expects {model_classes}")
-    return problems
-
-
-def _shapes(key: str, given: Mapping[str, Any], expected: Mapping[str, torch.Tensor]) -> str:
-    value = given[key]
-    found = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
-    return f"{key}: file {found} vs model {tuple(expected[key].shape)}"

@@ -81,7 +81,9 @@ def collect_fold_results(sweep_dir: str | os.PathLike) -> list[tuple[Path, dict[
         except (OSError, json.JSONDecodeError) as error:
             raise CVReportError(f"{path}: cannot read ({error})") from error
     if not found:
-        raise CVReportError(f"no {RESULT_NAME} under {sweep_dir}: did the fold runs finish (each writes one after testing)?")
+        raise CVReportError(
+            f"no {RESULT_NAME} under {sweep_dir}: did the fold runs finish (each writes one after testing)?"
+        )
     return sorted(found, key=lambda item: (item[1].get("fold") is None, item[1].get("fold") or 0, str(item[0])))
 
 
@@ -94,14 +96,21 @@ def summarize(results: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     folds_seen: dict[Any, Path] = {}
     for path, result in results:
         if list(result["labels"]) != labels:
-            raise CVReportError(f"{path} has other labels than {first_path} ({len(result['labels'])} vs {len(labels)} classes): not one experiment")
+            raise CVReportError(
+                f"{path} has other labels than {first_path} ({len(result['labels'])} vs {len(labels)} classes): not one experiment"
+            )
         fold = result.get("fold")
         if fold in folds_seen:
             raise CVReportError(f"fold {fold} appears twice: {folds_seen[fold]} and {path}; report one sweep at a time")
         folds_seen[fold] = path
     accuracies = [float(result["accuracy"]) for _, result in results]
     per_fold = [
-        {"fold": result.get("fold"), "accuracy": float(result["accuracy"]), "num_clips": int(result["num_clips"]), "path": str(path)}
+        {
+            "fold": result.get("fold"),
+            "accuracy": float(result["accuracy"]),
+            "num_clips": int(result["num_clips"]),
+            "path": str(path),
+        }
         for path, result in results
     ]
     summary: dict[str, Any] = {
@@ -129,7 +138,9 @@ def summarize(results: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
     return summary
 
 
-def write_report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None) -> dict[str, Any]:
+def write_report(
+    sweep_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, title: str | None = None
+) -> dict[str, Any]:
     """Collect, summarise and write the three report files into ``out_dir`` (default ``sweep_dir``)."""
     sweep_dir = Path(sweep_dir)
     out = Path(out_dir) if out_dir is not None else sweep_dir
@@ -149,7 +160,9 @@ def format_cv_table(summary: dict[str, Any]) -> str:
     for item in summary["folds"]:
         lines.append(f"{str(item['fold']):<8}{item['num_clips']:>7}{item['accuracy']:>10.4f}")
     lines.append("-" * 25)
-    lines.append(f"{'mean':<8}{summary['num_clips']:>7}{summary['accuracy_mean']:>10.4f} ± {summary['accuracy_std']:.4f}")
+    lines.append(
+        f"{'mean':<8}{summary['num_clips']:>7}{summary['accuracy_mean']:>10.4f} ± {summary['accuracy_std']:.4f}"
+    )
     return "\n".join(lines)
 
 
@@ -158,7 +171,9 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines = [f"# Cross-validation: {summary.get('title', '')}", "", "| fold | clips | accuracy |", "|---:|---:|---:|"]
     for item in summary["folds"]:
         lines.append(f"| {item['fold']} | {item['num_clips']} | {item['accuracy']:.4f} |")
-    lines.append(f"| **mean ± std** | {summary['num_clips']} | **{summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}** |")
+    lines.append(
+        f"| **mean ± std** | {summary['num_clips']} | **{summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}** |"
+    )
     if summary.get("missing_folds"):
         lines += ["", f"Missing folds: {summary['missing_folds']} (the mean is over the folds present)."]
     per_class = summary.get("per_class_accuracy")
@@ -192,33 +207,16 @@ def plot_confusion(confusion: np.ndarray, labels: Sequence[str], path: Path, *, 
         for i in range(len(labels)):
             for j in range(len(labels)):
                 if confusion[i, j]:
-                    axes.text(j, i, str(int(confusion[i, j])), ha="center", va="center", fontsize=6, color="white" if normalised[i, j] > 0.5 else "black")
+                    axes.text(
+                        j,
+                        i,
+                        str(int(confusion[i, j])),
+                        ha="center",
+                        va="center",
+                        fontsize=6,
+                        color="white" if normalised[i, j] > 0.5 else "black",
+                    )
     figure.colorbar(image, ax=axes, fraction=0.046)
     figure.tight_layout()
     figure.savefig(path, dpi=120)
     plt.close(figure)
-
-
-try:  # Hydra is a dependency of the apps, not of this module's functions
-    from hydra.experimental.callback import Callback as _HydraCallback
-except ImportError:  # pragma: no cover
-    _HydraCallback = object  # type: ignore[misc,assignment]
-
-
-class CVReportCallback(_HydraCallback):  # type: ignore[misc,valid-type]
-    """Hydra callback: write the report into the sweep directory when a multirun ends.
-
-    Enable with ``hydra.callbacks.cv_report._target_=panns_lightning.training.cv_report.CVReportCallback``
-    (the finetune experiments do). A failure is printed, not raised: the fold runs are done and
-    ``panns-cv-report SWEEP_DIR`` can be run again by hand.
-    """
-
-    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
-        sweep_dir = Path(str(config.hydra.sweep.dir))
-        try:
-            summary = write_report(sweep_dir, title=str(config.get("task_name", sweep_dir.name)))
-        except CVReportError as error:
-            print(f"cv report: {error}")
-            return
-        print(format_cv_table(summary))
-        print(f"cv report: {sweep_dir / SUMMARY_MD}")

@@ -20,10 +20,8 @@ The data stream's part (skipping the batches an epoch already trained on) is in
 from __future__ import annotations
 
 import logging
-import os
 import random
 import secrets
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +31,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from panns_lightning.atomic import atomic_open
 from panns_lightning.models.checkpoint import load_weights_only
 
 log = logging.getLogger(__name__)
@@ -55,16 +54,8 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return
         target_path = Path(target.removeprefix("file://"))
         target_path.parent.mkdir(parents=True, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(prefix=f".{target_path.name}.", suffix=".tmp", dir=target_path.parent)
-        try:
-            with os.fdopen(handle, "wb") as stream:
-                torch.save(checkpoint, stream)
-                stream.flush()
-                os.fsync(stream.fileno())
-            os.replace(temporary, target_path)
-        except BaseException:
-            Path(temporary).unlink(missing_ok=True)
-            raise
+        with atomic_open(target_path) as stream:
+            torch.save(checkpoint, stream)
 
 
 def step_seed(seed: int, epoch: int, batch_idx: int, rank: int) -> int:
@@ -85,7 +76,9 @@ class StepSeed(L.Callback):
     def __init__(self, seed: int) -> None:
         self.seed = int(seed)
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         seed_all(step_seed(self.seed, trainer.current_epoch, batch_idx, trainer.global_rank))
 
 
@@ -125,7 +118,9 @@ class LogStepFromGlobalStep(L.Callback):
     global step, so it is set to it before each batch.
     """
 
-    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         epoch_loop = trainer.fit_loop.epoch_loop
         if trainer.accumulate_grad_batches == 1 and hasattr(epoch_loop, "_batches_that_stepped"):
             epoch_loop._batches_that_stepped = trainer.global_step
@@ -140,7 +135,9 @@ def checkpoint_global_step(path: str | Path) -> int:
     return int(checkpoint.get("global_step", 0))
 
 
-def continue_loggers(logger_cfgs: dict[str, Any], resume_step: int, output_dir: str | Path) -> dict[str, dict[str, Any]]:
+def continue_loggers(
+    logger_cfgs: dict[str, Any], resume_step: int, output_dir: str | Path
+) -> dict[str, dict[str, Any]]:
     """Overrides for each logger config so that a run resumed at ``resume_step`` continues its logs.
 
     Lightning logs a batch's metrics under the number of optimizer steps *before* it, so the

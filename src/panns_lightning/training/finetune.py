@@ -25,7 +25,6 @@ It is a :class:`TaggingModule` (same loss, mixup, metrics, checkpoint contents);
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,10 +34,10 @@ from torchmetrics.utilities import dim_zero_cat
 
 from panns_lightning.models.blocks import init_layer
 from panns_lightning.models.checkpoint import (
+    CLASSIFIER_PREFIXES,
     CheckpointMismatchError,
+    StateDictMismatch,
     best_matching_models,
-    compare_state_dicts,
-    load_weights_only,
     read_state_dict,
 )
 from panns_lightning.training.module import TaggingModule
@@ -47,8 +46,6 @@ log = logging.getLogger(__name__)
 
 MODES = ("full", "linear_probe", "partial")
 HEAD = "fc_audioset"
-# The classifier keys of the published files; everything else is backbone.
-CLASSIFIER_PREFIXES = ("fc_audioset.", "att_block.")
 # Deterministic front-end tensors: equal only if the checkpoint was made with the same front end.
 FRONTEND_TENSORS = ("logmel_extractor.melW",)
 
@@ -133,8 +130,14 @@ class FineTuneModule(TaggingModule):
     def on_test_epoch_end(self) -> None:
         # Keep the raw predictions (gathered across ranks) for confusion matrices before they are reset.
         with self.test_metrics.sync_context(should_sync=self.trainer.world_size > 1 if self._trainer else False):
-            probs = dim_zero_cat(self.test_metrics.probs) if self.test_metrics.probs else torch.zeros(0, len(self.labels))
-            targets = dim_zero_cat(self.test_metrics.targets) if self.test_metrics.targets else torch.zeros(0, len(self.labels))
+            probs = (
+                dim_zero_cat(self.test_metrics.probs) if self.test_metrics.probs else torch.zeros(0, len(self.labels))
+            )
+            targets = (
+                dim_zero_cat(self.test_metrics.targets)
+                if self.test_metrics.targets
+                else torch.zeros(0, len(self.labels))
+            )
         self.last_test_predictions = (probs.cpu(), targets.cpu())
         super().on_test_epoch_end()
 
@@ -144,7 +147,9 @@ class FineTuneModule(TaggingModule):
         groups = parameter_groups(self.model, hp.lr, self.layer_decay)
         if not groups:
             raise ValueError("nothing to train: every parameter is frozen")
-        optimizer = torch.optim.Adam(groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad)
+        optimizer = torch.optim.Adam(
+            groups, lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps, weight_decay=hp.weight_decay, amsgrad=hp.amsgrad
+        )
         if hp.warmup_steps <= 0:
             return optimizer
         warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
@@ -161,24 +166,18 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     state = read_state_dict(path)
     file_backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     model_backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
-    missing, unexpected, misshaped = (sorted(keys) for keys in compare_state_dicts(model_backbone, file_backbone))
+    mismatch = StateDictMismatch.between(model_backbone, file_backbone)
     name = getattr(model, "zoo_name", type(model).__name__)
-    if missing or unexpected or misshaped:
+    if mismatch:
         names, score = best_matching_models(state)
-        details = []
-        if missing:
-            details.append(f"{len(missing)} backbone keys missing from the file (e.g. {', '.join(missing[:4])})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected keys in the file (e.g. {', '.join(unexpected[:4])})")
-        if misshaped:
-            k = misshaped[0]
-            details.append(f"{len(misshaped)} keys with other shapes (e.g. {k}: file {tuple(file_backbone[k].shape)} vs model {tuple(model_backbone[k].shape)})")
         raise CheckpointMismatchError(
-            f"{path} does not fit the {name} backbone: {'; '.join(details)}. The file's layout best fits "
+            f"{path} does not fit the {name} backbone: {mismatch.summary()}. The file's layout best fits "
             f"{' / '.join(names)} ({score:.0%} of keys); set model=<that name> and its front end"
         )
     for key in FRONTEND_TENSORS:
-        if key in file_backbone and not torch.allclose(file_backbone[key].float(), model_backbone[key].float(), atol=1e-5):
+        if key in file_backbone and not torch.allclose(
+            file_backbone[key].float(), model_backbone[key].float(), atol=1e-5
+        ):
             raise CheckpointMismatchError(
                 f"{path}: its {key} differs from the one {name} builds from model_config, so the checkpoint was "
                 "trained with another front end (sample_rate / window_size / mel_bins / fmin / fmax); use the "
@@ -190,18 +189,6 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     return file_backbone
 
 
-def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
-    """The model config a panns_lightning checkpoint carries (name + front end), or None for other files.
-
-    Read weights-only and memory-mapped (a peek, not a full read); an unsafe or unreadable file
-    raises :class:`CheckpointReadError` naming it.
-    """
-    content = load_weights_only(path, mmap=True)
-    hyper = content.get("hyper_parameters") if isinstance(content, Mapping) else None
-    config = hyper.get("model_config") if isinstance(hyper, Mapping) else None
-    return dict(config) if isinstance(config, Mapping) else None
-
-
 def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) -> list[str]:
     """Top-level children to freeze: none (full), all but the head (linear_probe), up to ``freeze_until``."""
     names = [name for name, _ in model.named_children()]
@@ -211,7 +198,9 @@ def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) ->
         return [name for name in names if name != HEAD]
     if freeze_until not in names or freeze_until == HEAD:
         choices = [name for name in names if name != HEAD]
-        raise ValueError(f"freeze_until={freeze_until!r} is not a layer of {getattr(model, 'zoo_name', type(model).__name__)}; choose one of {choices}")
+        raise ValueError(
+            f"freeze_until={freeze_until!r} is not a layer of {getattr(model, 'zoo_name', type(model).__name__)}; choose one of {choices}"
+        )
     return names[: names.index(freeze_until) + 1]
 
 
@@ -226,22 +215,3 @@ def parameter_groups(model: nn.Module, lr: float, layer_decay: float) -> list[di
     for depth, (name, params) in enumerate(reversed(layers)):
         groups.append({"params": params, "lr": lr * layer_decay**depth, "name": name})
     return list(reversed(groups))
-
-
-def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = None) -> FineTuneModule:
-    """Rebuild a fine-tuned module from its Lightning checkpoint (labels and config included) for eval.
-
-    ``content`` is the already-read checkpoint, when the caller has it (no second read of a large file).
-    """
-    from panns_lightning.training.checkpoints import build_from_hyper_parameters, load_module_state, read_checkpoint
-
-    if content is None:
-        content = read_checkpoint(path)
-    hyper = dict(content.get("hyper_parameters") or {})
-    if "mode" not in hyper or "state_dict" not in content:
-        raise ValueError(f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module")
-    hyper["checkpoint"] = None  # the weights come from this file, not the pretrained one
-    module = build_from_hyper_parameters(FineTuneModule, hyper, path)
-    load_module_state(module, content["state_dict"], path)
-    module.eval()
-    return module

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+
+from panns_lightning.atomic import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -68,11 +69,9 @@ def truncate_csv_log(path: Path, resume_step: int) -> int:
     kept = [row for row in rows if not row.get("step") or int(float(row["step"])) < resume_step]
     if len(kept) == len(rows):
         return 0
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()
         writer.writerows(kept)
-    os.replace(temporary, path)
     log.info("resume: dropped %d rows from step %d on from %s", len(rows) - len(kept), resume_step, path)
     return len(rows) - len(kept)

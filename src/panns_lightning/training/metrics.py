@@ -133,9 +133,7 @@ def format_scores_table(scores: TaggingScores, label_names: list[str], worst: in
         f"{'top-1 acc':<12}{scores.accuracy:>10.4f}",
         f"{'clips':<12}{scores.num_clips:>10d}",
     ]
-    ranked = sorted(
-        (ap, i) for i, ap in enumerate(scores.per_class_ap) if not math.isnan(ap)
-    )
+    ranked = sorted((ap, i) for i, ap in enumerate(scores.per_class_ap) if not math.isnan(ap))
     if ranked:
         lines += ["", f"weakest {min(worst, len(ranked))} classes by AP:"]
         for ap, i in ranked[:worst]:

@@ -4,7 +4,8 @@ It owns what is *training*: the loss (BCE multi-label / CE single-label, both on
 logits, so bf16 autocast loses no gradient that fp32 keeps), PANNs-style mixup
 (λ ~ Beta(α, α), targets mixed with the same pairwise arithmetic as the features; on the log-mel
 inside the model as upstream, or on the waveforms before it), cheap waveform augmentations
-(``training/augment.py``, train step only), Adam with PANNs' defaults, and the metrics. The network itself is a plain ``nn.Module`` from
+(train step only; all augmentation is configured by one :class:`AugmentOptions`, ``training/augment.py``),
+Adam with PANNs' defaults, and the metrics. The network itself is a plain ``nn.Module`` from
 ``build_model`` stored as ``self.model``, so its state_dict keys inside a Lightning checkpoint are
 ``model.<upstream key>``.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Mapping
 from typing import Any
 
 import lightning as L
@@ -30,10 +32,9 @@ import torch
 import torch.nn.functional as F
 
 from panns_lightning.audio import INT16_SCALE
-from panns_lightning.models import build_model
-from panns_lightning.training.augment import MIXUP_SITES, WaveformAugment
+from panns_lightning.models import build_model, do_mixup
+from panns_lightning.training.augment import AugmentOptions, sample_mixup_lambda
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
-from panns_lightning.training.mixup import do_mixup, sample_mixup_lambda
 from panns_lightning.training.numerics import NonFiniteGuard, optimizer_skips_on_device
 from panns_lightning.training.speed import SpeedOptions, to_device_async
 
@@ -56,32 +57,40 @@ class TaggingModule(L.LightningModule):
         weight_decay: float = 0.0,
         amsgrad: bool = True,
         warmup_steps: int = 0,
-        mixup_alpha: float = 1.0,
-        mixup_enabled: bool = True,
-        mixup_on: str = "logmel",
-        gain_db: tuple[float, float] | list[float] | None = None,
-        max_shift_seconds: float = 0.0,
+        augment: AugmentOptions | Mapping[str, Any] | None = None,
         max_nonfinite_steps: int = 5,
         compile_model: bool = False,
         speed: SpeedOptions | None = None,
+        **augment_keywords: Any,
     ) -> None:
+        """``augment`` (:class:`AugmentOptions` or its dict) sets mixup, SpecAugment and the waveform
+        augmentations. Without it the flat keywords of older checkpoints do (``mixup_enabled``,
+        ``mixup_alpha``, ``mixup_on``, ``gain_db``, ``max_shift_seconds``; see
+        :meth:`AugmentOptions.from_keywords`) and SpecAugment is what ``model_config`` says.
+        """
         super().__init__()
         if not labels:
             raise ValueError("TaggingModule needs the label list (from the shard manifest); got none")
         model_config = dict(model_config)
         if "name" not in model_config:
             raise ValueError(f"model_config needs a 'name'; got keys {sorted(model_config)}")
-        if mixup_on not in MIXUP_SITES:
-            raise ValueError(f"mixup_on must be one of {MIXUP_SITES}, got {mixup_on!r}")
+        if augment is None:
+            options = AugmentOptions.from_keywords(**augment_keywords)
+        elif augment_keywords:
+            raise TypeError(f"pass augment or the flat augment keywords, not both (got {sorted(augment_keywords)})")
+        else:
+            options = augment if isinstance(augment, AugmentOptions) else AugmentOptions.from_dict(augment)
+            model_config.update(options.specaugment.model_settings())
+        self.augment = options.check()
+        # save_hyperparameters records this frame's locals: the model config with SpecAugment in it and
+        # the augment config as plain dicts (weights_only-loadable), never the flat keywords.
+        augment, augment_keywords = options.to_dict(), {}
         # compile_model and speed are how this process runs, not what the weights are: a checkpoint
         # must not make its evaluator compile.
         self.save_hyperparameters(ignore=["compile_model", "speed"])
         speed = speed or SpeedOptions()
         self.speed = speed if not compile_model else dataclasses.replace(speed, compile=True)
-        self.waveform_augment = WaveformAugment(
-            gain_db=None if gain_db is None else (float(gain_db[0]), float(gain_db[1])),
-            max_shift_samples=int(round(max_shift_seconds * int(model_config.get("sample_rate", 0)))),
-        )
+        self.waveform_augment = options.waveform_augment(int(model_config.get("sample_rate", 0)))
         self.labels = list(labels)
         self.multilabel = multilabel
         model_kwargs = dict(model_config)  # the saved hyper-parameters keep "name"
@@ -139,12 +148,13 @@ class TaggingModule(L.LightningModule):
         if self.waveform_augment.enabled:  # each source clip is augmented before any mixing
             waveform = self.waveform_augment(waveform)
         mixup_lambda = None
-        if self.hparams.mixup_enabled and waveform.shape[0] >= 2:
+        mixup = self.augment.mixup
+        if mixup.enabled and waveform.shape[0] >= 2:
             if waveform.shape[0] % 2:  # pairs only: drop the odd clip out
                 waveform, target = waveform[:-1], target[:-1]
-            mixup_lambda = to_device_async(sample_mixup_lambda(waveform.shape[0], self.hparams.mixup_alpha), waveform.device)
+            mixup_lambda = to_device_async(sample_mixup_lambda(waveform.shape[0], mixup.alpha), waveform.device)
             target = do_mixup(target, mixup_lambda)
-            if self.hparams.get("mixup_on", "logmel") == "waveform":
+            if mixup.at == "waveform":
                 # Same pairwise arithmetic as the log-mel site, applied before the front end.
                 waveform, mixup_lambda = do_mixup(waveform, mixup_lambda), None
         output = self.model(waveform, mixup_lambda)
@@ -162,7 +172,9 @@ class TaggingModule(L.LightningModule):
         if self.guard_update(optimizer, self.global_step, scaled=scaled, review=review):
             self._log_host_values()
 
-    def guard_update(self, optimizer: torch.optim.Optimizer, step: int, *, scaled: bool = False, review: bool = True) -> bool:
+    def guard_update(
+        self, optimizer: torch.optim.Optimizer, step: int, *, scaled: bool = False, review: bool = True
+    ) -> bool:
         """Arrange for a non-finite step to change nothing; True if the host looked at the device.
 
         With ``speed.sync_free`` and a fused optimizer the verdict stays on the device
@@ -222,20 +234,26 @@ class TaggingModule(L.LightningModule):
         self.last_test_scores = self._log_scores(self.test_metrics, "test")
 
     def predict_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        return {"key": batch["key"], **{k: v.float().cpu() for k, v in self.model(float_waveform(batch["waveform"])).items()}}
+        return {
+            "key": batch["key"],
+            **{k: v.float().cpu() for k, v in self.model(float_waveform(batch["waveform"])).items()},
+        }
 
     # ---- optimisation -----------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         hp = self.hparams
         optimizer = torch.optim.Adam(
-            self.parameters(), lr=hp.lr, betas=tuple(hp.betas), eps=hp.eps,
-            weight_decay=hp.weight_decay, amsgrad=hp.amsgrad, **self.speed.adam_options(),
+            self.parameters(),
+            lr=hp.lr,
+            betas=tuple(hp.betas),
+            eps=hp.eps,
+            weight_decay=hp.weight_decay,
+            amsgrad=hp.amsgrad,
+            **self.speed.adam_options(),
         )
         if hp.warmup_steps <= 0:
             return optimizer
-        warmup = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps)
-        )
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / hp.warmup_steps))
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
 
     # ---- what a checkpoint carries ----------------------------------------------------------

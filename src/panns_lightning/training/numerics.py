@@ -73,7 +73,9 @@ class NonFiniteGuard:
         return self._loss
 
     # ---- host decision ------------------------------------------------------------------
-    def check(self, parameters: Iterable[torch.nn.Parameter], global_step: int, *, clear_gradients: bool = True) -> bool:
+    def check(
+        self, parameters: Iterable[torch.nn.Parameter], global_step: int, *, clear_gradients: bool = True
+    ) -> bool:
         """True if this step is skipped; raises :class:`NonFiniteTrainingError` after too many in a row.
 
         One host sync. With ``clear_gradients`` the gradients are checked too and, on a skip,
@@ -118,7 +120,11 @@ class NonFiniteGuard:
     def _finite_flags(self, with_grad: Sequence[torch.nn.Parameter]) -> torch.Tensor:
         """``[loss finite, gradients finite]`` as a device bool tensor (true where nothing was given)."""
         device = with_grad[0].device if with_grad else (self._loss.device if self._loss is not None else None)
-        loss_ok = torch.isfinite(self._loss).all() if self._loss is not None else torch.ones((), dtype=torch.bool, device=device)
+        loss_ok = (
+            torch.isfinite(self._loss).all()
+            if self._loss is not None
+            else torch.ones((), dtype=torch.bool, device=device)
+        )
         grads_ok = gradients_finite(with_grad) if with_grad else torch.ones((), dtype=torch.bool, device=device)
         return torch.stack([loss_ok.to(grads_ok.device), grads_ok])
 

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 
 
-class LabelSetLike(Protocol):
+class ClipLabelsLike(Protocol):
     """Labels in CSR form: clip i's classes are ``values[offsets[i]:offsets[i + 1]]``."""
 
     offsets: np.ndarray
@@ -48,8 +48,8 @@ class PannsBalancedSampler:
         self._queue: list[int] = []
 
     @classmethod
-    def from_label_set(cls, label_set: LabelSetLike, *, seed: int = 0) -> "PannsBalancedSampler":
-        """Build from CSR labels (``offsets``, ``values``, ``num_classes``), as ``balance.LabelSet`` holds them."""
+    def from_label_set(cls, label_set: ClipLabelsLike, *, seed: int = 0) -> "PannsBalancedSampler":
+        """Build from CSR labels (``offsets``, ``values``, ``num_classes``), as ``balance.ClipLabels`` holds them."""
         sampler = cls.__new__(cls)
         order = np.argsort(label_set.values, kind="stable")
         clip_of_value = np.repeat(np.arange(len(label_set.offsets) - 1), np.diff(label_set.offsets))

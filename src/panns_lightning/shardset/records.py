@@ -1,4 +1,4 @@
-"""What every dataset reader yields and what it reports, shared by readers and the shard writer."""
+"""What every dataset reader yields and what it reports: the records the shard writer converts."""
 
 from __future__ import annotations
 

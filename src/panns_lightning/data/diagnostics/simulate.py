@@ -1,6 +1,6 @@
 """Labels-only simulation at AudioSet scale: PANNs' sampler vs our train stream on ~1.9 M clips.
 
-    python -m panns_lightning.data.simulate \\
+    python -m panns_lightning.data.diagnostics.simulate \\
         --class-counts class_counts_full_train.csv --clips 1900000 --draws 1000000
 
 The simulated label set (:func:`simulated_label_set`) matches the CSV's per-class clip counts
@@ -8,7 +8,7 @@ exactly: every class c contributes n_c label tokens; the tokens are shuffled and
 1 + k labels (k ~ Poisson-like, so the mean is Σn_c / clips ≈ 2 with the real counts); a clip that
 got one class twice has the duplicate swapped with a random token elsewhere until no clip has
 duplicates. Co-occurrence is therefore random (real AudioSet co-occurrence is not, e.g. "Music"
-with its genres), which is also how the figures in the shared notes were simulated. Clips are cut
+with its genres), which is also how the PANNs figures quoted below were simulated. Clips are cut
 into ``--shards`` shards of equal size in that random order (the writer's stratification would only
 spread rare classes more evenly).
 
@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.balance import (
-    LabelSet,
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
     balance_figures,
     clips_of_classes,
     draw_panns,
@@ -42,7 +42,7 @@ from panns_lightning.data.balance import (
     rss_mb,
 )
 
-# The shared notes' PANNs figures on ~2.0 M simulated clips, 1 M draws.
+# PANNs' figures on ~2.0 M simulated clips, 1 M draws (an earlier simulation of the same kind).
 NOTES_PANNS = {"max_min_ratio": 226, "kl_uniform": 1.341, "min_count": 1927, "rare_coverage": 1.00}
 _DUPLICATE_REPAIR_ROUNDS = 1000
 
@@ -62,7 +62,7 @@ def read_class_counts(path: str | Path) -> np.ndarray:
     return counts
 
 
-def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: int, seed: int = 0) -> LabelSet:
+def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: int, seed: int = 0) -> ClipLabels:
     """A random multi-label set with exactly ``class_counts`` clips per class (see module docstring)."""
     rng = np.random.default_rng(seed)
     num_classes = len(class_counts)
@@ -84,7 +84,7 @@ def simulated_label_set(class_counts: np.ndarray, num_clips: int, num_shards: in
     else:
         raise RuntimeError("could not remove duplicate labels within clips; are the counts larger than the clips?")
     sizes = [len(part) for part in np.array_split(np.arange(num_clips), num_shards)]
-    return LabelSet(offsets, tokens, num_classes, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
+    return ClipLabels(offsets, tokens, num_classes, np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64))
 
 
 def _duplicate_positions(owner: np.ndarray, tokens: np.ndarray, num_classes: int) -> np.ndarray:
@@ -138,20 +138,29 @@ def run_simulation(
     measured("PANNs BalancedTrainSampler", lambda: draw_panns(label_set, draws, seed=seed))
     measured(
         f"ours, {ranks} ranks x {workers} workers",
-        lambda: draw_stream(label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, **options),
+        lambda: draw_stream(
+            label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, **options
+        ),
     )
     if plain:
         measured(
             "plain stream (balanced=False)",
             lambda: draw_stream(
-                label_set, draws, ranks=ranks, workers=workers, batch_size=batch_size, seed=seed, balanced=False, **options
+                label_set,
+                draws,
+                ranks=ranks,
+                workers=workers,
+                batch_size=batch_size,
+                seed=seed,
+                balanced=False,
+                **options,
             ),
         )
     print(f"draws          {draws} per sampler, batch size {batch_size}; stream options {options or 'defaults'}")
     print()
     print(format_figures(rows))
     print()
-    print("notes (PANNs, ~2.0 M clips): max/min 226, KL 1.341, min count 1927, rare coverage 1.00")
+    print("earlier simulation (PANNs, ~2.0 M clips): max/min 226, KL 1.341, min count 1927, rare coverage 1.00")
     print()
     print("gaps, in draws, between consecutive draws of the same clip:")
     print(format_gaps(gaps))

@@ -15,9 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.balance import LabelSet, balance_figures, draw_panns, format_figures, read_label_set
-from panns_lightning.data.sampling import StreamSpec, TrainClipStream, shard_counts
-from panns_lightning.data.stream import ErrorLog, read_shard_manifest, shard_urls
+from panns_lightning.data.diagnostics.balance import (
+    ClipLabels,
+    balance_figures,
+    draw_panns,
+    format_figures,
+    read_label_set,
+)
+from panns_lightning.data.spec import StreamSpec
+from panns_lightning.data.stream import ErrorLog
+from panns_lightning.data.train_stream import TrainClipStream
+from panns_lightning.shardset import Manifest, read_manifest
 
 _TOP = 5  # classes shown at each end of the per-class tables
 
@@ -42,21 +50,21 @@ def run_inspect(
     With ``balanced`` (or ``plot``) and draws, ``comparison`` maps ``"panns"`` and ``"ours"`` to
     :func:`balance.balance_figures` of the same number of draws; ``plot`` (a path) writes a PNG.
     """
-    manifest = read_shard_manifest(shard_dir)
-    names = [str(label.get("name", label.get("mid", label["index"]))) for label in manifest["labels"]]
-    counts = [int(count) for count in manifest["class_counts"]]
+    manifest = read_manifest(shard_dir, check_files=False)
+    names = manifest.label_names
+    counts = list(manifest.class_counts)
     report: dict[str, Any] = {
         "shard_dir": str(shard_dir),
-        "num_clips": int(manifest["num_clips"]),
-        "num_shards": len(manifest["shards"]),
-        "storage": manifest["storage"],
-        "sample_rate": int(manifest["sample_rate"]),
-        "clip_samples": int(manifest["clip_samples"]),
-        "clip_seconds": int(manifest["clip_samples"]) / int(manifest["sample_rate"]),
+        "num_clips": manifest.num_clips,
+        "num_shards": len(manifest.shards),
+        "storage": manifest.storage,
+        "sample_rate": manifest.sample_rate,
+        "clip_samples": manifest.clip_samples,
+        "clip_seconds": manifest.clip_samples / manifest.sample_rate,
         "num_classes": len(names),
         "class_counts": counts,
         "empty_classes": [names[index] for index, count in enumerate(counts) if count == 0],
-        "num_skipped": int(manifest.get("num_skipped", len(manifest.get("skipped", [])))),
+        "num_skipped": manifest.num_skipped,
     }
     _print_summary(report, names)
     if draws > 0:
@@ -71,10 +79,20 @@ def run_inspect(
             ours_name = "ours (stream)" if balanced else "ours (plain)"
             print()
             print(f"side by side   {len(drawn_keys)} draws each, same clips' labels, batch size {batch_size}")
-            print(format_figures({"PANNs BalancedTrainSampler": report["comparison"]["panns"], ours_name: report["comparison"]["ours"]}))
+            print(
+                format_figures(
+                    {
+                        "PANNs BalancedTrainSampler": report["comparison"]["panns"],
+                        ours_name: report["comparison"]["ours"],
+                    }
+                )
+            )
             if plot is not None:
                 plot_class_counts(
-                    plot, label_set.class_counts(), report["comparison"], names,
+                    plot,
+                    label_set.class_counts(),
+                    report["comparison"],
+                    names,
                     title=f"{shard_dir}: {len(drawn_keys)} draws, {label_set.num_clips} clips",
                     ours_name=ours_name,
                 )
@@ -83,12 +101,17 @@ def run_inspect(
     return report
 
 
-def compare_with_panns(label_set: LabelSet, keys: list[str], *, seed: int, batch_size: int) -> dict[str, dict[str, Any]]:
+def compare_with_panns(
+    label_set: ClipLabels, keys: list[str], *, seed: int, batch_size: int
+) -> dict[str, dict[str, Any]]:
     """Figures of our drawn ``keys`` and of as many draws from PANNs' sampler on the same label set."""
     index = label_set.key_index()
     ours = np.array([index[key] for key in keys], dtype=np.int64)
     panns = draw_panns(label_set, len(ours), seed=seed)
-    return {"panns": balance_figures(label_set, panns, batch_size), "ours": balance_figures(label_set, ours, batch_size)}
+    return {
+        "panns": balance_figures(label_set, panns, batch_size),
+        "ours": balance_figures(label_set, ours, batch_size),
+    }
 
 
 def plot_class_counts(
@@ -122,7 +145,14 @@ def plot_class_counts(
     for label, values, colour, marker, style in series:
         values = np.maximum(np.asarray(values, dtype=float)[order], 0.5)  # a 0 stays visible on a log axis
         axes.plot(
-            x, values, label=label, color=colour, marker=marker if few else None, markersize=4, linewidth=1.4, linestyle=style
+            x,
+            values,
+            label=label,
+            color=colour,
+            marker=marker if few else None,
+            markersize=4,
+            linewidth=1.4,
+            linestyle=style,
         )
     axes.axhline(fair, color="black", linestyle=":", linewidth=1, label=f"fair share draws/C = {fair:.0f}")
     axes.set_yscale("log")
@@ -151,7 +181,7 @@ def _short(name: str, width: int = 28) -> str:
 
 def measure_stream(
     shard_dir: str | Path,
-    manifest: dict[str, Any],
+    manifest: Manifest,
     *,
     balanced: bool,
     draws: int,
@@ -163,19 +193,10 @@ def measure_stream(
 
     ``keys_out``, when given, receives the drawn keys in draw order (for :func:`compare_with_panns`).
     """
-    num_classes = len(manifest["labels"])
-    counts = np.array(manifest["class_counts"], dtype=np.int64)
+    num_classes = manifest.num_classes
+    counts = np.array(manifest.class_counts, dtype=np.int64)
     errors = ErrorLog("inspect")
-    spec = StreamSpec(
-        urls=tuple(shard_urls(shard_dir, manifest)),
-        storage=manifest["storage"],
-        sample_rate=int(manifest["sample_rate"]),
-        clip_samples=int(manifest["clip_samples"]),
-        num_classes=num_classes,
-        class_counts=tuple(int(count) for count in counts),
-        num_clips=int(manifest["num_clips"]),
-        **shard_counts(manifest),
-    )
+    spec = StreamSpec.from_manifest(manifest)
     stream = TrainClipStream(
         spec,
         rank=0,

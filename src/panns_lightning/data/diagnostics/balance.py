@@ -1,6 +1,6 @@
 """Measuring class balance: one set of figures for any sampler, so PANNs' and ours compare like for like.
 
-A :class:`LabelSet` holds every clip's labels (CSR arrays, shard by shard); samplers are run for the
+A :class:`ClipLabels` holds every clip's labels (CSR arrays, shard by shard); samplers are run for the
 same number of draws and :func:`balance_figures` turns the drawn clip indices into:
 
 - ``share[c]``: draws containing class c ÷ the fair share draws/C (C = classes with clips);
@@ -16,7 +16,7 @@ draws) between consecutive draws of the same clip (:func:`draw_gaps`), as count,
 percentiles; ``simulate.py`` prints them for both samplers.
 
 Our sampler runs through its production code (``TrainClipStream.iter_slot``) on a labels-only
-reader (:class:`LabelSetReader`), all ranks × workers in this process with their real seeds.
+reader (:class:`ClipLabelsReader`), all ranks × workers in this process with their real seeds.
 """
 
 from __future__ import annotations
@@ -30,16 +30,18 @@ from typing import Any
 
 import numpy as np
 
-from panns_lightning.data.reference import PannsBalancedSampler
-from panns_lightning.data.sampling import ReaderSlot, ShardReader, StreamSpec, TrainClipStream
-from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard, read_shard_manifest, shard_urls
+from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
+from panns_lightning.data.spec import ReaderSlot, StreamSpec
+from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard
+from panns_lightning.data.train_stream import ShardReader, TrainClipStream
+from panns_lightning.shardset import read_manifest
 
 LABELS_URL_PREFIX = "labels:"
 REPEAT_WINDOW = 1000
 
 
 @dataclass(frozen=True)
-class LabelSet:
+class ClipLabels:
     """Every clip's labels in CSR form, clips stored shard after shard.
 
     Clip i has classes ``values[offsets[i]:offsets[i+1]]`` and lives in shard s when
@@ -76,7 +78,7 @@ class LabelSet:
         return {key: index for index, key in enumerate(self.keys)}
 
     def stream_spec(self) -> StreamSpec:
-        """A spec whose URLs ``labels:S`` the :class:`LabelSetReader` serves; no audio behind it."""
+        """A spec whose URLs ``labels:S`` the :class:`ClipLabelsReader` serves; no audio behind it."""
         return StreamSpec(
             urls=tuple(f"{LABELS_URL_PREFIX}{shard}" for shard in range(self.num_shards)),
             storage="int16",
@@ -93,13 +95,19 @@ class LabelSet:
         """[num_shards, num_classes] clips per class in each shard (what a manifest's shard list holds)."""
         shard_of_clip = np.searchsorted(self.shard_bounds, np.arange(self.num_clips), side="right") - 1
         shard_of_value = np.repeat(shard_of_clip, np.diff(self.offsets))
-        flat = np.bincount(shard_of_value * self.num_classes + self.values, minlength=self.num_shards * self.num_classes)
+        flat = np.bincount(
+            shard_of_value * self.num_classes + self.values, minlength=self.num_shards * self.num_classes
+        )
         return flat.reshape(self.num_shards, self.num_classes)
 
     @classmethod
     def from_lists(
-        cls, label_lists: Sequence[Sequence[int]], num_classes: int, shard_sizes: Sequence[int], keys: Sequence[str] | None = None
-    ) -> "LabelSet":
+        cls,
+        label_lists: Sequence[Sequence[int]],
+        num_classes: int,
+        shard_sizes: Sequence[int],
+        keys: Sequence[str] | None = None,
+    ) -> "ClipLabels":
         lengths = np.array([len(set(labels)) for labels in label_lists], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         values = np.array([label for labels in label_lists for label in sorted(set(labels))], dtype=np.int32)
@@ -122,10 +130,10 @@ class _IntKeys(Mapping[str, int]):
         raise TypeError("the integer key map has no length")
 
 
-class LabelSetReader:
-    """A :data:`sampling.ShardReader` serving ``labels:S`` URLs from a :class:`LabelSet` (no audio)."""
+class ClipLabelsReader:
+    """A :data:`train_stream.ShardReader` serving ``labels:S`` URLs from a :class:`ClipLabels` (no audio)."""
 
-    def __init__(self, label_set: LabelSet) -> None:
+    def __init__(self, label_set: ClipLabels) -> None:
         self.label_set = label_set
 
     def __call__(self, url: str, *, storage: str, with_audio: bool, errors: ErrorLog) -> Iterator[RawClip]:
@@ -145,33 +153,33 @@ class LabelSetReader:
             yield RawClip(key, url, tuple(values[offsets[position] - base : offsets[position + 1] - base]), None)
 
 
-def read_label_set(shard_dir: str | Path) -> LabelSet:
+def read_label_set(shard_dir: str | Path) -> ClipLabels:
     """Read every clip's labels of a shard set (labels-only: audio members are stepped over)."""
-    manifest = read_shard_manifest(shard_dir)
-    urls = shard_urls(shard_dir, manifest)
+    manifest = read_manifest(shard_dir, check_files=False)
+    urls = [str(path) for path in manifest.shard_paths()]
     errors = ErrorLog("inspect")
     label_lists: list[tuple[int, ...]] = []
     keys: list[str] = []
     sizes = []
     for url in urls:
         before = len(keys)
-        for clip in read_shard(url, storage=manifest["storage"], with_audio=False, errors=errors):
+        for clip in read_shard(url, storage=manifest.storage, with_audio=False, errors=errors):
             keys.append(clip.key)
             label_lists.append(clip.labels)
         sizes.append(len(keys) - before)
-    return LabelSet.from_lists(label_lists, len(manifest["labels"]), sizes, keys)
+    return ClipLabels.from_lists(label_lists, manifest.num_classes, sizes, keys)
 
 
 # --------------------------------------------------------------------------- drawing
 
 
-def draw_panns(label_set: LabelSet, draws: int, *, seed: int = 0) -> np.ndarray:
+def draw_panns(label_set: ClipLabels, draws: int, *, seed: int = 0) -> np.ndarray:
     """``draws`` clip indices from the reference PANNs sampler."""
     return PannsBalancedSampler.from_label_set(label_set, seed=seed).draw(draws)
 
 
 def draw_stream(
-    label_set: LabelSet,
+    label_set: ClipLabels,
     draws: int,
     *,
     ranks: int = 1,
@@ -187,7 +195,7 @@ def draw_stream(
     """``draws`` clip indices from our train stream, every rank × worker slot run in this process.
 
     Slots are interleaved batch by batch, as DataLoader workers are. By default the label set is
-    served labels-only by :class:`LabelSetReader`; pass ``spec`` and ``reader`` to read real shards.
+    served labels-only by :class:`ClipLabelsReader`; pass ``spec`` and ``reader`` to read real shards.
     """
     steps_per_epoch = max(1, math.ceil(draws / (ranks * batch_size)))
     shared_epoch = SharedCount(epoch)
@@ -204,7 +212,7 @@ def draw_stream(
             seed=seed,
             epoch=shared_epoch,
             labels_only=True,
-            reader=reader if reader is not None else LabelSetReader(label_set),
+            reader=reader if reader is not None else ClipLabelsReader(label_set),
             **stream_options,
         )
         iterators += [stream.iter_slot(ReaderSlot(rank, ranks, worker, workers)) for worker in range(workers)]
@@ -224,7 +232,7 @@ def draw_stream(
 # --------------------------------------------------------------------------- figures
 
 
-def balance_figures(label_set: LabelSet, drawn: np.ndarray, batch_size: int) -> dict[str, Any]:
+def balance_figures(label_set: ClipLabels, drawn: np.ndarray, batch_size: int) -> dict[str, Any]:
     """The figures of the module docstring for clip indices ``drawn`` (in draw order)."""
     drawn = np.asarray(drawn, dtype=np.int64)
     counts = label_set.class_counts()
@@ -331,13 +339,13 @@ def gap_stats(drawn: Sequence[int] | np.ndarray, clips: np.ndarray | None = None
     return figures
 
 
-def clips_of_classes(label_set: LabelSet, classes: np.ndarray) -> np.ndarray:
+def clips_of_classes(label_set: ClipLabels, classes: np.ndarray) -> np.ndarray:
     """Indices of the clips that carry at least one of ``classes`` (e.g. :func:`rarest_decile`)."""
     clip_of_value = np.repeat(np.arange(label_set.num_clips), np.diff(label_set.offsets))
     return np.unique(clip_of_value[np.isin(label_set.values, np.asarray(classes))])
 
 
-def _labels_of(label_set: LabelSet, clips: np.ndarray) -> np.ndarray:
+def _labels_of(label_set: ClipLabels, clips: np.ndarray) -> np.ndarray:
     """All labels of the given clips, concatenated (vectorised CSR gather)."""
     starts = label_set.offsets[clips]
     lengths = label_set.offsets[clips + 1] - starts

@@ -30,6 +30,9 @@ from typing import Any, Hashable, Mapping, Sequence
 
 import numpy as np
 
+from panns_lightning.shardset.manifest import Manifest
+from panns_lightning.shardset.records import ReaderResult
+
 FOLD_FIELD = "fold"
 MANIFEST_KEY = "folds"
 
@@ -73,7 +76,9 @@ def group_folds(groups: Mapping[str, Hashable], group_fold: Mapping[Hashable, in
     return {key: int(group_fold[group]) for key, group in groups.items()}
 
 
-def read_clip_folds(shard_dir: str | os.PathLike, shard_names: Sequence[str]) -> dict[str, dict[str, tuple[int, list[int]]]]:
+def read_clip_folds(
+    shard_dir: str | os.PathLike, shard_names: Sequence[str]
+) -> dict[str, dict[str, tuple[int, list[int]]]]:
     """``{shard name: {member key: (fold, labels)}}`` from the clips' json members (audio is not read).
 
     Raises ``ValueError`` naming the shard and member when a clip lacks an integer ``fold``.
@@ -98,7 +103,7 @@ def read_clip_folds(shard_dir: str | os.PathLike, shard_names: Sequence[str]) ->
 
 
 def fold_index(
-    manifest: Any,
+    manifest: Manifest,
     *,
     scheme: str,
     num_folds: int,
@@ -139,11 +144,15 @@ def fold_index(
     return entry
 
 
-def fold_selection(manifest: Mapping[str, Any], fold: int, *, held_out: bool, where: str = "manifest") -> FoldSelection:
+def fold_selection(
+    manifest: Manifest | Mapping[str, Any], fold: int, *, held_out: bool, where: str = "manifest"
+) -> FoldSelection:
     """Train side (``held_out=False``: every fold but ``fold``) or test side (only ``fold``) of a split.
 
-    ``manifest`` is the parsed manifest.json; ``where`` names it in errors.
+    ``manifest`` is a :class:`Manifest` or the parsed manifest.json; ``where`` names it in errors.
     """
+    if isinstance(manifest, Manifest):
+        manifest = manifest.to_json()
     entry = manifest.get(MANIFEST_KEY)
     if not isinstance(entry, Mapping) or not isinstance(entry.get("keys"), Mapping):
         raise ValueError(
@@ -165,7 +174,10 @@ def fold_selection(manifest: Mapping[str, Any], fold: int, *, held_out: bool, wh
 
 def fold_table(entry: Mapping[str, Any], label_names: Sequence[str]) -> str:
     """A plain-text table of clips per fold (and the smallest class count), for converter output."""
-    lines = [f"{entry['num_folds']} folds ({entry['scheme']}): " + ", ".join(f"{f}: {n}" for f, n in entry["num_clips"].items())]
+    lines = [
+        f"{entry['num_folds']} folds ({entry['scheme']}): "
+        + ", ".join(f"{f}: {n}" for f, n in entry["num_clips"].items())
+    ]
     for f, counts in entry["class_counts"].items():
         empty = [label_names[c] for c, n in enumerate(counts) if n == 0]
         if empty:
@@ -182,7 +194,7 @@ class FoldedDataset:
     """What a fold-aware reader returns: records (``meta["fold"]`` set), skips, labels and the scheme."""
 
     dataset: str
-    result: Any  # ReaderResult
+    result: ReaderResult
     labels: list[dict[str, Any]]
     scheme: str
     num_folds: int
@@ -196,13 +208,15 @@ def label_entries(names: Sequence[str], mids: Sequence[str] | None = None) -> li
     return [{"index": i, "mid": (mids[i] if mids is not None else name), "name": name} for i, name in enumerate(names)]
 
 
-def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **write_options: Any) -> tuple[Any, dict[str, Any]]:
+def write_folded_shards(
+    folded: FoldedDataset, out_dir: str | os.PathLike, **write_options: Any
+) -> tuple[Manifest, dict[str, Any]]:
     """``write_shards`` (single-label) + the manifest's ``folds`` index; returns (manifest, folds entry).
 
-    ``write_options`` go to :func:`panns_lightning.shards.write_shards` (sample_rate, clip_samples,
+    ``write_options`` go to :func:`panns_lightning.shardset.writer.write_shards` (sample_rate, clip_samples,
     storage, clips_per_shard, min_shards, num_workers, seed, created_by, overwrite, progress, split).
     """
-    from panns_lightning.shards import write_shards
+    from panns_lightning.shardset.writer import write_shards  # the writer pulls in audio decoding
 
     unfolded = [r.key for r in folded.result.records if not isinstance(r.meta.get(FOLD_FIELD), int)]
     if unfolded:
@@ -210,10 +224,15 @@ def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **wri
     extra = dict(folded.extra)
     if folded.result.warnings:
         extra["warnings"] = list(folded.result.warnings)
-    def folds_entry(manifest: Any) -> dict[str, Any]:
+
+    def folds_entry(manifest: Manifest) -> dict[str, Any]:
         return {
             MANIFEST_KEY: fold_index(
-                manifest, scheme=folded.scheme, num_folds=folded.num_folds, seed=folded.seed, description=folded.description
+                manifest,
+                scheme=folded.scheme,
+                num_folds=folded.num_folds,
+                seed=folded.seed,
+                description=folded.description,
             )
         }
 
@@ -230,3 +249,35 @@ def write_folded_shards(folded: FoldedDataset, out_dir: str | os.PathLike, **wri
         **write_options,
     )
     return manifest, manifest.extra[MANIFEST_KEY]
+
+
+def fold_numbers(manifest: Manifest) -> list[int]:
+    """The folds a shard set holds (1..k from its ``folds`` entry); ``ValueError`` if it has none."""
+    entry = manifest.extra.get(MANIFEST_KEY)
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("num_folds"), int):
+        raise ValueError(
+            f"{manifest.root} has no '{MANIFEST_KEY}' entry: it was not made by a converter that writes folds"
+        )
+    return list(range(1, entry["num_folds"] + 1))
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m panns_lightning.shardset.folds SHARD_DIR``: print its folds as ``1,2,...,k`` (for sweeps)."""
+    import sys
+
+    from panns_lightning.shardset.manifest import read_manifest
+
+    args = list(sys.argv[1:] if argv is None else argv)
+    if len(args) != 1:
+        print("usage: python -m panns_lightning.shardset.folds SHARD_DIR", file=sys.stderr)
+        return 2
+    try:
+        print(",".join(str(fold) for fold in fold_numbers(read_manifest(args[0], check_files=False))))
+    except ValueError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,6 +1,6 @@
-"""One shard writer for every dataset, and the manifest reader.
+"""One shard writer for every dataset: records → stratified tar shards + ``manifest.json``.
 
-Layout and member formats are fixed in ``docs/architecture.md`` (format_version 1). The writer
+Layout and member formats are fixed in :mod:`.format` and ``docs/architecture.md``. The writer
 is stratified (each class spread evenly over shards, so a streamed prefix of any shard already
 sees rare classes), atomic (``NAME.tar.tmp`` → rename, manifest last) and parallel (a process
 pool decodes and encodes; the main process only writes tar members in a fixed order, so output
@@ -25,7 +25,6 @@ import time
 from collections import Counter, deque
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -34,15 +33,22 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from panns_lightning import audio
-from panns_lightning.datasets.records import ClipRecord, SkippedClip
+from panns_lightning.atomic import atomic_open
+from panns_lightning.shardset.format import (
+    AUDIO_MEMBER_EXTENSION,
+    MANIFEST_NAME,
+    RESAMPLE_MANIFEST_KEY,
+    SHARD_NAME_FORMAT,
+    SHARD_PREFIX,
+    SILENT_MANIFEST_KEY,
+    STORAGES,
+    TEMP_SUFFIX,
+    shard_key,
+)
+from panns_lightning.shardset.manifest import CORE_KEYS, Manifest, ShardInfo, checked_labels, write_manifest
+from panns_lightning.shardset.records import ClipRecord, SkippedClip
 
-FORMAT_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-STORAGES = ("int16", "flac")
-AUDIO_MEMBER_EXTENSION = {"int16": "npy", "flac": "flac"}
-SHARD_NAME_FORMAT = "shard-{:06d}.tar"
 _CHUNK_SIZE = 8  # clips per pool task: amortises inter-process overhead, keeps the order window small
-TEMP_SUFFIX = ".tmp"
 _PARENT_POLL_SECONDS = 0.5
 
 MIN_CLIP_SECONDS = 0.05
@@ -55,19 +61,6 @@ cuts. Real clips (AudioSet 10 s, ESC-50 5 s, GTZAN 30 s, RAVDESS ~4 s) are far a
 window shorter than the minimum (a tiny ``clip_samples``) lowers the bar to that window.
 """
 
-SILENT_MANIFEST_KEY = "silent_clips"
-"""Manifest entry listing the keys of converted clips that are digital silence (only if any)."""
-
-RESAMPLE_MANIFEST_KEY = "resample"
-"""Manifest entry naming how audio was brought to ``sample_rate`` (``audio.RESAMPLE_METHODS``).
-
-Written by every conversion; a manifest without it predates the option and was resampled with ``sinc``.
-"""
-
-
-class ManifestError(ValueError):
-    """A manifest.json that is missing, unreadable or inconsistent."""
-
 
 class OutputNotEmptyError(FileExistsError):
     """The output directory already holds files and ``overwrite`` was not requested."""
@@ -79,83 +72,6 @@ class NoUsableClipsError(RuntimeError):
     def __init__(self, message: str, skipped: Sequence[SkippedClip]) -> None:
         super().__init__(message)
         self.skipped = list(skipped)
-
-
-@dataclass(frozen=True)
-class ShardInfo:
-    name: str
-    num_clips: int
-    class_counts: list[int]
-
-    def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "num_clips": self.num_clips, "class_counts": list(self.class_counts)}
-
-
-@dataclass(frozen=True)
-class Manifest:
-    """``manifest.json`` as a dataclass; ``root`` is the directory it was read from or written to."""
-
-    dataset: str
-    split: str
-    sample_rate: int
-    clip_samples: int
-    storage: str
-    multilabel: bool
-    labels: list[dict[str, Any]]
-    num_clips: int
-    class_counts: list[int]
-    shards: list[ShardInfo]
-    skipped: list[SkippedClip]
-    num_skipped: int
-    created_by: str
-    created_at: str
-    format_version: int = FORMAT_VERSION
-    extra: dict[str, Any] = field(default_factory=dict)
-    root: Path | None = field(default=None, compare=False)
-
-    @property
-    def label_names(self) -> list[str]:
-        return [entry["name"] for entry in self.labels]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.labels)
-
-    @property
-    def resample_method(self) -> str:
-        """``sinc`` or ``decimate`` (see :data:`RESAMPLE_MANIFEST_KEY`)."""
-        return str(self.extra.get(RESAMPLE_MANIFEST_KEY, "sinc"))
-
-    @property
-    def audio_extension(self) -> str:
-        """The tar member extension holding audio: ``npy`` (int16) or ``flac``."""
-        return AUDIO_MEMBER_EXTENSION[self.storage]
-
-    def shard_paths(self) -> list[Path]:
-        """Absolute shard paths (requires ``root``)."""
-        if self.root is None:
-            raise ManifestError("manifest has no root directory; read it with read_manifest()")
-        return [self.root / shard.name for shard in self.shards]
-
-    def to_json(self) -> dict[str, Any]:
-        core = {
-            "format_version": self.format_version,
-            "dataset": self.dataset,
-            "split": self.split,
-            "sample_rate": self.sample_rate,
-            "clip_samples": self.clip_samples,
-            "storage": self.storage,
-            "multilabel": self.multilabel,
-            "labels": self.labels,
-            "num_clips": self.num_clips,
-            "class_counts": self.class_counts,
-            "shards": [shard.to_json() for shard in self.shards],
-            "skipped": [entry.to_json() for entry in self.skipped],
-            "num_skipped": self.num_skipped,
-            "created_by": self.created_by,
-            "created_at": self.created_at,
-        }
-        return {**core, **self.extra}
 
 
 def write_shards(
@@ -198,19 +114,25 @@ def write_shards(
     if storage not in STORAGES:
         raise ValueError(f"storage must be one of {STORAGES}, got {storage!r}")
     if sample_rate <= 0 or clip_samples <= 0 or clips_per_shard <= 0:
-        raise ValueError(f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}")
-    if extra_manifest and set(extra_manifest) & _CORE_KEYS:
-        raise ValueError(f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & _CORE_KEYS)}")
+        raise ValueError(
+            f"sample_rate, clip_samples and clips_per_shard must be positive, got {sample_rate}, {clip_samples}, {clips_per_shard}"
+        )
+    if extra_manifest and set(extra_manifest) & CORE_KEYS:
+        raise ValueError(
+            f"extra_manifest may not override core manifest keys: {sorted(set(extra_manifest) & CORE_KEYS)}"
+        )
     if resample not in audio.RESAMPLE_METHODS:
         raise ValueError(f"resample must be one of {audio.RESAMPLE_METHODS}, got {resample!r}")
     if resample == "decimate":
         audio.decimation_step(sample_rate)
-    labels = _checked_labels(labels)
+    labels = checked_labels(labels)
     num_classes = len(labels)
     skipped_clips = list(skipped)
     records = _unique_records(records, num_classes, multilabel, skipped_clips)
     if not records:
-        raise NoUsableClipsError(f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips)
+        raise NoUsableClipsError(
+            f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips
+        )
 
     out_dir = Path(out_dir)
     _prepare_output_dir(out_dir, overwrite)
@@ -229,7 +151,18 @@ def write_shards(
     try:
         results = _convert_all(tasks, workers)
         for shard_positions in plan:
-            info = _write_one_shard(out_dir, len(shard_infos), shard_positions, results, records, num_classes, skipped_clips, silent, storage, bar)
+            info = _write_one_shard(
+                out_dir,
+                len(shard_infos),
+                shard_positions,
+                results,
+                records,
+                num_classes,
+                skipped_clips,
+                silent,
+                storage,
+                bar,
+            )
             if info is not None:
                 shard_infos.append(info)
     finally:
@@ -264,10 +197,10 @@ def write_shards(
     )
     if finalize is not None:
         added = dict(finalize(manifest))
-        if set(added) & _CORE_KEYS:
-            raise ValueError(f"finalize may not override core manifest keys: {sorted(set(added) & _CORE_KEYS)}")
+        if set(added) & CORE_KEYS:
+            raise ValueError(f"finalize may not override core manifest keys: {sorted(set(added) & CORE_KEYS)}")
         manifest.extra.update(added)
-    _write_atomically(out_dir / MANIFEST_NAME, (json.dumps(manifest.to_json(), indent=1) + "\n").encode())
+    write_manifest(manifest)
     return manifest
 
 
@@ -314,51 +247,13 @@ def plan_shards(label_lists: Sequence[Sequence[int]], num_shards: int, *, seed: 
     return [list(map(int, shard)) for shard in shards]
 
 
-def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -> Manifest:
-    """Load and validate ``manifest.json`` (a shard directory or the file itself)."""
-    path = Path(dir_or_path)
-    if path.is_dir():
-        path = path / MANIFEST_NAME
-    if not path.is_file():
-        raise ManifestError(f"{path}: not found (a shard directory without a manifest is an incomplete conversion)")
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ManifestError(f"{path}: cannot read JSON ({error})") from error
-    manifest = _manifest_from_json(data, path)
-    if check_files:
-        missing = [p.name for p in manifest.shard_paths() if not p.is_file()]
-        if missing:
-            raise ManifestError(f"{path}: {len(missing)} listed shard(s) missing from {path.parent}: {', '.join(missing[:5])}")
-    return manifest
-
-
-def shard_key(key: str) -> str:
-    """Tar member stem for a clip key: webdataset splits key/extension at the first ``.``."""
-    return key.replace(".", "_").replace("/", "_").replace("\\", "_")
-
-
 # ---------------------------------------------------------------------------------------------
 # helpers
 
-_CORE_KEYS = frozenset(
-    "format_version dataset split sample_rate clip_samples storage multilabel labels num_clips "
-    "class_counts shards skipped num_skipped created_by created_at".split()
-)
 
-
-def _checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    checked = []
-    for position, entry in enumerate(labels):
-        if entry.get("index") != position or "mid" not in entry or "name" not in entry:
-            raise ValueError(f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {dict(entry)!r}")
-        checked.append({"index": position, "mid": str(entry["mid"]), "name": str(entry["name"])})
-    if not checked:
-        raise ValueError("labels is empty: a shard set needs at least one class")
-    return checked
-
-
-def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]) -> list[ClipRecord]:
+def _unique_records(
+    records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]
+) -> list[ClipRecord]:
     """Check label indices (a reader bug: raise) and drop keys that collide after sanitising (report)."""
     kept: list[ClipRecord] = []
     seen: dict[str, str] = {}
@@ -367,12 +262,20 @@ def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel:
         if bad:
             raise ValueError(f"record {record.key!r}: label indices {bad} outside 0..{num_classes - 1}")
         if not multilabel and len(record.labels) != 1:
-            raise ValueError(f"record {record.key!r}: single-label dataset needs exactly one label, found {list(record.labels)}")
+            raise ValueError(
+                f"record {record.key!r}: single-label dataset needs exactly one label, found {list(record.labels)}"
+            )
         member = shard_key(record.key)
         if not member:
             raise ValueError(f"record with source {record.source_text!r} has an empty key")
         if member in seen:
-            skipped.append(SkippedClip(record.key, record.source_text, f"duplicate key (as tar member {member!r}), first from {seen[member]}"))
+            skipped.append(
+                SkippedClip(
+                    record.key,
+                    record.source_text,
+                    f"duplicate key (as tar member {member!r}), first from {seen[member]}",
+                )
+            )
             continue
         seen[member] = record.source_text
         kept.append(record)
@@ -427,7 +330,7 @@ def _refusal(out_dir: Path, entries: Sequence[str]) -> str:
 
 
 def _is_conversion_file(name: str) -> bool:
-    return name.startswith("shard-") or name.endswith(TEMP_SUFFIX) or name == MANIFEST_NAME
+    return name.startswith(SHARD_PREFIX) or name.endswith(TEMP_SUFFIX) or name == MANIFEST_NAME
 
 
 def _write_one_shard(
@@ -449,13 +352,11 @@ def _write_one_shard(
     bytes get plain ustar headers, byte-identical to ustar).
     """
     name = SHARD_NAME_FORMAT.format(shard_index)
-    final_path = out_dir / name
-    temp_path = out_dir / (name + TEMP_SUFFIX)
     extension = AUDIO_MEMBER_EXTENSION[storage]
     class_counts = [0] * num_classes
     written = 0
     try:
-        with temp_path.open("wb") as handle:
+        with atomic_open(out_dir / name, temp_path=out_dir / (name + TEMP_SUFFIX)) as handle:
             with tarfile.open(fileobj=handle, mode="w", format=tarfile.PAX_FORMAT, encoding="utf-8") as tar:
                 for expected in positions:
                     position, payload, error, is_silent = next(results)
@@ -475,16 +376,15 @@ def _write_one_shard(
                     for c in set(record.labels):
                         class_counts[c] += 1
                     written += 1
-            handle.flush()
-            os.fsync(handle.fileno())
-        if written == 0:
-            temp_path.unlink()
-            return None
-        os.replace(temp_path, final_path)
-    except BaseException:
-        temp_path.unlink(missing_ok=True)
-        raise
+            if written == 0:
+                raise _EmptyShard  # leaves no file behind: the temporary one is removed
+    except _EmptyShard:
+        return None
     return ShardInfo(name, written, class_counts)
+
+
+class _EmptyShard(Exception):
+    """Every clip of a shard failed: nothing to rename into place."""
 
 
 def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
@@ -571,7 +471,9 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
     try:
-        waveform = audio.load_audio(task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample)
+        waveform = audio.load_audio(
+            task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample
+        )
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
@@ -609,103 +511,3 @@ def _exit_with_parent(parent_pid: int) -> None:
     while os.getppid() == parent_pid:
         time.sleep(_PARENT_POLL_SECONDS)
     os._exit(1)
-
-
-def _write_atomically(path: Path, payload: bytes) -> None:
-    temp = path.with_name(path.name + TEMP_SUFFIX)
-    try:
-        with temp.open("wb") as handle:
-            handle.write(payload)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Make the renames durable (after a power cut, not just a kill); best effort where unsupported."""
-    try:
-        descriptor = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
-
-
-def _manifest_from_json(data: Any, path: Path) -> Manifest:
-    def fail(message: str) -> ManifestError:
-        return ManifestError(f"{path}: {message}")
-
-    if not isinstance(data, dict):
-        raise fail(f"expected a JSON object, found {type(data).__name__}")
-    missing = sorted(_CORE_KEYS - set(data))
-    if missing:
-        raise fail(f"missing keys: {', '.join(missing)}")
-    if data["format_version"] != FORMAT_VERSION:
-        raise fail(f"format_version {data['format_version']!r} is not supported (expected {FORMAT_VERSION})")
-    for key, kind in (("sample_rate", int), ("clip_samples", int), ("num_clips", int), ("num_skipped", int)):
-        if not isinstance(data[key], kind) or isinstance(data[key], bool) or data[key] < 0:
-            raise fail(f"{key!r} must be a non-negative integer, found {data[key]!r}")
-    if data["sample_rate"] == 0 or data["clip_samples"] == 0:
-        raise fail("sample_rate and clip_samples must be positive")
-    if data["storage"] not in STORAGES:
-        raise fail(f"storage must be one of {STORAGES}, found {data['storage']!r}")
-    if not isinstance(data["multilabel"], bool):
-        raise fail(f"'multilabel' must be true or false, found {data['multilabel']!r}")
-    try:
-        labels = _checked_labels(data["labels"])
-    except (ValueError, AttributeError, TypeError) as error:
-        raise fail(f"bad 'labels': {error}") from error
-    num_classes = len(labels)
-
-    def counts(value: Any, where: str) -> list[int]:
-        if not isinstance(value, list) or len(value) != num_classes or not all(isinstance(v, int) and v >= 0 for v in value):
-            raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {str(value)[:80]}")
-        return value
-
-    class_counts = counts(data["class_counts"], "class_counts")
-    shards = []
-    if not isinstance(data["shards"], list) or not data["shards"]:
-        raise fail("'shards' must be a non-empty list")
-    for i, entry in enumerate(data["shards"]):
-        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str) or not isinstance(entry.get("num_clips"), int):
-            raise fail(f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}")
-        shards.append(ShardInfo(entry["name"], entry["num_clips"], counts(entry.get("class_counts"), f"shards[{i}].class_counts")))
-    if sum(s.num_clips for s in shards) != data["num_clips"]:
-        raise fail(f"num_clips is {data['num_clips']} but the shards hold {sum(s.num_clips for s in shards)}")
-    summed = [sum(s.class_counts[c] for s in shards) for c in range(num_classes)]
-    if summed != class_counts:
-        raise fail("class_counts differ from the sum of the shards' class_counts")
-    skipped = []
-    for i, entry in enumerate(data["skipped"] if isinstance(data["skipped"], list) else [None]):
-        if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("key", "source", "reason")):
-            raise fail(f"skipped[{i}] must have string 'key', 'source' and 'reason', found {str(entry)[:80]}")
-        skipped.append(SkippedClip(entry["key"], entry["source"], entry["reason"]))
-    if data["num_skipped"] != len(skipped):
-        raise fail(f"num_skipped is {data['num_skipped']} but 'skipped' lists {len(skipped)}")
-    return Manifest(
-        dataset=str(data["dataset"]),
-        split=str(data["split"]),
-        sample_rate=data["sample_rate"],
-        clip_samples=data["clip_samples"],
-        storage=data["storage"],
-        multilabel=data["multilabel"],
-        labels=labels,
-        num_clips=data["num_clips"],
-        class_counts=class_counts,
-        shards=shards,
-        skipped=skipped,
-        num_skipped=data["num_skipped"],
-        created_by=str(data["created_by"]),
-        created_at=str(data["created_at"]),
-        format_version=data["format_version"],
-        extra={k: v for k, v in data.items() if k not in _CORE_KEYS},
-        root=path.parent,
-    )

@@ -1,4 +1,8 @@
-"""Turning shard streams into batches: class-balanced endless train stream, exactly-once eval stream.
+"""The train stream: shards → class-balanced, endless batches (``TrainClipStream``).
+
+The pieces it puts together each have a module: the repeat factors and due positions
+(``repeats.py``), the shuffle buffer (``buffer.py``), the shard schedule (``stream.py``); the
+val/test stream is ``eval_stream.py``.
 
 Train (``TrainClipStream``), balanced: a clip read from a shard is emitted ``k`` times, ``k`` an
 integer rounding of ``ρ·E_i`` with ``E_i = (N/C)·Σ_{c∈labels(i)} 1/n_c`` (global class counts
@@ -37,7 +41,7 @@ Memory (what the sampler keeps, per worker): the shuffle buffer and the held-bac
 (≤ ``shuffle_buffer`` drawable copies plus those due within ``copy_window`` draws, as references
 to undecoded clips, not copies), one float per shard (weights) and the class counts. Nothing grows
 with the number of clips, which is why a labels-only run over 1.9 M clips adds ~20 MB
-(``simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
+(``diagnostics/simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
 clips ≈ 1.3 GB per worker at the defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
 
 Guarantees, per DataLoader worker:
@@ -57,34 +61,29 @@ access cycles through every class list at any length). Each slot's shards are or
 every class's clips arrive at an even rate (``stream.even_class_order``), which keeps per-class
 counts over part of a pass close to PANNs'.
 ``balanced=False`` emits every clip once (a plain shuffled stream).
-
-Val/test (``EvalClipStream``): shards in manifest order, split so that all ranks × workers together
-see every readable clip exactly once (``stream.eval_shares_for_slot``); no shuffle, no repeats.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
-import itertools
 import math
-import zlib
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
+from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
+from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
 from panns_lightning.data.stream import (
     ErrorLog,
     RawClip,
     SharedCount,
     decode_samples,
-    decode_waveform,
-    eval_shares_for_slot,
     multi_hot,
     read_shard,
     samples_to_float,
@@ -93,7 +92,7 @@ from panns_lightning.data.stream import (
 )
 
 # Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
-# (``simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
+# (``diagnostics/simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
 ShardReader = Callable[..., Iterator[RawClip]]
 
 # Crop offsets come from a generator per (seed, epoch, slot, batch), apart from the draws, so a
@@ -101,233 +100,6 @@ ShardReader = Callable[..., Iterator[RawClip]]
 _CROP_STREAM = 0x0C
 # A shard set where nothing decodes would otherwise spin forever.
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """What a stream needs to know about its shard set: where shards are and how clips are stored."""
-
-    urls: tuple[str, ...]
-    storage: str
-    sample_rate: int
-    clip_samples: int
-    num_classes: int
-    class_counts: tuple[int, ...]
-    num_clips: int
-    # Per shard (same order as ``urls``), from the manifest: lets slots split passes by expected
-    # draws rather than by shard count. None when unknown (e.g. URL overrides of another length).
-    shard_clips: tuple[int, ...] | None = None
-    shard_class_counts: tuple[tuple[int, ...], ...] | None = None
-    # Only clips with these member keys are used (a cross-validation fold); None: all clips.
-    # class_counts / num_clips then describe the kept clips.
-    keep_keys: frozenset[str] | None = None
-
-
-def shard_counts(manifest: dict[str, Any]) -> dict[str, Any]:
-    """``shard_clips`` and ``shard_class_counts`` of a :class:`StreamSpec` from a manifest's shard list."""
-    shards = manifest["shards"]
-    if not all("num_clips" in shard and "class_counts" in shard for shard in shards):
-        return {}
-    return {
-        "shard_clips": tuple(int(shard["num_clips"]) for shard in shards),
-        "shard_class_counts": tuple(tuple(int(count) for count in shard["class_counts"]) for shard in shards),
-    }
-
-
-@dataclass(frozen=True)
-class ReaderSlot:
-    """Which of the ``rank × worker`` readers this is: ``index`` in ``range(count)``."""
-
-    rank: int
-    world_size: int
-    worker: int
-    num_workers: int
-
-    @property
-    def index(self) -> int:
-        return self.rank * self.num_workers + self.worker
-
-    @property
-    def count(self) -> int:
-        return self.world_size * self.num_workers
-
-
-def current_slot(rank: int, world_size: int) -> ReaderSlot:
-    """This process's slot: the given rank, and the DataLoader worker we run in (0 of 1 in-process)."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"rank {rank} outside 0..{world_size - 1}")
-    info = get_worker_info()
-    if info is None:
-        return ReaderSlot(rank, world_size, 0, 1)
-    return ReaderSlot(rank, world_size, info.id, info.num_workers)
-
-
-# --------------------------------------------------------------------------- repeat factors
-
-
-class ClassBalanceFactor:
-    """E(labels) = (N/C)·Σ_{c∈labels} 1/n_c: mean 1 over the set, rare classes' clips repeated more.
-
-    C counts only classes that have clips; a label whose manifest count is 0 (inconsistent
-    manifest) is treated as count 1 rather than dividing by zero. A class, not a closure, so that
-    datasets holding it can be pickled into spawned workers.
-    """
-
-    def __init__(self, class_counts: Sequence[int], num_clips: int) -> None:
-        present = sum(1 for count in class_counts if count > 0)
-        if present == 0 or num_clips <= 0:
-            raise ValueError("balanced sampling needs a manifest with at least one labelled clip")
-        self._inverse = [1.0 / max(count, 1) for count in class_counts]
-        self._scale = num_clips / present
-        self._rarest = min(count for count in class_counts if count > 0)
-
-    def __call__(self, labels: Sequence[int]) -> float:
-        inverse = self._inverse
-        return self._scale * sum(inverse[index] for index in labels if 0 <= index < len(inverse))
-
-    def largest(self) -> float:
-        """E of a clip labelled with the rarest present class only."""
-        return self._scale / self._rarest
-
-    def total(self, class_counts: Sequence[int]) -> float:
-        """Σ E over a group of clips (e.g. a shard) from its per-class clip counts alone."""
-        inverse = self._inverse
-        return self._scale * sum(count * inverse[index] for index, count in enumerate(class_counts) if index < len(inverse))
-
-
-def rotating_round(value: float, phase: float, pass_index: int) -> int:
-    """floor(value), plus one in a fraction frac(value) of passes, evenly spaced over passes.
-
-    Averaged over passes this is ``value`` exactly; ``phase`` in [0, 1) staggers clips so that
-    clips with the same value do not all get their extra copy in the same pass.
-    """
-    whole = math.floor(value)
-    fraction = value - whole
-    return whole + math.floor(phase + (pass_index + 1) * fraction) - math.floor(phase + pass_index * fraction)
-
-
-def clip_phase(seed: int, key: str) -> float:
-    """A per-clip number in [0, 1) that is the same in every worker, rank and pass."""
-    return zlib.crc32(f"{seed}/{key}".encode()) / 2**32
-
-
-# --------------------------------------------------------------------------- the buffer
-
-
-class RepeatShuffleBuffer:
-    """A bounded shuffle buffer of undecoded clips, fed copies of clips at their due positions.
-
-    ``source`` yields ``(clip, dues, position)``: the clip read at stream ``position`` (cumulative
-    E) and the positions at which its copies fall due. A copy becomes drawable once the stream has
-    been read up to its due position, and drawable copies are handed out in the order of due
-    position plus a random jitter in ``[0, jitter)``: a shuffle within a window of about
-    ``capacity`` draws, in which no copy waits much longer than the window (a uniform pick from
-    the buffer would let the copies of a rare clip, one per batch, pile up behind each other and
-    be lost at the epoch's end). ``next(avoid)`` skips keys in ``avoid`` (already in the batch)
-    when it can, keeping ``capacity`` copies drawable. A ``None`` from ``source`` marks the end of
-    the epoch's share: held-back copies are released at once and the source is read further only
-    when nothing is left.
-    """
-
-    def __init__(
-        self,
-        source: Iterator[tuple[RawClip, Sequence[float], float] | None],
-        *,
-        capacity: int,
-        jitter: float,
-        rng: np.random.Generator,
-    ) -> None:
-        if capacity < 1:
-            raise ValueError(f"shuffle buffer capacity must be >= 1, got {capacity}")
-        self._source = source
-        self._capacity = capacity
-        self._jitter = max(jitter, 0.0)
-        self._rng = rng
-        self._ready: list[tuple[float, int, RawClip]] = []  # (due + jitter, tie-breaker, clip), a heap
-        self._pending: list[tuple[float, int, RawClip]] = []  # (due position, tie-breaker, clip), a heap
-        self._tiebreak = itertools.count()
-        self._exhausted = False
-        self._paused = False
-
-    def __len__(self) -> int:
-        """Copies drawable now (held-back ones not counted)."""
-        return len(self._ready)
-
-    def next(self, avoid: set[str] | frozenset[str] = frozenset()) -> RawClip | None:
-        """The next drawable copy whose key is not in ``avoid`` if any; None once a finite source is used up."""
-        self._fill()
-        if not self._ready:
-            return None
-        clip = self._pop_avoiding(avoid)
-        while clip is None and self._paused and not self._exhausted:
-            self._read_one()  # the epoch's share is used up, but a repeat in the batch is worse
-            clip = self._pop_avoiding(avoid)
-        if clip is None:
-            clip = heapq.heappop(self._ready)[2]  # only keys already in the batch: repeat
-        return clip
-
-    def _pop_avoiding(self, avoid: set[str] | frozenset[str]) -> RawClip | None:
-        skipped = []
-        found = None
-        while self._ready:
-            entry = heapq.heappop(self._ready)
-            if entry[2].key not in avoid:
-                found = entry[2]
-                break
-            skipped.append(entry)
-        for entry in skipped:
-            heapq.heappush(self._ready, entry)
-        return found
-
-    def _fill(self) -> None:
-        if self._paused and not self._ready:
-            self._release_all()
-        while not self._exhausted and (
-            len(self._ready) < self._capacity if not self._paused else not (self._ready or self._pending)
-        ):
-            try:
-                item = next(self._source)
-            except StopIteration:
-                self._exhausted = True
-                break
-            if item is None:
-                # The epoch's share of the stream is read: hand out what is held back, read more only if dry.
-                self._paused = True
-                self._release_all()
-                continue
-            self._admit(*item)
-        if self._exhausted and not self._ready and self._pending:
-            self._release_all()  # a finite source has ended: release held-back copies rather than lose them
-
-    def _read_one(self) -> None:
-        for item in self._source:
-            if item is not None:
-                self._admit(*item)
-                self._release_all()
-                return
-        self._exhausted = True
-
-    def _release_all(self) -> None:
-        while self._pending:
-            due, _, clip = heapq.heappop(self._pending)
-            self._make_ready(due, clip)
-
-    def _make_ready(self, due: float, clip: RawClip) -> None:
-        order = due + float(self._rng.random()) * self._jitter
-        heapq.heappush(self._ready, (order, next(self._tiebreak), clip))
-
-    def _admit(self, clip: RawClip, dues: Sequence[float], position: float) -> None:
-        for due in dues:
-            if due <= position:
-                self._make_ready(due, clip)
-            else:
-                heapq.heappush(self._pending, (due, next(self._tiebreak), clip))
-        while self._pending and self._pending[0][0] <= position:
-            due, _, clip = heapq.heappop(self._pending)
-            self._make_ready(due, clip)
-
-
-# --------------------------------------------------------------------------- datasets
 
 
 class TrainClipStream(IterableDataset):
@@ -346,39 +118,26 @@ class TrainClipStream(IterableDataset):
         *,
         rank: int,
         world_size: int,
-        batch_size: int,
-        steps_per_epoch: int,
-        balanced: bool = True,
-        repeat_scale: float = 1.0,
-        shuffle_buffer: int = 2000,
-        repeat_spread: int | None = None,
+        options: StreamOptions | None = None,
         crop_samples: int | None = None,
-        seed: int = 1234,
         epoch: SharedCount | None = None,
         resume_batches: SharedCount | None = None,
         errors: ErrorLog | None = None,
         labels_only: bool = False,
         reader: ShardReader | None = None,
         int16_batches: bool = False,
+        **option_values: Any,
     ) -> None:
+        """``options`` (default :class:`StreamOptions`), with ``option_values`` (e.g. ``batch_size=8``) replacing its fields."""
         super().__init__()
-        if batch_size < 1 or steps_per_epoch < 1:
-            raise ValueError(f"batch_size and steps_per_epoch must be >= 1, got {batch_size}, {steps_per_epoch}")
-        if repeat_scale <= 0:
-            raise ValueError(f"repeat_scale must be > 0, got {repeat_scale}")
+        options = dataclasses.replace(options or StreamOptions(), **option_values)
         if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
             raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
         self.spec = spec
         self.rank = rank
         self.world_size = world_size
-        self.batch_size = batch_size
-        self.steps_per_epoch = steps_per_epoch
-        self.balanced = balanced
-        self.repeat_scale = repeat_scale
-        self.shuffle_buffer = shuffle_buffer
-        self.repeat_spread = shuffle_buffer if repeat_spread is None else repeat_spread
+        self.options = options
         self.crop_samples = crop_samples
-        self.seed = seed
         self.epoch = epoch if epoch is not None else SharedCount()
         # Batches of this epoch the rank already trained on before a resume: skipped, not yielded.
         self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
@@ -386,15 +145,24 @@ class TrainClipStream(IterableDataset):
         self.labels_only = labels_only
         self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
         self.reader = reader if reader is not None else read_shard
-        self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if balanced else None
+        self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if options.balanced else None
         self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()
         # Per-shard class counts order each slot's shards so that classes arrive evenly (balanced only).
         self._shard_class_matrix = (
             np.asarray(spec.shard_class_counts, dtype=np.int32)
-            if balanced and self._shard_weights is not None and spec.shard_class_counts is not None
+            if options.balanced and self._shard_weights is not None and spec.shard_class_counts is not None
             else None
         )
+
+    # The options the sampler reads most, by name.
+    batch_size = property(lambda self: self.options.batch_size)
+    steps_per_epoch = property(lambda self: self.options.steps_per_epoch)
+    balanced = property(lambda self: self.options.balanced)
+    repeat_scale = property(lambda self: self.options.repeat_scale)
+    shuffle_buffer = property(lambda self: self.options.shuffle_buffer)
+    repeat_spread = property(lambda self: self.options.copy_spread)
+    seed = property(lambda self: self.options.seed)
 
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
@@ -492,7 +260,12 @@ class TrainClipStream(IterableDataset):
         start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
         first = start - lookback
         schedule = weighted_train_schedule(
-            len(self.spec.urls), slot.index, slot.count, seed=self.seed, weights=self._shard_weights, start=first,
+            len(self.spec.urls),
+            slot.index,
+            slot.count,
+            seed=self.seed,
+            weights=self._shard_weights,
+            start=first,
             class_counts=self._shard_class_matrix,
         )
         signalled = False
@@ -533,27 +306,18 @@ class TrainClipStream(IterableDataset):
 
     @functools.cached_property
     def copy_window(self) -> float:
-        """Draws over which one clip's copies are spread at most (also what an epoch re-reads of the last).
-
-        Wide enough for a clip labelled only with the rarest class to get one copy per batch, and at
-        least ``repeat_spread``: ``max(repeat_spread, k₁·batch_size)``, k₁ that clip's copies per
-        pass. Clips with more copies (several rare labels) get them closer than one per batch.
-        Epoch e re-reads this much (in draws, /ρ in clips) of epoch e-1, so no shard is read twice
-        in an epoch while ``copy_window + draws per worker and epoch`` fit in a worker's pass.
-        """
-        if self._factor is None:
-            return 0.0
-        rarest_copies = math.ceil(self.repeat_scale * self._factor.largest())
-        return float(max(self.repeat_spread, rarest_copies * self.batch_size))
+        """Draws over which one clip's copies are spread at most (:func:`repeats.copy_window`)."""
+        return copy_window(self._factor, self.repeat_scale, self.repeat_spread, self.batch_size)
 
     def _due_positions(self, clip: RawClip, pass_index: int, position: float) -> list[float]:
-        copies = self._copies(clip, pass_index)
-        if copies <= 1:
-            return [position] * copies
-        gap_draws = max(self.batch_size, self.repeat_spread / copies)
-        gap_draws = min(gap_draws, self.copy_window / (copies - 1))
-        gap = gap_draws / self._mean_copies
-        return [position + copy * gap for copy in range(copies)]
+        return due_positions(
+            position,
+            self._copies(clip, pass_index),
+            batch_size=self.batch_size,
+            spread=self.repeat_spread,
+            window=self.copy_window,
+            mean_copies=self._mean_copies,
+        )
 
     def _read(self, url: str, tally: list[int]) -> Iterator[RawClip]:
         keep = self.spec.keep_keys
@@ -659,58 +423,6 @@ class TrainClipStream(IterableDataset):
         return int(rng.integers(length - self.crop_samples + 1))
 
 
-class EvalClipStream(IterableDataset):
-    """Val/test stream: every readable clip exactly once over all ranks × workers, in shard order.
-
-    Yields ready batches (``batch_size=None`` in the DataLoader); each worker's last batch may be short.
-    """
-
-    def __init__(
-        self,
-        spec: StreamSpec,
-        *,
-        rank: int,
-        world_size: int,
-        batch_size: int,
-        errors: ErrorLog | None = None,
-    ) -> None:
-        super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        self.spec = spec
-        self.rank = rank
-        self.world_size = world_size
-        self.batch_size = batch_size
-        self.errors = errors if errors is not None else ErrorLog("eval")
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        batch: list[tuple[str, np.ndarray, np.ndarray]] = []
-        for clip in self._my_clips():
-            try:
-                waveform, target = decode_clip(clip, self.spec)
-            except ValueError as exc:
-                self.errors.sample(clip.shard, clip.key, str(exc))
-                continue
-            batch.append((clip.key, waveform, target))
-            if len(batch) == self.batch_size:
-                yield collate(batch)
-                batch = []
-        if batch:
-            yield collate(batch)
-
-    def _my_clips(self) -> Iterator[RawClip]:
-        slot = current_slot(self.rank, self.world_size)
-        for share in eval_shares_for_slot(len(self.spec.urls), slot.index, slot.count):
-            url = self.spec.urls[share.shard_index]
-            clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors)
-            keep = self.spec.keep_keys
-            for position, clip in enumerate(clips):
-                # Position counts every clip, kept or not, so the exactly-once split is unchanged.
-                if position % share.stride == share.offset and (keep is None or clip.key in keep):
-                    self.errors.read_samples.add()
-                    yield clip
-
-
 def batch_tensor(rows: int, columns: int, dtype: type = np.float32) -> torch.Tensor:
     """An uninitialised [rows, columns] tensor (float32 or int16); in shared memory inside a DataLoader worker.
 
@@ -724,23 +436,3 @@ def batch_tensor(rows: int, columns: int, dtype: type = np.float32) -> torch.Ten
     torch_dtype = torch.from_numpy(np.empty(0, dtype=dtype)).dtype
     storage = torch.UntypedStorage._new_shared(rows * columns * np.dtype(dtype).itemsize)
     return torch.empty(0, dtype=torch_dtype).set_(storage).view(rows, columns)
-
-
-def decode_clip(clip: RawClip, spec: StreamSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Undecoded clip → (float32 waveform [clip_samples], float32 multi-hot [num_classes])."""
-    if clip.audio is None:
-        raise ValueError("clip was read without audio (labels-only stream)")
-    waveform = decode_waveform(
-        clip.audio, storage=spec.storage, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples
-    )
-    return waveform, multi_hot(clip.labels, spec.num_classes)
-
-
-def collate(items: Sequence[tuple[str, np.ndarray, np.ndarray]]) -> dict[str, Any]:
-    """(key, waveform, target) triples → the batch dict of docs/architecture.md."""
-    return {
-        "waveform": torch.from_numpy(np.stack([waveform for _, waveform, _ in items])),
-        "target": torch.from_numpy(np.stack([target for _, _, target in items])),
-        "key": [key for key, _, _ in items],
-    }
-

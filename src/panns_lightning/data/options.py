@@ -1,0 +1,63 @@
+"""How a shard set is streamed: the one list of the data group's options, their defaults and checks.
+
+:class:`StreamOptions` is read by :class:`~panns_lightning.data.datamodule.AudioShardDataModule`
+(its keyword arguments), by :class:`~panns_lightning.data.train_stream.TrainClipStream` and, as the
+base of ``DataConfig``, by panns-train's config schema; ``conf/data/*.yaml`` sets their values
+for a recipe. Plain Python (no torch): the config schema imports it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+
+@dataclass
+class StreamOptions:
+    """The stream's options (not frozen: OmegaConf builds the config schema from this class).
+
+    Attributes:
+        batch_size: clips per batch (with mixup, pairs of them make one mixed example).
+        num_workers: DataLoader worker processes per rank.
+        balanced: class-balanced train stream (repeat factors, PANNs-like); false: every clip once per pass.
+        steps_per_epoch: train batches per epoch and rank (the train stream is endless).
+        repeat_scale: mean copies per clip read in the balanced stream (ρ).
+        shuffle_buffer: copies held drawable per worker (bounded-delay shuffle).
+        repeat_spread: a clip's copies are spread over at least this many draws, never closer than
+            one batch (None: ``shuffle_buffer``).
+        seed: seeds the stream (per rank, worker and epoch).
+        fail_fast: raise at the first unreadable clip or shard instead of logging and skipping it.
+        error_budget: stop when more than this fraction of the clips met so far could not be used
+            (train, or a validation), counting the clips a broken or missing shard should have held.
+        error_budget_min_clips: the fraction is taken over at least this many clips.
+    """
+
+    batch_size: int = 32
+    num_workers: int = 2
+    balanced: bool = True
+    steps_per_epoch: int = 1000
+    repeat_scale: float = 1.0
+    shuffle_buffer: int = 2000
+    repeat_spread: Optional[int] = None
+    seed: int = 1234
+    fail_fast: bool = False
+    error_budget: float = 0.01
+    error_budget_min_clips: int = 500
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1 or self.steps_per_epoch < 1:
+            raise ValueError(
+                f"batch_size and steps_per_epoch must be >= 1, got {self.batch_size}, {self.steps_per_epoch}"
+            )
+        if self.repeat_scale <= 0:
+            raise ValueError(f"repeat_scale must be > 0, got {self.repeat_scale}")
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if not 0.0 <= self.error_budget <= 1.0:
+            raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {self.error_budget}")
+        self.error_budget_min_clips = max(1, int(self.error_budget_min_clips))
+
+    @property
+    def copy_spread(self) -> int:
+        """``repeat_spread``, or ``shuffle_buffer`` when it is not set."""
+        return self.shuffle_buffer if self.repeat_spread is None else self.repeat_spread

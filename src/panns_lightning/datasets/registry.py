@@ -1,0 +1,108 @@
+"""The fine-tuning datasets panns-prepare converts, by name: one entry each.
+
+An entry says what ``panns-prepare NAME`` needs to know: its help text, the default clip length,
+the reader (``module:function``, imported when the command runs) and the reader's own options,
+which become command-line flags. Adding a cross-validation dataset is a reader module, one entry
+here, an experiment (``experiments/finetune_NAME.yaml``) and a doc; the folds a shard set holds
+are read from its manifest (``python -m panns_lightning.shardset.folds DIR``), not listed anywhere.
+AudioSet (segment CSVs, a held-out validation split) and the synthetic generator have commands of
+their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from importlib import import_module
+from pathlib import Path
+from typing import Any
+
+from panns_lightning.shardset.folds import FoldedDataset
+
+
+@dataclass(frozen=True)
+class ReaderOption:
+    """One keyword argument of a reader, exposed as ``--flag`` (``keyword`` with ``-`` for ``_``)."""
+
+    keyword: str
+    help: str
+    default: Any = None
+    type: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    switch: bool = False  # a flag without a value: false unless given
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.keyword.replace("_", "-")
+
+    def argparse_options(self) -> dict[str, Any]:
+        if self.switch:
+            return {"action": "store_true", "help": self.help}
+        options: dict[str, Any] = {"default": self.default, "help": self.help}
+        if self.type is not None:
+            options["type"] = self.type
+        if self.choices is not None:
+            options["choices"] = self.choices
+        return options
+
+
+@dataclass(frozen=True)
+class FoldedDatasetEntry:
+    """A dataset converted into one single-label shard set whose clips carry their cross-validation fold."""
+
+    name: str
+    description: str
+    root_help: str
+    clip_seconds: float
+    reader: str
+    options: tuple[ReaderOption, ...] = field(default=())
+    seeded: bool = False  # the reader draws its folds with the command's --seed
+
+    def read(self, root: Any, **options: Any) -> FoldedDataset:
+        module, function = self.reader.split(":")
+        return getattr(import_module(module), function)(root, **options)
+
+
+FOLDED_DATASETS: dict[str, FoldedDatasetEntry] = {
+    entry.name: entry
+    for entry in (
+        FoldedDatasetEntry(
+            name="esc50",
+            description="ESC-50 (audio/*.wav + meta/esc50.csv), official 5 folds",
+            root_help="the ESC-50 folder (ESC-50-master)",
+            clip_seconds=5.0,
+            reader="panns_lightning.datasets.esc50:read_esc50",
+            options=(ReaderOption("esc10", "only the ESC-10 subset (10 classes, re-indexed)", switch=True),),
+        ),
+        FoldedDatasetEntry(
+            name="gtzan",
+            description="GTZAN (genres/<genre>/*.au or genres_original/<genre>/*.wav), stratified k folds",
+            root_help="folder holding genres/ or genres_original/",
+            clip_seconds=30.0,
+            reader="panns_lightning.datasets.gtzan:read_gtzan",
+            options=(
+                ReaderOption("num_folds", "folds (default 10)", default=10, type=int),
+                ReaderOption("split_file", "text list of the files to keep (e.g. a fault-filtered split)", type=Path),
+            ),
+            seeded=True,
+        ),
+        FoldedDatasetEntry(
+            name="ravdess",
+            description="RAVDESS audio (Actor_NN/MM-VV-EE-II-SS-RR-AA.wav), folds by actor",
+            root_help="folder holding the Actor_NN folders",
+            clip_seconds=4.0,
+            reader="panns_lightning.datasets.ravdess:read_ravdess",
+            options=(
+                ReaderOption(
+                    "channel",
+                    "speech, song or both (default speech)",
+                    default="speech",
+                    choices=("speech", "song", "both"),
+                ),
+                ReaderOption(
+                    "num_folds", "folds of actors (default 4: 6 actors each, 3 male + 3 female)", default=4, type=int
+                ),
+            ),
+        ),
+    )
+}
