@@ -47,6 +47,7 @@ CHUNK_ROWS = 4096
 _YOUTUBE_NAME = re.compile(r"^Y([A-Za-z0-9_-]{11})$")
 EMPTY_NAME_REASON = "empty audio_name (the packer leaves the row of a clip it could not load empty)"
 NO_LABEL_REASON = "no label (all-zero target row)"
+NO_NAME_KEY = "(no name)"  # the skip entry's key for a row without audio_name
 
 
 @dataclass
@@ -291,7 +292,7 @@ def _text(value: Any) -> str:
 def _usable(name: str, classes: tuple[int, ...], source: str, result: ReaderResult) -> bool:
     reason = EMPTY_NAME_REASON if not name else NO_LABEL_REASON if not classes else None
     if reason:
-        result.skipped.append(SkippedClip(clip_key(name) if name else "", source, reason))
+        result.skipped.append(SkippedClip(clip_key(name) if name else NO_NAME_KEY, source, reason))
     return reason is None
 
 
