@@ -170,7 +170,9 @@ def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
 
 
 def encode_int16(waveform: np.ndarray) -> np.ndarray:
-    """Float waveform → int16 as ``round(x·32767)``, clipped to the int16 range."""
+    """Float waveform → int16 as ``round(x·32767)``, clipped to the int16 range; int16 input is already stored as is."""
+    if isinstance(waveform, np.ndarray) and waveform.dtype == np.int16:
+        return waveform
     scaled = np.round(np.asarray(waveform, dtype=np.float64) * INT16_SCALE)
     return np.clip(scaled, -32768, 32767).astype(np.int16)
 

@@ -1,7 +1,9 @@
 """``panns-prepare``: make datasets and convert them into shard sets.
 
 Subcommands: ``synthetic`` (write the AudioSet look-alike), ``audioset`` (segment CSV + audio →
-shards; ``--val-fraction`` holds out a stratified validation shard set), one per registered
+shards; ``--val-fraction`` holds out a stratified validation shard set), ``audioset-hdf5`` and
+``audioset-mp3-hdf5`` (AudioSet packed into HDF5 by upstream PANNs or PaSST / EfficientAT → the
+same shard set, with the same options; ``AUDIOSET_HDF5_LAYOUTS``), one per registered
 cross-validation dataset (``datasets/registry.py``: esc50 / gtzan / ravdess, official layouts →
 one shard set with folds), ``inspect`` (summarise a shard set).
 Exit codes: 0 ok, 1 nothing usable, 2 usage error (an existing ``--out`` without ``--overwrite``
@@ -19,12 +21,12 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from panns_lightning.datasets.registry import FOLDED_DATASETS
+from panns_lightning.datasets.registry import AUDIOSET_HDF5_LAYOUTS, FOLDED_DATASETS
 
 if TYPE_CHECKING:
     from panns_lightning.labels import LabelSet
     from panns_lightning.shardset import Manifest
-    from panns_lightning.shardset.records import ClipRecord, SkippedClip
+    from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
@@ -40,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets."
     )
-    names = ["synthetic", "audioset", *FOLDED_DATASETS, "inspect"]
+    names = ["synthetic", "audioset", *AUDIOSET_HDF5_LAYOUTS, *FOLDED_DATASETS, "inspect"]
     commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
 
     synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
@@ -63,18 +65,6 @@ def build_parser() -> argparse.ArgumentParser:
     audioset.add_argument("--out", required=True, type=Path, help="output shard directory")
     audioset.add_argument("--sample-rate", type=int, default=32000)
     audioset.add_argument("--clip-seconds", type=float, default=10.0)
-    audioset.add_argument("--storage", choices=("int16", "flac"), default="int16")
-    _add_resample_option(audioset)
-    audioset.add_argument("--clips-per-shard", type=int, default=1000)
-    audioset.add_argument(
-        "--min-shards",
-        type=int,
-        default=8,
-        help="at least this many shards (capped at the clip count), so every DataLoader worker gets one",
-    )
-    audioset.add_argument(
-        "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
-    )
     audioset.add_argument(
         "--audio-pattern",
         action="append",
@@ -83,31 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="file name pattern with {ytid}, {start}, {end}; '.*' = any audio extension; repeatable "
         "(default: 'Y{ytid}.*' and '{ytid}_{start}_{end}.*')",
     )
-    audioset.add_argument("--split", default=None, help="split name in the manifest (default: from the CSV name)")
-    audioset.add_argument(
-        "--val-fraction",
-        type=float,
-        default=None,
-        metavar="F",
-        help="hold out this fraction of the clips (stratified by label) as a validation shard set in --val-out; "
-        "the rest goes to --out (e.g. 0.02)",
-    )
-    audioset.add_argument(
-        "--val-out",
-        type=Path,
-        default=None,
-        metavar="DIR",
-        help="shard directory of the held-out clips (default: --out with '_val' appended)",
-    )
-    audioset.add_argument(
-        "--seed", type=int, default=0, help="seed of the shard assignment and of the --val-fraction split"
-    )
-    audioset.add_argument(
-        "--overwrite", action="store_true", help="replace the shards in a non-empty --out (and --val-out)"
-    )
-    audioset.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_audioset_options(audioset, split_from="the CSV name")
     audioset.set_defaults(run=run_audioset)
 
+    _add_hdf5_commands(commands)
     _add_folded_commands(commands)
 
     inspect = commands.add_parser("inspect", help="summarise a shard set (class counts, sampler behaviour)")
@@ -125,6 +94,65 @@ def build_parser() -> argparse.ArgumentParser:
     )
     inspect.set_defaults(run=run_inspect)
     return parser
+
+
+def _add_audioset_options(parser: argparse.ArgumentParser, *, split_from: str) -> None:
+    """The shard-set options every AudioSet command shares (storage, sharding, workers, --val-fraction, ...)."""
+    parser.add_argument("--storage", choices=("int16", "flac"), default="int16")
+    _add_resample_option(parser)
+    parser.add_argument("--clips-per-shard", type=int, default=1000)
+    parser.add_argument(
+        "--min-shards",
+        type=int,
+        default=8,
+        help="at least this many shards (capped at the clip count), so every DataLoader worker gets one",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
+    )
+    parser.add_argument("--split", default=None, help=f"split name in the manifest (default: from {split_from})")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        metavar="F",
+        help="hold out this fraction of the clips (stratified by label) as a validation shard set in --val-out; "
+        "the rest goes to --out (e.g. 0.02)",
+    )
+    parser.add_argument(
+        "--val-out",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="shard directory of the held-out clips (default: --out with '_val' appended)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the shard assignment and of the --val-fraction split"
+    )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the shards in a non-empty --out (and --val-out)"
+    )
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _add_hdf5_commands(commands: argparse._SubParsersAction) -> None:
+    """One command per HDF5 packing of AudioSet (``datasets/registry.py``): the ``audioset`` shard set from it."""
+    for entry in AUDIOSET_HDF5_LAYOUTS.values():
+        sub = commands.add_parser(entry.name, help=f"convert {entry.description} into AudioSet shards")
+        sub.add_argument("--hdf5", required=True, nargs="+", type=Path, metavar="FILE", help=entry.hdf5_help)
+        sub.add_argument("--labels", required=True, type=Path, help="class_labels_indices.csv (the target columns)")
+        sub.add_argument("--out", required=True, type=Path, help="output shard directory")
+        sub.add_argument("--sample-rate", type=int, default=32000)
+        sub.add_argument(
+            "--clip-seconds",
+            type=float,
+            default=None,
+            help="pad/crop to this length (default: the packed rows' own length; 10 for mp3)",
+        )
+        for option in entry.options:
+            sub.add_argument(option.flag, **option.argparse_options())
+        _add_audioset_options(sub, split_from="the file names")
+        sub.set_defaults(run=run_audioset_hdf5, layout=entry)
 
 
 def run_synthetic(args: argparse.Namespace) -> int:
@@ -207,28 +235,75 @@ def run_audioset(args: argparse.Namespace) -> int:
         print(f"warning: ... and {len(result.warnings) - 10} more rows with dropped labels", file=sys.stderr)
     split = args.split or split_name(args.segments)
     print(f"{args.segments.name}: {len(result.records)} clips found, {len(result.skipped)} skipped before decoding")
+    return _convert_audioset(args, "audioset", result, labels, split)
+
+
+def run_audioset_hdf5(args: argparse.Namespace) -> int:
+    from panns_lightning.datasets.audioset_hdf5 import split_name
+    from panns_lightning.datasets.hdf5_rows import MissingHdf5Support, close_open_files
+    from panns_lightning.labels import LabelFileError, read_label_csv
+
+    command = args.layout.name
+    usage_problems = [f"--hdf5 {path} not found" for path in args.hdf5 if not path.is_file()]
+    if not args.labels.is_file():
+        usage_problems.append(f"--labels {args.labels} not found")
+    if args.sample_rate <= 0 or (args.clip_seconds is not None and args.clip_seconds <= 0) or args.clips_per_shard <= 0:
+        usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    usage_problems += filter(None, [_resample_problem(args), *_holdout_problems(args)])
+    if usage_problems:
+        return _usage_error(command, "; ".join(usage_problems))
+    options = {option.keyword: getattr(args, option.keyword) for option in args.layout.options}
+    try:
+        labels = read_label_csv(args.labels)
+        found = args.layout.read(args.hdf5, labels, progress=not args.quiet, **options)
+    except (MissingHdf5Support, LabelFileError, ValueError, OSError) as error:
+        return _usage_error(command, str(error))
+    if args.clip_seconds is None:
+        args.clip_seconds = found.clip_seconds or 10.0
+    result = found.result
+    names = ", ".join(path.name for path in args.hdf5[:3]) + (
+        f" and {len(args.hdf5) - 3} more" if len(args.hdf5) > 3 else ""
+    )
+    print(f"{names}: {len(result.records)} clips found, {len(result.skipped)} skipped before decoding")
+    try:
+        return _convert_audioset(args, command, result, labels, args.split or split_name(args.hdf5), found.load_clip)
+    finally:
+        close_open_files()
+
+
+def _convert_audioset(
+    args: argparse.Namespace,
+    command: str,
+    result: ReaderResult,
+    labels: LabelSet,
+    split: str,
+    load_clip: Callable[..., Any] | None = None,
+) -> int:
+    """Write the reader's records as one AudioSet shard set, or two with ``--val-fraction``; the exit code."""
     extra = {"warnings": result.warnings} if result.warnings else {}
     train_records = result.records
     if args.val_fraction is not None and result.records:  # no records: the writer says "nothing usable"
-        held_out = _hold_out_validation(args, result.records)
+        held_out = _hold_out_validation(args, result.records, command)
         if isinstance(held_out, int):
             return held_out
         train_records, val_records, holdout = held_out
         # The small set first: a problem with it shows in seconds, not after the long conversion.
         written = _write_audioset(
             args,
+            command,
             val_records,
             args.val_out,
             labels,
             f"{split}_val",
             [],
             {"holdout": {"role": "val", **holdout, "other": str(args.out)}},
+            load_clip,
         )
         if isinstance(written, int):
             return written
         _print_skips(written.skipped, stream=sys.stdout)
         extra["holdout"] = {"role": "train", **holdout, "other": str(args.val_out)}
-    written = _write_audioset(args, train_records, args.out, labels, split, result.skipped, extra)
+    written = _write_audioset(args, command, train_records, args.out, labels, split, result.skipped, extra, load_clip)
     if isinstance(written, int):
         return written
     _print_skips(written.skipped, stream=sys.stdout)
@@ -237,18 +312,20 @@ def run_audioset(args: argparse.Namespace) -> int:
 
 def _write_audioset(
     args: argparse.Namespace,
+    command: str,
     records: Sequence[ClipRecord],
     out: Path,
     labels: LabelSet,
     split: str,
     skipped: Sequence[SkippedClip],
     extra: dict[str, Any],
+    load_clip: Callable[..., Any] | None = None,
 ) -> Manifest | int:
     """One AudioSet shard set with the command's options; the manifest, or an exit code."""
     from panns_lightning.shardset.writer import write_shards
 
     return _run_conversion(
-        "audioset",
+        command,
         out,
         lambda: write_shards(
             records,
@@ -270,6 +347,7 @@ def _write_audioset(
             overwrite=args.overwrite,
             progress=not args.quiet,
             resample=args.resample,
+            load_clip=load_clip,
         ),
     )
 
@@ -292,7 +370,7 @@ def _holdout_problems(args: argparse.Namespace) -> list[str]:
 
 
 def _hold_out_validation(
-    args: argparse.Namespace, records: Sequence[ClipRecord]
+    args: argparse.Namespace, records: Sequence[ClipRecord], command: str = "audioset"
 ) -> tuple[list[ClipRecord], list[ClipRecord], dict[str, Any]] | int:
     """``(train records, val records, manifest 'holdout' entry)``, or the exit code after saying why not."""
     from panns_lightning.datasets.holdout import METHOD, class_counts, split_records
@@ -302,11 +380,11 @@ def _hold_out_validation(
         try:  # refuse before converting anything, not after the first set is written
             check_output_dir(out, args.overwrite)
         except OutputNotEmptyError as error:
-            return _usage_error("audioset", f"{flag}: {error}")
+            return _usage_error(command, f"{flag}: {error}")
     train, val = split_records(records, args.val_fraction, seed=args.seed)
     if not val:
         return _usage_error(
-            "audioset",
+            command,
             f"--val-fraction {args.val_fraction} of {len(records)} clips holds no clip: no class has 2 clips or more to hold one out",
         )
     everything = [r.labels for r in records]

@@ -6,7 +6,8 @@ which become command-line flags. Adding a cross-validation dataset is a reader m
 here, an experiment (``experiments/finetune_NAME.yaml``) and a doc; the folds a shard set holds
 are read from its manifest (``python -m panns_lightning.shardset.folds DIR``), not listed anywhere.
 AudioSet (segment CSVs, a held-out validation split) and the synthetic generator have commands of
-their own.
+their own; AudioSet as other projects pack it into HDF5 has one command per layout
+(``AUDIOSET_HDF5_LAYOUTS``), which shares the options of ``panns-prepare audioset``.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ class ReaderOption:
     type: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value: false unless given
+    repeatable: bool = False  # may be given several times: a list (None when never given)
 
     @property
     def flag(self) -> str:
@@ -38,6 +40,8 @@ class ReaderOption:
     def argparse_options(self) -> dict[str, Any]:
         if self.switch:
             return {"action": "store_true", "help": self.help}
+        if self.repeatable:
+            return {"action": "append", "default": None, "type": self.type, "help": self.help}
         options: dict[str, Any] = {"default": self.default, "help": self.help}
         if self.type is not None:
             options["type"] = self.type
@@ -103,6 +107,50 @@ FOLDED_DATASETS: dict[str, FoldedDatasetEntry] = {
                     "num_folds", "folds of actors (default 4: 6 actors each, 3 male + 3 female)", default=4, type=int
                 ),
             ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Hdf5LayoutEntry:
+    """An HDF5 packing of AudioSet: ``panns-prepare NAME --hdf5 FILE ...`` writes one AudioSet shard set from it."""
+
+    name: str
+    description: str
+    hdf5_help: str
+    reader: str  # ``module:function(paths, labels, *, progress, **options)`` returning an ``Hdf5Import``
+    options: tuple[ReaderOption, ...] = field(default=())
+
+    def read(self, paths: Any, labels: Any, **options: Any) -> Any:
+        module, function = self.reader.split(":")
+        return getattr(import_module(module), function)(paths, labels, **options)
+
+
+AUDIOSET_HDF5_LAYOUTS: dict[str, Hdf5LayoutEntry] = {
+    entry.name: entry
+    for entry in (
+        Hdf5LayoutEntry(
+            name="audioset-hdf5",
+            description="upstream PANNs' packed HDF5 (int16 waveforms) or its index files",
+            hdf5_help="packed waveform files (balanced_train.h5, unbalanced_train_part00.h5, ...) and/or index files "
+            "(indexes/full_train.h5), in any mix",
+            reader="panns_lightning.datasets.audioset_hdf5:read_packed_hdf5",
+            options=(
+                ReaderOption(
+                    "waveform_dir",
+                    "where an index file's packed files are looked up when its hdf5_path no longer exists "
+                    "(by trailing path components; default: beside the index and two folders up); repeatable",
+                    type=Path,
+                    repeatable=True,
+                ),
+            ),
+        ),
+        Hdf5LayoutEntry(
+            name="audioset-mp3-hdf5",
+            description="AudioSet as mp3 bytes in HDF5 (PaSST / EfficientAT's *_mp3.hdf)",
+            hdf5_help="e.g. balanced_train_segments_mp3.hdf, unbalanced_train_segments_mp3.hdf",
+            reader="panns_lightning.datasets.audioset_hdf5:read_mp3_hdf5",
         ),
     )
 }

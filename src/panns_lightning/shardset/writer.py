@@ -97,6 +97,7 @@ def write_shards(
     min_seconds: float = MIN_CLIP_SECONDS,
     finalize: Callable[[Manifest], Mapping[str, Any]] | None = None,
     resample: str = "sinc",
+    load_clip: ClipLoader | None = None,
 ) -> Manifest:
     """Decode ``records`` and write a stratified shard set plus ``manifest.json`` into ``out_dir``.
 
@@ -108,6 +109,9 @@ def write_shards(
     computed from the written shards (e.g. a fold index) before the manifest is written, so the
     manifest appears once, complete. ``resample`` (``sinc`` or ``decimate``, see
     :func:`panns_lightning.audio.load_audio`) is recorded as the manifest's ``resample``.
+    ``load_clip`` replaces :func:`panns_lightning.audio.load_audio` for clips that are not files
+    (rows of an HDF5 file: ``datasets/hdf5_rows.py``); it takes the same arguments, must be
+    picklable (a module-level function) and may return int16 samples, stored as they are.
     Raises :class:`NoUsableClipsError` (and leaves no manifest) if not a single clip could be
     written, :class:`OutputNotEmptyError` if ``out_dir`` holds files and ``overwrite`` is false.
     """
@@ -141,7 +145,16 @@ def write_shards(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
 
     tasks = [
-        ClipTask(position, str(records[position].audio_path), sample_rate, clip_samples, storage, min_seconds, resample)
+        ClipTask(
+            position,
+            str(records[position].audio_path),
+            sample_rate,
+            clip_samples,
+            storage,
+            min_seconds,
+            resample,
+            load_clip,
+        )
         for shard in plan
         for position in shard
     ]
@@ -395,8 +408,12 @@ def _add_member(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
+ClipLoader = Callable[..., np.ndarray]
+"""``load(path, target_sr, clip_samples, *, min_seconds, resample_method)``, as :func:`panns_lightning.audio.load_audio`."""
+
+
 class ClipTask(NamedTuple):
-    """One clip for a pool worker (plain values: it is pickled)."""
+    """One clip for a pool worker (plain values and a module-level function: it is pickled)."""
 
     position: int
     path: str
@@ -405,6 +422,7 @@ class ClipTask(NamedTuple):
     storage: str
     min_seconds: float = MIN_CLIP_SECONDS
     resample: str = "sinc"
+    loader: ClipLoader | None = None  # None: audio.load_audio
 
 
 class ClipResult(NamedTuple):
@@ -471,7 +489,8 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
     try:
-        waveform = audio.load_audio(
+        load = task.loader or audio.load_audio
+        waveform = load(
             task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample
         )
     except audio.AudioDecodeError as error:
@@ -488,6 +507,8 @@ def is_silent(waveform: np.ndarray) -> bool:
     Silent clips are valid audio (AudioSet has some) and are converted; the manifest lists
     them under ``silent_clips`` so a surprising number of them is visible.
     """
+    if waveform.dtype == np.int16:
+        return not waveform.any()
     return waveform.size == 0 or float(np.max(np.abs(waveform))) < 0.5 / audio.INT16_SCALE
 
 
