@@ -24,6 +24,7 @@ from panns_lightning.shardset.manifest import (
     ManifestError,
     ShardInfo,
     ShardSetError,
+    parse_manifest,
     read_manifest,
     write_manifest,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "ShardInfo",
     "ShardSetError",
     "SkippedClip",
+    "parse_manifest",
     "read_manifest",
     "shard_key",
     "write_manifest",
