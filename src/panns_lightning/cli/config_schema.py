@@ -26,7 +26,7 @@ from panns_lightning.training.speed import SpeedOptions
 
 @dataclass
 class ShardSetsConfig:
-    """Where the train / val / test shard sets are (a directory holding manifest.json each)."""
+    """Where the train / val / test shard sets are (a directory holding manifest.json each, or its http(s) URL)."""
 
     train_dir: Optional[str] = None
     val_dir: Optional[str] = None

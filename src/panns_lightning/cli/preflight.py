@@ -1,8 +1,8 @@
 """Checks of the environment a config points at, run before any model is built or data is read.
 
 :mod:`config_schema` checks a config against itself (keys, types, values); this module checks it
-against the machine: shard directories exist and hold ``manifest.json``, a checkpoint to resume
-from exists and is plain weights, the GPUs asked for are there. Each failure is one
+against the machine: shard directories exist and hold ``manifest.json`` (a URL's is fetched), a
+checkpoint to resume from exists and is plain weights, the GPUs asked for are there. Each failure is one
 :class:`ConfigError` line naming the key and the path or value, so a typo costs seconds, not a
 model build, a data scan or a DDP launch.
 """
@@ -16,7 +16,8 @@ from typing import Any
 from omegaconf import DictConfig
 
 from panns_lightning.cli.config_schema import ConfigError
-from panns_lightning.shardset import MANIFEST_NAME
+from panns_lightning.data.remote import HttpOptions, is_http_url
+from panns_lightning.shardset import MANIFEST_NAME, ShardSetError
 
 SPLITS = ("train", "val", "test")
 GPU_ACCELERATORS = ("gpu", "cuda")
@@ -27,8 +28,9 @@ NON_PATH_CKPT = (None, "", "auto")
 def preflight_train(cfg: DictConfig) -> None:
     """panns-train: shard dirs, ``ckpt_path`` and GPUs; call right after ``validate_train_config``."""
     data = cfg.get("data") or {}
+    http = HttpOptions(timeout=float(data.get("http_timeout", 60.0)), retries=int(data.get("http_retries", 3)))
     for split in SPLITS:
-        check_shard_dir(f"data.{split}_dir", data.get(f"{split}_dir"))
+        check_shard_dir(f"data.{split}_dir", data.get(f"{split}_dir"), http=http)
     check_resume_checkpoint("ckpt_path", cfg.get("ckpt_path"))
     trainer = cfg.get("trainer") or {}
     check_gpus(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"), key_prefix="trainer.")
@@ -49,11 +51,22 @@ def preflight_eval(cfg: DictConfig) -> None:
     check_gpus(cfg.get("accelerator", "auto"), cfg.get("devices", 1), key_prefix="")
 
 
-def check_shard_dir(key: str, value: Any, required: bool = False) -> None:
-    """``value`` must be a directory holding ``manifest.json`` (None is fine unless ``required``)."""
+def check_shard_dir(key: str, value: Any, required: bool = False, http: HttpOptions | None = None) -> None:
+    """``value`` must be a directory holding ``manifest.json``, or the http(s) URL of one (None is fine unless ``required``).
+
+    A URL's manifest is fetched and checked (``http``: its timeout and retries).
+    """
     if value is None:
         if required:
             raise ConfigError(f"{key} is required: a shard set directory holding {MANIFEST_NAME}")
+        return
+    if is_http_url(str(value)):
+        from panns_lightning.data.stream import load_manifest  # the stream's imports (torch) only when needed
+
+        try:
+            load_manifest(str(value), http or HttpOptions())
+        except ShardSetError as error:
+            raise ConfigError(f"{key}={value}: {error}") from None
         return
     directory = Path(str(value))
     if not directory.exists():

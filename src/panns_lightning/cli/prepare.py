@@ -100,6 +100,7 @@ def _add_audioset_options(parser: argparse.ArgumentParser, *, split_from: str) -
     """The shard-set options every AudioSet command shares (storage, sharding, workers, --val-fraction, ...)."""
     parser.add_argument("--storage", choices=("int16", "flac"), default="int16")
     _add_resample_option(parser)
+    _add_decode_timeout_option(parser)
     parser.add_argument("--clips-per-shard", type=int, default=1000)
     parser.add_argument(
         "--min-shards",
@@ -195,6 +196,23 @@ def _add_resample_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_decode_timeout_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--decode-timeout",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="skip a file still decoding after this long and replace its worker process, so that one file "
+        "that hangs a decoder cannot stall the conversion (default 60; 0: no limit; needs --workers >= 1)",
+    )
+
+
+def _decode_timeout_problem(args: argparse.Namespace) -> str | None:
+    if args.decode_timeout < 0:
+        return f"--decode-timeout must be >= 0 seconds (0: no limit), got {args.decode_timeout:g}"
+    return None
+
+
 def _resample_problem(args: argparse.Namespace) -> str | None:
     """Why ``--resample decimate`` cannot give ``--sample-rate`` (``None`` if it can)."""
     if args.resample != "decimate" or args.sample_rate <= 0:
@@ -221,7 +239,7 @@ def run_audioset(args: argparse.Namespace) -> int:
         usage_problems.append(f"--audio-dir {args.audio_dir} is not a directory")
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    usage_problems += filter(None, [_resample_problem(args), *_holdout_problems(args)])
+    usage_problems += filter(None, [_resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)])
     if usage_problems:
         return _usage_error("audioset", "; ".join(usage_problems))
     try:
@@ -249,7 +267,7 @@ def run_audioset_hdf5(args: argparse.Namespace) -> int:
         usage_problems.append(f"--labels {args.labels} not found")
     if args.sample_rate <= 0 or (args.clip_seconds is not None and args.clip_seconds <= 0) or args.clips_per_shard <= 0:
         usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    usage_problems += filter(None, [_resample_problem(args), *_holdout_problems(args)])
+    usage_problems += filter(None, [_resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)])
     if usage_problems:
         return _usage_error(command, "; ".join(usage_problems))
     options = {option.keyword: getattr(args, option.keyword) for option in args.layout.options}
@@ -348,6 +366,7 @@ def _write_audioset(
             progress=not args.quiet,
             resample=args.resample,
             load_clip=load_clip,
+            decode_timeout=args.decode_timeout,
         ),
     )
 
@@ -428,6 +447,7 @@ def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
         sub.add_argument(
             "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
         )
+        _add_decode_timeout_option(sub)
         sub.add_argument(
             "--seed",
             type=int,
@@ -448,8 +468,9 @@ def run_folded(args: argparse.Namespace) -> int:
     command = entry.name
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    if _resample_problem(args):
-        return _usage_error(command, _resample_problem(args))
+    for problem in (_resample_problem(args), _decode_timeout_problem(args)):
+        if problem:
+            return _usage_error(command, problem)
     options = {option.keyword: getattr(args, option.keyword) for option in entry.options}
     if entry.seeded:
         options["seed"] = args.seed
@@ -480,6 +501,7 @@ def run_folded(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             progress=not args.quiet,
             resample=args.resample,
+            decode_timeout=args.decode_timeout,
         ),
     )
     if isinstance(written, int):

@@ -18,7 +18,6 @@ import logging
 import os
 import warnings
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -27,11 +26,12 @@ from torch.utils.data import DataLoader
 
 from panns_lightning.data.eval_stream import EvalClipStream
 from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.remote import HttpOptions
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog, SharedCount, shard_urls
+from panns_lightning.data.stream import ErrorLog, SharedCount, load_manifest, shard_location, shard_urls
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.redact import redact_hparams
-from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, read_manifest
+from panns_lightning.shardset import Manifest, ShardSetError
 from panns_lightning.shardset.folds import fold_selection
 
 log = logging.getLogger(__name__)
@@ -48,9 +48,10 @@ SPLITS = ("train", "val", "test")
 class AudioShardDataModule(pl.LightningDataModule):
     """Streams shard sets written by ``panns-prepare`` (docs/architecture.md) as batch dicts.
 
-    ``*_dir`` is a shard-set directory holding ``manifest.json``; ``*_urls`` optionally says where
-    to read that set's shards from instead (brace patterns, ``pipe:`` commands, http URLs) while the
-    manifest still comes from the directory. Batches: ``{"waveform": float32[B, T],
+    ``*_dir`` is a shard-set directory holding ``manifest.json``, or the ``http(s)://`` URL of one
+    (``URL/manifest.json``, ``URL/shard-*.tar``); ``*_urls`` optionally says where to read that
+    set's shards from instead (brace patterns, ``pipe:`` commands, http URLs) while the manifest
+    still comes from ``*_dir``. Batches: ``{"waveform": float32[B, T],
     "target": float32[B, C], "key": list[str]}``; train T is ``train_crop_samples`` when set.
     ``int16_batches``: train waveforms of int16 shards stay int16 (scaled by 1 / 32767 on the
     device, ``TaggingModule.on_after_batch_transfer``); ``pin_memory`` lets the host-to-device
@@ -234,13 +235,11 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
-        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]))
+        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]), self._http)
         if self.fold is None:
             return spec
         try:
-            chosen = fold_selection(
-                manifest, self.fold, held_out=split != "train", where=str(Path(directory) / MANIFEST_NAME)
-            )
+            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=shard_location(directory))
         except ValueError as error:
             raise ShardSetError(str(error)) from None
         return dataclasses.replace(
@@ -252,13 +251,17 @@ class AudioShardDataModule(pl.LightningDataModule):
             # check_files=False: shards may be read from URL overrides, and a missing one counts
             # against the error budget rather than stopping the run.
             manifests = {
-                split: read_manifest(directory, check_files=False)
+                split: load_manifest(directory, self._http)
                 for split, directory in self.dirs.items()
                 if directory is not None
             }
-            _check_compatible(manifests)
+            _check_compatible(manifests, {split: shard_location(self.dirs[split] or "") for split in manifests})
             self._manifests = manifests
         return self._manifests
+
+    @property
+    def _http(self) -> HttpOptions:
+        return HttpOptions(timeout=self.options.http_timeout, retries=self.options.http_retries)
 
     def _reference_manifest(self) -> Manifest:
         return next(iter(self._read_manifests().values()))
@@ -423,15 +426,18 @@ def _epoch_target(trainer: pl.Trainer) -> Any:
     return None
 
 
-def _check_compatible(manifests: dict[str, Manifest]) -> None:
-    """Train/val/test must share the label set and sample rate, or metrics and models silently break."""
+def _check_compatible(manifests: dict[str, Manifest], where: dict[str, str]) -> None:
+    """Train/val/test must share the label set and sample rate, or metrics and models silently break.
+
+    ``where`` names each split's manifest (path or URL) in the message.
+    """
     items = list(manifests.items())
     if not items:
         return
-    _, first = items[0]
-    first_path = Path(str(first.root)) / MANIFEST_NAME
-    for _, manifest in items[1:]:
-        path = Path(str(manifest.root)) / MANIFEST_NAME
+    first_split, first = items[0]
+    first_path = where[first_split]
+    for split, manifest in items[1:]:
+        path = where[split]
         if _label_identity(manifest) != _label_identity(first):
             raise ShardSetError(
                 f"label sets differ: {first_path} has {first.num_classes} labels, {path} has "

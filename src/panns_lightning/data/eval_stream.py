@@ -14,7 +14,15 @@ import torch
 from torch.utils.data import IterableDataset
 
 from panns_lightning.data.spec import StreamSpec, current_slot
-from panns_lightning.data.stream import ErrorLog, RawClip, decode_waveform, eval_shares_for_slot, multi_hot, read_shard
+from panns_lightning.data.stream import (
+    ErrorLog,
+    EvalShardShare,
+    RawClip,
+    decode_waveform,
+    eval_shares_for_slot,
+    multi_hot,
+    read_shard,
+)
 
 
 class EvalClipStream(IterableDataset):
@@ -60,13 +68,32 @@ class EvalClipStream(IterableDataset):
         slot = current_slot(self.rank, self.world_size)
         for share in eval_shares_for_slot(len(self.spec.urls), slot.index, slot.count):
             url = self.spec.urls[share.shard_index]
-            clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors)
+            clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors, http=self.spec.http)
             keep = self.spec.keep_keys
+            mine = 0
             for position, clip in enumerate(clips):
                 # Position counts every clip, kept or not, so the exactly-once split is unchanged.
-                if position % share.stride == share.offset and (keep is None or clip.key in keep):
-                    self.errors.read_samples.add()
-                    yield clip
+                if position % share.stride == share.offset:
+                    mine += 1
+                    if keep is None or clip.key in keep:
+                        self.errors.read_samples.add()
+                        yield clip
+            self._count_lost(share, url, mine)
+
+    def _count_lost(self, share: EvalShardShare, url: str, read: int) -> None:
+        """A broken or missing shard: count the clips of this share it should have held (error budget).
+
+        Known from the manifest's per-shard counts; not with a fold selection (the manifest does not
+        say how many of a shard's clips belong to the fold).
+        """
+        shard_clips = self.spec.shard_clips
+        if url not in self.errors.failed_urls or self.spec.keep_keys is not None:
+            return
+        if shard_clips is None or len(shard_clips) != len(self.spec.urls):  # URL overrides of another length
+            return
+        expected = len(range(share.offset, shard_clips[share.shard_index], share.stride))
+        if expected > read:
+            self.errors.lost_samples.add(expected - read)
 
 
 def decode_clip(clip: RawClip, spec: StreamSpec) -> tuple[np.ndarray, np.ndarray]:

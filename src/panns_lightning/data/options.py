@@ -30,6 +30,10 @@ class StreamOptions:
         error_budget: stop when more than this fraction of the clips met so far could not be used
             (train, or a validation), counting the clips a broken or missing shard should have held.
         error_budget_min_clips: the fraction is taken over at least this many clips.
+        http_timeout: seconds an ``http(s)://`` shard or manifest may take to connect or to send
+            more data before the read counts as failed (then retried).
+        http_retries: retries of a failed or cut HTTP read (resumed where it stopped; waits of 1, 2,
+            4, ... s); a 4xx error other than 408/429 is not retried.
     """
 
     batch_size: int = 32
@@ -43,6 +47,8 @@ class StreamOptions:
     fail_fast: bool = False
     error_budget: float = 0.01
     error_budget_min_clips: int = 500
+    http_timeout: float = 60.0
+    http_retries: int = 3
 
     def __post_init__(self) -> None:
         if self.batch_size < 1 or self.steps_per_epoch < 1:
@@ -56,6 +62,10 @@ class StreamOptions:
         if not 0.0 <= self.error_budget <= 1.0:
             raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {self.error_budget}")
         self.error_budget_min_clips = max(1, int(self.error_budget_min_clips))
+        if self.http_timeout <= 0 or self.http_retries < 0:
+            raise ValueError(
+                f"http_timeout must be > 0 and http_retries >= 0, got {self.http_timeout}, {self.http_retries}"
+            )
 
     @property
     def copy_spread(self) -> int:

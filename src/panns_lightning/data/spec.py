@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from torch.utils.data import get_worker_info
 
+from panns_lightning.data.remote import DEFAULT_HTTP, HttpOptions
 from panns_lightning.shardset import Manifest
 
 
@@ -28,9 +29,13 @@ class StreamSpec:
     # Only clips with these member keys are used (a cross-validation fold); None: all clips.
     # class_counts / num_clips then describe the kept clips.
     keep_keys: frozenset[str] | None = None
+    # How http(s):// shards are read (timeout, retries).
+    http: HttpOptions = DEFAULT_HTTP
 
     @classmethod
-    def from_manifest(cls, manifest: Manifest, urls: Sequence[str] | None = None) -> StreamSpec:
+    def from_manifest(
+        cls, manifest: Manifest, urls: Sequence[str] | None = None, http: HttpOptions = DEFAULT_HTTP
+    ) -> StreamSpec:
         """The spec of a whole shard set: its manifest's shards (or ``urls`` read in their place) and counts.
 
         Per-shard counts describe the manifest's shards; the train stream uses them (to split
@@ -50,6 +55,7 @@ class StreamSpec:
             shard_class_counts=tuple(tuple(shard.class_counts or ()) for shard in manifest.shards)
             if complete
             else None,
+            http=http,
         )
 
 

@@ -5,7 +5,8 @@ format and its manifest reader live in :mod:`panns_lightning.shardset`). Everyth
 functions and small classes; ``train_stream.py`` and ``eval_stream.py`` turn the stream into batches.
 
 Tar members are read with :mod:`tarfile` in stream mode over a file object from webdataset's URL
-opener (local paths, ``file:``, ``pipe:`` commands, ``http(s)``). We do not use webdataset's
+opener (local paths, ``file:``, ``pipe:`` commands) or, for ``http(s)://``, from :mod:`.remote`
+(HTTP errors by status, cut transfers detected and resumed). We do not use webdataset's
 pipeline: its default node splitter refuses world_size > 1, its error handlers sleep, and its shard
 shuffle repeats every epoch (webdataset 1.0.2, its open PR #502). Reading members ourselves also lets the labels-only
 path skip audio bytes without reading them into memory.
@@ -29,7 +30,16 @@ from braceexpand import braceexpand
 from torch.utils.data import get_worker_info
 from webdataset.gopen import gopen
 
-from panns_lightning.shardset import Manifest, ShardSetError
+from panns_lightning.data.remote import (
+    DEFAULT_HTTP,
+    HttpOptions,
+    RemoteReadError,
+    fetch_http,
+    is_http_url,
+    join_url,
+    open_http,
+)
+from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, parse_manifest, read_manifest
 from panns_lightning.shardset.format import AUDIO_MEMBER_EXTENSION, LABELS_MEMBER_EXTENSION, parse_labels
 
 log = logging.getLogger(__name__)
@@ -46,13 +56,38 @@ class BadSampleError(RuntimeError):
 # --------------------------------------------------------------------------- URLs
 
 
+def load_manifest(location: str | Path, http: HttpOptions = DEFAULT_HTTP) -> Manifest:
+    """The manifest of a shard set: a local directory, or an ``http(s)://`` URL of one (``URL/manifest.json``).
+
+    Shards are not checked: a missing one counts against the error budget when it is read.
+    """
+    if not is_http_url(str(location)):
+        return read_manifest(location, check_files=False)
+    url = join_url(str(location), MANIFEST_NAME)
+    try:
+        text = fetch_http(url, http)
+    except RemoteReadError as error:
+        raise ShardSetError(f"cannot fetch {url}: {error}") from None
+    return parse_manifest(text, url)
+
+
+def shard_location(shard_dir: str | Path) -> str:
+    """How to name a file of a shard set in messages: ``DIR/manifest.json`` or ``URL/manifest.json``."""
+    if is_http_url(str(shard_dir)):
+        return join_url(str(shard_dir), MANIFEST_NAME)
+    return str(Path(shard_dir) / MANIFEST_NAME)
+
+
 def shard_urls(shard_dir: str | Path, manifest: Manifest, urls: str | Sequence[str] | None = None) -> list[str]:
     """Where to read the shards from: the manifest's files in ``shard_dir``, or ``urls`` when given.
 
-    ``urls`` may be one string or a list; each is brace-expanded (``shard-{000000..000009}.tar``) and
-    may be a path, ``file:``, ``pipe:CMD`` or ``http(s)://`` URL. Order is kept: it is the eval order.
+    ``shard_dir`` may be a local directory or an ``http(s)://`` URL of one. ``urls`` may be one
+    string or a list; each is brace-expanded (``shard-{000000..000009}.tar``) and may be a path,
+    ``file:``, ``pipe:CMD`` or ``http(s)://`` URL. Order is kept: it is the eval order.
     """
     if urls is None:
+        if is_http_url(str(shard_dir)):
+            return [join_url(str(shard_dir), shard.name) for shard in manifest.shards]
         return [str(Path(shard_dir) / shard.name) for shard in manifest.shards]
     patterns = [urls] if isinstance(urls, str) else list(urls)
     expanded = [url for pattern in patterns for url in braceexpand(pattern)]
@@ -331,14 +366,21 @@ class ErrorLog:
         return {**self.__dict__, "failed_urls": set()}
 
 
-def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) -> Iterator[RawClip]:
+def open_shard(url: str, http: HttpOptions = DEFAULT_HTTP) -> Any:
+    """A binary stream over one shard: :mod:`.remote` for ``http(s)://``, webdataset's opener otherwise."""
+    return open_http(url, http) if is_http_url(url) else gopen(url, "rb")
+
+
+def read_shard(
+    url: str, *, storage: str, with_audio: bool, errors: ErrorLog, http: HttpOptions = DEFAULT_HTTP
+) -> Iterator[RawClip]:
     """Yield the clips of one tar shard in stored order.
 
     A clip with unreadable labels or without its audio member is reported and skipped; a truncated
     or unreadable tar is reported and the rest of that shard is skipped, and so is a ``pipe:``
     command that exits non-zero after its last member (a download cut at a member boundary looks
-    like a complete tar otherwise). With ``with_audio=False`` audio members are stepped over
-    without being read.
+    like a complete tar otherwise) and an HTTP download that fails for good (``http``: its
+    timeout and retries). With ``with_audio=False`` audio members are stepped over without being read.
     """
     audio_ext = AUDIO_MEMBER_EXTENSION[storage]
     current_key: str | None = None
@@ -346,7 +388,10 @@ def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) ->
     members: dict[str, bytes | None] = {}
     completed = False
     try:
-        stream = gopen(url, "rb")
+        stream = open_shard(url, http)
+    except RemoteReadError as exc:
+        errors.shard(url, None, f"cannot open ({exc})")
+        return
     except Exception as exc:  # noqa: BLE001 - any opener failure is a shard failure
         errors.shard(url, None, f"cannot open ({type(exc).__name__}: {exc})")
         return
@@ -374,6 +419,8 @@ def read_shard(url: str, *, storage: str, with_audio: bool, errors: ErrorLog) ->
                     last_good_key = current_key
                     yield clip
         completed = True
+    except RemoteReadError as exc:
+        errors.shard(url, last_good_key, f"download failed ({exc})")
     except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
         errors.shard(url, last_good_key, f"unreadable or truncated tar ({type(exc).__name__}: {exc})")
     finally:

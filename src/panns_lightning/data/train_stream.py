@@ -144,7 +144,7 @@ class TrainClipStream(IterableDataset):
         self.errors = errors if errors is not None else ErrorLog("train")
         self.labels_only = labels_only
         self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
-        self.reader = reader if reader is not None else read_shard
+        self.reader = reader if reader is not None else functools.partial(read_shard, http=spec.http)
         self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if options.balanced else None
         self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()

@@ -10,7 +10,8 @@ and by the stream (``data/``), which do not import each other:
 - :mod:`.records`: what a dataset reader yields (:class:`ClipRecord`) and reports (:class:`SkippedClip`);
 - :mod:`.folds`: cross-validation folds recorded in clips and manifest, and selecting a fold;
 - :mod:`.writer`: :func:`write_shards`, the one shard writer (it decodes audio, so it is imported
-  on demand: ``from panns_lightning.shardset.writer import write_shards``, or from here lazily).
+  on demand: ``from panns_lightning.shardset.writer import write_shards``, or from here lazily);
+- :mod:`.decode_pool`: the writer's worker processes, where a crashed or hung decoder costs one file.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from panns_lightning.shardset.manifest import (
     ManifestError,
     ShardInfo,
     ShardSetError,
+    parse_manifest,
     read_manifest,
     write_manifest,
 )
@@ -44,6 +46,7 @@ __all__ = [
     "ShardInfo",
     "ShardSetError",
     "SkippedClip",
+    "parse_manifest",
     "read_manifest",
     "shard_key",
     "write_manifest",

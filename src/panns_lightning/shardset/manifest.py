@@ -3,7 +3,8 @@
 Every part of the project that needs to know what a shard set holds reads it here: the
 converters (:mod:`.writer`, :mod:`.folds`), the stream (``data/``), the preflight checks and
 inference. :func:`read_manifest` validates the whole file (keys, types, counts that add up), so a
-damaged or hand-edited manifest fails with one message naming the file and the entry.
+damaged or hand-edited manifest fails with one message naming the file and the entry;
+:func:`parse_manifest` is the same check for a manifest fetched from a URL (``data/remote.py``).
 """
 
 from __future__ import annotations
@@ -132,10 +133,10 @@ def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -
             "(it is written last, so its absence means an incomplete conversion)"
         )
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
         raise ManifestError(f"{path}: cannot read JSON ({error})") from error
-    manifest = _manifest_from_json(data, path)
+    manifest = parse_manifest(text, str(path), root=path.parent)
     if check_files:
         missing = [p.name for p in manifest.shard_paths() if not p.is_file()]
         if missing:
@@ -143,6 +144,19 @@ def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -
                 f"{path}: {len(missing)} listed shard(s) missing from {path.parent}: {', '.join(missing[:5])}"
             )
     return manifest
+
+
+def parse_manifest(text: str | bytes, where: str, *, root: Path | None = None) -> Manifest:
+    """Validate the content of a ``manifest.json`` read elsewhere (e.g. fetched over HTTP).
+
+    ``where`` names it in error messages; ``root`` is the directory it describes, if local.
+    :func:`read_manifest` reads a file through this, so both check alike.
+    """
+    try:
+        data = json.loads(text)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ManifestError(f"{where}: cannot read JSON ({error})") from error
+    return _manifest_from_json(data, where, root)
 
 
 def write_manifest(manifest: Manifest) -> Path:
@@ -180,9 +194,9 @@ def checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return checked
 
 
-def _manifest_from_json(data: Any, path: Path) -> Manifest:
+def _manifest_from_json(data: Any, where: str, root: Path | None) -> Manifest:
     def fail(message: str) -> ManifestError:
-        return ManifestError(f"{path}: {message}")
+        return ManifestError(f"{where}: {message}")
 
     if not isinstance(data, dict):
         raise fail(f"expected a JSON object, found {type(data).__name__}")
@@ -264,5 +278,5 @@ def _manifest_from_json(data: Any, path: Path) -> Manifest:
         created_at=str(data["created_at"]),
         format_version=data["format_version"],
         extra={k: v for k, v in data.items() if k not in CORE_KEYS},
-        root=path.parent,
+        root=root,
     )

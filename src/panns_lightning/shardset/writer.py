@@ -6,9 +6,10 @@ sees rare classes), atomic (``NAME.tar.tmp`` → rename, manifest last) and para
 pool decodes and encodes; the main process only writes tar members in a fixed order, so output
 is reproducible for a given seed).
 
-Hostile input never ends a conversion: a file that cannot be used is listed in the manifest's
-``skipped`` with its reason (see ``docs/fault_tolerance.md``), and a decoder that kills its
-worker process only costs the clip it was decoding. An output directory that already holds
+Hostile input never ends or stalls a conversion: a file that cannot be used is listed in the
+manifest's ``skipped`` with its reason (see ``docs/fault_tolerance.md``), and a decoder that kills
+its worker process, or hangs past ``decode_timeout``, only costs the clip it was decoding
+(:mod:`.decode_pool`). An output directory that already holds
 shards is never resumed or added to (see :func:`_prepare_output_dir`).
 """
 
@@ -20,11 +21,7 @@ import math
 import os
 import sys
 import tarfile
-import threading
-import time
-from collections import Counter, deque
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, NamedTuple, Sequence
@@ -34,6 +31,7 @@ from tqdm.auto import tqdm
 
 from panns_lightning import audio
 from panns_lightning.atomic import atomic_open
+from panns_lightning.shardset.decode_pool import convert_all
 from panns_lightning.shardset.format import (
     AUDIO_MEMBER_EXTENSION,
     MANIFEST_NAME,
@@ -48,8 +46,12 @@ from panns_lightning.shardset.format import (
 from panns_lightning.shardset.manifest import CORE_KEYS, Manifest, ShardInfo, checked_labels, write_manifest
 from panns_lightning.shardset.records import ClipRecord, SkippedClip
 
-_CHUNK_SIZE = 8  # clips per pool task: amortises inter-process overhead, keeps the order window small
-_PARENT_POLL_SECONDS = 0.5
+DEFAULT_DECODE_TIMEOUT = 60.0
+"""Seconds one file may take to decode in a worker before it is skipped (``decode_timeout``).
+
+Only the clip's window is read (a 5-hour file costs what a 10 s one does), so a healthy file
+takes well under a second; a minute is only reached by a decoder that hangs.
+"""
 
 MIN_CLIP_SECONDS = 0.05
 """Source audio shorter than this (50 ms) is skipped as "too short", not padded.
@@ -98,6 +100,7 @@ def write_shards(
     finalize: Callable[[Manifest], Mapping[str, Any]] | None = None,
     resample: str = "sinc",
     load_clip: ClipLoader | None = None,
+    decode_timeout: float | None = DEFAULT_DECODE_TIMEOUT,
 ) -> Manifest:
     """Decode ``records`` and write a stratified shard set plus ``manifest.json`` into ``out_dir``.
 
@@ -112,6 +115,9 @@ def write_shards(
     ``load_clip`` replaces :func:`panns_lightning.audio.load_audio` for clips that are not files
     (rows of an HDF5 file: ``datasets/hdf5_rows.py``); it takes the same arguments, must be
     picklable (a module-level function) and may return int16 samples, stored as they are.
+    ``decode_timeout``: a file still decoding after that many seconds has its worker killed and
+    is skipped (``decode timed out after N s``); None or 0: no limit. It needs worker processes
+    (``num_workers`` >= 1): decoding in this process cannot be interrupted.
     Raises :class:`NoUsableClipsError` (and leaves no manifest) if not a single clip could be
     written, :class:`OutputNotEmptyError` if ``out_dir`` holds files and ``overwrite`` is false.
     """
@@ -162,7 +168,7 @@ def write_shards(
     silent: list[str] = []
     bar = tqdm(total=len(tasks), unit="clip", desc=f"{dataset}/{split}", disable=not progress, dynamic_ncols=True)
     try:
-        results = _convert_all(tasks, workers)
+        results = convert_all(tasks, convert_clip, _failed_clip, workers=workers, timeout=decode_timeout)
         for shard_positions in plan:
             info = _write_one_shard(
                 out_dir,
@@ -434,55 +440,9 @@ class ClipResult(NamedTuple):
     silent: bool = False
 
 
-def _convert_all(tasks: Sequence[ClipTask], workers: int) -> Iterator[ClipResult]:
-    """Results in task order; a bounded window of chunks in flight keeps memory flat.
-
-    If a worker process dies (a decoder segfault or abort on a hostile file), every chunk that
-    was in flight is redone one clip per fresh process, so only the culprit is lost, and later
-    chunks go to a new pool.
-    """
-    if workers <= 0:
-        for task in tasks:
-            yield convert_clip(task)
-        return
-    chunks = [tasks[i : i + _CHUNK_SIZE] for i in range(0, len(tasks), _CHUNK_SIZE)]
-    pool = _new_pool(workers)
-    pending: deque[tuple[Sequence[ClipTask], Future]] = deque()
-    try:
-        for chunk in chunks:
-            try:
-                future = pool.submit(_convert_chunk, chunk)
-            except BrokenProcessPool:
-                pool.shutdown(wait=False, cancel_futures=True)
-                pool = _new_pool(workers)
-                future = pool.submit(_convert_chunk, chunk)
-            pending.append((chunk, future))
-            if len(pending) >= 4 * workers:
-                yield from _chunk_results(*pending.popleft())
-        while pending:
-            yield from _chunk_results(*pending.popleft())
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _new_pool(workers: int) -> ProcessPoolExecutor:
-    return ProcessPoolExecutor(max_workers=workers, initializer=_init_worker)
-
-
-def _chunk_results(chunk: Sequence[ClipTask], future: Future) -> list[ClipResult]:
-    try:
-        return future.result()
-    except BrokenProcessPool:
-        return [_convert_isolated(task) for task in chunk]
-
-
-def _convert_isolated(task: ClipTask) -> ClipResult:
-    """Convert one clip in a process of its own: if that process dies, the clip is the culprit."""
-    with ProcessPoolExecutor(max_workers=1, initializer=_init_worker) as solo:
-        try:
-            return solo.submit(convert_clip, task).result()
-        except BrokenProcessPool:
-            return ClipResult(task.position, None, "decoder crashed: the worker process died while decoding this file")
+def _failed_clip(task: ClipTask, reason: str) -> ClipResult:
+    """The result of a clip whose worker died or timed out (:mod:`.decode_pool`)."""
+    return ClipResult(task.position, None, reason)
 
 
 def convert_clip(task: ClipTask | tuple) -> ClipResult:
@@ -510,25 +470,3 @@ def is_silent(waveform: np.ndarray) -> bool:
     if waveform.dtype == np.int16:
         return not waveform.any()
     return waveform.size == 0 or float(np.max(np.abs(waveform))) < 0.5 / audio.INT16_SCALE
-
-
-def _convert_chunk(chunk: Sequence[ClipTask]) -> list[ClipResult]:
-    return [convert_clip(task) for task in chunk]
-
-
-def _init_worker() -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one process per core already; avoid oversubscription
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), name="exit-with-parent", daemon=True).start()
-
-
-def _exit_with_parent(parent_pid: int) -> None:
-    """End this worker once the converter is gone (``kill -9``, OOM killer).
-
-    A pool worker blocks on its task queue forever when its parent dies without closing it, so
-    every ``kill -9`` would leave one orphan per worker holding a torch import's memory.
-    """
-    while os.getppid() == parent_pid:
-        time.sleep(_PARENT_POLL_SECONDS)
-    os._exit(1)
