@@ -6,7 +6,8 @@ which become command-line flags. Adding a cross-validation dataset is a reader m
 here, an experiment (``experiments/finetune_NAME.yaml``) and a doc; the folds a shard set holds
 are read from its manifest (``python -m panns_lightning.shardset.folds DIR``), not listed anywhere.
 AudioSet (segment CSVs, a held-out validation split) and the synthetic generator have commands of
-their own.
+their own. Your own data (``folder``, ``csv``: ``datasets/custom.py``) is in :data:`CUSTOM_DATASETS`:
+its readers take their inputs as options, and folds or splits come from the data or the command.
 """
 
 from __future__ import annotations
@@ -30,15 +31,22 @@ class ReaderOption:
     type: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value: false unless given
+    required: bool = False
+    flag_name: str | None = None  # the flag when it is not the keyword (e.g. --csv for csv_path)
 
     @property
     def flag(self) -> str:
-        return "--" + self.keyword.replace("_", "-")
+        return "--" + (self.flag_name or self.keyword).replace("_", "-")
 
     def argparse_options(self) -> dict[str, Any]:
         if self.switch:
-            return {"action": "store_true", "help": self.help}
-        options: dict[str, Any] = {"default": self.default, "help": self.help}
+            return {"action": "store_true", "help": self.help, "dest": self.keyword}
+        options: dict[str, Any] = {
+            "default": self.default,
+            "help": self.help,
+            "required": self.required,
+            "dest": self.keyword,
+        }
         if self.type is not None:
             options["type"] = self.type
         if self.choices is not None:
@@ -102,6 +110,59 @@ FOLDED_DATASETS: dict[str, FoldedDatasetEntry] = {
                 ReaderOption(
                     "num_folds", "folds of actors (default 4: 6 actors each, 3 male + 3 female)", default=4, type=int
                 ),
+            ),
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class CustomDatasetEntry:
+    """Your own data in a generic layout: the reader takes every input (paths included) as an option."""
+
+    name: str
+    description: str
+    reader: str
+    options: tuple[ReaderOption, ...]
+
+    def read(self, **options: Any) -> Any:
+        module, function = self.reader.split(":")
+        return getattr(import_module(module), function)(**options)
+
+
+CUSTOM_DATASETS: dict[str, CustomDatasetEntry] = {
+    entry.name: entry
+    for entry in (
+        CustomDatasetEntry(
+            name="folder",
+            description="your own audio, one sub-folder per class (ROOT/<class>/**/*.wav, or ROOT/<train|val|test>/<class>/...)",
+            reader="panns_lightning.datasets.custom:read_folder",
+            options=(ReaderOption("root", "folder holding one sub-folder per class", type=Path, required=True),),
+        ),
+        CustomDatasetEntry(
+            name="csv",
+            description="your own audio listed in a CSV (file, label(s), optional fold / split / start / end columns)",
+            reader="panns_lightning.datasets.custom:read_csv_table",
+            options=(
+                ReaderOption(
+                    "csv_path", "the CSV (a header row names the columns)", type=Path, required=True, flag_name="csv"
+                ),
+                ReaderOption(
+                    "audio_dir", "folder the file names are relative to (default: the CSV's folder)", type=Path
+                ),
+                ReaderOption(
+                    "file_column", "column of audio file names (default: filename, file, path, audio or fname)"
+                ),
+                ReaderOption("label_column", "column of labels (default: labels, label, class, category or tags)"),
+                ReaderOption(
+                    "label_separator",
+                    "splits a label cell into several labels: multi-label (default ','; '' never splits)",
+                    default=",",
+                ),
+                ReaderOption("fold_column", "column of fold numbers 1..k (default: fold, if present)"),
+                ReaderOption("split_column", "column of train / val / test (default: split, if present)"),
+                ReaderOption("start_column", "column of segment starts in seconds (default: start, if present)"),
+                ReaderOption("end_column", "column of segment ends in seconds (default: end, if present)"),
             ),
         ),
     )

@@ -141,7 +141,16 @@ def write_shards(
     workers = (os.cpu_count() or 1) if num_workers is None else num_workers
 
     tasks = [
-        ClipTask(position, str(records[position].audio_path), sample_rate, clip_samples, storage, min_seconds, resample)
+        ClipTask(
+            position,
+            str(records[position].audio_path),
+            sample_rate,
+            clip_samples,
+            storage,
+            min_seconds,
+            resample,
+            *(records[position].segment or (0.0, None)),
+        )
         for shard in plan
         for position in shard
     ]
@@ -405,6 +414,8 @@ class ClipTask(NamedTuple):
     storage: str
     min_seconds: float = MIN_CLIP_SECONDS
     resample: str = "sinc"
+    start_seconds: float = 0.0
+    end_seconds: float | None = None  # None: clip_samples from start_seconds
 
 
 class ClipResult(NamedTuple):
@@ -470,10 +481,20 @@ def _convert_isolated(task: ClipTask) -> ClipResult:
 def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
+    window = task.clip_samples
+    if task.end_seconds is not None:  # a segment shorter than the clip is read alone, then padded
+        window = max(1, min(window, round((task.end_seconds - task.start_seconds) * task.sample_rate)))
     try:
         waveform = audio.load_audio(
-            task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample
+            task.path,
+            task.sample_rate,
+            window,
+            offset_seconds=task.start_seconds,
+            min_seconds=task.min_seconds,
+            resample_method=task.resample,
         )
+        if window != task.clip_samples:
+            waveform = audio.fit_length(waveform, task.clip_samples)
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
