@@ -47,6 +47,8 @@ class ReaderOption:
             "required": self.required,
             "dest": self.keyword,
         }
+        if self.flag_name:
+            options["metavar"] = self.flag_name.upper()
         if self.type is not None:
             options["type"] = self.type
         if self.choices is not None:
