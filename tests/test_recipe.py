@@ -75,6 +75,7 @@ def test_an_explicit_frequency_stripe_width_overrides_every_model() -> None:
         ("experiment=finetune_esc50",),
         ("experiment=finetune_gtzan",),
         ("experiment=finetune_ravdess",),
+        ("experiment=finetune_custom",),
     ],
 )
 def test_paper_presets_read_64_clips_for_32_mixed_examples(overrides: tuple[str, ...]) -> None:

@@ -95,6 +95,10 @@ def load_audio(
         with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as f:
             source_sr = f.samplerate
             start = int(round(offset_seconds * source_sr))
+            if start and start >= f.frames:
+                raise AudioDecodeError(
+                    name, f"starts at {offset_seconds:g} s, past the end of the audio ({f.frames / source_sr:.2f} s)"
+                )
             if start:
                 f.seek(start)
             wanted = -1

@@ -103,7 +103,7 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
     options = dict(base.hparams)
     options.pop("multilabel", None)
     return FineTuneModule(
-        multilabel=bool(datamodule.multilabel),
+        multilabel=finetune_multilabel(cfg, datamodule),
         checkpoint=finetune.checkpoint,
         mode=finetune.mode,
         freeze_until=finetune.freeze_until,
@@ -112,6 +112,23 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
         speed=base.speed,
         **options,
     )
+
+
+def finetune_multilabel(cfg: DictConfig, datamodule: Any) -> bool:
+    """The fine-tuning task: the manifest's (``multilabel``), unless ``finetune.multilabel`` overrides it.
+
+    Multi-label trains with BCE and is scored by mAP; single-label with cross-entropy and accuracy.
+    Single-label training on clips with several labels is refused: softmax cannot learn them.
+    """
+    override = cfg.finetune.get("multilabel")
+    if override is None:
+        return bool(datamodule.multilabel)
+    if not override and datamodule.multilabel:
+        raise ConfigError(
+            f"finetune.multilabel=false but {cfg.data.train_dir} is multi-label (its manifest says clips carry several "
+            "labels): single-label training (softmax cross-entropy) cannot learn them; leave finetune.multilabel=null"
+        )
+    return bool(override)
 
 
 def build_trainer(cfg: DictConfig, loggers: list[Any]) -> L.Trainer:

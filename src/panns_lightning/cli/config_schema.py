@@ -121,19 +121,26 @@ class FinetuneConfig:
     head_on_dropped_embedding: bool = True
     # Take the model name and front end from one of our Lightning checkpoints instead of `model`.
     backbone_from_checkpoint: bool = True
-    # last: the weights at the end of training; best: the best validation checkpoint.
+    # last: the weights at the end of training; best: the best validation checkpoint; auto: best
+    # when validation has clips of its own (a val split), last when it is the test fold.
     test_on: str = "last"
+    # null: the task the shard set's manifest says (multi-label: BCE, mAP; single-label: CE,
+    # accuracy); true: multi-label on single-label data (false on multi-label data is refused).
+    multilabel: Optional[bool] = None
 
 
 @dataclass
 class FoldDataConfig(DataConfig):
     # Cross-validation: train on every fold but this one, val/test on it (null: the whole set).
     fold: Optional[int] = None
+    # Each of train/val/test reads its own split of a shard set that records one (panns-prepare
+    # folder / csv); null: whenever the manifest has splits and no fold is chosen (panns-train too).
+    use_splits: Optional[bool] = None
 
 
 @dataclass
 class FinetuneTrainConfig(TrainConfig):
-    """panns-finetune's config: panns-train's plus ``finetune`` and ``data.fold``."""
+    """panns-finetune's config: panns-train's plus ``finetune``, ``data.fold`` and ``data.use_splits``."""
 
     data: FoldDataConfig = field(default_factory=FoldDataConfig)
     finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
@@ -170,8 +177,12 @@ def validate_finetune_config(cfg: DictConfig) -> DictConfig:
     """panns-train's schema (and its value checks) plus ``finetune`` and ``data.fold``; errors name the key."""
     merged = _merge_onto(FinetuneTrainConfig, cfg)
     _check_values(merged)
-    if merged.finetune.test_on not in ("last", "best"):
-        raise ConfigError(f"finetune.test_on must be 'last' or 'best', got {merged.finetune.test_on!r}")
+    if merged.finetune.test_on not in ("last", "best", "auto"):
+        raise ConfigError(f"finetune.test_on must be 'last', 'best' or 'auto', got {merged.finetune.test_on!r}")
+    if merged.data.fold is not None and merged.data.use_splits:
+        raise ConfigError(
+            f"data.fold={merged.data.fold} (cross-validation) and data.use_splits=true (train/val/test) exclude each other"
+        )
     return merged
 
 

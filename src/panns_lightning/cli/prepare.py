@@ -5,7 +5,8 @@ shards; ``--val-fraction`` holds out a stratified validation shard set), ``audio
 ``audioset-mp3-hdf5`` (AudioSet packed into HDF5 by upstream PANNs or PaSST / EfficientAT → the
 same shard set, with the same options; ``AUDIOSET_HDF5_LAYOUTS``), one per registered
 cross-validation dataset (``datasets/registry.py``: esc50 / gtzan / ravdess, official layouts →
-one shard set with folds), ``inspect`` (summarise a shard set).
+one shard set with folds), ``folder`` and ``csv`` (your own data → one shard set with folds or a
+train / val / test split), ``inspect`` (summarise a shard set).
 Exit codes: 0 ok, 1 nothing usable, 2 usage error (an existing ``--out`` without ``--overwrite``
 included: conversions never resume), 3 the output could not be written (disk full,
 permissions). Unusable audio files are never an error: they are listed in the manifest's
@@ -21,7 +22,7 @@ from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
-from panns_lightning.datasets.registry import AUDIOSET_HDF5_LAYOUTS, FOLDED_DATASETS
+from panns_lightning.datasets.registry import AUDIOSET_HDF5_LAYOUTS, CUSTOM_DATASETS, FOLDED_DATASETS
 
 if TYPE_CHECKING:
     from panns_lightning.labels import LabelSet
@@ -42,7 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="panns-prepare", description="Prepare audio datasets as webdataset shard sets."
     )
-    names = ["synthetic", "audioset", *AUDIOSET_HDF5_LAYOUTS, *FOLDED_DATASETS, "inspect"]
+    names = ["synthetic", "audioset", *AUDIOSET_HDF5_LAYOUTS, *FOLDED_DATASETS, *CUSTOM_DATASETS, "inspect"]
     commands = parser.add_subparsers(dest="command", required=True, metavar="{" + ",".join(names) + "}")
 
     synthetic = commands.add_parser("synthetic", help="write a small AudioSet-like dataset in AudioSet's own layout")
@@ -78,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_hdf5_commands(commands)
     _add_folded_commands(commands)
+    _add_custom_commands(commands)
 
     inspect = commands.add_parser("inspect", help="summarise a shard set (class counts, sampler behaviour)")
     inspect.add_argument("shard_dir", type=Path)
@@ -508,6 +510,113 @@ def run_folded(args: argparse.Namespace) -> int:
         return written
     manifest, entry = written
     print(folds.fold_table(entry, manifest.label_names))
+    _print_skips(manifest.skipped, stream=sys.stdout)
+    return EXIT_OK
+
+
+def _add_custom_commands(commands: argparse._SubParsersAction) -> None:
+    """``folder`` and ``csv`` (``datasets/registry.py``): your own data → one shard set with folds or splits."""
+    for entry in CUSTOM_DATASETS.values():
+        sub = commands.add_parser(entry.name, help=f"convert {entry.description} into shards")
+        for option in entry.options:
+            sub.add_argument(option.flag, **option.argparse_options())
+        sub.add_argument("--out", required=True, type=Path, help="output shard directory")
+        sub.add_argument("--name", default=None, help="dataset name in the manifest (default: the folder / CSV name)")
+        sub.add_argument("--sample-rate", type=int, default=32000, help="target rate (default 32000, PANNs' front end)")
+        sub.add_argument(
+            "--clip-seconds", type=float, default=10.0, help="pad/crop every clip to this length (default 10)"
+        )
+        sub.add_argument(
+            "--multilabel", action="store_true", help="multi-label even if every clip has one label (BCE, mAP)"
+        )
+        sub.add_argument(
+            "--num-folds", type=int, default=None, metavar="K", help="draw K stratified folds (cross-validation)"
+        )
+        for split in ("val", "test"):
+            sub.add_argument(
+                f"--{split}-fraction",
+                type=float,
+                default=None,
+                metavar="F",
+                help=f"hold out this fraction, stratified by label, as the {split} split where the data has none "
+                "(default 0.1; 0: none)",
+            )
+        sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
+        _add_resample_option(sub)
+        _add_decode_timeout_option(sub)
+        sub.add_argument("--clips-per-shard", type=int, default=256)
+        sub.add_argument("--min-shards", type=int, default=8)
+        sub.add_argument(
+            "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
+        )
+        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment and of drawn folds/splits")
+        sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        sub.set_defaults(run=run_custom, dataset=entry)
+
+
+def run_custom(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from panns_lightning.datasets.custom import partition, write_custom_shards
+    from panns_lightning.shardset import folds, splits
+
+    entry = args.dataset
+    command = entry.name
+    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
+        return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
+    for problem in (_resample_problem(args), _decode_timeout_problem(args)):
+        if problem:
+            return _usage_error(command, problem)
+    try:
+        dataset = entry.read(
+            name=args.name, **{option.keyword: getattr(args, option.keyword) for option in entry.options}
+        )
+        if args.multilabel:
+            dataset = dataclasses.replace(dataset, multilabel=True)
+        dataset = partition(
+            dataset,
+            num_folds=args.num_folds,
+            val_fraction=args.val_fraction,
+            test_fraction=args.test_fraction,
+            seed=args.seed,
+        )
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        return _usage_error(command, str(error))
+    for warning in dataset.result.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    task = "multi-label" if dataset.multilabel else "single-label"
+    print(
+        f"{dataset.dataset}: {len(dataset.result.records)} clips found, {len(dataset.result.skipped)} skipped before "
+        f"decoding, {len(dataset.labels)} classes ({task}): {', '.join(entry['name'] for entry in dataset.labels[:10])}"
+        f"{' ...' if len(dataset.labels) > 10 else ''}"
+    )
+    manifest = _run_conversion(
+        command,
+        args.out,
+        lambda: write_custom_shards(
+            dataset,
+            args.out,
+            sample_rate=args.sample_rate,
+            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
+            storage=args.storage,
+            clips_per_shard=args.clips_per_shard,
+            min_shards=args.min_shards,
+            num_workers=args.workers,
+            seed=args.seed,
+            created_by=args.command_line,
+            overwrite=args.overwrite,
+            progress=not args.quiet,
+            resample=args.resample,
+            decode_timeout=args.decode_timeout,
+        ),
+    )
+    if isinstance(manifest, int):
+        return manifest
+    if folds.MANIFEST_KEY in manifest.extra:
+        print(folds.fold_table(manifest.extra[folds.MANIFEST_KEY], manifest.label_names))
+    else:
+        print(splits.split_table(manifest.extra[splits.MANIFEST_KEY], manifest.label_names))
     _print_skips(manifest.skipped, stream=sys.stdout)
     return EXIT_OK
 

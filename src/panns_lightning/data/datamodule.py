@@ -33,6 +33,7 @@ from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.redact import redact_hparams
 from panns_lightning.shardset import Manifest, ShardSetError
 from panns_lightning.shardset.folds import fold_selection
+from panns_lightning.shardset.splits import has_splits, split_selection
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +70,23 @@ class AudioShardDataModule(pl.LightningDataModule):
         test_urls: Urls = None,
         train_crop_samples: int | None = None,
         fold: int | None = None,
+        use_splits: bool | None = None,
         pin_memory: bool = False,
         int16_batches: bool = False,
         **options: Any,
     ) -> None:
-        """``options`` are :class:`~panns_lightning.data.options.StreamOptions` fields (batch_size, num_workers, ...)."""
+        """``options`` are :class:`~panns_lightning.data.options.StreamOptions` fields (batch_size, num_workers, ...).
+
+        ``fold``: cross-validation over one shard set (train = every other fold, val/test = this
+        one). ``use_splits``: each of train / val / test reads its own split of a shard set that
+        records one (``panns-prepare folder`` / ``csv``); None: whenever the manifest has splits
+        and no fold is chosen, so a split set never trains on its test clips by accident.
+        """
         super().__init__()
+        if fold is not None and use_splits:
+            raise ValueError(
+                "data.fold (cross-validation) and data.use_splits=true (train/val/test) exclude each other"
+            )
         self.options = StreamOptions(**options)
         # Record every option, defaults included: save_hyperparameters reads this frame's locals.
         options = dataclasses.asdict(self.options)
@@ -89,6 +101,8 @@ class AudioShardDataModule(pl.LightningDataModule):
         self.int16_batches = int16_batches
         # Cross-validation over one shard set: train = every fold but this one, val/test = this one.
         self.fold = fold
+        # Train / val / test from one shard set's recorded split (True, or None: if it has one).
+        self.use_splits = use_splits
         self._epoch = SharedCount(0)
         self._resume_batches = SharedCount(0)
         self._errors = {split: ErrorLog(split, self.options.fail_fast) for split in SPLITS}
@@ -135,6 +149,19 @@ class AudioShardDataModule(pl.LightningDataModule):
         if split not in manifests:
             raise KeyError(f"no {split}_dir was given to AudioShardDataModule")
         return manifests[split]
+
+    def check_selection(self) -> dict[str, int]:
+        """Clips each configured split will read (after ``fold`` / ``use_splits``); ``ShardSetError`` if one has none.
+
+        Lets an app fail before building a model when data.fold or a split does not exist.
+        """
+        return {split: self._stream_spec(split).num_clips for split, d in self.dirs.items() if d is not None}
+
+    def uses_splits(self, split: str) -> bool:
+        """Whether ``split`` reads the manifest's own train / val / test split."""
+        if self.fold is not None or self.dirs.get(split) is None or self.use_splits is False:
+            return False
+        return bool(self.use_splits) or has_splits(self.manifest(split))
 
     # ----------------------------------------------------------------- Lightning hooks
 
@@ -236,10 +263,15 @@ class AudioShardDataModule(pl.LightningDataModule):
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
         spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]), self._http)
-        if self.fold is None:
-            return spec
+        where = shard_location(directory)
         try:
-            chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=shard_location(directory))
+            if self.fold is not None:
+                chosen = fold_selection(manifest, self.fold, held_out=split != "train", where=where)
+            elif self.uses_splits(split):
+                chosen = split_selection(manifest, split, where=where)
+                log.info("%s: the manifest's '%s' split, %d clips", directory, split, chosen.num_clips)
+            else:
+                return spec
         except ValueError as error:
             raise ShardSetError(str(error)) from None
         return dataclasses.replace(

@@ -7,7 +7,9 @@ here, an experiment (``experiments/finetune_NAME.yaml``) and a doc; the folds a 
 are read from its manifest (``python -m panns_lightning.shardset.folds DIR``), not listed anywhere.
 AudioSet (segment CSVs, a held-out validation split) and the synthetic generator have commands of
 their own; AudioSet as other projects pack it into HDF5 has one command per layout
-(``AUDIOSET_HDF5_LAYOUTS``), which shares the options of ``panns-prepare audioset``.
+(``AUDIOSET_HDF5_LAYOUTS``), which shares the options of ``panns-prepare audioset``. Your own data
+(``folder``, ``csv``: ``datasets/custom.py``) is in :data:`CUSTOM_DATASETS`: its readers take their
+inputs as options, and folds or splits come from the data or the command.
 """
 
 from __future__ import annotations
@@ -32,17 +34,26 @@ class ReaderOption:
     choices: tuple[str, ...] | None = None
     switch: bool = False  # a flag without a value: false unless given
     repeatable: bool = False  # may be given several times: a list (None when never given)
+    required: bool = False
+    flag_name: str | None = None  # the flag when it is not the keyword (e.g. --csv for csv_path)
 
     @property
     def flag(self) -> str:
-        return "--" + self.keyword.replace("_", "-")
+        return "--" + (self.flag_name or self.keyword).replace("_", "-")
 
     def argparse_options(self) -> dict[str, Any]:
         if self.switch:
-            return {"action": "store_true", "help": self.help}
+            return {"action": "store_true", "help": self.help, "dest": self.keyword}
         if self.repeatable:
-            return {"action": "append", "default": None, "type": self.type, "help": self.help}
-        options: dict[str, Any] = {"default": self.default, "help": self.help}
+            return {"action": "append", "default": None, "type": self.type, "help": self.help, "dest": self.keyword}
+        options: dict[str, Any] = {
+            "default": self.default,
+            "help": self.help,
+            "required": self.required,
+            "dest": self.keyword,
+        }
+        if self.flag_name:
+            options["metavar"] = self.flag_name.upper()
         if self.type is not None:
             options["type"] = self.type
         if self.choices is not None:
@@ -151,6 +162,59 @@ AUDIOSET_HDF5_LAYOUTS: dict[str, Hdf5LayoutEntry] = {
             description="AudioSet as mp3 bytes in HDF5 (PaSST / EfficientAT's *_mp3.hdf)",
             hdf5_help="e.g. balanced_train_segments_mp3.hdf, unbalanced_train_segments_mp3.hdf",
             reader="panns_lightning.datasets.audioset_hdf5:read_mp3_hdf5",
+        ),
+    )
+}
+
+
+@dataclass(frozen=True)
+class CustomDatasetEntry:
+    """Your own data in a generic layout: the reader takes every input (paths included) as an option."""
+
+    name: str
+    description: str
+    reader: str
+    options: tuple[ReaderOption, ...]
+
+    def read(self, **options: Any) -> Any:
+        module, function = self.reader.split(":")
+        return getattr(import_module(module), function)(**options)
+
+
+CUSTOM_DATASETS: dict[str, CustomDatasetEntry] = {
+    entry.name: entry
+    for entry in (
+        CustomDatasetEntry(
+            name="folder",
+            description="your own audio, one sub-folder per class (ROOT/<class>/**/*.wav, or ROOT/<train|val|test>/<class>/...)",
+            reader="panns_lightning.datasets.custom:read_folder",
+            options=(ReaderOption("root", "folder holding one sub-folder per class", type=Path, required=True),),
+        ),
+        CustomDatasetEntry(
+            name="csv",
+            description="your own audio listed in a CSV (file, label(s), optional fold / split / start / end columns)",
+            reader="panns_lightning.datasets.custom:read_csv_table",
+            options=(
+                ReaderOption(
+                    "csv_path", "the CSV (a header row names the columns)", type=Path, required=True, flag_name="csv"
+                ),
+                ReaderOption(
+                    "audio_dir", "folder the file names are relative to (default: the CSV's folder)", type=Path
+                ),
+                ReaderOption(
+                    "file_column", "column of audio file names (default: filename, file, path, audio or fname)"
+                ),
+                ReaderOption("label_column", "column of labels (default: labels, label, class, category or tags)"),
+                ReaderOption(
+                    "label_separator",
+                    "splits a label cell into several labels: multi-label (default ','; '' never splits)",
+                    default=",",
+                ),
+                ReaderOption("fold_column", "column of fold numbers 1..k (default: fold, if present)"),
+                ReaderOption("split_column", "column of train / val / test (default: split, if present)"),
+                ReaderOption("start_column", "column of segment starts in seconds (default: start, if present)"),
+                ReaderOption("end_column", "column of segment ends in seconds (default: end, if present)"),
+            ),
         ),
     )
 }

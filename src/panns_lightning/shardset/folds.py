@@ -26,7 +26,7 @@ import tarfile
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Hashable, Mapping, Sequence
+from typing import Any, Callable, Hashable, Mapping, Sequence
 
 import numpy as np
 
@@ -83,10 +83,27 @@ def read_clip_folds(
 
     Raises ``ValueError`` naming the shard and member when a clip lacks an integer ``fold``.
     """
-    result: dict[str, dict[str, tuple[int, list[int]]]] = {}
-    for name in shard_names:
-        path = Path(shard_dir) / name
-        clips: dict[str, tuple[int, list[int]]] = {}
+    return read_clip_field(
+        shard_dir,
+        shard_names,
+        FOLD_FIELD,
+        lambda fold: isinstance(fold, int) and not isinstance(fold, bool),
+        "integer",
+    )
+
+
+def read_clip_field(
+    shard_dir: str | os.PathLike,
+    shard_names: Sequence[str],
+    name: str,
+    valid: Callable[[Any], bool],
+    expected: str,
+) -> dict[str, dict[str, tuple[Any, list[int]]]]:
+    """``{shard name: {member key: (json[name], labels)}}``; ``ValueError`` where ``valid`` refuses a value."""
+    result: dict[str, dict[str, tuple[Any, list[int]]]] = {}
+    for shard_name in shard_names:
+        path = Path(shard_dir) / shard_name
+        clips: dict[str, tuple[Any, list[int]]] = {}
         # Random-access mode: audio members are skipped by seeking, only json members are read.
         with tarfile.open(path, mode="r:") as tar:
             for member in tar:
@@ -94,11 +111,11 @@ def read_clip_folds(
                     continue
                 handle = tar.extractfile(member)
                 info = json.loads(handle.read() if handle is not None else b"{}")
-                fold = info.get(FOLD_FIELD) if isinstance(info, dict) else None
-                if not isinstance(fold, int) or isinstance(fold, bool):
-                    raise ValueError(f"{path}: member {member.name} has no integer {FOLD_FIELD!r} (found {fold!r})")
-                clips[member.name[: -len(".json")]] = (fold, [int(c) for c in info.get("labels", [])])
-        result[name] = clips
+                value = info.get(name) if isinstance(info, dict) else None
+                if not valid(value):
+                    raise ValueError(f"{path}: member {member.name} has no {expected} {name!r} (found {value!r})")
+                clips[member.name[: -len(".json")]] = (value, [int(c) for c in info.get("labels", [])])
+        result[shard_name] = clips
     return result
 
 
@@ -157,7 +174,8 @@ def fold_selection(
     if not isinstance(entry, Mapping) or not isinstance(entry.get("keys"), Mapping):
         raise ValueError(
             f"{where} has no '{MANIFEST_KEY}' index (clip keys per fold); data.fold needs a shard set "
-            "made by a converter that writes folds (panns-prepare esc50 / gtzan / ravdess)"
+            "made by a converter that writes folds (panns-prepare esc50 / gtzan / ravdess, or folder / csv "
+            "with folds)"
         )
     available = sorted(int(f) for f in entry["keys"])
     if fold not in available:

@@ -13,7 +13,9 @@ class ClipRecord:
 
     ``meta`` holds extra JSON fields stored next to the labels (e.g. ``fold``); ``source`` is the
     path written into the shard's json (defaults to ``audio_path``), so readers can store a path
-    relative to the dataset root rather than this machine's absolute path.
+    relative to the dataset root rather than this machine's absolute path. ``segment`` is
+    ``(start, end)`` in seconds (``end`` may be None: to the clip length) when only part of the
+    file is the clip, e.g. a CSV row with ``start``/``end`` columns; None: from the file's start.
     """
 
     key: str
@@ -21,6 +23,7 @@ class ClipRecord:
     labels: tuple[int, ...]
     meta: dict[str, Any] = field(default_factory=dict)
     source: str | None = None
+    segment: tuple[float, float | None] | None = None
 
     @property
     def source_text(self) -> str:

@@ -160,6 +160,7 @@ def write_shards(
             min_seconds,
             resample,
             load_clip,
+            *(records[position].segment or (0.0, None)),
         )
         for shard in plan
         for position in shard
@@ -429,6 +430,8 @@ class ClipTask(NamedTuple):
     min_seconds: float = MIN_CLIP_SECONDS
     resample: str = "sinc"
     loader: ClipLoader | None = None  # None: audio.load_audio
+    start_seconds: float = 0.0
+    end_seconds: float | None = None  # None: clip_samples from start_seconds
 
 
 class ClipResult(NamedTuple):
@@ -448,11 +451,25 @@ def _failed_clip(task: ClipTask, reason: str) -> ClipResult:
 def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
+    window = task.clip_samples
+    if task.end_seconds is not None:  # a segment shorter than the clip is read alone, then padded
+        window = max(1, min(window, round((task.end_seconds - task.start_seconds) * task.sample_rate)))
     try:
-        load = task.loader or audio.load_audio
-        waveform = load(
-            task.path, task.sample_rate, task.clip_samples, min_seconds=task.min_seconds, resample_method=task.resample
-        )
+        if task.loader is not None:  # a row of a packed file (datasets/hdf5_rows.py): whole clips only
+            waveform = task.loader(
+                task.path, task.sample_rate, window, min_seconds=task.min_seconds, resample_method=task.resample
+            )
+        else:
+            waveform = audio.load_audio(
+                task.path,
+                task.sample_rate,
+                window,
+                offset_seconds=task.start_seconds,
+                min_seconds=task.min_seconds,
+                resample_method=task.resample,
+            )
+        if window != task.clip_samples:
+            waveform = audio.fit_length(waveform, task.clip_samples)
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
     except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion

@@ -5,7 +5,8 @@ the report collects every such file under a sweep directory, checks they describ
 (same labels, each fold once) and summarises:
 
 - accuracy per fold, their mean and standard deviation (sample std, ddof = 1, as papers report
-  the spread of fold scores);
+  the spread of fold scores); the same for mAP, the score of multi-label sets (where accuracy
+  is top-1 precision: is the top prediction one of the clip's labels);
 - per-class accuracy (recall) from the confusion matrix summed over folds: every clip is tested
   exactly once in k-fold CV, so the summed matrix is the whole dataset's;
 - ``confusion_matrix.png``: that summed matrix, rows = true class, normalised per row.
@@ -20,6 +21,8 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+
+from panns_lightning.training.metrics import score_tagging
 
 RESULT_NAME = "fold_result.json"
 SUMMARY_JSON = "cv_summary.json"
@@ -41,7 +44,7 @@ def fold_result(
     metrics: dict[str, Any] | None = None,
     info: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One fold's result as JSON-ready dict: accuracy, clip count and (single-label) confusion counts."""
+    """One fold's result as JSON-ready dict: accuracy, mAP, clip count and (single-label) confusion counts."""
     num_classes = len(label_names)
     if probs.shape != targets.shape or probs.shape[-1] != num_classes:
         raise ValueError(f"probs {tuple(probs.shape)} and targets {tuple(targets.shape)} must be [N, {num_classes}]")
@@ -63,6 +66,7 @@ def fold_result(
         "multilabel": multilabel,
         "num_clips": int(len(probs)),
         "accuracy": accuracy,
+        "mAP": score_tagging(probs.float(), targets.float(), multilabel).mAP,
         "confusion": confusion,
         "metrics": dict(metrics or {}),
         **dict(info or {}),
@@ -110,11 +114,13 @@ def summarize(results: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
             "accuracy": float(result["accuracy"]),
             "num_clips": int(result["num_clips"]),
             "path": str(path),
+            **({"mAP": float(result["mAP"])} if result.get("mAP") is not None else {}),
         }
         for path, result in results
     ]
     summary: dict[str, Any] = {
         "labels": labels,
+        "multilabel": bool(first.get("multilabel")),
         "num_folds": len(results),
         "folds": per_fold,
         "accuracy_mean": float(np.mean(accuracies)),
@@ -123,6 +129,10 @@ def summarize(results: Sequence[tuple[Path, dict[str, Any]]]) -> dict[str, Any]:
         "confusion": None,
         "per_class_accuracy": None,
     }
+    if all("mAP" in item for item in per_fold):  # older fold results have no mAP
+        maps = [item["mAP"] for item in per_fold]
+        summary["mAP_mean"] = float(np.mean(maps))
+        summary["mAP_std"] = float(np.std(maps, ddof=1)) if len(maps) > 1 else 0.0
     expected = first.get("num_folds")
     if isinstance(expected, int):
         missing = sorted(set(range(1, expected + 1)) - set(folds_seen))
@@ -155,14 +165,18 @@ def write_report(
 
 
 def format_cv_table(summary: dict[str, Any]) -> str:
-    """Plain-text table: one row per fold, then mean ± std."""
-    lines = [f"{'fold':<8}{'clips':>7}{'accuracy':>10}", "-" * 25]
+    """Plain-text table: one row per fold, then mean ± std (with mAP first for multi-label sets)."""
+    with_map = summary.get("multilabel") and "mAP_mean" in summary
+    lines = [f"{'fold':<8}{'clips':>7}" + (f"{'mAP':>10}" if with_map else "") + f"{'accuracy':>10}"]
+    lines.append("-" * len(lines[0]))
     for item in summary["folds"]:
-        lines.append(f"{str(item['fold']):<8}{item['num_clips']:>7}{item['accuracy']:>10.4f}")
-    lines.append("-" * 25)
-    lines.append(
-        f"{'mean':<8}{summary['num_clips']:>7}{summary['accuracy_mean']:>10.4f} ± {summary['accuracy_std']:.4f}"
-    )
+        score = f"{item['mAP']:>10.4f}" if with_map else ""
+        lines.append(f"{str(item['fold']):<8}{item['num_clips']:>7}{score}{item['accuracy']:>10.4f}")
+    lines.append("-" * len(lines[0]))
+    accuracy = f"{summary['accuracy_mean']:>10.4f} ± {summary['accuracy_std']:.4f}"
+    if with_map:
+        accuracy = f"{summary['mAP_mean']:>10.4f} ± {summary['mAP_std']:.4f} (mAP), accuracy {accuracy.strip()}"
+    lines.append(f"{'mean':<8}{summary['num_clips']:>7}{accuracy}")
     return "\n".join(lines)
 
 
@@ -174,6 +188,10 @@ def markdown_report(summary: dict[str, Any]) -> str:
     lines.append(
         f"| **mean ± std** | {summary['num_clips']} | **{summary['accuracy_mean']:.4f} ± {summary['accuracy_std']:.4f}** |"
     )
+    if summary.get("multilabel") and "mAP_mean" in summary:
+        lines += ["", "Multi-label set: mAP is its score (accuracy is top-1 precision).", "", "| fold | mAP |"]
+        lines += ["|---:|---:|", *(f"| {item['fold']} | {item['mAP']:.4f} |" for item in summary["folds"])]
+        lines.append(f"| **mean ± std** | **{summary['mAP_mean']:.4f} ± {summary['mAP_std']:.4f}** |")
     if summary.get("missing_folds"):
         lines += ["", f"Missing folds: {summary['missing_folds']} (the mean is over the folds present)."]
     per_class = summary.get("per_class_accuracy")
