@@ -195,3 +195,16 @@ def test_debug_overfit_replays_one_batch_and_the_loss_falls(tiny_audioset: Path,
     with open(out / "csv" / "metrics.csv", newline="") as handle:
         losses = [float(row["train/loss"]) for row in csv.DictReader(handle) if row.get("train/loss")]
     assert len(losses) == 30 and losses[-1] < 0.2 * losses[0]
+
+
+def test_a_shard_set_without_the_asked_split_is_one_line_not_a_traceback(monkeypatch) -> None:
+    from panns_lightning.cli import hydra_app
+    from panns_lightning.shardset import ShardSetError
+
+    monkeypatch.setattr(hydra_app, "redact_hydra_run", lambda: None)
+
+    def work() -> None:
+        raise ShardSetError("data/x/manifest.json has no 'val' split")
+
+    with pytest.raises(SystemExit, match=r"^panns-train: data/x/manifest.json has no 'val' split$"):
+        hydra_app.run_app("panns-train", work)

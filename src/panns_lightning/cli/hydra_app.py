@@ -89,13 +89,15 @@ def run_app(command: str, work: Callable[[], T]) -> T:
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that name a config key, a file or the data: a wrong config or path, a checkpoint that
-    does not fit or is unsafe, non-finite training, data over its error budget."""
+    does not fit or is unsafe, non-finite training, data over its error budget, a shard set that
+    lacks what the run asks of it (a fold, a split)."""
     from panns_lightning.cli.config_schema import ConfigError
     from panns_lightning.data.datamodule import DataErrorBudgetExceeded
     from panns_lightning.models.checkpoint import CheckpointMismatchError
+    from panns_lightning.shardset import ShardSetError
     from panns_lightning.training.numerics import NonFiniteTrainingError
 
-    return (ConfigError, CheckpointMismatchError, NonFiniteTrainingError, DataErrorBudgetExceeded)
+    return (ConfigError, CheckpointMismatchError, NonFiniteTrainingError, DataErrorBudgetExceeded, ShardSetError)
 
 
 def redact_hydra_run() -> None:
