@@ -233,7 +233,7 @@ def export_panns_checkpoint(
     file either) and the network's class count. Verification: the file is read back into a zoo
     model built with upstream's options and run on a random batch at ``seconds``; its outputs must
     equal ``model``'s within ``tolerance``. Written atomically; the report's notes say whether
-    ``panns_inference`` can load the file as it is.
+    ``panns_inference`` can load the file as it is. ``model`` is left in fp32 and eval mode.
     """
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
