@@ -25,7 +25,7 @@ DATA ?= esc50
 CKPT ?=
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data lint test test-fast bench bench-train bench-data sweep pretrain finetune clean
+.PHONY: help install demo demo-data lint test test-fast bench bench-train bench-data sweep pretrain finetune hear-check clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
@@ -37,6 +37,7 @@ help:
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
 	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
+	@echo "make hear-check  the official HEAR 2021 validator on panns_lightning.hear (own venv .venv-hear, TensorFlow)"
 
 install: $(VENV)/.installed
 
@@ -108,6 +109,11 @@ finetune: install
 	folds=$$($(PY) -m panns_lightning.shardset.folds data/$(DATA)/shards) && \
 	$(BIN)/panns-finetune -m experiment=finetune_$(DATA) data.fold=$$folds finetune.checkpoint=$(CKPT) hydra.sweep.dir=$(FT_SWEEP) $(ARGS)
 	$(BIN)/panns-cv-report $(FT_SWEEP)
+
+# hearvalidator imports TensorFlow: it gets its own venv (.venv-hear), which takes torch and the
+# other dependencies from $(VENV) instead of installing them twice. HEAR_MODEL=Cnn14 checks the full size.
+hear-check: install
+	TORCH_VENV=$(VENV) bash scripts/hear_check.sh
 
 clean:
 	rm -rf outputs multirun .pytest_cache

@@ -1,4 +1,4 @@
-"""Export a zoo model to ONNX or TorchScript and check the export against PyTorch.
+"""Export a zoo model to ONNX, TorchScript or upstream PANNs' checkpoint format, and check it.
 
 The exported graph is the eval-mode network: ``waveform[B, T]`` (float32, mono, at the model's
 sample rate) → ``clipwise_output[B, classes]``, ``embedding[B, D]`` and, for the
@@ -14,6 +14,9 @@ fails (Wavegram models at a hop other than 320 call ``round()`` on a traced size
 torch.export-based exporter (``dynamo=True``, needs ``onnxscript``) is used with a dynamic batch
 axis and a fixed time axis. TorchScript uses ``torch.jit.trace``: ``torch.jit.script`` rejects the
 models (torchlibrosa's modules carry type annotations TorchScript does not know).
+
+``panns`` writes upstream's checkpoint file, ``{"model": state_dict}``, for upstream's code and
+``panns_inference``: see :func:`export_panns_checkpoint`.
 """
 
 from __future__ import annotations
@@ -23,23 +26,32 @@ import logging
 import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Any, Callable, Literal
 
 import numpy as np
 import torch
 from torch import nn
 
+from panns_lightning.atomic import atomic_open
+from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
+from panns_lightning.models.checkpoint import StateDictMismatch, classes_num
+
 logger = logging.getLogger(__name__)
 
-Format = Literal["onnx", "torchscript"]
-FORMATS: tuple[str, ...] = ("onnx", "torchscript")
+Format = Literal["onnx", "torchscript", "panns"]
+FORMATS: tuple[str, ...] = ("onnx", "torchscript", "panns")
 ONNX_OPSET = 17
 TOLERANCE = 1e-4
 VERIFY_BATCH = 2
 # The second length the dynamic time axis is checked at: not a multiple of common hops, so
 # rounding in the STFT framing and the poolings is exercised.
 SECOND_LENGTH_FACTOR = 0.73
-SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
+SUFFIXES = {"onnx": ".onnx", "torchscript": ".torchscript.pt", "panns": ".pth"}
+# What panns_inference 0.1.x builds: Cnn14 / Cnn14_DecisionLevelMax at 32 kHz, 64 mels, AudioSet's classes.
+PANNS_INFERENCE_MODELS = {"Cnn14": "AudioTagging", "Cnn14_DecisionLevelMax": "SoundEventDetection"}
+PANNS_INFERENCE_CLASSES = 527
+# panns_inference 0.1.x downloads its own Cnn14 over any checkpoint_path smaller than this (bytes).
+PANNS_INFERENCE_MIN_BYTES = 300_000_000
 Runner = Callable[[np.ndarray], list[np.ndarray]]
 
 
@@ -49,6 +61,10 @@ class ExportError(RuntimeError):
 
 class ExportVerificationError(RuntimeError):
     """The exported model's outputs differ from PyTorch's by more than the tolerance."""
+
+
+class NotRepresentableError(ExportError):
+    """The network cannot be written in upstream's checkpoint format (keys or shapes upstream lacks)."""
 
 
 class ExportableModel(nn.Module):
@@ -113,8 +129,8 @@ def export_model(
     length (dynamic) or at ``seconds`` (fixed). Raises :class:`ExportVerificationError` when any
     output differs by more than ``tolerance``.
     """
-    if format not in FORMATS:
-        raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
+    if format not in FORMATS or format == "panns":
+        raise ValueError(f"format must be one of {FORMATS[:2]} (panns: export_panns_checkpoint), got {format!r}")
     if seconds <= 0:
         raise ValueError(f"seconds must be positive, got {seconds}")
     path = Path(path)
@@ -164,6 +180,135 @@ def export_model(
 def default_output_path(checkpoint: str | Path, format: Format) -> Path:
     """``best.ckpt`` → ``best.onnx`` / ``best.torchscript.pt`` next to the checkpoint's name, in the cwd."""
     return Path(Path(checkpoint).stem + SUFFIXES[format])
+
+
+# ---- upstream PANNs' checkpoint format ----------------------------------------------------------
+def panns_state_dict(model: nn.Module, model_name: str, frontend: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """``model``'s weights as upstream's class ``model_name`` holds them: its key names and shapes,
+    floating tensors in fp32, contiguous, on the CPU.
+
+    The zoo keeps upstream's key names, so this is a check, not a renaming: the keys and shapes
+    must equal those of ``build_model(model_name, **frontend)`` with upstream's options (the
+    parity tests hold those equal to upstream's classes). Anything else, e.g. a module added to a
+    network after it was built, raises :class:`NotRepresentableError` naming the keys. Options that
+    change no key (``stft="fft"``, SpecAugment widths, ``wave_conv2d``) are not stored.
+    """
+    state = {
+        key: (value.float() if value.is_floating_point() else value).detach().cpu().contiguous()
+        for key, value in model.state_dict().items()
+    }
+    classes = classes_num(state)
+    if classes is None:
+        raise NotRepresentableError(
+            f"{model_name}: no classifier in the state_dict (upstream's classes have fc_audioset or att_block)"
+        )
+    if model_name not in FRONTEND_DEFAULTS:
+        raise NotRepresentableError(f"{model_name!r} is not one of upstream's model classes")
+    with torch.device("meta"):
+        reference = build_model(model_name, **frontend, classes_num=classes).state_dict()
+    mismatch = StateDictMismatch.between(reference, state)
+    if mismatch:
+        raise NotRepresentableError(
+            f"the network does not have the layout of upstream's {model_name} ({classes} classes), so "
+            f"upstream's code could not load it: {mismatch.summary()}"
+        )
+    return state
+
+
+def export_panns_checkpoint(
+    model: nn.Module,
+    path: str | Path,
+    model_name: str,
+    frontend: dict[str, Any],
+    *,
+    seconds: float = 10.0,
+    tolerance: float = TOLERANCE,
+    seed: int = 0,
+) -> ExportReport:
+    """Write ``{"model": state_dict}``, upstream PANNs' checkpoint format, and verify it.
+
+    The file loads with ``torch.load(path, weights_only=True)`` into upstream's class
+    ``model_name`` built with ``frontend`` (``sample_rate``, ``window_size``, ``hop_size``,
+    ``mel_bins``, ``fmin``, ``fmax``; upstream's files do not record them, so they are not in the
+    file either) and the network's class count. Verification: the file is read back into a zoo
+    model built with upstream's options and run on a random batch at ``seconds``; its outputs must
+    equal ``model``'s within ``tolerance``. Written atomically; the report's notes say whether
+    ``panns_inference`` can load the file as it is. ``model`` is left in fp32 and eval mode.
+    """
+    if seconds <= 0:
+        raise ValueError(f"seconds must be positive, got {seconds}")
+    path = Path(path)
+    state = panns_state_dict(model, model_name, frontend)
+    classes = classes_num(state)
+    assert classes is not None  # panns_state_dict checked it
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as stream:
+        torch.save({"model": state}, stream)
+
+    sample_rate = int(frontend["sample_rate"])
+    reference = model.float().eval()
+    wrapper = ExportableModel(reference)
+    rebuilt = load_panns_checkpoint(build_model(model_name, **frontend, classes_num=classes), path).eval()
+    generator = torch.Generator().manual_seed(seed)
+    waveform = torch.randn(VERIFY_BATCH, int(round(seconds * sample_rate)), generator=generator) * 0.1
+    with torch.no_grad():
+        expected = wrapper(waveform)
+        got = ExportableModel(rebuilt)(waveform)
+    difference = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+    report = ExportReport(
+        path=str(path),
+        format="panns",
+        model_name=model_name,
+        sample_rate=sample_rate,
+        input_samples=waveform.shape[1],
+        dynamic_time=True,
+        outputs=list(wrapper.output_names),
+        max_abs_diff={_check_name(waveform): difference},
+        notes=panns_inference_notes(model_name, frontend, classes, path.stat().st_size),
+    )
+    if difference > tolerance:
+        raise ExportVerificationError(
+            f"{path}: read back into upstream's {model_name}, the weights give outputs {difference:.3e} away "
+            f"from the original network's (> {tolerance:g}); the network computes something its weights do "
+            "not say (e.g. stft='fft' or another option upstream's class lacks)"
+        )
+    return report
+
+
+def panns_inference_notes(model_name: str, frontend: dict[str, Any], classes: int, size: int) -> list[str]:
+    """How to load the file: upstream's class always; ``panns_inference`` (0.1.x) only when it fits.
+
+    ``panns_inference.AudioTagging`` builds Cnn14 (``SoundEventDetection``: Cnn14_DecisionLevelMax)
+    at 32 kHz, 64 mels, with AudioSet's 527 labels unless given ``model=``, and downloads its own
+    Cnn14 over any ``checkpoint_path`` smaller than :data:`PANNS_INFERENCE_MIN_BYTES`.
+    """
+    wrapper = PANNS_INFERENCE_MODELS.get(model_name)
+    fits = wrapper is not None and frontend == FRONTEND_DEFAULTS[model_name] and classes == PANNS_INFERENCE_CLASSES
+    if fits and size >= PANNS_INFERENCE_MIN_BYTES:
+        return [f"panns_inference loads it as it is: panns_inference.{wrapper}(checkpoint_path=..., device='cpu')"]
+    settings = ", ".join(f"{key}={value}" for key, value in frontend.items())
+    notes = [
+        f"upstream's code loads it into {model_name}({settings}, classes_num={classes}) with "
+        "model.load_state_dict(torch.load(path)['model'])"
+    ]
+    if size < PANNS_INFERENCE_MIN_BYTES:
+        notes.append(
+            f"not through panns_inference: at {size} bytes the file is under the {PANNS_INFERENCE_MIN_BYTES} "
+            "bytes below which panns_inference 0.1.x replaces checkpoint_path with a download of its own Cnn14"
+        )
+    elif wrapper is None:
+        notes.append(
+            "panns_inference builds Cnn14 / Cnn14_DecisionLevelMax only: pass "
+            f"AudioTagging(model=<upstream's {model_name}(...) as above>, checkpoint_path=...)"
+        )
+    else:
+        notes.append(
+            f"panns_inference builds {model_name} at 32000 Hz with {PANNS_INFERENCE_CLASSES} AudioSet classes; "
+            f"this one has {classes} classes at {frontend['sample_rate']} Hz: pass "
+            f"{wrapper}(model=<upstream's {model_name}(...) as above>, checkpoint_path=...) "
+            "(its labels list stays AudioSet's)"
+        )
+    return notes
 
 
 # ---- writing and running ------------------------------------------------------------------------

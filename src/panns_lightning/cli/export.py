@@ -1,9 +1,12 @@
-"""``panns-export``: a checkpoint → ONNX or TorchScript, verified against PyTorch.
+"""``panns-export``: a checkpoint → ONNX, TorchScript or upstream PANNs' ``.pth``, verified.
 
 ``panns-export best.ckpt --format onnx`` writes ``best.onnx`` plus ``best.onnx.json`` (model name,
 sample rate, input/outputs, dynamic axes, label names, the verification's max abs differences),
-so the exported file can be used without this package. Exit codes: 0 written and verified,
-1 export, load or verification failed, 2 usage error.
+so the exported file can be used without this package. ``--format panns`` writes upstream's
+``{"model": state_dict}`` (what upstream's code and ``panns_inference`` load) from any checkpoint
+this package reads, the same metadata beside it (upstream's files carry no front end or labels).
+The checkpoint is the positional argument or ``--checkpoint``. Exit codes: 0 written and
+verified, 1 export, load or verification failed, 2 usage error.
 """
 
 from __future__ import annotations
@@ -15,39 +18,54 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from panns_lightning.atomic import atomic_write
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "panns-export"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    checkpoint = _checkpoint_argument(parser, args)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    from panns_lightning.export import FORMATS, default_output_path, export_model
+    from panns_lightning.export import FORMATS, NotRepresentableError, default_output_path, export_model
+    from panns_lightning.export import export_panns_checkpoint as export_panns
     from panns_lightning.inference import load_model
 
     assert args.format in FORMATS
+    out = args.out or default_output_path(checkpoint, args.format)
+    if out.resolve() == checkpoint.resolve():
+        print(f"{PROG}: the output {out} is the checkpoint being exported; choose another --out", file=sys.stderr)
+        return EXIT_USAGE
     try:
-        loaded = load_model(args.checkpoint, model_name=args.model, labels_csv=args.labels)
+        loaded = load_model(checkpoint, model_name=args.model, labels_csv=args.labels)
     except (OSError, ValueError, RuntimeError) as error:
-        print(f"{PROG}: cannot load checkpoint {args.checkpoint}: {' '.join(str(error).split())}", file=sys.stderr)
+        print(f"{PROG}: cannot load checkpoint {checkpoint}: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_FAILED
-    out = args.out or default_output_path(args.checkpoint, args.format)
     sample_rate = int(loaded.frontend["sample_rate"])
     try:
-        report = export_model(loaded.model, out, args.format, sample_rate, seconds=args.seconds)
+        if args.format == "panns":
+            report = export_panns(loaded.model, out, loaded.model_name, loaded.frontend, seconds=args.seconds)
+        else:
+            report = export_model(loaded.model, out, args.format, sample_rate, seconds=args.seconds)
+    except NotRepresentableError as error:
+        print(f"{PROG}: {checkpoint} cannot be written in upstream's format: {error}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as error:  # exporter/runtime errors come in many types; name the step and go
         print(
-            f"{PROG}: exporting {loaded.model_name} from {args.checkpoint} to {out} failed: "
+            f"{PROG}: exporting {loaded.model_name} from {checkpoint} to {out} failed: "
             f"{type(error).__name__}: {' '.join(str(error).split())[:500]}",
             file=sys.stderr,
         )
         return EXIT_FAILED
 
     sidecar = Path(f"{out}.json")
-    sidecar.write_text(
+    atomic_write(
+        sidecar,
         json.dumps(
             {
-                "checkpoint": str(args.checkpoint),
+                "checkpoint": str(checkpoint),
                 "model_name": loaded.model_name,
                 "format": report.format,
                 "frontend": loaded.frontend,
@@ -67,28 +85,45 @@ def main(argv: Sequence[str] | None = None) -> int:
             indent=2,
         )
         + "\n",
-        encoding="utf-8",
     )
-    time_axis = "dynamic" if report.dynamic_time else f"fixed at {report.input_samples} samples"
-    print(
-        f"wrote {out} ({report.format}, {loaded.model_name}, {sample_rate} Hz; batch axis dynamic, time axis {time_axis})"
-    )
+    if report.format == "panns":
+        print(
+            f"wrote {out} (upstream PANNs' {{'model': state_dict}}, fp32; {loaded.model_name}, {sample_rate} Hz, "
+            f"{len(loaded.label_names)} classes)"
+        )
+        verified = f"read back into a fresh {loaded.model_name}"
+    else:
+        time_axis = "dynamic" if report.dynamic_time else f"fixed at {report.input_samples} samples"
+        print(
+            f"wrote {out} ({report.format}, {loaded.model_name}, {sample_rate} Hz; batch axis dynamic, time axis {time_axis})"
+        )
+        verified = "verified against PyTorch"
     for note in report.notes:
         print(f"  note: {note}")
     for check, difference in report.max_abs_diff.items():
-        print(f"  verified against PyTorch at {check}: max abs diff {difference:.2e}")
+        print(f"  {verified} at {check}: max abs diff {difference:.2e}")
     print(f"  outputs: {', '.join(report.outputs)}; metadata in {sidecar}")
     return EXIT_OK
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, description="Export a PANNs checkpoint to ONNX or TorchScript.")
-    parser.add_argument("checkpoint", type=Path, metavar="CKPT", help="Lightning .ckpt or PANNs {'model': ...} file")
-    parser.add_argument("--format", required=True, choices=("onnx", "torchscript"))
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Export a PANNs checkpoint to ONNX, TorchScript or upstream PANNs' .pth format."
+    )
+    parser.add_argument(
+        "checkpoint", type=Path, nargs="?", metavar="CKPT", help="Lightning .ckpt or PANNs {'model': ...} file"
+    )
+    parser.add_argument("--checkpoint", dest="checkpoint_option", type=Path, metavar="CKPT", help="same as CKPT")
+    parser.add_argument(
+        "--format",
+        required=True,
+        choices=("onnx", "torchscript", "panns"),
+        help="panns: upstream's {'model': state_dict} (fp32), for upstream's code and panns_inference",
+    )
     parser.add_argument("--model", default=None, help="zoo model name for published files (inferred when omitted)")
     parser.add_argument("--labels", type=Path, default=None, help="class_labels_indices.csv, copied into the metadata")
     parser.add_argument(
-        "--out", type=Path, default=None, help="output file (default: <ckpt stem>.onnx / .torchscript.pt)"
+        "--out", type=Path, default=None, help="output file (default: <ckpt stem>.onnx / .torchscript.pt / .pth)"
     )
     parser.add_argument(
         "--seconds",
@@ -97,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="example input length; the time axis is fixed to it when it cannot be dynamic (default 10)",
     )
     return parser
+
+
+def _checkpoint_argument(parser: argparse.ArgumentParser, args: argparse.Namespace) -> Path:
+    """The checkpoint, given as CKPT or --checkpoint CKPT (not two different ones)."""
+    given = [path for path in (args.checkpoint, args.checkpoint_option) if path is not None]
+    if not given:
+        parser.error("the checkpoint is required (CKPT or --checkpoint CKPT)")
+    if len(given) == 2 and given[0] != given[1]:
+        parser.error(f"two checkpoints given ({given[0]} and --checkpoint {given[1]}); give one")
+    return given[0]
 
 
 def _positive_float(text: str) -> float:
