@@ -90,24 +90,24 @@ def test_tracker_reports_each_event_once_with_hysteresis_and_flushes_at_the_end(
     spike = [0.1, 0.9, 0.1, 0.1, 0.9, 0.1, 0.1, 0.1]  # never two hops in a row: no event
     events = []
     for hop, (a, b) in enumerate(zip(track, spike), 1):
-        events += tracker.update(float(hop), np.array([a, b, 0.95]), window_start=hop - 2.0)
+        events += tracker.update(float(hop), np.array([a, b, 0.95]), window_start=max(hop - 2.0, 0.0))
     events += tracker.flush(8.5)
     summary = [(e.kind, e.index, e.time, e.decided) for e in events]
     assert summary == [
-        ("onset", 2, 1.0, 2.0),  # class 2 from the first hop, decided at the second
-        ("onset", 0, 2.0, 3.0),  # first window of the run >= 0.5 ends at 2 s
+        ("onset", 2, 0.0, 2.0),  # class 2 from the first hop (the stream's start), decided at the second
+        ("onset", 0, 1.0, 3.0),  # the window before the run >= 0.5 ends at 1 s
         ("offset", 0, 4.0, 7.0),  # first window of the run < 0.3 is [4, 6]: the sound ended by its start
         ("offset", 2, 8.5, 8.5),  # still active at the end of the stream
     ]
     offset = events[2]
-    assert offset.onset == 2.0 and offset.duration == 2.0 and offset.probability == pytest.approx(0.7)
+    assert offset.onset == 1.0 and offset.duration == 3.0 and offset.probability == pytest.approx(0.7)
 
 
 def test_tracker_offset_is_never_before_its_onset_and_thresholds_are_checked() -> None:
     tracker = EventTracker(1, onset=0.5, offset=0.5, onset_hops=1, offset_hops=1)
     assert [e.kind for e in tracker.update(1.0, np.array([0.8]), window_start=0.0)] == ["onset"]
     (offset,) = tracker.update(1.5, np.array([0.1]), window_start=-0.5)  # window start before the onset
-    assert offset.kind == "offset" and offset.time == 1.0 and offset.duration == 0.0
+    assert offset.kind == "offset" and offset.time == 0.0 and offset.duration == 0.0
     with pytest.raises(ValueError, match="offset <= onset"):
         EventTracker(2, onset=0.3, offset=0.5)
     with pytest.raises(ValueError, match="hops"):
@@ -235,8 +235,8 @@ def test_stream_tagger_reports_one_onset_and_one_offset_near_the_burst() -> None
     assert all(hop.time - hop.start == pytest.approx(min(1.0, hop.time)) for hop in hops)
     assert [(e.kind, e.index) for e in events] == [("onset", 0), ("offset", 0)]
     onset, offset = events
-    assert 2.0 <= onset.time <= 2.25 and 4.0 <= offset.time <= 4.25  # within one hop of the truth
-    assert onset.decided == onset.time and offset.decided == pytest.approx(offset.time + 1.0)
+    assert onset.time == 2.0 and offset.time == 4.0  # heard at once: exact to the hop grid
+    assert onset.decided == 2.25 and offset.decided == 5.0
 
 
 def test_stream_tagger_does_not_depend_on_how_the_input_is_chunked() -> None:
@@ -288,8 +288,8 @@ def test_cli_tags_a_wav_stream_from_stdin_as_json_lines(capsys, monkeypatch) -> 
     onsets = [r for r in records if r["type"] == "onset"]
     offsets = [r for r in records if r["type"] == "offset"]
     # thresholds 0: every class starts at the first hop and is closed when the stream ends
-    assert sorted(r["label"] for r in onsets) == sorted(LABEL_NAMES) and {r["time"] for r in onsets} == {0.5}
-    assert {(r["time"], r["onset"], r["duration"]) for r in offsets} == {(3.0, 0.5, 2.5)} and len(offsets) == 5
+    assert sorted(r["label"] for r in onsets) == sorted(LABEL_NAMES) and {r["time"] for r in onsets} == {0.0}
+    assert {(r["time"], r["onset"], r["duration"]) for r in offsets} == {(3.0, 0.0, 3.0)} and len(offsets) == 5
     assert end["events"] == 10
 
 

@@ -10,11 +10,15 @@ A sliding window reports a sound at every hop for as long as it lasts; a listene
 threshold does not toggle the event. Times (seconds of stream) are estimates from window
 geometry: a hop's window is ``[end - window, end]``.
 
-* The **onset** is the end of the first window of the run that crossed ``onset``: the previous
-  window did not hold the sound, this one does, so it began within the last hop.
+* The **onset** is the end of the window analysed just before the run that crossed ``onset``:
+  that window did not hold the sound (or not enough of it), the next one did, so it began after
+  that end (within a hop of it for a sound the model hears at once).
 * The **offset** is the start of the first window of the run below ``offset``: that window no
-  longer holds the sound, the previous one did, so it ended within one hop before that start
-  (never earlier than the onset). Events still active when the stream ends close at its end.
+  longer holds the sound, the previous one did, so it ended before that start (within a hop of
+  it; never earlier than the onset). Events still active when the stream ends close at its end.
+
+For a sound the model recognises as soon as it enters the window, both are exact to the hop
+grid: a tone from 3.0 s to 5.0 s, hop 0.5 s, is reported from 3.0 s to 5.0 s.
 
 The tracker holds all classes at once (numpy over classes); one update costs microseconds.
 """
@@ -74,6 +78,7 @@ class EventTracker:
         self._run_time = np.zeros(num_classes)  # the candidate change time of that run
         self._onset_time = np.zeros(num_classes)
         self._peak = np.zeros(num_classes)
+        self._previous_time: float | None = None  # end of the window analysed before this one
 
     def update(self, time: float, probabilities: np.ndarray, window_start: float | None = None) -> list[Event]:
         """Feed the probabilities of the window ``[window_start, time]``; return the events it completes.
@@ -84,9 +89,11 @@ class EventTracker:
         if p.shape != (self.num_classes,):
             raise ValueError(f"expected {self.num_classes} probabilities, got shape {p.shape}")
         start = time if window_start is None else window_start
+        before = start if self._previous_time is None else self._previous_time
+        self._previous_time = time
         toward = np.where(self.active, p < self.offset_threshold, p >= self.onset_threshold)
         first = toward & (self._run == 0)
-        self._run_time[first] = np.where(self.active[first], start, time)
+        self._run_time[first] = np.where(self.active[first], start, before)
         running = toward & (self._run > 0)  # an onset run's earlier hops count towards the peak
         self._peak = np.where(self.active | running, np.maximum(self._peak, p), p)
         self._run = np.where(toward, self._run + 1, 0)
