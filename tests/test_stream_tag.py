@@ -313,6 +313,21 @@ def test_cli_reports_a_cut_off_raw_stream_after_closing_its_events(capsys, monke
     assert len([line for line in out.splitlines() if " offset " in line]) == len(LABEL_NAMES)
 
 
+def test_cli_reads_a_named_file_and_rejects_an_empty_stream(capsys, monkeypatch, tmp_path: Path) -> None:
+    path = tmp_path / "clip.wav"
+    sf.write(path, burst(MODEL_RATE, 0.5, 0.5, 0.5), MODEL_RATE, subtype="PCM_16")
+    code, out, err = run_tag(
+        capsys, monkeypatch, b"", "--stream", path, "--checkpoint", cnn6_checkpoint(), "--top-k", 1
+    )
+    assert code == 0, err
+    tops = [line for line in out.splitlines() if " top " in line]
+    assert [line.split()[0] for line in tops] == ["1.00", "1.50"]  # the last hop is the partial one at the end
+    assert f"tagging {path} (wav s16le, mono, 8000 Hz)" in err
+    empty = ["--stream", "-", "--checkpoint", cnn6_checkpoint(), "--stdin-format", "s16le"]
+    code, _, err = run_tag(capsys, monkeypatch, b"", *empty)
+    assert code == 1 and "stdin: empty stream (no samples)" in err
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -217,6 +217,8 @@ def _loop(pcm: Any, streamer: StreamTagger, printer: Printer, prog: str) -> int:
     except KeyboardInterrupt:
         code, failure = EXIT_INTERRUPTED, "interrupted"
     hops, closing = streamer.finish()
+    if failure is None and streamer.time == 0:
+        code, failure = EXIT_FAILED, f"{pcm.name}: empty stream (no samples)"
     for hop in hops:
         printer.hop(hop)
     for event in closing:
