@@ -31,7 +31,7 @@ help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
 	@echo "make lint      ruff (lint + format check) and the import contracts of docs/architecture.md"
 	@echo "make test      install and run the test suite (make test-fast: without the tests marked slow)"
-	@echo "make bench     print throughput figures (converter, stream, train step), then make bench-train's table"
+	@echo "make bench     print throughput figures (converter, stream, train step), make bench-train's table, live tagging's RTF"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
@@ -78,6 +78,7 @@ test-fast: install
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
 	$(PY) benchmarks/bench_loop.py
+	$(PY) benchmarks/bench_stream.py
 
 bench-train: install
 	$(PY) benchmarks/bench_loop.py $(ARGS)

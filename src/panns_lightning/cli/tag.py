@@ -5,6 +5,9 @@
 SED models only) and ``--embed DIR`` writes ``<stem>.npy`` (the clip embedding). A file that cannot
 be read is reported on one line and skipped; the exit code is then 1. Exit codes: 0 all files
 tagged, 1 some file failed (or the checkpoint could not be loaded), 2 usage error.
+
+``panns-tag --stream - --checkpoint best.ckpt`` tags live or endless audio from stdin instead
+(raw PCM or a WAV stream): onset/offset lines as sounds start and stop (``cli/tag_stream.py``).
 """
 
 from __future__ import annotations
@@ -19,12 +22,17 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from panns_lightning.cli import tag_stream
+
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "panns-tag"
+DEFAULT_TOP_K = 10
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    parser = build_parser()
+    args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))
+    tag_stream.check_arguments(parser, args)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
     from panns_lightning.audio import AudioDecodeError
     from panns_lightning.inference import AudioTagger
@@ -40,6 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, RuntimeError) as error:
         print(f"{PROG}: cannot load checkpoint {args.checkpoint}: {_one_line(error)}", file=sys.stderr)
         return EXIT_FAILED
+    if args.stream is not None:
+        return tag_stream.run(args, tagger, PROG)
+    top_k = args.top_k or DEFAULT_TOP_K
     if args.sed is not None and not tagger.is_sed:
         print(
             f"{PROG}: --sed needs a sound event detection model (Cnn14_DecisionLevelMax/Avg/Att); "
@@ -65,9 +76,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             failures.append(_report_failure(path, _one_line(error)))
             continue
         stem = _unique_stem(path, stems)
-        result = describe(path, tagger, output, args.top_k)
+        result = describe(path, tagger, output, top_k)
         if args.sed is not None:
-            result["sed"] = write_sed(args.sed / stem, tagger, output, waveform, path, args.top_k)
+            result["sed"] = write_sed(args.sed / stem, tagger, output, waveform, path, top_k)
         if args.embed is not None:
             embedding_path = args.embed / f"{stem}.npy"
             np.save(embedding_path, output.embedding)
@@ -94,11 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
         prog=PROG,
         description="Tag audio files with a PANNs checkpoint (this project's .ckpt or a published .pth).",
     )
-    parser.add_argument("audio", nargs="+", type=Path, metavar="AUDIO", help="audio files (wav, flac, ogg, mp3, ...)")
+    parser.add_argument("audio", nargs="*", type=Path, metavar="AUDIO", help="audio files (wav, flac, ogg, mp3, ...)")
     parser.add_argument("--checkpoint", required=True, type=Path, help="Lightning .ckpt or PANNs {'model': ...} file")
     parser.add_argument("--model", default=None, help="zoo model name for published files (inferred when omitted)")
     parser.add_argument("--labels", type=Path, default=None, help="class_labels_indices.csv (published files)")
-    parser.add_argument("--top-k", type=_positive_int, default=10, help="labels shown per file (default 10)")
+    parser.add_argument(
+        "--top-k",
+        type=_positive_int,
+        default=None,
+        help="labels shown per file (default 10; per line with --stream: 3)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON document instead of tables")
     parser.add_argument("--sed", type=Path, default=None, metavar="OUT_DIR", help="write framewise CSV/NPZ/PNG here")
     parser.add_argument("--embed", type=Path, default=None, metavar="OUT_DIR", help="write <stem>.npy embeddings here")
@@ -109,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="analysis window for long files (default: the training clip length, else 10 s)",
     )
+    tag_stream.add_stream_arguments(parser)
     return parser
 
 

@@ -1,0 +1,15 @@
+"""Live and endless audio: decode a PCM stream, tag a sliding window every hop, report events once.
+
+``pcm.py`` reads raw PCM or a WAV stream from a pipe (numpy only); ``resample.py`` resamples
+chunk by chunk; ``ring.py`` keeps the last window; ``tagger.py`` (``StreamTagger``) runs the model
+every hop; ``events.py`` (``EventTracker``) turns probabilities into onset/offset events with
+hysteresis. ``panns-tag --stream -`` is the command line on top.
+
+Import from the modules (``from panns_lightning.streaming.tagger import StreamTagger``): this
+file imports nothing, so ``panns-tag --help`` does not wait for torch.
+"""
+
+DEFAULT_WINDOW_SECONDS = 2.0
+"""Seconds of audio per analysis: PANNs saw 10 s clips, but a shorter window reacts faster."""
+DEFAULT_HOP_SECONDS = 1.0
+"""Seconds between analyses: Cnn14 with a 2 s window every second runs faster than real time on a few CPU cores."""
