@@ -289,6 +289,8 @@ def test_walkthrough_folder_to_finetuned_tagger(
     assert tag.main([str(sounds / "siren" / "siren0.wav"), "--checkpoint", str(best), "--json", "--top-k", "3"]) == 0
     tagged = json.loads(capsys.readouterr().out)
     assert sorted(entry["label"] for entry in tagged["results"][0]["top"]) == ["dog", "rain", "siren"]
+    # a single-label model's scores are its softmax: they sum to 1 over the classes (one window)
+    assert sum(entry["probability"] for entry in tagged["results"][0]["top"]) == pytest.approx(1.0, abs=1e-5)
     exported = tmp_path / "model.pt"
     assert export.main([str(best), "--format", "torchscript", "--out", str(exported)]) == 0
     assert json.loads(Path(f"{exported}.json").read_text())["labels"] == ["dog", "rain", "siren"]

@@ -81,6 +81,8 @@ class LoadedModel:
     """Training clip length in samples when the checkpoint records it."""
     source: str
     """``"lightning"`` or ``"panns"`` (published / bare state_dict)."""
+    multilabel: bool = True
+    """False for a model trained single-label (cross-entropy): its probabilities are a softmax."""
 
 
 @dataclass(frozen=True)
@@ -289,7 +291,8 @@ class AudioTagger:
         batch = np.zeros((len(windows), length), dtype=np.float32)
         for row, (start, stop) in enumerate(windows):
             batch[row, : stop - start] = audio[start:stop]
-        outputs = self.model(torch.from_numpy(batch).to(self.device))
+        outputs = dict(self.model(torch.from_numpy(batch).to(self.device)))
+        outputs["clipwise_output"] = class_probabilities(outputs, self.loaded.multilabel)
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
 
     def _keep_frames(self, framewise: np.ndarray, windows: list[tuple[int, int]], total: int) -> list[np.ndarray]:
@@ -303,6 +306,15 @@ class AudioTagger:
             (total_frames if stop == total else stop // self.hop_size) - start // self.hop_size
             for start, stop in windows
         ]
+
+
+def class_probabilities(outputs: Mapping[str, torch.Tensor], multilabel: bool) -> torch.Tensor:
+    """What a user reads as class probabilities: the sigmoids of a multi-label model, and for one
+    trained single-label (cross-entropy) the softmax of its logits, which is what it was trained
+    to output (its sigmoids rank the same but do not sum to one)."""
+    if multilabel or "logits" not in outputs:
+        return outputs["clipwise_output"]
+    return torch.softmax(outputs["logits"].float(), dim=-1)
 
 
 def load_model(
@@ -408,6 +420,7 @@ def _load_lightning(path: Path, content: Mapping[str, Any], model_name: str | No
         label_names=list(module.label_names),
         clip_samples=_training_clip_samples(content),
         source="lightning",
+        multilabel=bool(getattr(module, "multilabel", True)),
     )
 
 

@@ -105,11 +105,13 @@ class StreamTagger:
         tracker: EventTracker | None = None,
     ) -> StreamTagger:
         """Stream through a loaded :class:`~panns_lightning.inference.AudioTagger`'s network."""
-        model, device = tagger.model, tagger.device
+        from panns_lightning.inference import class_probabilities
+
+        model, device, multilabel = tagger.model, tagger.device, tagger.loaded.multilabel
 
         @torch.inference_mode()
         def clip_probabilities(window: np.ndarray) -> np.ndarray:
-            output = model(torch.from_numpy(window)[None].to(device))["clipwise_output"]
+            output = class_probabilities(model(torch.from_numpy(window)[None].to(device)), multilabel)
             return output[0].float().cpu().numpy()
 
         return cls(
