@@ -15,15 +15,9 @@ from panns_lightning.export import ExportReport, export_model
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model
 from test_inference_support import LABEL_NAMES, SMALL_FRONTEND, cnn6_checkpoint
 
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
+
 TOLERANCE = 1e-4
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 @functools.lru_cache(maxsize=None)

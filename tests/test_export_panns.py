@@ -20,15 +20,17 @@ from panns_lightning.cli import export as export_cli
 from panns_lightning.export import NotRepresentableError, export_panns_checkpoint
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
 from panns_lightning.training.finetune import FineTuneModule
-from test_inference_support import LABEL_NAMES, LABELS, SMALL_FRONTEND, audioset_csv, cnn6_checkpoint, published_cnn6
+from test_inference_support import (
+    LABEL_NAMES,
+    LABELS,
+    SMALL_FRONTEND,
+    audioset_csv,
+    cnn6_checkpoint,
+    published_cnn6,
+    randomise_,
+)
 
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def read_upstream_file(path) -> dict[str, torch.Tensor]:
@@ -128,19 +130,6 @@ def test_the_output_may_not_overwrite_the_checkpoint(tmp_path, capsys) -> None:
     assert export_cli.main([str(checkpoint), "--format", "panns", "--out", str(checkpoint)]) == export_cli.EXIT_USAGE
     assert "is the checkpoint being exported" in capsys.readouterr().err
     assert checkpoint.read_bytes() == before
-
-
-def randomise_(model: nn.Module) -> None:
-    """Random weights and BatchNorm statistics (a fresh init has identity BNs, which hide key mix-ups)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if not value.dtype.is_floating_point or key.startswith(("spectrogram_extractor.", "logmel_extractor.")):
-                continue
-            if key.endswith("running_var"):
-                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
-            else:
-                value.copy_(torch.randn(value.shape, generator=generator) * (0.05 if value.dim() > 1 else 0.3))
 
 
 @pytest.mark.slow  # a full-size Cnn14 built three times and a 327 MB file written and read twice

@@ -18,16 +18,10 @@ from panns_lightning import hear
 from panns_lightning.training.module import TaggingModule
 from test_inference_support import LABELS, SMALL_FRONTEND, cnn6_checkpoint, lightning_checkpoint_content, workdir
 
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
+
 NETWORK_RATE = SMALL_FRONTEND["sample_rate"]  # 8000 Hz: not a HEAR rate, so input comes at 16 kHz
 FRAME_MS = 1000 * SMALL_FRONTEND["hop_size"] / NETWORK_RATE  # 20 ms
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 @functools.lru_cache(maxsize=None)

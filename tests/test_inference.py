@@ -23,16 +23,10 @@ from test_inference_support import (
     workdir,
 )
 
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
+
 RATE = SMALL_FRONTEND["sample_rate"]
 HOP = SMALL_FRONTEND["hop_size"]
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def noise(seconds: float, rate: int = RATE, seed: int = 0, channels: int | None = None) -> np.ndarray:

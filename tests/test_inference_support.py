@@ -87,3 +87,17 @@ def audioset_csv() -> Path:
     path = workdir() / "class_labels_indices.csv"
     write_label_csv(LabelSet.from_pairs((f"/m/{i}", f"Class {i}") for i in range(527)), path)
     return path
+
+
+def randomise_(model: torch.nn.Module) -> None:
+    """Random weights and BatchNorm statistics in place: a fresh init has identity BatchNorms, which
+    would hide key mix-ups in a parity or export check (the STFT and mel matrices stay as built)."""
+    generator = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for key, value in model.state_dict().items():
+            if not value.dtype.is_floating_point or key.startswith(("spectrogram_extractor.", "logmel_extractor.")):
+                continue
+            if key.endswith("running_var"):
+                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
+            else:
+                value.copy_(torch.randn(value.shape, generator=generator) * (0.05 if value.dim() > 1 else 0.3))

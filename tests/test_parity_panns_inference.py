@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model
+from test_inference_support import randomise_
 
 REFERENCE_PACKAGE = "_panns_inference_reference"
 TOLERANCE = 1e-5
@@ -52,19 +53,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
-
-
-def randomise_(model: torch.nn.Module) -> None:
-    """Random weights and BatchNorm statistics (fresh init has identity BNs, hiding errors)."""
-    generator = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for key, value in model.state_dict().items():
-            if not value.dtype.is_floating_point or key.startswith(("spectrogram_extractor.", "logmel_extractor.")):
-                continue
-            if key.endswith("running_var"):
-                value.copy_(torch.rand(value.shape, generator=generator) + 0.5)
-            else:
-                value.copy_(torch.randn(value.shape, generator=generator) * (0.05 if value.dim() > 1 else 0.3))
 
 
 @pytest.mark.parametrize("name", ["Cnn14", "Cnn14_DecisionLevelMax"])

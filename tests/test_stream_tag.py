@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 
 from panns_lightning.audio import resample
 from panns_lightning.cli import tag
@@ -25,16 +24,10 @@ from panns_lightning.streaming.ring import SampleRing
 from panns_lightning.streaming.tagger import StreamTagger
 from test_inference_support import LABEL_NAMES, SMALL_FRONTEND, cnn6_checkpoint
 
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
+
 SRC = Path(__file__).resolve().parents[1] / "src"
 MODEL_RATE = SMALL_FRONTEND["sample_rate"]  # 8 kHz: the Cnn6 test checkpoint's rate
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def burst(

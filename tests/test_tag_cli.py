@@ -10,7 +10,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from panns_lightning.cli import tag
 from panns_lightning.labels import read_label_csv
@@ -25,18 +24,12 @@ from test_inference_support import (
     sed_checkpoint,
 )
 
+pytestmark = pytest.mark.usefixtures("two_torch_threads")
+
 needs_example_audio = pytest.mark.skipif(
     not (EXAMPLE_WAV.is_file() and EXAMPLE_MP3.is_file()), reason=f"example audio missing under {EXAMPLE_WAV.parent}"
 )
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(autouse=True)
-def two_threads():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(2)
-    yield
-    torch.set_num_threads(previous)
 
 
 def run_tag(capsys, *args: object) -> tuple[int, str, str]:

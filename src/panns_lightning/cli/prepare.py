@@ -427,6 +427,44 @@ def _hold_out_validation(
     return train, val, holdout
 
 
+def _add_writer_options(sub: argparse.ArgumentParser, *, seed_help: str) -> None:
+    """The shard writer's options, shared by the dataset commands of the registry."""
+    sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
+    _add_resample_option(sub)
+    _add_decode_timeout_option(sub)
+    sub.add_argument("--clips-per-shard", type=int, default=256)
+    sub.add_argument("--min-shards", type=int, default=8)
+    sub.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)")
+    sub.add_argument("--seed", type=int, default=0, help=seed_help)
+    sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
+    sub.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _writer_arguments(args: argparse.Namespace) -> dict[str, Any]:
+    """``write_shards``'s keyword arguments from :func:`_add_writer_options`' flags."""
+    return {
+        "sample_rate": args.sample_rate,
+        "clip_samples": int(round(args.clip_seconds * args.sample_rate)),
+        "storage": args.storage,
+        "clips_per_shard": args.clips_per_shard,
+        "min_shards": args.min_shards,
+        "num_workers": args.workers,
+        "seed": args.seed,
+        "created_by": args.command_line,
+        "overwrite": args.overwrite,
+        "progress": not args.quiet,
+        "resample": args.resample,
+        "decode_timeout": args.decode_timeout,
+    }
+
+
+def _writer_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the writer's options (:func:`_add_writer_options`), if anything."""
+    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
+        return "--sample-rate, --clip-seconds and --clips-per-shard must be positive"
+    return _resample_problem(args) or _decode_timeout_problem(args)
+
+
 def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
     """One command per registered cross-validation dataset (``datasets/registry.py``): one shard set, folds in clips and manifest."""
     for entry in FOLDED_DATASETS.values():
@@ -442,22 +480,9 @@ def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
             default=entry.clip_seconds,
             help=f"pad/crop to this length (default {entry.clip_seconds:g})",
         )
-        sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
-        _add_resample_option(sub)
-        sub.add_argument("--clips-per-shard", type=int, default=256)
-        sub.add_argument("--min-shards", type=int, default=8)
-        sub.add_argument(
-            "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
+        _add_writer_options(
+            sub, seed_help="seed of the shard assignment" + (" and of the folds" if entry.seeded else "")
         )
-        _add_decode_timeout_option(sub)
-        sub.add_argument(
-            "--seed",
-            type=int,
-            default=0,
-            help="seed of the shard assignment" + (" and of the folds" if entry.seeded else ""),
-        )
-        sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
-        sub.add_argument("--quiet", action="store_true", help="no progress bar")
         for option in entry.options:
             sub.add_argument(option.flag, **option.argparse_options())
         sub.set_defaults(run=run_folded, dataset=entry)
@@ -468,11 +493,9 @@ def run_folded(args: argparse.Namespace) -> int:
 
     entry = args.dataset
     command = entry.name
-    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
-        return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    for problem in (_resample_problem(args), _decode_timeout_problem(args)):
-        if problem:
-            return _usage_error(command, problem)
+    problem = _writer_problem(args)
+    if problem:
+        return _usage_error(command, problem)
     options = {option.keyword: getattr(args, option.keyword) for option in entry.options}
     if entry.seeded:
         options["seed"] = args.seed
@@ -492,18 +515,7 @@ def run_folded(args: argparse.Namespace) -> int:
             folded,
             args.out,
             split="all",
-            sample_rate=args.sample_rate,
-            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-            storage=args.storage,
-            clips_per_shard=args.clips_per_shard,
-            min_shards=args.min_shards,
-            num_workers=args.workers,
-            seed=args.seed,
-            created_by=args.command_line,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            resample=args.resample,
-            decode_timeout=args.decode_timeout,
+            **_writer_arguments(args),
         ),
     )
     if isinstance(written, int):
@@ -541,17 +553,7 @@ def _add_custom_commands(commands: argparse._SubParsersAction) -> None:
                 help=f"hold out this fraction, stratified by label, as the {split} split where the data has none "
                 "(default 0.1; 0: none)",
             )
-        sub.add_argument("--storage", choices=("int16", "flac"), default="int16")
-        _add_resample_option(sub)
-        _add_decode_timeout_option(sub)
-        sub.add_argument("--clips-per-shard", type=int, default=256)
-        sub.add_argument("--min-shards", type=int, default=8)
-        sub.add_argument(
-            "--workers", type=int, default=os.cpu_count() or 1, help="decoding processes (0: in this process)"
-        )
-        sub.add_argument("--seed", type=int, default=0, help="seed of the shard assignment and of drawn folds/splits")
-        sub.add_argument("--overwrite", action="store_true", help="replace the shards in a non-empty --out")
-        sub.add_argument("--quiet", action="store_true", help="no progress bar")
+        _add_writer_options(sub, seed_help="seed of the shard assignment and of drawn folds/splits")
         sub.set_defaults(run=run_custom, dataset=entry)
 
 
@@ -563,11 +565,9 @@ def run_custom(args: argparse.Namespace) -> int:
 
     entry = args.dataset
     command = entry.name
-    if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
-        return _usage_error(command, "--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    for problem in (_resample_problem(args), _decode_timeout_problem(args)):
-        if problem:
-            return _usage_error(command, problem)
+    problem = _writer_problem(args)
+    if problem:
+        return _usage_error(command, problem)
     try:
         dataset = entry.read(
             name=args.name, **{option.keyword: getattr(args, option.keyword) for option in entry.options}
@@ -597,18 +597,7 @@ def run_custom(args: argparse.Namespace) -> int:
         lambda: write_custom_shards(
             dataset,
             args.out,
-            sample_rate=args.sample_rate,
-            clip_samples=int(round(args.clip_seconds * args.sample_rate)),
-            storage=args.storage,
-            clips_per_shard=args.clips_per_shard,
-            min_shards=args.min_shards,
-            num_workers=args.workers,
-            seed=args.seed,
-            created_by=args.command_line,
-            overwrite=args.overwrite,
-            progress=not args.quiet,
-            resample=args.resample,
-            decode_timeout=args.decode_timeout,
+            **_writer_arguments(args),
         ),
     )
     if isinstance(manifest, int):
