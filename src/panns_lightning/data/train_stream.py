@@ -75,7 +75,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
@@ -98,6 +98,9 @@ ShardReader = Callable[..., Iterator[RawClip]]
 # Crop offsets come from a generator per (seed, epoch, slot, batch), apart from the draws, so a
 # resumed epoch that skips batches without decoding them crops the later ones as before.
 _CROP_STREAM = 0x0C
+# Stratified draws: a drawable copy that fell this many jitters behind the read head is drawn
+# before its class's turn comes (the unstratified order draws about half a jitter behind it).
+STRATA_DELAY = 2.0
 # A shard set where nothing decodes would otherwise spin forever.
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
 
@@ -187,11 +190,13 @@ class TrainClipStream(IterableDataset):
         if done:
             slot = dataclasses.replace(slot, worker=(slot.worker + done) % slot.num_workers)
         rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
+        jitter = self.shuffle_buffer / self._mean_copies
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
             capacity=self.shuffle_buffer,
-            jitter=self.shuffle_buffer / self._mean_copies,
+            jitter=jitter,
             rng=rng,
+            strata=self._strata(jitter),
         )
         unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
         skip = self._batches_skipped_by_worker(slot)
@@ -201,6 +206,17 @@ class TrainClipStream(IterableDataset):
                 continue
             crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
             yield self._next_batch(buffer, crop_rng, unreadable)
+
+    def _strata(self, jitter: float) -> ClassStrata | None:
+        """How the buffer stratifies draws by class (``stratify_batches``, balanced only): PANNs' queue of classes."""
+        if self._factor is None or not self.options.stratify_batches:
+            return None
+        counts = self.spec.class_counts
+        return ClassStrata(
+            classes=tuple(index for index, count in enumerate(counts) if count > 0),
+            anchor_weights=tuple(1.0 / max(count, 1) for count in counts),
+            max_delay=STRATA_DELAY * jitter,
+        )
 
     def _batches_skipped_by_worker(self, slot: ReaderSlot) -> int:
         """This slot's share of ``resume_batches``: rank batch i came from worker i mod W."""
