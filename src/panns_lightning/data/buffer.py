@@ -92,6 +92,17 @@ class RepeatShuffleBuffer:
         """Copies drawable now (held-back ones not counted)."""
         return self._live
 
+    def references(self) -> int:
+        """Entries the drawable heaps hold, drawn copies not yet dropped included: what the buffer's memory grows with.
+
+        Unstratified, ``len(self)``; stratified, each drawable copy sits in two heaps and a drawn one
+        may linger in the other until compaction, so at most about ``3 * len(self) + 64``.
+        """
+        held = len(self._ready)
+        if self._strata is not None:
+            held += sum(len(heap) for heap in self._by_class.values())
+        return held
+
     def next(self, avoid: set[str] | frozenset[str] = frozenset()) -> RawClip | None:
         """The next drawable copy whose key is not in ``avoid`` if any; None once a finite source is used up."""
         self._fill()

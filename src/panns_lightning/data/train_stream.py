@@ -16,8 +16,11 @@ PANNs, instead of some being drawn repeatedly and others never. Copies are not e
 copy j of a clip read at stream position x (cumulative E) falls due at x + j·gap, gap ≥ one batch
 of draws, so a rare clip reaches one batch after another (a batch holds a clip only once). Due
 copies are drawn in order of due position plus a random jitter of about ``shuffle_buffer`` draws
-(a bounded-delay shuffle), skipping keys already in the batch; audio is decoded only after a clip
-is drawn.
+(a bounded-delay shuffle), skipping keys already in the batch; with ``stratify_batches`` (the
+default) each draw instead takes the next class of a shuffled queue of classes and the earliest
+due copy anchored to it (``buffer.ClassStrata``), as PANNs' round robin does, so a batch holds as
+many classes as the buffer allows; the copies drawn are the same. Audio is decoded only after a
+clip is drawn.
 
 Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
 (``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
@@ -39,10 +42,12 @@ count and clips bring all their copies.
 
 Memory (what the sampler keeps, per worker): the shuffle buffer and the held-back copies
 (≤ ``shuffle_buffer`` drawable copies plus those due within ``copy_window`` draws, as references
-to undecoded clips, not copies), one float per shard (weights) and the class counts. Nothing grows
-with the number of clips, which is why a labels-only run over 1.9 M clips adds ~20 MB
-(``diagnostics/simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
-clips ≈ 1.3 GB per worker at the defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
+to undecoded clips, not copies; stratified, a drawable copy is also referenced from its class's
+heap and drawn ones are compacted away: ≤ 3 references per drawable copy, plus 64), one float
+per shard (weights) and the class counts. Nothing grows with the number of clips, which is why a
+labels-only run over 1.9 M clips adds ~20 MB (``diagnostics/simulate.py``), against ~175 MB for
+PANNs' per-class index lists. With audio: 2000 int16 10 s clips ≈ 1.3 GB per worker at the
+defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
 
 Guarantees, per DataLoader worker:
 - memory: at most ``shuffle_buffer`` drawable copies plus those held back (due within
@@ -54,7 +59,10 @@ Guarantees, per DataLoader worker:
 - within a pass, slots read disjoint shards (when shards ≥ ranks × workers); an epoch reads a
   shard twice only if its draws plus ``copy_window`` exceed the slot's share of a pass;
 - reproducible: the key sequence depends only on (seed, epoch, rank, world, worker, num_workers).
-Not guaranteed (unlike PANNs): per-batch stratification; exact per-class frequencies (they hold
+Not guaranteed (unlike PANNs): per-batch stratification beyond what the buffer holds (at a
+class's turn with no drawable copy anchored to it the earliest copy of any class is drawn; on the
+A/B set of docs/balanced_streaming.md, 25 classes and batch 32, a class is in 96 % of batches
+stratified, as with PANNs, and 90 % unstratified); exact per-class frequencies (they hold
 in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
 once per pass, so over half a pass it has read about half of each class's clips; PANNs' random
 access cycles through every class list at any length). Each slot's shards are ordered so that
