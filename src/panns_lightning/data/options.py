@@ -28,7 +28,8 @@ class StreamOptions:
         stratify_batches: balanced stream only: draw the buffered copies class by class from a
             shuffled queue of classes, as PANNs' sampler does, so that consecutive draws carry
             different classes (nearly every class in every batch when classes < batch_size);
-            false: in order of due position plus jitter. Which copies are drawn is the same.
+            false: in order of due position plus jitter. The copies drawn are the same (up to
+            what is still buffered at an epoch's end); docs/balanced_streaming.md has the A/B.
         seed: seeds the stream (per rank, worker and epoch).
         fail_fast: raise at the first unreadable clip or shard instead of logging and skipping it.
         error_budget: stop when more than this fraction of the clips met so far could not be used
