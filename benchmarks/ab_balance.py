@@ -4,8 +4,11 @@ Does it cost accuracy that our stream draws a rare clip's copies close together 
 worker apart, docs/balanced_streaming.md) where PANNs' round robin spreads them over the pass?
 Same model, data, steps, optimizer and augmentation; only the batch source differs:
 
-- ``stream``: ``AudioShardDataModule(balanced=True)`` over the int16 train shards (the production
-  path: ``TrainClipStream``, in-process, ``num_workers=0``);
+- ``stream-stratified``: ``AudioShardDataModule(balanced=True)`` over the int16 train shards (the
+  production path with its defaults: ``TrainClipStream``, in-process, ``num_workers=0``), whose
+  buffer draws class by class from a shuffled queue of classes (``stratify_batches=True``);
+- ``stream``: the same with ``stratify_batches=False``: drawable copies in order of due position
+  plus jitter (the design before; its first A/B, docs/balanced_streaming.md, used this arm);
 - ``panns``: the same clips decoded once from those shards into memory, a map-style dataset, and
   ``PannsBalancedSampler`` (``data/reference.py``) as the batch sampler.
 
@@ -21,8 +24,8 @@ arm), the mixup draws and the sampler's seed.
 Diagnostic arms (``--arms``), to tell why one arm trails, all through the map-style path with a
 fixed sequence of clip indices (``FixedBatches``):
 
-- ``stream-spread``: the very draws of ``stream`` (same seed, the stream run labels-only, which
-  draws the same keys), shuffled within windows of ``--spread-window`` batches (default 32, about
+- ``stream-spread``: the very draws of ``stream`` (unstratified; same seed, the stream run
+  labels-only, which draws the same keys), shuffled within windows of ``--spread-window`` batches (default 32, about
   one pass of the 1 000 clips): per-window counts of every clip unchanged, copies no longer together;
 - ``panns-shuffled``: PANNs' draws shuffled within the same windows: copies still spread, but
   PANNs' order is lost (its round robin puts nearly every class in every batch here, C = 25 < B = 32);
@@ -32,12 +35,16 @@ Scores (``training.metrics.score_tagging`` on the eval split, after the last ste
 mean AP of the rarest decile of classes by training clip count (``balance.rarest_decile``), with
 mean ± std (sample std) over seeds, and the paired difference. The drawn keys of every run are
 kept, and their gap statistics (``balance.gap_stats``, in draws = clips) show how far apart each
-arm drew a clip's copies.
+arm drew a clip's copies; ``batch_presence`` is, per class, the fraction of batches holding it
+(the report gives it for the rarest-decile classes; for results files without it, it is redrawn
+labels-only from the seed when ``--work`` holds the data).
 
     python benchmarks/ab_balance.py --work /tmp/ab_balance --seeds 0 1 2 --eval-every 100
+    python benchmarks/ab_balance.py --work /tmp/ab_balance --seeds 0 1 2 --arms stream --results ab_unstratified.json
     python benchmarks/ab_balance.py --work /tmp/ab_balance --seeds 0 1 2 --arms stream-spread panns-shuffled \
         --results ab_diagnostic.json
-    python benchmarks/ab_balance.py --report /tmp/ab_balance/ab_results.json /tmp/ab_balance/ab_diagnostic.json
+    python benchmarks/ab_balance.py --work /tmp/ab_balance --report /tmp/ab_balance/ab_results.json \
+        /tmp/ab_balance/ab_unstratified.json /tmp/ab_balance/ab_diagnostic.json
 
 The data is built once under ``--work`` (reused when its manifests exist; ~10 s). A run of 300
 steps takes 30–60 s on an idle 2-core CPU (2 threads), several times that on a shared one. Results
@@ -87,12 +94,14 @@ MODEL = {
 
 ARM_NAMES = {
     "panns": "PANNs BalancedTrainSampler (map-style)",
-    "stream": "ours (AudioShardDataModule, balanced)",
+    "stream-stratified": "ours, stratified (AudioShardDataModule, balanced; the default)",
+    "stream": "ours, unstratified (stratify_batches=false; the design before)",
     "stream-replay": "ours' draws replayed (map-style)",
     "stream-spread": "ours' draws shuffled within ~1 pass",
     "panns-shuffled": "PANNs' draws shuffled within ~1 pass",
 }
 DIAGNOSTIC_ARMS = ("stream-replay", "stream-spread", "panns-shuffled")
+STREAM_ARMS = {"stream-stratified": True, "stream": False}  # arm → stratify_batches
 
 
 # --------------------------------------------------------------------------- data
@@ -233,8 +242,19 @@ class FixedBatches:
         return iter(self.rows)
 
 
-def stream_draws(shard_dir: Path, train_clips: DecodedClips, seed: int, args: argparse.Namespace) -> np.ndarray:
-    """The clip indices (into ``train_clips``) that the ``stream`` arm draws for ``seed``, epoch by epoch, labels-only."""
+def stream_draws(
+    shard_dir: Path,
+    train_clips: Any,
+    seed: int,
+    args: argparse.Namespace,
+    *,
+    stratify: bool = False,
+    steps: int | None = None,
+) -> np.ndarray:
+    """The clip indices (into ``train_clips``, which has ``keys``) that a stream arm draws for ``seed``, labels-only.
+
+    ``stratify``: as ``stream-stratified`` draws (else as ``stream``); ``steps`` (default ``args.steps``) batches.
+    """
     from panns_lightning.data.diagnostics.balance import draw_stream, read_label_set
     from panns_lightning.data.spec import StreamSpec
     from panns_lightning.data.stream import read_shard
@@ -245,7 +265,8 @@ def stream_draws(shard_dir: Path, train_clips: DecodedClips, seed: int, args: ar
     index = {key: i for i, key in enumerate(train_clips.keys)}
     keys = label_set.keys
     assert keys is not None
-    epochs = math.ceil(args.steps / args.steps_per_epoch)
+    steps = args.steps if steps is None else steps
+    epochs = math.ceil(steps / args.steps_per_epoch)
     drawn = np.concatenate(
         [
             draw_stream(
@@ -257,11 +278,52 @@ def stream_draws(shard_dir: Path, train_clips: DecodedClips, seed: int, args: ar
                 spec=spec,
                 reader=read_shard,
                 shuffle_buffer=args.shuffle_buffer,
+                stratify_batches=stratify,
             )
             for epoch in range(epochs)
         ]
-    )[: args.steps * args.batch_size]
+    )[: steps * args.batch_size]
     return np.array([index[keys[i]] for i in drawn], dtype=np.int64)
+
+
+def arm_draws(arm: str, seed: int, shard_dir: Path, clips: Any, args: argparse.Namespace, steps: int) -> np.ndarray:
+    """The clip indices (into ``clips``: ``keys``, ``labels``, ``num_classes``) an arm draws in ``steps`` steps.
+
+    Every arm's draws are fixed by its seed: the stream arms' as their labels-only stream draws
+    them, PANNs' as its sampler does; the diagnostic arms train on these, the report redraws them.
+    """
+    count = steps * args.batch_size
+    window = args.spread_window * args.batch_size
+    if arm in ("panns", "panns-shuffled"):
+        draws = PannsBatches(clips.labels, clips.num_classes, args.batch_size, seed).sampler.draw(count)
+        return shuffled_within(draws, window, seed) if arm == "panns-shuffled" else draws
+    draws = stream_draws(shard_dir, clips, seed, args, stratify=arm == "stream-stratified", steps=steps)
+    return shuffled_within(draws, window, seed) if arm == "stream-spread" else draws
+
+
+class ClipLabelIndex:
+    """The keys and labels of a shard set's clips, in :class:`DecodedClips`' order, without the audio."""
+
+    def __init__(self, shard_dir: Path) -> None:
+        from panns_lightning.data.diagnostics.balance import read_label_set
+
+        label_set = read_label_set(shard_dir)
+        assert label_set.keys is not None
+        self.keys = list(label_set.keys)
+        self.labels = [tuple(labels) for labels in label_set.label_lists()]
+        self.num_classes = label_set.num_classes
+
+
+def batch_presence(
+    drawn: np.ndarray, label_lists: Sequence[Sequence[int]], num_classes: int, batch_size: int
+) -> np.ndarray:
+    """Per class, the fraction of the full batches (consecutive ``batch_size`` draws) that hold it."""
+    batches = len(drawn) // batch_size
+    held = np.zeros((batches, num_classes), dtype=bool)
+    for row, start in enumerate(range(0, batches * batch_size, batch_size)):
+        for index in drawn[start : start + batch_size]:
+            held[row, list(label_lists[int(index)])] = True
+    return held.mean(axis=0)
 
 
 def shuffled_within(indices: np.ndarray, window: int, seed: int) -> np.ndarray:
@@ -348,7 +410,7 @@ def train_one(
     )
     recorder = KeyRecorder()
     # Complete before the Trainer is built: it copies the list (a callback appended later is never called).
-    callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm == "stream" else [recorder]
+    callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm in STREAM_ARMS else [recorder]
     curve = (
         EvalEvery(args.eval_every, eval_clips, f"{arm} seed {seed}", rare) if args.eval_every and eval_clips else None
     )
@@ -369,7 +431,7 @@ def train_one(
         callbacks=callbacks,
     )
     started = time.perf_counter()
-    if arm == "stream":
+    if arm in STREAM_ARMS:
         datamodule = AudioShardDataModule(
             train_dir=str(dirs["train"]),
             batch_size=args.batch_size,
@@ -377,6 +439,7 @@ def train_one(
             balanced=True,
             steps_per_epoch=args.steps_per_epoch,
             shuffle_buffer=args.shuffle_buffer,
+            stratify_batches=STREAM_ARMS[arm],
             seed=seed,
         )
         trainer.fit(module, datamodule=datamodule)
@@ -389,16 +452,7 @@ def train_one(
         )
         trainer.fit(module, train_dataloaders=loader)
     elif arm in DIAGNOSTIC_ARMS:
-        window = args.spread_window * args.batch_size
-        if arm == "panns-shuffled":
-            draws = PannsBatches(train_clips.labels, train_clips.num_classes, args.batch_size, seed).sampler.draw(
-                args.steps * args.batch_size
-            )
-            draws = shuffled_within(draws, window, seed)
-        else:
-            draws = stream_draws(dirs["train"], train_clips, seed, args)
-            if arm == "stream-spread":
-                draws = shuffled_within(draws, window, seed)
+        draws = arm_draws(arm, seed, dirs["train"], train_clips, args, args.steps)
         loader = torch.utils.data.DataLoader(
             MapStyleClips(train_clips),
             batch_sampler=FixedBatches(draws, args.batch_size),
@@ -436,25 +490,37 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{values.mean():.3f} ± {std:.3f}"
 
 
+# Paired differences the report prints: (arm, baseline), seed by seed.
+PAIRS = [(arm, "panns") for arm in ARM_NAMES if arm != "panns"] + [("stream-stratified", "stream")]
+
+
+def rare_presence(result: dict[str, Any]) -> list[float]:
+    """Per rarest-decile class, the fraction of the run's batches that held it."""
+    return [result["batch_presence"][klass] for klass in result["rare_classes"]]
+
+
 def report(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
     lines = [
-        "| sampler | mAP | rarest-decile AP | rarest-quintile AP | gap median / p5 (draws) | rare clips' gap median / p5 | s/run |",
-        "|---|---|---|---|---|---|---|",
+        "| sampler | mAP | rarest-decile AP | rarest-quintile AP | gap median / p5 (draws) | rare clips' gap median / p5 "
+        "| rarest-decile classes: batches holding each | s/run |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for arm, name in ARM_NAMES.items():
         rows = [r for r in results if r["arm"] == arm]
         if not rows:
             continue
+        with_presence = [rare_presence(r) for r in rows if "batch_presence" in r]
+        presence = " / ".join(f"{value:.2f}" for value in np.mean(with_presence, axis=0)) if with_presence else "n/a"
         lines.append(
             f"| {name} | {mean_std([r['mAP'] for r in rows])} | {mean_std([r['rare_decile_ap'] for r in rows])} | "
             f"{mean_std([r['rare_quintile_ap'] for r in rows])} | "
             f"{np.mean([r['gaps']['median'] for r in rows]):.0f} / {np.mean([r['gaps']['p5'] for r in rows]):.0f} | "
             f"{np.mean([r['rare_gaps']['median'] for r in rows]):.0f} / {np.mean([r['rare_gaps']['p5'] for r in rows]):.0f} | "
-            f"{np.mean([r['seconds'] for r in rows]):.0f} |"
+            f"{presence} | {np.mean([r['seconds'] for r in rows]):.0f} |"
         )
     by_seed = {(r["arm"], r["seed"]): r for r in results}
-    for arm in ARM_NAMES:
-        paired = [s for s in seeds if arm != "panns" and ("panns", s) in by_seed and (arm, s) in by_seed]
+    for arm, baseline in PAIRS:
+        paired = [s for s in seeds if (baseline, s) in by_seed and (arm, s) in by_seed]
         for field, title in (
             ("mAP", "mAP"),
             ("rare_decile_ap", "rarest-decile AP"),
@@ -462,18 +528,63 @@ def report(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
         ):
             if not paired:
                 break
-            diffs = [by_seed[(arm, s)][field] - by_seed[("panns", s)][field] for s in paired]
+            diffs = [by_seed[(arm, s)][field] - by_seed[(baseline, s)][field] for s in paired]
+            below = sum(d < 0 for d in diffs)
             lines.append(
-                f"{arm} − panns, paired by seed, {title}: {mean_std(diffs)} (per seed {', '.join(f'{d:+.3f}' for d in diffs)})"
+                f"{arm} − {baseline}, paired by seed, {title}: {mean_std(diffs)}, {below} of {len(diffs)} below "
+                f"(per seed {', '.join(f'{d:+.3f}' for d in diffs)})"
             )
+    curves = {arm: [r["curve"] for r in results if r["arm"] == arm and r.get("curve")] for arm in ARM_NAMES}
+    for arm, runs in curves.items():
+        if runs and all(len(run) == len(runs[0]) for run in runs):
+            points = ", ".join(
+                f"step {int(step)} {np.mean([run[i][1] for run in runs]):.3f}" for i, (step, _, _) in enumerate(runs[0])
+            )
+            lines.append(f"{arm} mean mAP over {len(runs)} seeds: {points}")
     lines.append("\nper run:")
     for r in results:
+        presence = (
+            f", rare classes in {', '.join(f'{p:.2f}' for p in rare_presence(r))} of batches"
+            if "batch_presence" in r
+            else ""
+        )
         lines.append(
-            f"  {r['arm']:<14} seed {r['seed']}: mAP {r['mAP']:.3f}, rarest-decile AP {r['rare_decile_ap']:.3f} "
+            f"  {r['arm']:<17} seed {r['seed']}: mAP {r['mAP']:.3f}, rarest-decile AP {r['rare_decile_ap']:.3f} "
             f"(per class {', '.join(f'{ap:.3f}' for ap in r['rare_decile_per_class'])}), "
-            f"rarest-quintile AP {r['rare_quintile_ap']:.3f}, {r['seconds']:.0f} s"
+            f"rarest-quintile AP {r['rare_quintile_ap']:.3f}{presence}, {r['seconds']:.0f} s"
         )
     return "\n".join(lines)
+
+
+def with_presence(results: list[dict[str, Any]], args: argparse.Namespace) -> list[dict[str, Any]]:
+    """``results``, each with ``batch_presence``: redrawn (labels only, from the seed) where a file lacks it.
+
+    Results files written before the field existed lack it; every arm's draws are fixed by its
+    seed (:func:`arm_draws`), so they are drawn again from ``--work``'s train shards.
+    """
+    missing = [r for r in results if "batch_presence" not in r]
+    shard_dir = args.work / "shards" / "train"
+    if not missing or not (shard_dir / "manifest.json").is_file():
+        return results
+    from panns_lightning.data.diagnostics.balance import rarest_decile
+
+    clips = ClipLabelIndex(shard_dir)
+    counts = np.zeros(clips.num_classes, dtype=np.int64)
+    for labels in clips.labels:
+        counts[list(labels)] += 1
+    rare = rarest_decile(counts).tolist()
+    for result in missing:
+        drawn = arm_draws(result["arm"], result["seed"], shard_dir, clips, args, result["steps"])
+        if "draws" in result and len(drawn) != result["draws"]:
+            raise RuntimeError(
+                f"{result['arm']} seed {result['seed']}: redrew {len(drawn)} draws, not {result['draws']}"
+            )
+        saved = args.work / f"draws_{result['arm']}_seed{result['seed']}.npy"
+        if saved.is_file() and not np.array_equal(np.load(saved), drawn):
+            raise RuntimeError(f"{result['arm']} seed {result['seed']}: redrawn draws differ from {saved}")
+        result["rare_classes"] = rare
+        result["batch_presence"] = batch_presence(drawn, clips.labels, clips.num_classes, args.batch_size).tolist()
+    return results
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -482,7 +593,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="stream epochs (the sampler is endless)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--arms", nargs="+", choices=list(ARM_NAMES), default=["panns", "stream"])
+    parser.add_argument("--arms", nargs="+", choices=list(ARM_NAMES), default=["panns", "stream-stratified"])
     parser.add_argument(
         "--spread-window", type=int, default=32, help="batches per shuffle window of the diagnostic arms"
     )
@@ -505,12 +616,14 @@ def main(argv: list[str] | None = None) -> None:
         nargs="+",
         default=None,
         metavar="JSON",
-        help="only print the report of these results files (merged), train nothing",
+        help="only print the report of these results files (merged; a later file's run replaces an earlier one's "
+        "of the same arm and seed), train nothing; batch presence missing from a file is redrawn from --work's data",
     )
     args = parser.parse_args(argv)
 
     if args.report:
-        merged = [r for path in args.report for r in json.loads(path.read_text())["results"]]
+        runs = {(r["arm"], r["seed"]): r for path in args.report for r in json.loads(path.read_text())["results"]}
+        merged = with_presence(list(runs.values()), args)
         print(report(merged, sorted({r["seed"] for r in merged})))
         return
     torch.set_num_threads(args.threads)
@@ -564,6 +677,10 @@ def main(argv: list[str] | None = None) -> None:
                 "draws": int(len(drawn)),
                 "distinct_clips": int(len(np.unique(drawn))),
                 "rare_draws": int(np.isin(drawn, rare_clips).sum()),
+                "rare_classes": rare.tolist(),
+                "batch_presence": batch_presence(
+                    drawn, train_clips.labels, train_clips.num_classes, args.batch_size
+                ).tolist(),
                 "curve": module.curve,
             }
             results.append(result)

@@ -25,6 +25,11 @@ class StreamOptions:
         shuffle_buffer: copies held drawable per worker (bounded-delay shuffle).
         repeat_spread: a clip's copies are spread over at least this many draws, never closer than
             one batch (None: ``shuffle_buffer``).
+        stratify_batches: balanced stream only: draw the buffered copies class by class from a
+            shuffled queue of classes, as PANNs' sampler does, so that consecutive draws carry
+            different classes (nearly every class in every batch when classes < batch_size);
+            false: in order of due position plus jitter. The copies drawn are the same (up to
+            what is still buffered at an epoch's end); docs/balanced_streaming.md has the A/B.
         seed: seeds the stream (per rank, worker and epoch).
         fail_fast: raise at the first unreadable clip or shard instead of logging and skipping it.
         error_budget: stop when more than this fraction of the clips met so far could not be used
@@ -43,6 +48,7 @@ class StreamOptions:
     repeat_scale: float = 1.0
     shuffle_buffer: int = 2000
     repeat_spread: Optional[int] = None
+    stratify_batches: bool = True
     seed: int = 1234
     fail_fast: bool = False
     error_budget: float = 0.01

@@ -16,8 +16,11 @@ PANNs, instead of some being drawn repeatedly and others never. Copies are not e
 copy j of a clip read at stream position x (cumulative E) falls due at x + j·gap, gap ≥ one batch
 of draws, so a rare clip reaches one batch after another (a batch holds a clip only once). Due
 copies are drawn in order of due position plus a random jitter of about ``shuffle_buffer`` draws
-(a bounded-delay shuffle), skipping keys already in the batch; audio is decoded only after a clip
-is drawn.
+(a bounded-delay shuffle), skipping keys already in the batch; with ``stratify_batches`` (the
+default) each draw instead takes the next class of a shuffled queue of classes and the earliest
+due copy anchored to it (``buffer.ClassStrata``), as PANNs' round robin does, so a batch holds as
+many classes as the buffer allows; the copies drawn are the same. Audio is decoded only after a
+clip is drawn.
 
 Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
 (``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
@@ -39,10 +42,12 @@ count and clips bring all their copies.
 
 Memory (what the sampler keeps, per worker): the shuffle buffer and the held-back copies
 (≤ ``shuffle_buffer`` drawable copies plus those due within ``copy_window`` draws, as references
-to undecoded clips, not copies), one float per shard (weights) and the class counts. Nothing grows
-with the number of clips, which is why a labels-only run over 1.9 M clips adds ~20 MB
-(``diagnostics/simulate.py``), against ~175 MB for PANNs' per-class index lists. With audio: 2000 int16 10 s
-clips ≈ 1.3 GB per worker at the defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
+to undecoded clips, not copies; stratified, a drawable copy is also referenced from its class's
+heap and drawn ones are compacted away: ≤ 3 references per drawable copy, plus 64), one float
+per shard (weights) and the class counts. Nothing grows with the number of clips, which is why a
+labels-only run over 1.9 M clips adds ~20 MB (``diagnostics/simulate.py``), against ~175 MB for
+PANNs' per-class index lists. With audio: 2000 int16 10 s clips ≈ 1.3 GB per worker at the
+defaults (FLAC ≈ 0.7 GB); lower ``shuffle_buffer`` for many workers.
 
 Guarantees, per DataLoader worker:
 - memory: at most ``shuffle_buffer`` drawable copies plus those held back (due within
@@ -54,7 +59,10 @@ Guarantees, per DataLoader worker:
 - within a pass, slots read disjoint shards (when shards ≥ ranks × workers); an epoch reads a
   shard twice only if its draws plus ``copy_window`` exceed the slot's share of a pass;
 - reproducible: the key sequence depends only on (seed, epoch, rank, world, worker, num_workers).
-Not guaranteed (unlike PANNs): per-batch stratification; exact per-class frequencies (they hold
+Not guaranteed (unlike PANNs): per-batch stratification beyond what the buffer holds (at a
+class's turn with no drawable copy anchored to it the earliest copy of any class is drawn; on the
+A/B set of docs/balanced_streaming.md, 25 classes and batch 32, a class is in 96 % of batches
+stratified, as with PANNs, and 90 % unstratified); exact per-class frequencies (they hold
 in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
 once per pass, so over half a pass it has read about half of each class's clips; PANNs' random
 access cycles through every class list at any length). Each slot's shards are ordered so that
@@ -75,7 +83,7 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
-from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
@@ -98,6 +106,9 @@ ShardReader = Callable[..., Iterator[RawClip]]
 # Crop offsets come from a generator per (seed, epoch, slot, batch), apart from the draws, so a
 # resumed epoch that skips batches without decoding them crops the later ones as before.
 _CROP_STREAM = 0x0C
+# Stratified draws: a drawable copy that fell this many jitters behind the read head is drawn
+# before its class's turn comes (the unstratified order draws about half a jitter behind it).
+STRATA_DELAY = 2.0
 # A shard set where nothing decodes would otherwise spin forever.
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
 
@@ -187,11 +198,13 @@ class TrainClipStream(IterableDataset):
         if done:
             slot = dataclasses.replace(slot, worker=(slot.worker + done) % slot.num_workers)
         rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
+        jitter = self.shuffle_buffer / self._mean_copies
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
             capacity=self.shuffle_buffer,
-            jitter=self.shuffle_buffer / self._mean_copies,
+            jitter=jitter,
             rng=rng,
+            strata=self._strata(jitter),
         )
         unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
         skip = self._batches_skipped_by_worker(slot)
@@ -201,6 +214,17 @@ class TrainClipStream(IterableDataset):
                 continue
             crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
             yield self._next_batch(buffer, crop_rng, unreadable)
+
+    def _strata(self, jitter: float) -> ClassStrata | None:
+        """How the buffer stratifies draws by class (``stratify_batches``, balanced only): PANNs' queue of classes."""
+        if self._factor is None or not self.options.stratify_batches:
+            return None
+        counts = self.spec.class_counts
+        return ClassStrata(
+            classes=tuple(index for index, count in enumerate(counts) if count > 0),
+            anchor_weights=tuple(1.0 / max(count, 1) for count in counts),
+            max_delay=STRATA_DELAY * jitter,
+        )
 
     def _batches_skipped_by_worker(self, slot: ReaderSlot) -> int:
         """This slot's share of ``resume_batches``: rank batch i came from worker i mod W."""
