@@ -25,6 +25,7 @@ from panns_lightning.training.fault_tolerance import (
 from panns_lightning.training.loggers import ResumableCSVLogger, truncate_csv_log
 from panns_lightning.training.module import TaggingModule
 from panns_lightning.training.numerics import NonFiniteGuard, NonFiniteTrainingError
+from train_fixtures import TINY_CNN6, TINY_LABELS
 
 # ----------------------------------------------------------------------------- atomic saves
 
@@ -168,19 +169,7 @@ def nan_batches(poisoned: set[int], count: int) -> list[dict]:
 
 
 def tiny_module(max_nonfinite_steps: int) -> TaggingModule:
-    model_config = {
-        "name": "Cnn6",
-        "sample_rate": 8000,
-        "window_size": 256,
-        "hop_size": 80,
-        "mel_bins": 32,
-        "fmin": 50,
-        "fmax": 4000,
-        "time_stripes_num": 0,
-        "freq_stripes_num": 0,
-    }
-    labels = [{"index": i, "mid": f"/m/{i}", "name": f"c{i}"} for i in range(3)]
-    return TaggingModule(model_config, labels, mixup_enabled=False, max_nonfinite_steps=max_nonfinite_steps)
+    return TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False, max_nonfinite_steps=max_nonfinite_steps)
 
 
 def fit(module: TaggingModule, batches: list[dict], tmp_path: Path) -> L.Trainer:

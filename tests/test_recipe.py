@@ -84,16 +84,22 @@ def test_paper_presets_read_64_clips_for_32_mixed_examples(overrides: tuple[str,
     assert cfg.data.batch_size == 64  # mixup pairs them: the paper's batch of 32
 
 
+# A Cnn6 small enough for a few CPU steps, as panns-train overrides.
+TINY_MODEL = (
+    "model=Cnn6",
+    "model.sample_rate=8000",
+    "model.window_size=256",
+    "model.hop_size=80",
+    "model.mel_bins=32",
+    "model.fmax=4000",
+)
+
+
 def test_training_step_hands_the_mixup_lambda_to_the_model_and_mixes_targets_alike(monkeypatch) -> None:
     import panns_lightning.training.module as module_file
 
     module = built(
-        "model=Cnn6",
-        "model.sample_rate=8000",
-        "model.window_size=256",
-        "model.hop_size=80",
-        "model.mel_bins=32",
-        "model.fmax=4000",
+        *TINY_MODEL,
         "augment=paper",
         "augment.specaugment.enabled=false",
     )
@@ -117,12 +123,7 @@ def test_waveform_mixup_mixes_clips_before_the_model_with_the_same_weights(monke
     import panns_lightning.training.module as module_file
 
     module = built(
-        "model=Cnn6",
-        "model.sample_rate=8000",
-        "model.window_size=256",
-        "model.hop_size=80",
-        "model.mel_bins=32",
-        "model.fmax=4000",
+        *TINY_MODEL,
         "augment=paper",
         "augment.mixup.at=waveform",
     )
