@@ -125,6 +125,23 @@ class LogmelFrontEndMixin:
         return mix_if_training(x, mixup_lambda, self.training)
 
 
+class LogmelFeatures(nn.Module):
+    """The log-mel (dB) a zoo network computes before ``bn0``, without the network (plots of exported models)."""
+
+    spectrogram_extractor: Spectrogram
+    logmel_extractor: LogmelFilterBank
+
+    def __init__(
+        self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float
+    ) -> None:
+        super().__init__()
+        LogmelFrontEndMixin._build_extractors(self, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, "conv")  # type: ignore[arg-type]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` → ``[B, 1, frames, mel_bins]``."""
+        return self.logmel_extractor(self.spectrogram_extractor(waveform.float()))
+
+
 def build_spec_augmenter(
     mel_bins: int,
     time_drop_width: int = 64,
@@ -207,7 +224,13 @@ class FFTSpectrogram(Spectrogram):
         self.register_buffer("fft_window", torch.hann_window(win_length, periodic=True), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``."""
+        """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``.
+
+        While an ONNX export traces it, the spectrum is asked for as real and imaginary parts
+        (``return_complex=False``, same numbers): the exporter maps ``torch.stft`` onto ONNX's STFT
+        operator (opset 17) only in that form, and refuses complex outputs outright.
+        """
+        real_pairs = torch.onnx.is_in_onnx_export()
         spectrum = torch.stft(
             waveform,
             self.n_fft,
@@ -215,7 +238,7 @@ class FFTSpectrogram(Spectrogram):
             window=self.fft_window.to(waveform.dtype),
             center=True,
             pad_mode="reflect",
-            return_complex=True,
+            return_complex=not real_pairs,
         )
-        power = torch.view_as_real(spectrum).square().sum(-1)
+        power = (spectrum if real_pairs else torch.view_as_real(spectrum)).square().sum(-1)
         return power.transpose(1, 2).unsqueeze(1)

@@ -29,6 +29,7 @@ from panns_lightning.models.checkpoint import (
     StateDictMismatch,
     load_weights_only,
 )
+from panns_lightning.models.reader import lightning_card
 from panns_lightning.training.finetune import FineTuneModule
 from panns_lightning.training.module import TaggingModule
 
@@ -68,6 +69,7 @@ def load_tagging_module(path: str | Path, content: Mapping[str, Any] | None = No
             f"'state_dict', found {sorted(map(str, checkpoint))[:8]}); for published PANNs files use "
             "panns_lightning.models.load_panns_checkpoint"
         )
+    lightning_card(checkpoint, Path(path))  # every value checked before a network is built
     hyper = dict(checkpoint["hyper_parameters"])
     module_class: type[TaggingModule] = TaggingModule
     if kind == "finetune":
