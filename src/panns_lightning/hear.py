@@ -53,6 +53,7 @@ from torch import nn
 from panns_lightning.inference import MIN_WINDOW_SECONDS, PathLike, plan_windows, window_length
 from panns_lightning.inference import load_model as load_checkpoint
 from panns_lightning.models.cnn import Cnn, CnnDecisionLevel
+from panns_lightning.models.reader import file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -165,12 +166,14 @@ def load_model(
             "CKPT): a panns-train / panns-finetune .ckpt or a published PANNs .pth; random weights are not "
             "offered because their embeddings mean nothing"
         )
-    loaded = load_checkpoint(Path(model_file_path), model_name=model_name)
-    if loaded.network is None:
+    kind = file_kind(model_file_path)
+    if kind != "torch":
         raise ValueError(
-            f"{model_file_path} is an exported {loaded.kind} graph; panns_lightning.hear computes timestamp "
+            f"{model_file_path} is an exported {kind} graph; panns_lightning.hear computes timestamp "
             "embeddings from the network's feature maps: give the .ckpt or the panns-export --format panns .pth"
         )
+    loaded = load_checkpoint(Path(model_file_path), model_name=model_name)
+    assert loaded.network is not None  # a torch file holds weights
     network = loaded.network.float().eval()
     if type(network) not in SUPPORTED_NETWORKS:
         raise ValueError(

@@ -34,6 +34,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from panns_lightning.export import FORMATS, NotRepresentableError, default_output_path, export_model, graph_card
     from panns_lightning.export import export_panns_checkpoint as export_panns
     from panns_lightning.inference import load_model
+    from panns_lightning.models.reader import file_kind
 
     assert args.format in FORMATS
     out = args.out or default_output_path(checkpoint, args.format)
@@ -41,16 +42,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: the output {out} is the checkpoint being exported; choose another --out", file=sys.stderr)
         return EXIT_USAGE
     try:
+        kind = file_kind(checkpoint)
+        if kind != "torch":
+            print(
+                f"{PROG}: {checkpoint} is already an exported {kind} graph; export from the .ckpt or .pth",
+                file=sys.stderr,
+            )
+            return EXIT_USAGE
         loaded = load_model(checkpoint, model_name=args.model, labels_csv=args.labels)
     except (OSError, ValueError, RuntimeError) as error:
         print(f"{PROG}: cannot load checkpoint {checkpoint}: {' '.join(str(error).split())}", file=sys.stderr)
         return EXIT_FAILED
-    if loaded.network is None:
-        print(
-            f"{PROG}: {checkpoint} is already an exported {loaded.kind} graph; export from the .ckpt or .pth",
-            file=sys.stderr,
-        )
-        return EXIT_USAGE
+    assert loaded.network is not None  # a torch file holds weights
     card = loaded.card
     sample_rate = card.sample_rate
     try:

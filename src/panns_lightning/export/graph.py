@@ -108,7 +108,10 @@ def export_model(
     try:
         checks: dict[str, float] = {}
         if report.dynamic_time:
-            runner, failure = _try_dynamic_time(wrapper, example, others, temporary, format, tolerance, checks)
+            card_json = graph_card(card, report).to_json() if card is not None else ""
+            runner, failure = _try_dynamic_time(
+                wrapper, example, others, temporary, format, tolerance, checks, card_json
+            )
             if failure is not None:
                 if dynamic_time:
                     raise ExportVerificationError(f"{path}: a dynamic time axis was requested, but {failure}")
@@ -119,9 +122,10 @@ def export_model(
                 )
                 checks.clear()
         if not report.dynamic_time:
-            _write(wrapper, example, temporary, format, dynamic_time=False)
+            card_json = graph_card(card, report).to_json() if card is not None else ""
+            _write(wrapper, example, temporary, format, dynamic_time=False, card_json=card_json)
             runner = _load_runner(temporary, format)
-            larger_batch = torch.cat([example, example[:1]])
+            larger_batch = torch.cat([example, example])
             checks[check_name(larger_batch)] = _max_diff(wrapper, runner, larger_batch)
         checks[check_name(example[:1])] = _max_diff(wrapper, runner, example[:1])
         report.max_abs_diff = checks
@@ -130,8 +134,8 @@ def export_model(
             raise ExportVerificationError(
                 f"{path}: exported {format} model differs from PyTorch by {worst:.3e} > {tolerance:g} ({checks})"
             )
-        if card is not None:
-            _write_card(temporary, format, graph_card(card, report))
+        if card is not None and format == "onnx":
+            _write_onnx_card(temporary, graph_card(card, report))
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
@@ -178,13 +182,14 @@ def _try_dynamic_time(
     format: str,
     tolerance: float,
     checks: dict[str, float],
+    card_json: str = "",
 ) -> tuple[Runner | None, str | None]:
     """Export with a dynamic time axis and check it at the ``others``' lengths.
 
     Returns the loaded export and ``None``, or ``None`` and why a dynamic time axis does not work.
     """
     try:
-        _write(wrapper, example, path, format, dynamic_time=True)
+        _write(wrapper, example, path, format, dynamic_time=True, card_json=card_json)
     except ExportError as error:
         return None, f"tracing failed: {error}"
     runner = _load_runner(path, format)
@@ -200,12 +205,15 @@ def _try_dynamic_time(
     return runner, None
 
 
-def _write(wrapper: ExportableModel, example: torch.Tensor, path: Path, format: str, dynamic_time: bool) -> None:
+def _write(
+    wrapper: ExportableModel, example: torch.Tensor, path: Path, format: str, dynamic_time: bool, card_json: str = ""
+) -> None:
+    """Trace ``wrapper`` into ``path``; TorchScript gets ``card_json`` as it is saved (ONNX afterwards)."""
     try:
         if format == "onnx":
             _write_onnx(wrapper, example, path, dynamic_time)
         else:
-            _write_torchscript(wrapper, example, path)
+            _write_torchscript(wrapper, example, path, card_json)
     except Exception as error:
         raise ExportError(
             f"tracing {getattr(wrapper.model, 'zoo_name', type(wrapper.model).__name__)} for {format} failed "
@@ -259,29 +267,25 @@ def _write_onnx_traced(wrapper: ExportableModel, example: torch.Tensor, path: Pa
         )
 
 
-def _write_torchscript(wrapper: ExportableModel, example: torch.Tensor, path: Path) -> None:
+def _write_torchscript(wrapper: ExportableModel, example: torch.Tensor, path: Path, card_json: str = "") -> None:
     # Tracing records shape arithmetic as graph ops, so batch and (for most models) time stay dynamic;
     # Python branches on shapes are frozen, which the other lengths' checks catch.
     with warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         traced = torch.jit.trace(wrapper, (example,), check_trace=False)
-    traced.save(str(path))
+    traced.save(str(path), _extra_files={CARD_FILE: card_json} if card_json else {})
 
 
-def _write_card(path: Path, format: str, card: ModelCard) -> None:
-    """Put the card into the written file: ONNX metadata, or a TorchScript extra file."""
-    if format == "onnx":
-        import onnx
+def _write_onnx_card(path: Path, card: ModelCard) -> None:
+    """Put the card into a written ONNX file's metadata (the exporter takes none)."""
+    import onnx
 
-        graph = onnx.load(str(path))
-        for entry in list(graph.metadata_props):
-            if entry.key == CARD_KEY:
-                graph.metadata_props.remove(entry)
-        graph.metadata_props.add(key=CARD_KEY, value=card.to_json())
-        onnx.save(graph, str(path))
-        return
-    module = torch.jit.load(str(path), map_location="cpu")
-    torch.jit.save(module, str(path), _extra_files={CARD_FILE: card.to_json()})
+    graph = onnx.load(str(path))
+    for entry in list(graph.metadata_props):
+        if entry.key == CARD_KEY:
+            graph.metadata_props.remove(entry)
+    graph.metadata_props.add(key=CARD_KEY, value=card.to_json())
+    onnx.save(graph, str(path))
 
 
 def _load_runner(path: Path, format: str) -> Runner:

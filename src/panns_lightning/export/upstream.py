@@ -26,7 +26,7 @@ from panns_lightning.atomic import atomic_open
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model
 from panns_lightning.models.card import CARD_KEY, ModelCard
 from panns_lightning.models.checkpoint import StateDictMismatch, classes_num
-from panns_lightning.models.reader import load_strictly
+from panns_lightning.models.reader import build_for_weights, load_strictly
 from panns_lightning.models.registry import WAVEFORM_ONLY
 
 from .common import (
@@ -118,8 +118,9 @@ def export_panns_checkpoint(
     sample_rate = int(frontend["sample_rate"])
     reference = model.float().eval()
     wrapper = ExportableModel(reference)
-    rebuilt = build_model(model_name, **frontend, classes_num=classes)
-    load_strictly(rebuilt, torch.load(path, map_location="cpu", weights_only=True)["model"], path, model_name)
+    rebuilt = build_for_weights(model_name, **frontend, classes_num=classes)
+    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model"]
+    load_strictly(rebuilt, stored, path, model_name, assign=True)
     generator = torch.Generator().manual_seed(seed)
     waveform = torch.randn(VERIFY_BATCH, int(round(seconds * sample_rate)), generator=generator) * 0.1
     with torch.no_grad():

@@ -18,6 +18,8 @@ hold a power spectrum spanning ~100 dB, and |STFT|² overflows fp16).
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 
 import torch
 from torch import nn
@@ -89,16 +91,7 @@ class LogmelFrontEndMixin:
     def _build_extractors(
         self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float, stft: str
     ) -> None:
-        spectrogram = FFTSpectrogram if stft == "fft" else Spectrogram
-        self.spectrogram_extractor = spectrogram(
-            n_fft=window_size,
-            hop_length=hop_size,
-            win_length=window_size,
-            window=STFT_WINDOW,
-            center=STFT_CENTER,
-            pad_mode=STFT_PAD_MODE,
-            freeze_parameters=True,
-        )
+        self.spectrogram_extractor = copy.deepcopy(_spectrogram_prototype(stft, window_size, hop_size))
         self.logmel_extractor = LogmelFilterBank(
             sr=sample_rate,
             n_fft=window_size,
@@ -140,6 +133,27 @@ class LogmelFeatures(nn.Module):
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` → ``[B, 1, frames, mel_bins]``."""
         return self.logmel_extractor(self.spectrogram_extractor(waveform.float()))
+
+
+@functools.lru_cache(maxsize=8)
+def _spectrogram_prototype(stft: str, window_size: int, hop_size: int) -> Spectrogram:
+    """One STFT module per setting, copied for every model that needs it.
+
+    torchlibrosa computes its DFT filters with numpy's complex power at construction (about half
+    a second for n_fft=1024 on a CPU); a deep copy of a built one is the same tensors in
+    milliseconds. Every model still gets its own copy (frozen parameters, as upstream).
+    """
+    spectrogram = FFTSpectrogram if stft == "fft" else Spectrogram
+    with torch.device("cpu"):
+        return spectrogram(
+            n_fft=window_size,
+            hop_length=hop_size,
+            win_length=window_size,
+            window=STFT_WINDOW,
+            center=STFT_CENTER,
+            pad_mode=STFT_PAD_MODE,
+            freeze_parameters=True,
+        )
 
 
 def build_spec_augmenter(
