@@ -29,7 +29,6 @@ from panns_lightning import hear
 from panns_lightning.cli import export as export_cli
 from panns_lightning.cli import tag as tag_cli
 from panns_lightning.inference import AudioTagger
-from panns_lightning.models.card import CARD_KEY, ModelCard
 from panns_lightning.training.finetune import FineTuneModule
 from panns_lightning.training.module import TaggingModule
 from test_inference_support import randomise_
@@ -37,6 +36,7 @@ from test_inference_support import randomise_
 pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 TOLERANCE = 1e-4
+CARD_KEY = "model_card"
 FORMATS = ("ckpt", "pth", "onnx", "torchscript")
 CNN6_16K_32MEL = dict(sample_rate=16000, window_size=512, hop_size=160, mel_bins=32, fmin=50, fmax=8000)
 CNN14_PAPER = dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
@@ -61,7 +61,7 @@ def labels(names: list[str]) -> list[dict]:
 def save_lightning(module: TaggingModule, path: Path, clip_samples: int, data: dict) -> Path:
     """What Lightning writes, through the module's own checkpoint hook (the card comes from there)."""
     module.card_clip_samples = clip_samples
-    module.card_provenance["training_data"] = data
+    module.card_provenance = {**getattr(module, "card_provenance", {}), "training_data": data}
     checkpoint = {"hyper_parameters": dict(module.hparams), "state_dict": module.state_dict()}
     module.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, path)
@@ -194,21 +194,37 @@ def check_cards(row: Row) -> None:
     assert sidecar["model_card"] == pth[CARD_KEY]  # the sidecar is a copy; the file carries the card
 
 
+def test_exported_graphs_output_what_panns_tag_shows_at_any_length(cnn6: Row) -> None:
+    """A single-label model's ONNX / TorchScript ``clipwise_output`` is the softmax panns-tag shows (not the
+    sigmoids of its logits), and its FFT-STFT ONNX graph takes any length (not only the export's)."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    reference = AudioTagger(cnn6.files["ckpt"])
+    session = onnxruntime.InferenceSession(str(cnn6.files["onnx"]), providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(cnn6.files["torchscript"]))
+    for seconds in (1.0, 1.37, 2.2):  # the export's example was 1 s
+        clip = noise(seconds, 16000, seed=7)
+        expected = reference.infer(clip, 16000).clipwise
+        assert abs(expected.sum() - 1) < 1e-5
+        onnx_clipwise = session.run(None, {"waveform": clip[None]})[0][0]
+        with torch.no_grad():
+            script_clipwise = scripted(torch.from_numpy(clip[None]))[0][0].numpy()
+        np.testing.assert_allclose(onnx_clipwise, expected, atol=TOLERANCE)
+        np.testing.assert_allclose(script_clipwise, expected, atol=TOLERANCE)
+
+
 def test_cnn6_16k_32mel_single_label(cnn6: Row, capsys, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    check_cards(cnn6)
     check_row(cnn6, capsys, tmp_path)
     check_hear(cnn6)
+    check_cards(cnn6)
 
 
 def test_finetuned_on_custom_classes(finetuned: Row, cnn6: Row, capsys, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    check_cards(finetuned)
     check_row(finetuned, capsys, tmp_path)
     check_hear(finetuned)
-    parent = ModelCard.from_dict(
-        torch.load(finetuned.files["pth"], weights_only=True)[CARD_KEY], "tuned.pth"
-    ).provenance["parent"]
+    check_cards(finetuned)
+    parent = torch.load(finetuned.files["pth"], weights_only=True)[CARD_KEY]["provenance"]["parent"]
     assert parent == {
         "file": "cnn6.ckpt",
         "kind": "lightning",
@@ -221,6 +237,6 @@ def test_finetuned_on_custom_classes(finetuned: Row, cnn6: Row, capsys, tmp_path
 @pytest.mark.slow  # Cnn14: 80 M parameters, four 327 MB files written and each read back three times
 def test_cnn14_32k_64mel_multi_label(cnn14: Row, capsys, tmp_path: Path) -> None:
     pytest.importorskip("onnxruntime")
-    check_cards(cnn14)
     check_row(cnn14, capsys, tmp_path)
     check_hear(cnn14)  # model.pth: its layout fits Cnn14 and the DecisionLevel models alike; the card decides
+    check_cards(cnn14)

@@ -244,10 +244,11 @@ def best_matching_models(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[s
     return [name for name, score in scores.items() if score == best], best
 
 
-def fits_layout(name: str, state_dict: Mapping[str, torch.Tensor]) -> bool:
+def fits_layout(name: str, state_dict: Mapping[str, torch.Tensor], frontend: Mapping[str, Any] | None = None) -> bool:
     """Whether ``state_dict`` has exactly zoo model ``name``'s keys and shapes at its paper front end
-    (classifier rows, the class count, not compared): one network checked, none of the others built."""
-    layout = _zoo_layout(name)
+    updated by ``frontend`` (classifier rows, the class count, not compared): one network checked
+    (on the meta device), none of the others built."""
+    layout = _zoo_layout(name, tuple(sorted((frontend or {}).items())))
     return set(layout) == set(state_dict) and all(
         _same_layout(key, tuple(state_dict[key].shape), shape) for key, shape in layout.items()
     )
@@ -262,9 +263,9 @@ def _same_layout(key: str, given: tuple[int, ...] | None, expected: tuple[int, .
 
 
 @functools.lru_cache(maxsize=None)
-def _zoo_layout(name: str) -> dict[str, tuple[int, ...]]:
+def _zoo_layout(name: str, frontend: tuple[tuple[str, Any], ...] = ()) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = build_model(name, **FRONTEND_DEFAULTS[name], classes_num=527)
+        model = build_model(name, **{**FRONTEND_DEFAULTS[name], **dict(frontend)}, classes_num=527)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 

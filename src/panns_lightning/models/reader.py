@@ -32,7 +32,7 @@ from torch import nn
 
 from panns_lightning.labels import read_label_csv
 
-from .card import CARD_KEY, CardError, ModelCard, card_from_model_config
+from .card import CARD_KEY, CardError, ModelCard, card_from_model_config, check_frontend
 from .checkpoint import (
     CLASSIFIER_BIAS_KEYS,
     ZIP_MAGIC,
@@ -196,7 +196,7 @@ def lightning_card(content: Mapping[str, Any], path: Path) -> tuple[ModelCard, s
     for key in ("model_config", "labels"):
         if key not in hyper:
             raise CardError(
-                f"{path} was not written by panns_lightning: its hyper_parameters lack '{key}' "
+                f"{path} was not written by a panns_lightning TaggingModule: its hyper_parameters lack '{key}' "
                 f"(found {sorted(map(str, hyper))[:8]})"
             )
     labels = hyper["labels"]
@@ -277,16 +277,16 @@ def published_card(
     AudioSet's task (multi-label), classes named ``class_<i>`` unless ``labels`` names them.
     """
     state, path = file.state_dict, file.path
+    unknown = sorted(set(frontend or {}) - set(FRONTEND_KEYS))
+    if unknown:
+        raise CheckpointLoadError(f"unknown front-end settings {unknown}; expected some of {list(FRONTEND_KEYS)}")
     if model_name is None:
-        model_name = name_from_file(path, state) or infer_model_name(state, path)
+        model_name = name_from_file(path, state, frontend) or infer_model_name(state, path)
     elif model_name not in FRONTEND_DEFAULTS:
         raise CheckpointLoadError(unknown_model_message(model_name))
     classes = next((int(state[key].shape[0]) for key in CLASSIFIER_BIAS_KEYS if key in state), None)
     if classes is None:
         raise CheckpointLoadError(f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})")
-    unknown = sorted(set(frontend or {}) - set(FRONTEND_KEYS))
-    if unknown:
-        raise CheckpointLoadError(f"unknown front-end settings {unknown}; expected some of {list(FRONTEND_KEYS)}")
     if labels is not None and len(labels) != classes:
         raise CheckpointLoadError(f"the labels list {len(labels)} classes but {path} has {classes}")
     return ModelCard.from_dict(
@@ -302,7 +302,9 @@ def published_card(
     )
 
 
-def name_from_file(path: Path, state_dict: Mapping[str, torch.Tensor]) -> str | None:
+def name_from_file(
+    path: Path, state_dict: Mapping[str, torch.Tensor], frontend: Mapping[str, Any] | None = None
+) -> str | None:
     """The longest zoo name the file name starts with (``Cnn14_16k_mAP=0.438.pth`` → Cnn14_16k), if the weights fit it."""
     stem = path.name.lower()
     named = [
@@ -313,7 +315,8 @@ def name_from_file(path: Path, state_dict: Mapping[str, torch.Tensor]) -> str | 
     if not named:
         return None
     name = max(named, key=len)
-    if fits_layout(name, state_dict):
+    check_frontend({**FRONTEND_DEFAULTS[name], **(frontend or {})}, str(path))  # before anything is built from it
+    if fits_layout(name, state_dict, frontend):
         logger.info("%s: model %s, from the file name", path, name)
         return name
     logger.info("%s: the file name suggests %s, but the weights do not fit it; inferring from their layout", path, name)
