@@ -18,7 +18,9 @@ from torch import nn
 
 from panns_lightning.cli import export as export_cli
 from panns_lightning.export import NotRepresentableError, export_panns_checkpoint
+from panns_lightning.labels import read_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
+from panns_lightning.models.card import ModelCard
 from panns_lightning.training.finetune import FineTuneModule
 from test_inference_support import (
     LABEL_NAMES,
@@ -156,8 +158,12 @@ def test_panns_inference_audio_tagging_loads_the_export(tmp_path, monkeypatch) -
     ours = build_model("Cnn14", **FRONTEND_DEFAULTS["Cnn14"], classes_num=527)
     randomise_(ours)
     out = tmp_path / "Cnn14.pth"
-    report = export_panns_checkpoint(ours, out, "Cnn14", FRONTEND_DEFAULTS["Cnn14"], seconds=1.0)
-    assert report.notes[0].startswith("panns_inference loads it as it is")
+    names = list(read_label_csv(audioset_csv()).names)
+    card = ModelCard("Cnn14", dict(FRONTEND_DEFAULTS["Cnn14"]), names, "multi-label", 320000)
+    report = export_panns_checkpoint(ours, out, "Cnn14", FRONTEND_DEFAULTS["Cnn14"], seconds=1.0, card=card)
+    assert report.notes[1].startswith("panns_inference loads it as it is")
+    # The card rides beside "model"; panns_inference reads checkpoint["model"] only (below, it loads).
+    assert set(torch.load(out, map_location="cpu", weights_only=True, mmap=True)) == {"model", "model_card"}
     del ours  # the copy to compare with is read back from the file
 
     waveform = (np.random.default_rng(0).standard_normal((2, 32000)) * 0.3).astype(np.float32)
