@@ -1,17 +1,19 @@
 """Start-up cost of the tagging path: import time, modules loaded, time to ``panns-tag``'s first line.
 
-    python benchmarks/bench_startup.py [--src SRC] [--rounds 3] [--work DIR]
+    python benchmarks/bench_startup.py [--src SRC ...] [--rounds 3] [--work DIR] [--checkpoints FILE ...]
 
-``--src`` points at another checkout's ``src/`` (e.g. a worktree of main) to measure the code
-before a change with the same interpreter and packages; the artifacts are then made once with
-that code (a 16 kHz / 32-mel Cnn6 Lightning checkpoint, a Cnn14 in upstream's ``{"model": ...}``
-format named without a zoo name) and reused. For each ``--rounds`` (alternating what is measured):
+Each ``--src`` is a checkout's ``src/`` (default: this one); give two (e.g. a worktree of main and
+this one) to compare them with the same interpreter and packages, measured alternately round by
+round. The artifacts are made once, with the first ``--src``: a 16 kHz / 32-mel Cnn6 Lightning
+checkpoint and a Cnn14 in upstream's ``{"model": ...}`` format named ``Cnn14.pth`` (the name is all
+that tells which network it is); ``--checkpoints`` adds files of your own (e.g. exports with a
+model card). Per round and code version:
 
-* ``python -X importtime -c "import M"`` for the modules panns-tag, HEAR, panns-export and ``--stream`` load:
-  the cumulative import time of ``M`` and the number of modules it leaves in ``sys.modules``;
-  whether Lightning, torchmetrics, Hydra or ``panns_lightning.training`` are among them;
-* ``panns-tag CLIP --checkpoint CKPT`` in a fresh process: seconds from start to its first line
-  on stdout, and the whole run.
+* ``python -X importtime -c "import M"`` for the modules panns-tag, HEAR, panns-export and
+  ``--stream`` load: the cumulative import time of ``M``, the modules it leaves in ``sys.modules``
+  and whether Lightning, torchmetrics, Hydra or ``panns_lightning.training`` are among them;
+* ``panns-tag CLIP --checkpoint CKPT`` (a 3 s clip) in a fresh process: seconds from start to its
+  first line on stdout, and the whole run; a run that fails is reported as such.
 
 Prints medians with the range; asserts nothing. Timings on a shared machine are noisy: compare
 only figures measured in one run.
@@ -29,45 +31,53 @@ import time
 from pathlib import Path
 
 HEAVY = ("lightning", "torchmetrics", "hydra", "omegaconf", "panns_lightning.training")
+MODULES = ("panns_lightning.inference", "panns_lightning.hear", "panns_lightning.export", "panns_lightning.streaming.tagger")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--src", type=Path, default=Path(__file__).resolve().parents[1] / "src")
+    here = Path(__file__).resolve().parents[1] / "src"
+    parser.add_argument("--src", type=Path, action="append", default=None, help=f"a src/ to measure (default {here})")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--work", type=Path, default=None, help="where the artifacts go (default: a temp dir)")
-    parser.add_argument("--checkpoints", nargs="*", type=Path, default=None, help="extra checkpoints to time")
+    parser.add_argument("--checkpoints", nargs="*", type=Path, default=None, help="extra model files to time")
     args = parser.parse_args()
-    env = {**os.environ, "PYTHONPATH": str(args.src.resolve())}
+    sources = [path.resolve() for path in args.src or [here]]
     work = args.work or Path(tempfile.mkdtemp(prefix="bench-startup-"))
     work.mkdir(parents=True, exist_ok=True)
-    artifacts = make_artifacts(work, env)
+    artifacts = make_artifacts(work, environment(sources[0]))
     artifacts += [(path.name, path) for path in args.checkpoints or []]
-    print(f"code: {args.src}  python: {sys.executable}  rounds: {args.rounds}")
+    print(f"python: {sys.executable}  rounds: {args.rounds}  clip: {work / 'clip.wav'}")
 
-    modules = (
-        "panns_lightning.inference",
-        "panns_lightning.hear",
-        "panns_lightning.export",
-        "panns_lightning.streaming.tagger",
-    )
-    imports: dict[str, list[tuple[float, int, list[str]]]] = {module: [] for module in modules}
-    first_lines: dict[str, list[tuple[float, float]]] = {name: [] for name, _ in artifacts}
+    imports = {(src, module): [] for src in sources for module in MODULES}
+    first_lines = {(src, name): [] for src in sources for name, _ in artifacts}
     for _ in range(args.rounds):
-        for module in imports:
-            imports[module].append(import_cost(module, env))
-        for name, checkpoint in artifacts:
-            first_lines[name].append(first_line(checkpoint, work / "clip.wav", env))
+        for src in sources:  # alternate the code versions within each round
+            env = environment(src)
+            for module in MODULES:
+                imports[src, module].append(import_cost(module, env))
+            for name, checkpoint in artifacts:
+                first_lines[src, name].append(first_line(checkpoint, work / "clip.wav", env))
 
-    print("\n| module | import time (s) | modules loaded | heavy modules |")
-    print("|---|---:|---:|---|")
-    for module, runs in imports.items():
-        seconds = [run[0] for run in runs]
-        print(f"| {module} | {spread(seconds)} | {runs[0][1]} | {', '.join(runs[0][2]) or 'none'} |")
-    print("\n| panns-tag clip.wav --checkpoint | first line (s) | whole run (s) |")
-    print("|---|---:|---:|")
-    for name, runs in first_lines.items():
-        print(f"| {name} | {spread([r[0] for r in runs])} | {spread([r[1] for r in runs])} |")
+    print("\n| code | module | import time (s) | modules loaded | heavy modules loaded |")
+    print("|---|---|---:|---:|---|")
+    for (src, module), runs in imports.items():
+        print(f"| {label(src)} | {module} | {spread([r[0] for r in runs])} | {runs[0][1]} | {', '.join(runs[0][2]) or 'none'} |")
+    print("\n| code | panns-tag clip.wav --checkpoint | first line (s) | whole run (s) |")
+    print("|---|---|---:|---:|")
+    for (src, name), runs in first_lines.items():
+        if any(run is None for run in runs):
+            print(f"| {label(src)} | {name} | fails | fails |")
+            continue
+        print(f"| {label(src)} | {name} | {spread([r[0] for r in runs])} | {spread([r[1] for r in runs])} |")
+
+
+def environment(src: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(src)}
+
+
+def label(src: Path) -> str:
+    return str(src.parent.name)
 
 
 def make_artifacts(work: Path, env: dict[str, str]) -> list[tuple[str, Path]]:
@@ -90,10 +100,7 @@ if not (work / "clip.wav").exists():
     sf.write(work / "clip.wav", (np.random.default_rng(0).standard_normal(3 * 32000) * 0.1).astype("float32"), 32000)
 """
     subprocess.run([sys.executable, "-c", script], check=True, env=env)
-    return [
-        ("Cnn6 .ckpt (16 kHz, 32 mels)", work / "cnn6_16k_32mel.ckpt"),
-        ("Cnn14.pth (named, no card)", work / "Cnn14.pth"),
-    ]
+    return [("Cnn6 .ckpt (16 kHz, 32 mels)", work / "cnn6_16k_32mel.ckpt"), ("Cnn14.pth (no card)", work / "Cnn14.pth")]
 
 
 def import_cost(module: str, env: dict[str, str]) -> tuple[float, int, list[str]]:
@@ -109,12 +116,11 @@ def import_cost(module: str, env: dict[str, str]) -> tuple[float, int, list[str]
             cumulative = int(parts[1]) / 1e6
     count, names = done.stdout.splitlines()[:2]
     loaded = set(names.split())
-    heavy = [name for name in HEAVY if name in loaded]
-    return cumulative, int(count), heavy
+    return cumulative, int(count), [name for name in HEAVY if name in loaded]
 
 
-def first_line(checkpoint: Path, clip: Path, env: dict[str, str]) -> tuple[float, float]:
-    """Seconds to the first stdout line of ``panns-tag clip --checkpoint checkpoint``, and to its end."""
+def first_line(checkpoint: Path, clip: Path, env: dict[str, str]) -> tuple[float, float] | None:
+    """Seconds to the first stdout line of ``panns-tag clip --checkpoint checkpoint`` and to its end; None if it fails."""
     command = [sys.executable, "-m", "panns_lightning.cli.tag", str(clip), "--checkpoint", str(checkpoint)]
     started = time.perf_counter()
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
@@ -124,7 +130,8 @@ def first_line(checkpoint: Path, clip: Path, env: dict[str, str]) -> tuple[float
     _, err = process.communicate()
     whole = time.perf_counter() - started
     if process.returncode != 0 or not line:
-        raise SystemExit(f"panns-tag failed on {checkpoint} ({process.returncode}): {err[-2000:]}")
+        print(f"panns-tag failed on {checkpoint} ({process.returncode}): {err.strip().splitlines()[-1:]}", file=sys.stderr)
+        return None
     return first, whole
 
 

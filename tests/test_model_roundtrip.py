@@ -158,6 +158,11 @@ def check_row(row: Row, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
         top = json.loads(printed.out)["results"][0]["top"]
         assert [entry["label"] for entry in top] == [name for name, _ in reference_top], format
         np.testing.assert_allclose([e["probability"] for e in top], [p for _, p in reference_top], atol=TOLERANCE)
+    # --stream reads the same way: an exported graph runs hop by hop with the card's rate and labels.
+    code = tag_cli.main(["--stream", str(audio), "--checkpoint", str(row.files["onnx"]), "--jsonl", "--top-k", "1"])
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    tops = [line["top"][0]["label"] for line in lines if line["type"] == "top"]
+    assert code == 0 and lines[0]["sample_rate"] == rate and tops and set(tops) <= set(row.labels)
 
 
 def check_hear(row: Row) -> None:
