@@ -31,7 +31,12 @@ import time
 from pathlib import Path
 
 HEAVY = ("lightning", "torchmetrics", "hydra", "omegaconf", "panns_lightning.training")
-MODULES = ("panns_lightning.inference", "panns_lightning.hear", "panns_lightning.export", "panns_lightning.streaming.tagger")
+MODULES = (
+    "panns_lightning.inference",
+    "panns_lightning.hear",
+    "panns_lightning.export",
+    "panns_lightning.streaming.tagger",
+)
 
 
 def main() -> None:
@@ -62,7 +67,9 @@ def main() -> None:
     print("\n| code | module | import time (s) | modules loaded | heavy modules loaded |")
     print("|---|---|---:|---:|---|")
     for (src, module), runs in imports.items():
-        print(f"| {label(src)} | {module} | {spread([r[0] for r in runs])} | {runs[0][1]} | {', '.join(runs[0][2]) or 'none'} |")
+        print(
+            f"| {label(src)} | {module} | {spread([r[0] for r in runs])} | {runs[0][1]} | {', '.join(runs[0][2]) or 'none'} |"
+        )
     print("\n| code | panns-tag clip.wav --checkpoint | first line (s) | whole run (s) |")
     print("|---|---|---:|---:|")
     for (src, name), runs in first_lines.items():
@@ -130,7 +137,9 @@ def first_line(checkpoint: Path, clip: Path, env: dict[str, str]) -> tuple[float
     _, err = process.communicate()
     whole = time.perf_counter() - started
     if process.returncode != 0 or not line:
-        print(f"panns-tag failed on {checkpoint} ({process.returncode}): {err.strip().splitlines()[-1:]}", file=sys.stderr)
+        print(
+            f"panns-tag failed on {checkpoint} ({process.returncode}): {err.strip().splitlines()[-1:]}", file=sys.stderr
+        )
         return None
     return first, whole
 

@@ -91,6 +91,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "checkpoint": str(args.checkpoint),
             "model": tagger.model_name,
+            "task": tagger.card.task,
+            "probabilities": tagger.card.activation,
             "sample_rate": tagger.sample_rate,
             "window_seconds": tagger.window_seconds,
             "results": results,
