@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 
 from panns_lightning import hear
@@ -98,6 +99,23 @@ def test_panns_eval_names_a_text_checkpoint_in_one_line(tmp_path: Path) -> None:
         f"panns-eval: cannot load checkpoint {path}: {path} is not a checkpoint: torch files are zip archives "
         "or pickles, this one starts with b'not a checkpoint' (text)"
     )
+
+
+# ---- an export reads back with no flags ----------------------------------------------------------------
+def test_a_panns_export_of_a_16k_32_mel_model_reads_back_with_no_flags(cnn6_16k_32mel: Path, tmp_path: Path, capsys):
+    out = tmp_path / "model.pth"
+    assert export_cli.main([str(cnn6_16k_32mel), "--format", "panns", "--out", str(out), "--seconds", "1"]) == 0
+    clip = (np.random.default_rng(0).standard_normal(16000) * 0.1).astype(np.float32)
+    expected = AudioTagger(cnn6_16k_32mel).tag(clip, 16000, top_k=3)
+    tagger = AudioTagger(out)  # no model name, front end or labels: the file says them
+    assert (tagger.model_name, tagger.sample_rate, tagger.labels) == ("Cnn6", 16000, expected.labels)
+    np.testing.assert_allclose(tagger.tag(clip, 16000).probabilities, expected.probabilities, atol=1e-6)
+    assert hear.load_model(str(out)).network_rate == 16000
+    audio = tmp_path / "clip.wav"
+    sf.write(audio, clip, 16000)
+    capsys.readouterr()
+    assert tag_cli.main([str(audio), "--checkpoint", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["top"][0]["label"] == expected.top[0][0]
 
 
 # ---- upstream-compatibility notes ------------------------------------------------------------------
