@@ -161,23 +161,25 @@ def test_an_explicit_model_override_contradicting_the_parent_card_is_an_error(
         f"finetune.checkpoint={path}",
         f"paths.root_dir={tmp_path}",
     ]
+    hydra_state = HydraConfig.instance()
     for extra, refused in ((["model.mel_bins=64"], True), ([], False)):
         with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
             cfg = compose("train", overrides=common + extra, return_hydra_config=True)
-        HydraConfig.instance().set_config(cfg)
-        datamodule = build_datamodule(cfg.data)
-        if refused:
-            with pytest.raises(ConfigError) as error:
-                build_finetune_module(cfg, datamodule)
-            assert (
-                f"model.mel_bins=64 was given, but finetune.checkpoint={path} holds a model whose card says mel_bins=32"
-                in str(error.value)
-            )
-        else:  # the recipe's 64 (not given on the command line) gives way to the card, and says so
-            with caplog.at_level(logging.INFO, logger="panns_lightning.build"):
-                module = build_finetune_module(cfg, datamodule)
-            assert module.hparams.model_config["mel_bins"] == 32 and "'mel_bins': 32" in caplog.text
-            assert module.model_card().provenance["parent"]["file"] == path.name
+        hydra_state.set_config(cfg)  # what the app sees: this run's command-line overrides
+        try:
+            datamodule = build_datamodule(cfg.data)
+            if refused:
+                with pytest.raises(ConfigError) as error:
+                    build_finetune_module(cfg, datamodule)
+                said = f"model.mel_bins=64 was given, but finetune.checkpoint={path} holds a model whose card says mel_bins=32"
+                assert said in str(error.value)
+            else:  # the recipe's 64 (not given on the command line) gives way to the card, and says so
+                with caplog.at_level(logging.INFO, logger="panns_lightning.build"):
+                    module = build_finetune_module(cfg, datamodule)
+                assert module.hparams.model_config["mel_bins"] == 32 and "'mel_bins': 32" in caplog.text
+                assert module.model_card().provenance["parent"]["file"] == path.name
+        finally:
+            hydra_state.cfg = None  # no Hydra run left behind for the tests that follow
 
 
 # ---- a training run records its clip length and data ----------------------------------------------
