@@ -25,6 +25,7 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
+from panns_lightning.cli.library_noise import silence_known_harmless
 from panns_lightning.redact import install_log_redaction, redact, redact_run_dir_configs, redact_yaml_file
 
 CONFIG_ENV = "PANNS_CONFIG_DIR"
@@ -80,6 +81,7 @@ def run_app(command: str, work: Callable[[], T]) -> T:
     The message is one line (whitespace folded) with secrets masked: what a user can fix (see
     :func:`user_errors`) is named, not buried in a traceback. Other exceptions (bugs) keep theirs.
     """
+    silence_known_harmless()  # library lines that are noise here (cli/library_noise.py says why, each)
     redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
     try:
         return work()
