@@ -102,7 +102,9 @@ def load_audio(
         declared, present = truncation
         raise AudioDecodeError(name, f"truncated: header says {declared} frames, got {present}")
     try:
-        with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as f:
+        # A path goes as bytes (os.fsencode): soundfile encodes str paths strictly, so a file name that is
+        # not valid UTF-8 (surrogate escapes) would fail although the file is fine.
+        with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fsencode(source)) as f:
             source_sr = check_sample_rate(f.samplerate, "sample rate")
             start = int(round(offset_seconds * source_sr))
             if start and start >= f.frames:

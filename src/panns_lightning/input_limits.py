@@ -15,6 +15,7 @@ the ``1099511627776`` Hz a hostile header may claim it would be 44 TB. Recording
 
 from __future__ import annotations
 
+import numbers
 import os
 
 MIN_SAMPLE_RATE = 1000
@@ -61,5 +62,6 @@ def check_sample_rate(rate: object, what: str) -> int:
         raise SampleRateError(f"{what} is {rate!r}, not a whole number of Hz")
     if not lowest <= value <= highest:
         hint = f"; set {MAX_RATE_ENV} to accept more" if value > highest and highest < HARD_MAX_SAMPLE_RATE else ""
-        raise SampleRateError(f"{what} is {value} Hz, outside the supported {lowest}..{highest} Hz{hint}")
+        shown = value if isinstance(rate, numbers.Integral) else f"{rate:g}"
+        raise SampleRateError(f"{what} is {shown} Hz, outside the supported {lowest}..{highest} Hz{hint}")
     return value

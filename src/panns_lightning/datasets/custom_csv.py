@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+from panns_lightning.datasets.csv_lines import BoundedLines, holds_too_long
 from panns_lightning.datasets.custom import CustomDataset, clip_key_of
 from panns_lightning.shardset.folds import FOLD_FIELD, label_entries
 from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
@@ -94,7 +95,7 @@ def read_csv_table(
             dialect: Any = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
         except csv.Error:
             dialect = csv.excel
-        reader = csv.DictReader(handle, dialect=dialect)
+        reader = csv.DictReader(BoundedLines(handle), dialect=dialect)
         try:
             header = [h.strip() for h in reader.fieldnames or []]
         except csv.Error as error:
@@ -164,10 +165,13 @@ def _read_rows(
         except StopIteration:
             break
         except csv.Error as error:  # e.g. a cell over the 128 KiB field limit: that row only
-            where = f"{csv_path.name}:{reader.line_num}"
+            where = f"{csv_path.name}:{reader.line_num + 1}"  # the line that failed is not counted yet
             result.skipped.append(SkippedClip(UNREADABLE_ROW_KEY, where, f"unreadable CSV row: {error}"))
             continue
         line = reader.line_num
+        if holds_too_long(raw):
+            result.skipped.append(SkippedClip(UNREADABLE_ROW_KEY, f"{csv_path.name}:{line}", "line over 1 MiB"))
+            continue
         try:
             row, problems = _parse_row(raw, line, audio_dir, *columns)
         except Exception as error:  # whatever else a hostile row holds costs that row only
