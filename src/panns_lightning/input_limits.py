@@ -22,8 +22,9 @@ MIN_SAMPLE_RATE = 1000
 """Hz. Below this no audio tagger has anything to hear (a 1 kHz rate keeps 0-500 Hz)."""
 DEFAULT_MAX_SAMPLE_RATE = 384_000
 """Hz. The ceiling unless ``PANNS_MAX_SAMPLE_RATE`` says otherwise."""
-HARD_MAX_SAMPLE_RATE = 8_000_000
-"""Hz. ``PANNS_MAX_SAMPLE_RATE`` may not go above this (a 10 s clip is then 320 MB of float32)."""
+HARD_MAX_SAMPLE_RATE = 2_000_000
+"""Hz. ``PANNS_MAX_SAMPLE_RATE`` may not go above this: a 10 s clip is then 80 MB of float32, and the
+polyphase filter of a coprime rate (about 12 x source/gcd floats) up to 100 MB."""
 MAX_RATE_ENV = "PANNS_MAX_SAMPLE_RATE"
 
 
