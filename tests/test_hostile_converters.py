@@ -361,3 +361,18 @@ def test_skipped_entries_and_members_are_valid_json_and_tar(tmp_path: Path) -> N
             for member in tar.getmembers():
                 if member.name.endswith(".json"):
                     json.load(io.BytesIO(tar.extractfile(member).read()))
+
+
+def _convert_or_raise(task: int) -> str:
+    """A convert function with a bug on one input (module level: the worker pool pickles it by name)."""
+    if task == 3:
+        raise KeyError("an odd field")
+    return f"ok {task}"
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_a_convert_function_that_raises_costs_its_task_only(workers: int) -> None:
+    from panns_lightning.shardset.decode_pool import convert_all
+
+    results = list(convert_all(list(range(6)), _convert_or_raise, lambda task, reason: reason, workers=workers))
+    assert results == ["ok 0", "ok 1", "ok 2", "KeyError: 'an odd field'", "ok 4", "ok 5"]
