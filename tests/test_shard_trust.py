@@ -79,18 +79,16 @@ def test_a_repeated_shard_name_is_refused(tmp_path: Path) -> None:
         read_manifest(directory)
 
 
-def first_batch(train_dir: str) -> None:
+def first_batch(train_dir: str, **options: object) -> tuple[dict, AudioShardDataModule]:
+    """The first train batch of a small DataModule over ``train_dir`` (``options``: its stream options)."""
     datamodule = AudioShardDataModule(
         train_dir=train_dir,
         val_dir=None,
         test_dir=None,
-        batch_size=4,
-        num_workers=0,
-        steps_per_epoch=1,
-        shuffle_buffer=8,
+        **{"batch_size": 4, "num_workers": 0, "steps_per_epoch": 1, "shuffle_buffer": 8, **options},
     )
     datamodule.setup("fit")
-    next(iter(datamodule.train_dataloader()))
+    return next(iter(datamodule.train_dataloader())), datamodule
 
 
 def test_the_command_never_runs_for_a_local_set_read_as_dot(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -131,18 +129,7 @@ def test_the_command_never_runs_for_a_set_served_over_http(
 def test_pipe_commands_from_the_users_own_urls_still_run(tmp_path: Path) -> None:
     """``data.*_urls`` is the user's own config: a ``pipe:`` there is what they asked for."""
     directory = write_shard_set(tmp_path / "set", simple_clips(8, 2), [4, 4], num_classes=2)
-    datamodule = AudioShardDataModule(
-        train_dir=str(directory),
-        val_dir=None,
-        test_dir=None,
-        train_urls=f"pipe:cat {directory}/shard-00000{{0..1}}.tar",
-        batch_size=4,
-        num_workers=0,
-        steps_per_epoch=1,
-        shuffle_buffer=8,
-    )
-    datamodule.setup("fit")
-    batch = next(iter(datamodule.train_dataloader()))
+    batch, _ = first_batch(str(directory), train_urls=f"pipe:cat {directory}/shard-00000{{0..1}}.tar")
     assert len(batch["key"]) == 4
 
 

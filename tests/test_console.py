@@ -1,9 +1,11 @@
-"""Acceptance (issue 19, case 2): a password in a shard set's URL is never printed, wherever it travels.
+"""Acceptance (issue 19, case 2 and the closed-pipe part of "one line"): what the console scripts print.
 
 Before, ``data.train_dir=http://user:PASS@host/set/`` with failing shards printed PASS twice on
 stderr: in Hydra's ``Error executing job with overrides:`` echo and in the "shards in a row held
-no readable clip" RuntimeError with its traceback. Now every console script writes through the
-redacting console (redact.py, cli/entry.py) and that error is one line naming the data.
+no readable clip" RuntimeError with its traceback; ``panns-tag a.wav b.wav | head -1`` ended in a
+``BrokenPipeError`` traceback. Now every console script runs in ``cli.entry.console_entry``: it
+writes through the redacting console (redact.py), a closed pipe ends it quietly with exit code 0,
+and the "no readable clip" error is one line naming the data.
 """
 
 from __future__ import annotations
@@ -17,14 +19,17 @@ from pathlib import Path
 import pytest
 
 from http_shard_server import Faults, start_in_thread
-from panns_lightning.cli.entry import console_entry, one_line
-from panns_lightning.redact import MASK, RedactingStream, redacted_console
+from panns_lightning.redact import MASK
+from shard_fixtures import simple_clips, write_shard_set
+from test_inference_support import cnn6_checkpoint
 from train_fixtures import BIN, REPO, demo_overrides
 
 PASSWORD = "S3cretPassw0rd"
 
 
 def test_a_secret_written_in_pieces_is_masked_whole() -> None:
+    from panns_lightning.redact import RedactingStream
+
     target = io.StringIO()
     stream = RedactingStream(target)
     for piece in ("failed: http://user:", PASSWORD[:5], PASSWORD[5:], "@host/set/shard.tar", "\n"):
@@ -33,6 +38,8 @@ def test_a_secret_written_in_pieces_is_masked_whole() -> None:
 
 
 def test_progress_redraws_and_flushes_go_out_masked() -> None:
+    from panns_lightning.redact import RedactingStream
+
     target = io.StringIO()
     stream = RedactingStream(target)
     stream.write(f"\rreading https://u:{PASSWORD}@h/x 10%")
@@ -42,6 +49,8 @@ def test_progress_redraws_and_flushes_go_out_masked() -> None:
 
 
 def test_the_console_is_masked_inside_and_restored_after(capsys: pytest.CaptureFixture[str]) -> None:
+    from panns_lightning.redact import redacted_console
+
     with redacted_console():
         print("url", f"http://user:{PASSWORD}@host/")
         print(f"token=abc{PASSWORD}", file=sys.stderr)
@@ -53,6 +62,8 @@ def test_the_console_is_masked_inside_and_restored_after(capsys: pytest.CaptureF
 
 def test_an_error_raised_in_a_dataloader_worker_is_shown_by_its_own_message() -> None:
     """torch re-raises a worker's exception with the worker's traceback in its message."""
+    from panns_lightning.cli.entry import one_line
+
     worker_message = (
         "Caught NoReadableClipsError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\n    raise NoReadableClipsError(...)\n'
@@ -63,15 +74,61 @@ def test_an_error_raised_in_a_dataloader_worker_is_shown_by_its_own_message() ->
     )
 
 
-def test_a_closed_pipe_ends_a_console_script_with_exit_code_0(monkeypatch: pytest.MonkeyPatch) -> None:
+class ClosedPipe(io.StringIO):
+    """stdout whose reader went away: every write fails as a pipe's does."""
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(32, "Broken pipe")
+
+
+def test_panns_tag_into_a_closed_pipe_ends_with_exit_code_0(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, two_torch_threads: None
+) -> None:
+    """``panns-tag a.wav b.wav | head -1``, in process: the table's first line meets a closed pipe."""
+    import numpy as np
+    import soundfile
+
+    from panns_lightning.cli import tag as tag_cli
+
+    wav = tmp_path / "a.wav"
+    soundfile.write(wav, np.zeros(8000, dtype=np.float32), 8000)
     ended: list[bool] = []
     monkeypatch.setattr("panns_lightning.cli.entry.end_on_closed_pipe", lambda: ended.append(True) or 0)
+    monkeypatch.setattr(sys, "stdout", ClosedPipe())
+    assert tag_cli.main([str(wav), str(wav), "--checkpoint", str(cnn6_checkpoint())]) == 0
+    assert ended == [True]
+
+
+def test_a_decorated_main_passes_its_result_and_other_errors_through() -> None:
+    from panns_lightning.cli.entry import console_entry
 
     @console_entry
-    def main() -> int:
-        raise BrokenPipeError
+    def main(code: int) -> int:
+        if code < 0:
+            raise ValueError("a bug keeps its traceback")
+        return code
 
-    assert main() == 0 and ended == [True]
+    assert main(3) == 3
+    with pytest.raises(ValueError, match="a bug keeps"):
+        main(-1)
+
+
+@pytest.mark.slow
+def test_a_reader_that_closes_the_pipe_ends_a_real_command_quietly(tmp_path: Path) -> None:
+    """``panns-prepare inspect SET | head -1``, the reader gone before the first line: no traceback."""
+    data = write_shard_set(tmp_path / "set", simple_clips(8, 2), [8], num_classes=2)
+    process = subprocess.Popen(
+        [str(BIN / "panns-prepare"), "inspect", str(data), "--draws", "64"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+    )
+    assert process.stdout is not None and process.stderr is not None
+    process.stdout.close()
+    err = process.stderr.read()
+    assert process.wait(timeout=300) == 0, err
+    assert "Traceback" not in err and "BrokenPipe" not in err and "Exception ignored" not in err, err
 
 
 @pytest.fixture
