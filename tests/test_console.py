@@ -11,6 +11,7 @@ and the "no readable clip" error is one line naming the data.
 from __future__ import annotations
 
 import io
+import logging
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -176,3 +177,35 @@ def test_the_password_of_a_failing_http_set_is_in_no_output_and_no_file(
     files = [path for path in run_dir.rglob("*") if path.is_file()]
     assert any(path.name == "config.yaml" for path in files), files  # the run directory was written
     assert [path for path in files if PASSWORD.encode() in path.read_bytes()] == []
+
+
+def test_hydras_echo_of_the_overrides_after_a_bug_is_masked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bug (not a user error) keeps its traceback; Hydra prints the overrides before it, masked too."""
+    import hydra
+    from hydra.core.global_hydra import GlobalHydra
+
+    from panns_lightning.cli.entry import console_entry
+
+    (tmp_path / "app.yaml").write_text("url: null\n")
+
+    @console_entry
+    @hydra.main(version_base="1.3", config_path=str(tmp_path), config_name="app")
+    def app(cfg: object) -> None:
+        raise RuntimeError(f"a bug while reading {cfg.url}")  # type: ignore[attr-defined]
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["app", f"url=http://user:{PASSWORD}@host/set/", f"hydra.run.dir={tmp_path}/run"])
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        with pytest.raises(SystemExit):
+            app()
+    finally:  # Hydra configured logging for its job: give the next tests theirs back
+        GlobalHydra.instance().clear()
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    err = capsys.readouterr().err
+    assert "Error executing job with overrides: " in err and "RuntimeError: a bug while reading" in err
+    assert PASSWORD not in err and f"user:{MASK}@host" in err

@@ -39,18 +39,18 @@ class DeadlineSocket:
         self._deadline_at = deadline_at
         self._timeout = timeout
 
-    def recv_into(self, buffer: Any, nbytes: int = 0, flags: int = 0) -> int:
+    def recv_into(self, buffer: Any, *args: Any) -> int:
         self._wait_budget()
         try:
-            return self._sock.recv_into(buffer, nbytes, flags)
+            return self._sock.recv_into(buffer, *args)
         except TimeoutError:
             if time.monotonic() >= self._deadline_at:
                 raise DeadlineExceeded("the request's deadline passed") from None
             raise
 
-    def recv(self, size: int, flags: int = 0) -> bytes:
+    def recv(self, *args: Any) -> bytes:
         self._wait_budget()
-        return self._sock.recv(size, flags)
+        return self._sock.recv(*args)
 
     def makefile(self, mode: str = "rb", buffering: int | None = None, **_: Any) -> io.BufferedReader:
         """What ``http.client`` reads a response through: reads come back through :meth:`recv_into`."""
