@@ -106,17 +106,17 @@ def ends(action: Callable[[], object]) -> BaseException | None:
 
 @pytest.mark.parametrize("path", ["slow", "slow-headers"])
 def test_a_manifest_trickled_at_one_byte_a_second_ends_at_its_deadline(hostile_server: str, path: str) -> None:
-    options = HttpOptions(timeout=30.0, retries=2, retry_delay=0.0, deadline=2.0)
+    options = HttpOptions(timeout=30.0, retries=2, retry_delay=0.0, deadline=1.0)
     error = ends(lambda: load_manifest(f"{hostile_server}/{path}", options))
     assert isinstance(error, ShardSetError)
     message = str(error)
     assert message.startswith(f"cannot fetch {hostile_server}/{path}/manifest.json: not finished within ")
-    assert "http_deadline=2 s" in message and "\n" not in message
+    assert "http_deadline=1 s" in message and "\n" not in message
 
 
 def test_a_shard_trickled_at_one_byte_a_second_ends_at_its_deadline_and_is_reported(hostile_server: str) -> None:
     errors = ErrorLog("train")
-    options = HttpOptions(timeout=30.0, retries=0, deadline=2.0)
+    options = HttpOptions(timeout=30.0, retries=0, deadline=1.0)
     clips: list = []
     failure = ends(
         lambda: clips.extend(
