@@ -23,6 +23,18 @@ SHARD_PREFIX = "shard-"
 TEMP_SUFFIX = ".tmp"
 """Shards and the manifest are written as ``NAME.tmp`` and renamed."""
 
+SHARD_NAME_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.+-]{0,254}")
+"""What a manifest may name a shard: a plain file name inside its set. No scheme (``pipe:``,
+``http:``, ``file:``), no separator, no ``..``, nothing a URL would read as a query or escape."""
+MAX_MANIFEST_BYTES = 64 * 2**20
+"""Default cap on a manifest's size (``data.max_manifest_bytes``): AudioSet's 2 M clips need ~3 MB."""
+MAX_MEMBER_BYTES = 64 * 2**20
+"""Default cap on one tar member (``data.max_member_bytes``): a 10 s clip at 32 kHz is 640 kB."""
+MAX_SAMPLE_RATE = 384_000
+"""The highest ``sample_rate`` a manifest may claim (studio audio tops out there)."""
+MAX_CLIP_SECONDS = 600
+"""The longest clip a manifest may claim: a batch holds ``batch_size x clip_samples`` floats."""
+
 SILENT_MANIFEST_KEY = "silent_clips"
 """Manifest entry listing the keys of converted clips that are digital silence (only if any)."""
 
@@ -67,6 +79,22 @@ def clip_id(member: str) -> str:
 def _escape(char: str) -> str:
     code = ord(char)
     return f"%{code:02X}" if code < 0x100 else f"%u{code:04X}" if code < 0x10000 else f"%U{code:08X}"
+
+
+def shard_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot name a shard of a set (:data:`SHARD_NAME_PATTERN`), or None when it can.
+
+    A manifest comes with the data, from whoever made the set: its names must never choose a
+    command, a scheme or a file outside the set's directory (or URL).
+    """
+    if not isinstance(name, str):
+        return f"must be a string, found {type(name).__name__}"
+    if SHARD_NAME_PATTERN.fullmatch(name) is None:
+        return (
+            f"{name[:100]!r} is not a plain file name inside the set (expected 1-255 letters, digits, "
+            "'_', '.', '+' or '-', starting with a letter, digit or '_': no scheme, separator or '..')"
+        )
+    return None
 
 
 def parse_labels(data: bytes) -> tuple[int, ...]:
