@@ -21,9 +21,11 @@ models (torchlibrosa's modules carry type annotations TorchScript does not know)
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Literal
@@ -33,7 +35,7 @@ import torch
 from torch import nn
 
 from panns_lightning.atomic import atomic_open
-from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
+from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint, require_finite
 from panns_lightning.models.checkpoint import StateDictMismatch, classes_num
 
 logger = logging.getLogger(__name__)
@@ -140,6 +142,7 @@ def export_model(
     generator = torch.Generator().manual_seed(seed)
     example = torch.randn(VERIFY_BATCH, samples, generator=generator) * 0.1
     other = torch.randn(VERIFY_BATCH + 1, int(samples * SECOND_LENGTH_FACTOR), generator=generator) * 0.1
+    _finite_outputs(wrapper, example)  # before anything is written
     report = ExportReport(
         path=str(path),
         format=format,
@@ -241,20 +244,23 @@ def export_panns_checkpoint(
     state = panns_state_dict(model, model_name, frontend)
     classes = classes_num(state)
     assert classes is not None  # panns_state_dict checked it
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_open(path) as stream:
-        torch.save({"model": state}, stream)
-
     sample_rate = int(frontend["sample_rate"])
     reference = model.float().eval()
     wrapper = ExportableModel(reference)
-    rebuilt = load_panns_checkpoint(build_model(model_name, **frontend, classes_num=classes), path).eval()
     generator = torch.Generator().manual_seed(seed)
     waveform = torch.randn(VERIFY_BATCH, int(round(seconds * sample_rate)), generator=generator) * 0.1
-    with torch.no_grad():
-        expected = wrapper(waveform)
-        got = ExportableModel(rebuilt)(waveform)
-    difference = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+    expected = _finite_outputs(wrapper, waveform)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_open(path) as stream:
+        torch.save({"model": state}, stream)
+    with _removed_on_failure(path):
+        rebuilt = load_panns_checkpoint(build_model(model_name, **frontend, classes_num=classes), path).eval()
+        with torch.no_grad():
+            got = ExportableModel(rebuilt)(waveform)
+        for name, value in zip(wrapper.output_names, got):
+            require_finite(value, f"{model_name}'s {name} read back from {path}")
+        difference = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+        _check_panns_difference(path, model_name, difference, tolerance)
     report = ExportReport(
         path=str(path),
         format="panns",
@@ -266,13 +272,16 @@ def export_panns_checkpoint(
         max_abs_diff={_check_name(waveform): difference},
         notes=panns_inference_notes(model_name, frontend, classes, path.stat().st_size),
     )
+    return report
+
+
+def _check_panns_difference(path: Path, model_name: str, difference: float, tolerance: float) -> None:
     if difference > tolerance:
         raise ExportVerificationError(
             f"{path}: read back into upstream's {model_name}, the weights give outputs {difference:.3e} away "
             f"from the original network's (> {tolerance:g}); the network computes something its weights do "
             "not say (e.g. stft='fft' or another option upstream's class lacks)"
         )
-    return report
 
 
 def panns_inference_notes(model_name: str, frontend: dict[str, Any], classes: int, size: int) -> list[str]:
@@ -436,8 +445,32 @@ def _max_diff(wrapper: ExportableModel, runner: Runner, waveform: torch.Tensor) 
     for name, reference, value in zip(wrapper.output_names, expected, got):
         if tuple(reference.shape) != tuple(value.shape):
             raise ValueError(f"{name}: shape {tuple(value.shape)} but PyTorch gives {tuple(reference.shape)}")
+        # NaN compares false, so max(worst, nan) would keep worst: an all-NaN export would pass.
+        require_finite(reference, f"{name} in PyTorch")
+        require_finite(value, f"{name} of the exported model")
         worst = max(worst, float(np.abs(reference - value).max()))
     return worst
+
+
+def _finite_outputs(wrapper: ExportableModel, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """PyTorch's own outputs, which must be finite: there is nothing to export or verify against otherwise."""
+    wrapper.eval()
+    with torch.no_grad():
+        outputs = wrapper(waveform)
+    name = getattr(wrapper.model, "zoo_name", type(wrapper.model).__name__)
+    for output, value in zip(wrapper.output_names, outputs):
+        require_finite(value, f"{name}'s {output} in PyTorch, before export")
+    return outputs
+
+
+@contextlib.contextmanager
+def _removed_on_failure(path: Path) -> Iterator[None]:
+    """An export that fails its own verification leaves no file behind to be mistaken for a good one."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _check_name(waveform: torch.Tensor) -> str:

@@ -40,7 +40,7 @@ from torch import nn
 
 from panns_lightning.audio import load_audio, resample
 from panns_lightning.labels import read_label_csv
-from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint
+from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint, require_finite
 from panns_lightning.models.checkpoint import (
     CLASSIFIER_BIAS_KEYS,
     best_matching_models,
@@ -293,6 +293,7 @@ class AudioTagger:
             batch[row, : stop - start] = audio[start:stop]
         outputs = dict(self.model(torch.from_numpy(batch).to(self.device)))
         outputs["clipwise_output"] = class_probabilities(outputs, self.loaded.multilabel)
+        require_finite(outputs["clipwise_output"], f"{self.model_name}'s clipwise_output")  # never print nan
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
 
     def _keep_frames(self, framewise: np.ndarray, windows: list[tuple[int, int]], total: int) -> list[np.ndarray]:

@@ -3,7 +3,8 @@
 A console that prints the same irrelevant lines at every start teaches people to skip the lines that
 matter. Each filter below names the message, where it comes from and why it is harmless here; a
 filter is removed when its cause is gone (a library release that fixes it). Everything else still
-prints. ``silence_known_harmless()`` is called once by every command before it does any work.
+prints. ``silence_known_harmless()`` is called by every console script before it does any work
+(``cli.entry.console_entry``).
 """
 
 from __future__ import annotations

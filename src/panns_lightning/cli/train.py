@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from panns_lightning.cli.build import build_datamodule, build_loggers, build_module, build_trainer, resolve_ckpt_path
 from panns_lightning.cli.config_schema import validate_train_config
 from panns_lightning.cli.ddp import child_rank_command, distributed_scope, quiet_non_zero_rank
+from panns_lightning.cli.entry import console_entry
 from panns_lightning.cli.hydra_app import find_config_dir, run_app
 from panns_lightning.cli.preflight import preflight_train
 from panns_lightning.training.fault_tolerance import EndOfRunCheckpoint, checkpoint_global_step
@@ -57,6 +58,7 @@ class Preempted(RuntimeError):
     """The run was stopped by SIGTERM (e.g. SLURM preemption) after saving where it was."""
 
 
+@console_entry
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     try:

@@ -262,7 +262,9 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
-        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]), self._http)
+        spec = StreamSpec.from_manifest(
+            manifest, shard_urls(directory, manifest, self.urls[split]), self._http, self.options.max_member_bytes
+        )
         where = shard_location(directory)
         try:
             if self.fold is not None:
@@ -293,7 +295,7 @@ class AudioShardDataModule(pl.LightningDataModule):
 
     @property
     def _http(self) -> HttpOptions:
-        return HttpOptions(timeout=self.options.http_timeout, retries=self.options.http_retries)
+        return self.options.http_options()
 
     def _reference_manifest(self) -> Manifest:
         return next(iter(self._read_manifests().values()))

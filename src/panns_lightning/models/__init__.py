@@ -6,6 +6,8 @@ whose state_dict keys match the published PANNs checkpoints.
 """
 
 from .checkpoint import CheckpointMismatchError, load_panns_checkpoint, save_panns_checkpoint
+from .finite import NonFiniteOutputError, require_finite
+from .frontend import frontend_problems
 from .mixup import do_mixup
 from .registry import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, list_models
 
@@ -13,9 +15,12 @@ __all__ = [
     "FRONTEND_DEFAULTS",
     "FRONTEND_KEYS",
     "CheckpointMismatchError",
+    "NonFiniteOutputError",
     "build_model",
     "do_mixup",
+    "frontend_problems",
     "list_models",
     "load_panns_checkpoint",
+    "require_finite",
     "save_panns_checkpoint",
 ]
