@@ -1,6 +1,6 @@
 """Your own data: panns-prepare folder / csv, folds or splits in one shard set, the task from the manifest.
 
-The slow tests run README's "Your own data" walk-through (folder → shards → fine-tune a
+The slow tests run the "Your own data" walk-through (docs/guides/own-data.md) (folder → shards → fine-tune a
 PANNs-format checkpoint → panns-tag / panns-export with the folder's class names) and a
 multi-label CSV set fine-tuned for a few steps (BCE, scored by mAP), on tiny generated audio.
 """

@@ -24,6 +24,7 @@ from panns_lightning.cli.hydra_app import native_bf16_flag
 from panns_lightning.models import FRONTEND_KEYS
 from panns_lightning.redact import redact
 from panns_lightning.training.fault_tolerance import LAST_CHECKPOINT, AtomicCheckpointIO, continue_loggers, wandb_run_id
+from panns_lightning.training.progress import step_progress_bar
 
 log = logging.getLogger("panns_lightning.build")
 
@@ -133,9 +134,12 @@ def finetune_multilabel(cfg: DictConfig, datamodule: Any) -> bool:
 
 def build_trainer(cfg: DictConfig, loggers: list[Any]) -> L.Trainer:
     """The ``trainer`` group with the configured callbacks and loggers (checkpoints written atomically); logs the config on rank 0."""
+    callbacks = build_callbacks(cfg, bool(loggers))
+    if cfg.trainer.get("enable_progress_bar", True):
+        callbacks.append(step_progress_bar())  # "Epoch 2/3", not Lightning's "Epoch 1/-2" for an endless stream
     trainer: L.Trainer = instantiate(
         cfg.trainer,
-        callbacks=build_callbacks(cfg, bool(loggers)),
+        callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )

@@ -72,7 +72,7 @@ class OptimConfig:
 
 @dataclass
 class SpeedConfig:
-    """How fast a run goes, never what it trains (conf/speed/; README "Speed")."""
+    """How fast a run goes, never what it trains (conf/speed/; docs/speed.md)."""
 
     # "conv": torchlibrosa's STFT as a convolution (upstream); "fft": torch.stft, same log-mel.
     stft: str = "conv"

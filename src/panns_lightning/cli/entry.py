@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from panns_lightning.cli.library_noise import silence_known_harmless
 from panns_lightning.redact import redact, redacted_console
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -28,10 +29,12 @@ _EXCEPTION_PREFIX = re.compile(r"^[A-Za-z_][\w.]*: ")
 
 
 def console_entry(main: F) -> F:
-    """Decorate a console script's ``main``: a redacted console, and a closed pipe ends it quietly."""
+    """Decorate a console script's ``main``: a redacted console without known-harmless library lines,
+    and a closed pipe ends it quietly."""
 
     @functools.wraps(main)
     def run(*args: Any, **kwargs: Any) -> Any:
+        silence_known_harmless()  # library lines that are only noise here (cli/library_noise.py says why)
         with redacted_console():
             try:
                 return main(*args, **kwargs)
