@@ -7,13 +7,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from train_fixtures import make_tiny_audioset
+from train_fixtures import BIN, DDP_ENV, ddp_overrides, make_tiny_audioset, run
 
 
 @pytest.fixture(scope="session")
 def tiny_audioset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1 s, 16 kHz synthetic AudioSet converted to shards with the real CLI (made once per session)."""
     return make_tiny_audioset(tmp_path_factory.mktemp("tiny_audioset"))
+
+
+@pytest.fixture(scope="session")
+def ddp_reference(tiny_audioset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The 2-process gloo run Lightning's own launcher starts (``trainer=ddp``): what the torchrun, SLURM
+    and dry-run tests compare with. Its run dir is ``<root>/run``, keys ``<root>/keys.txt``, output ``<root>/output.txt``."""
+    root = tmp_path_factory.mktemp("ddp_reference")
+    result = run(
+        [
+            BIN / "panns-train",
+            *ddp_overrides(tiny_audioset, root, root / "keys.txt"),
+            "trainer=ddp",
+            "trainer.devices=2",
+            f"hydra.run.dir={root / 'run'}",
+        ],
+        env=DDP_ENV,
+    )
+    (root / "output.txt").write_text(result.stdout + result.stderr)
+    return root
 
 
 @pytest.fixture()
