@@ -48,7 +48,11 @@ wait_for() { # seconds, description, command...
 
 cmd_install() {
     need_root
-    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends slurm-wlm munge
+    command -v apt-get >/dev/null || die 4 "no apt-get here: install Slurm (slurmctld, slurmd, client) and munge with this system's packages"
+    export DEBIAN_FRONTEND=noninteractive
+    # A fresh machine may have no package lists yet: update once, then try again.
+    apt-get install -y --no-install-recommends slurm-wlm munge ||
+        { apt-get update && apt-get install -y --no-install-recommends slurm-wlm munge; }
 }
 
 cmd_up() {
@@ -134,16 +138,21 @@ cmd_down() {
     local dir=${1:-$(default_dir)}
     [ -d "$dir" ] || return 0
     [ -f "$dir/slurm.conf" ] || [ -d "$dir/run" ] || die 2 "$dir holds no cluster of this script; not removing it"
-    # Daemons in reverse order of start, each by the pid file it wrote; jobs' processes are
-    # children of slurmstepd and end with it.
+    # Every daemon by the pid file it wrote: SIGTERM to all at once (each takes ~2 s to exit), then
+    # SIGKILL to any still there after 10 s. Jobs' processes are children of slurmstepd.
+    local pids=() pidfile pid
     for pidfile in "$dir"/run/slurmd-*.pid "$dir/run/slurmctld.pid" "$dir/run/munged.pid"; do
         [ -f "$pidfile" ] || continue
-        local pid
         pid=$(cat "$pidfile")
-        kill "$pid" 2>/dev/null || continue
-        for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-        kill -9 "$pid" 2>/dev/null || true
+        kill "$pid" 2>/dev/null && pids+=("$pid")
     done
+    for _ in $(seq 100); do
+        local alive=0
+        for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null && alive=1; done
+        [ "$alive" -eq 1 ] || break
+        sleep 0.1
+    done
+    for pid in "${pids[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
     # slurmstepd processes of jobs still running (their parent slurmd is gone).
     pkill_stepds "$dir"
     rm -rf "$dir"

@@ -21,8 +21,9 @@ from panns_lightning.cli.build import build_datamodule
 from panns_lightning.cli.config_schema import validate_train_config
 from panns_lightning.cli.dry_run import epoch_time_lines
 from panns_lightning.cli.hydra_app import find_config_dir
+from panns_lightning.cli.train import train
 from panns_lightning.data.spec import ReaderSlot
-from train_fixtures import BIN, REPO, ddp_overrides, rank_keys, run
+from train_fixtures import REPO, ddp_overrides, rank_keys
 
 
 def write_bench_figure(log_dir: Path, clips_per_s: float, model: str = "Cnn6") -> Path:
@@ -51,20 +52,27 @@ def recording(reader: Callable[..., Any], opened: list[str]) -> Callable[..., An
 
 
 @pytest.mark.slow
-def test_dry_run_prints_the_plan_without_training(tiny_audioset: Path, ddp_reference: Path, tmp_path: Path) -> None:
+@pytest.mark.xdist_group("ddp_reference")
+def test_dry_run_prints_the_plan_without_training(
+    tiny_audioset: Path, ddp_reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     figure = write_bench_figure(tmp_path / "outputs", clips_per_s=8.0)
     out = tmp_path / "run"
-    overrides = ddp_overrides(tiny_audioset, tmp_path, tmp_path / "keys.txt")
-    result = run(
-        [BIN / "panns-train", *overrides, "trainer=ddp", "trainer.devices=2", f"hydra.run.dir={out}", "dry_run=true"]
-    )
-    lines = result.stdout.splitlines()
+    overrides = [
+        *ddp_overrides(tiny_audioset, tmp_path, tmp_path / "keys.txt"),
+        "trainer=ddp",
+        "trainer.devices=2",
+        f"paths.output_dir={out}",
+    ]
+    # panns-train's own function, in this process (a console script would cost a start-up).
+    assert train(compose_train([*overrides, "dry_run=true"])) == {}
+    lines = capsys.readouterr().out.splitlines()
     assert "  dry_run: true" in lines  # the composed config
     assert "world size: 2 = trainer.devices=2 per node x trainer.num_nodes=1 (accelerator cpu)" in lines
     assert "per optimizer step: 4 clips per rank x 2 ranks x 1 accumulated = 8 clips (4 mixed examples)" in lines
     # The shard named first for each rank is the one its stream opens first, and that stream's
     # first batch is the one the reference run trained on.
-    cfg = compose_train([*overrides, "trainer=ddp", "trainer.devices=2"])
+    cfg = compose_train(overrides)
     datamodule = build_datamodule(cfg.data, cfg.speed)
     for rank in (0, 1):
         named = next(line for line in lines if line.startswith(f"  rank {rank}: ")).split(": ")[1]

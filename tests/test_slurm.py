@@ -67,6 +67,7 @@ def checkpoint_step(run: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.xdist_group("ddp_reference")
 def test_slurm_job_survives_time_limit_and_preemption(
     slurm: dict[str, str], tiny_audioset: Path, ddp_reference: Path, tmp_path: Path
 ) -> None:
@@ -132,6 +133,10 @@ def test_slurm_job_survives_time_limit_and_preemption(
         subprocess.run(["scancel", "--full", "-u", "root"], env=env, capture_output=True, timeout=60)
         launcher.kill()
 
+    print(
+        slurm_out(env, "sinfo"),
+        slurm_out(env, "sacct", "-c", "-j", job, "-o", "JobID,State,ExitCode,NodeList,Start,End"),
+    )
     accounting = slurm_out(env, "sacct", "-c", "-j", job, "--parsable2", "-n", "-o", "JobID,State,NodeList")
     # jobcomp logs a requeued job's state after the requeue: PENDING, twice, then the end.
     assert [line.split("|")[1] for line in accounting.splitlines()] == ["PENDING", "PENDING", "COMPLETED"]

@@ -120,7 +120,7 @@ class LostRankWatch(L.Callback):
                 world_size=heartbeat.world_size,
                 global_step=trainer.global_step,
                 lost=tuple(sorted(children)),
-                hosts={rank: socket.gethostname() for rank in children},
+                hosts={rank: host_name() for rank in children},
             )
         result: list[LostRankReport] = []
         worker = threading.Thread(
@@ -147,7 +147,7 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._run, name="panns-heartbeat", daemon=True)
 
     def start(self) -> None:
-        self.store.set(f"host/{self.rank}", socket.gethostname())
+        self.store.set(f"host/{self.rank}", host_name())
         self.store.add(f"beat/{self.rank}", 1)
         self._thread.start()
 
@@ -219,6 +219,11 @@ def store_host(environ: dict[str, str] | None = None) -> tuple[str, int]:
         where = f"{env.get('MASTER_ADDR', '?')}:{env.get('MASTER_PORT', '?')}"
         return f"node 0 (its torchrun agent at {where})", int(env.get("LOCAL_WORLD_SIZE", "1") or 1)
     return "rank 0", 1
+
+
+def host_name() -> str:
+    """The node's name as the scheduler knows it (SLURM's node name), else the host name."""
+    return os.environ.get("SLURMD_NODENAME") or socket.gethostname()
 
 
 def default_store() -> Any | None:
