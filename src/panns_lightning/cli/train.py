@@ -30,6 +30,8 @@ from panns_lightning.training.lost_rank import LostRankWatch, lost_rank_heartbea
 log = logging.getLogger("panns_lightning.train")
 # A rank of the run was lost (cli/resume.py prints which and how to resume); 1 like any failure.
 LOST_RANK_EXIT_CODE = 1
+# What gloo's transport errors say (they are plain RuntimeErrors, not torch.distributed.DistError).
+GLOO_ERROR_MARKERS = ("gloo/transport", "Connection closed by peer", "Connection reset by peer")
 
 
 def train(cfg: DictConfig, time_limit: SubmititTimeLimit | None = None) -> dict[str, Any]:
@@ -57,29 +59,41 @@ def train(cfg: DictConfig, time_limit: SubmititTimeLimit | None = None) -> dict[
     watch = next((cb for cb in trainer.callbacks if isinstance(cb, LostRankWatch)), None)
     with child_rank_command(trainer), distributed_scope(), lost_rank_heartbeat_stopped(watch):
         try:
-            trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+            results = fit_and_test(cfg, trainer, module, datamodule, ckpt_path)
         except SIGTERMException:
             saved = next((cb.saved_path for cb in trainer.callbacks if isinstance(cb, EndOfRunCheckpoint)), None)
             where = f"checkpoint {saved}" if saved else "no checkpoint (callbacks.end_checkpoint is off)"
             raise Preempted(f"stopped by SIGTERM at global step {trainer.global_step}; {where}") from None
         except Exception as error:
-            report = watch.diagnose(trainer) if watch is not None else None
-            if report is None or not (report.lost or report.store_lost or is_collective_error(error)):
+            # This rank's own error (a bug, the data's error budget, ...) stays its own.
+            report = watch.diagnose(trainer) if watch is not None and is_collective_error(error) else None
+            if report is None:
                 raise
             raise RankLost(lost_rank_message(report, cfg, error), reporter=report.reporter) from None
-        results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
-        if cfg.test and cfg.data.test_dir:
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-            results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
+    return results
+
+
+def fit_and_test(
+    cfg: DictConfig, trainer: L.Trainer, module: Any, datamodule: Any, ckpt_path: str | None
+) -> dict[str, Any]:
+    """Fit, then test the best checkpoint when ``cfg.test``; the final metrics."""
+    trainer.fit(module, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    results: dict[str, Any] = {k: float(v) for k, v in trainer.callback_metrics.items() if v.numel() == 1}
+    if cfg.test and cfg.data.test_dir:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        trainer.test(module, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        results.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")})
     return results
 
 
 def is_collective_error(error: BaseException) -> bool:
-    """An error raised by torch.distributed (a failed or timed-out collective, a broken store)."""
+    """A failed or timed-out collective: torch.distributed's errors (NCCL's among them) and gloo's plain
+    RuntimeErrors (``[.../gloo/transport/tcp/pair.cc:547] Connection closed by peer [127.0.0.1]:7808``)."""
     import torch.distributed as dist
 
-    return isinstance(error, dist.DistError)  # DistBackendError, DistNetworkError, DistStoreError
+    if isinstance(error, dist.DistError):  # DistBackendError, DistNetworkError, DistStoreError
+        return True
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in GLOO_ERROR_MARKERS)
 
 
 class Preempted(RuntimeError):
