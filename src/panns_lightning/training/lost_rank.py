@@ -82,10 +82,6 @@ class LostRankWatch(L.Callback):
         self.watch_periods = int(watch_periods)
         self.heartbeat: Heartbeat | None = None
 
-    @property
-    def active(self) -> bool:
-        return self.heartbeat is not None
-
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         if self.heartbeat is not None or not (dist.is_available() and dist.is_initialized()):
             return
@@ -170,9 +166,10 @@ class Heartbeat:
             before = self._beats()
             time.sleep(periods * self.period_s)
             after = self._beats()
-            survivors = {rank for rank in range(self.world_size) if self.store.check([f"survivor/{rank}"])}
-            alive = {rank for rank in range(self.world_size) if after[rank] != before[rank]} | survivors | {self.rank}
-            lost = tuple(rank for rank in range(self.world_size) if rank not in alive)
+            silent = [rank for rank in range(self.world_size) if after[rank] == before[rank] and rank != self.rank]
+            # A survivor that already reported and exited is silent too, but not lost.
+            lost = tuple(rank for rank in silent if not self.store.check([f"survivor/{rank}"]))
+            alive = set(range(self.world_size)) - set(lost)
             hosts = {rank: self._host(rank) for rank in lost}
         except Exception:  # the store stopped answering while we watched
             return self.store_lost_report(global_step)
@@ -199,7 +196,11 @@ class Heartbeat:
         )
 
     def _beats(self) -> list[int]:
-        return [int(self.store.add(f"beat/{rank}", 0)) for rank in range(self.world_size)]
+        """Every rank's counter: one request when all exist, else one per rank (a rank lost before its first beat)."""
+        keys = [f"beat/{rank}" for rank in range(self.world_size)]
+        if self.store.check(keys):
+            return [int(value) for value in self.store.multi_get(keys)]
+        return [int(self.store.add(key, 0)) for key in keys]
 
     def _host(self, rank: int) -> str:
         with contextlib.suppress(Exception):
