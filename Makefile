@@ -23,9 +23,7 @@ DEMO_PRECISION ?= $${cpu_precision:}
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist, in the dev extras): on 2 cores
 # 608 tests took 4 min 30 s with 2 against 6 min 30 s in one. TEST_WORKERS=0: one process, no xdist.
 TEST_WORKERS ?= 2
-# --dist loadgroup: the tests that compare with the one 2-process DDP reference run (xdist_group
-# "ddp_reference") share a worker, so that the run is made once.
-PYTEST_ARGS ?= $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadgroup)
+PYTEST_ARGS ?= $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
 DATA ?= esc50
 CKPT ?=

@@ -12,7 +12,6 @@ from panns_lightning.cli.evaluate import evaluate_checkpoint
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_reference")
 def test_two_process_ddp_writes_once_and_matches_single_process_eval(tiny_audioset: Path, ddp_reference: Path) -> None:
     out = ddp_reference / "run"
     assert "GLOBAL_RANK: 1" in (ddp_reference / "output.txt").read_text()  # the second rank really ran

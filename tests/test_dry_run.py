@@ -52,7 +52,6 @@ def recording(reader: Callable[..., Any], opened: list[str]) -> Callable[..., An
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_reference")
 def test_dry_run_prints_the_plan_without_training(
     tiny_audioset: Path, ddp_reference: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -46,7 +46,6 @@ def assert_same_training(run: Path, reference: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_reference")
 def test_torchrun_two_nodes_train_what_one_node_trains(
     tiny_audioset: Path, ddp_reference: Path, tmp_path: Path
 ) -> None:

@@ -67,7 +67,6 @@ def checkpoint_step(run: Path) -> int:
 
 
 @pytest.mark.slow
-@pytest.mark.xdist_group("ddp_reference")
 def test_slurm_job_survives_time_limit_and_preemption(
     slurm: dict[str, str], tiny_audioset: Path, ddp_reference: Path, tmp_path: Path
 ) -> None:
