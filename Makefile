@@ -11,6 +11,8 @@ DEMO_SECONDS := 2
 DEMO_RUN := outputs/demo/runs/make-demo-$(shell date +%Y%m%d-%H%M%S)
 AUDIOSET_SHARDS ?= data/audioset/shards
 GPUS ?= 1
+# make pretrain DRY_RUN=1: print the config, world size, first shards per rank, epoch time; train nothing.
+DRY_RUN ?=
 SWEEP_STEPS ?= 90
 SWEEP_EPOCH ?= 30
 ARGS ?=
@@ -37,7 +39,7 @@ help:
 	@echo "make bench     print throughput figures (converter, stream, train step), make bench-train's table, live tagging's RTF"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
-	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
+	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N; DRY_RUN=1: the plan, no training)"
 	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
 	@echo "make hear-check  the official HEAR 2021 validator on panns_lightning.hear (own venv .venv-hear, TensorFlow)"
@@ -113,7 +115,7 @@ pretrain: install
 		exit 1; fi
 	$(BIN)/panns-train experiment=pretrain_audioset trainer=ddp trainer.devices=$(GPUS) \
 		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/full_train_val \
-		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
+		data.test_dir=$(AUDIOSET_SHARDS)/eval $(if $(DRY_RUN),dry_run=true) $(ARGS)
 
 finetune: install
 	@test -n "$(CKPT)" || { echo "usage: make finetune DATA=esc50|gtzan|ravdess CKPT=checkpoint"; exit 2; }

@@ -96,6 +96,8 @@ class TrainConfig:
     # A checkpoint path, "auto" (<run dir>/checkpoints/last.ckpt when it exists) or null.
     ckpt_path: Optional[str] = None
     test: bool = True
+    # Print the composed config, world size, first shards per rank and the epoch time estimate; train nothing.
+    dry_run: bool = False
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -187,6 +189,19 @@ MAX_STEPS = 10**9
 """``trainer.max_steps`` above this is a typo or an "until killed" in disguise (upstream trains 600 k)."""
 MAX_EPOCHS = 10**6
 
+# conf/trainer/default.yaml's trainer.ddp_timeout_s, for configs composed without it.
+DEFAULT_DDP_TIMEOUT_S = 600.0
+
+
+def check_ddp_timeout(value: Any) -> float:
+    """``trainer.ddp_timeout_s`` (not a Trainer argument: the DDP process group's timeout): seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            "trainer.ddp_timeout_s must be a number of seconds > 0 (how long a collective waits for a lost "
+            f"rank before it fails), got {value!r}"
+        )
+    return float(value)
+
 
 def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
@@ -199,6 +214,8 @@ def validate_finetune_config(cfg: DictConfig) -> DictConfig:
     """panns-train's schema (and its value checks) plus ``finetune`` and ``data.fold``; errors name the key."""
     merged = _merge_onto(FinetuneTrainConfig, cfg)
     _check_values(merged)
+    if merged.dry_run:
+        raise ConfigError("dry_run=true is panns-train's (a pretraining plan); panns-finetune has no dry run")
     if merged.finetune.test_on not in ("last", "best", "auto"):
         raise ConfigError(f"finetune.test_on must be 'last', 'best' or 'auto', got {merged.finetune.test_on!r}")
     if merged.data.fold is not None and merged.data.use_splits:
@@ -262,6 +279,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(str(error)) from None
     if cfg.speed.stft not in STFT_IMPLEMENTATIONS:
         raise ConfigError(f"speed.stft must be one of {list(STFT_IMPLEMENTATIONS)}, got {cfg.speed.stft!r}")
+    check_ddp_timeout(cfg.trainer.get("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
 
 
 def speed_options(speed: DictConfig) -> SpeedOptions:

@@ -212,8 +212,11 @@ class AudioShardDataModule(pl.LightningDataModule):
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
             self.set_resume_batches(batches_done_in_epoch(trainer, self.options.steps_per_epoch))
-        rank, world_size = self._rank_world()
-        dataset = TrainClipStream(
+        return self._loader(self.train_stream(*self._rank_world()))
+
+    def train_stream(self, rank: int, world_size: int) -> TrainClipStream:
+        """The train stream one rank of ``world_size`` reads (its DataLoader workers each take a slot of it)."""
+        return TrainClipStream(
             self._stream_spec("train"),
             rank=rank,
             world_size=world_size,
@@ -224,7 +227,6 @@ class AudioShardDataModule(pl.LightningDataModule):
             errors=self._errors["train"],
             int16_batches=self.int16_batches,
         )
-        return self._loader(dataset)
 
     def val_dataloader(self) -> DataLoader | list:
         """The val loader; ``[]`` (Lightning's "no loader") when no ``val_dir`` was given."""

@@ -282,20 +282,8 @@ class TrainClipStream(IterableDataset):
         if self._shard_weights is None:
             yield from self._clips_by_shard_count(slot, epoch)
             return
-        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
-        lookback = self.copy_window / self._mean_copies
-        # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
-        start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
-        first = start - lookback
-        schedule = weighted_train_schedule(
-            len(self.spec.urls),
-            slot.index,
-            slot.count,
-            seed=self.seed,
-            weights=self._shard_weights,
-            start=first,
-            class_counts=self._shard_class_matrix,
-        )
+        first, start, stop = self._epoch_range(slot, epoch)
+        schedule = self._weighted_schedule(slot, first)
         signalled = False
         tally = [0]
         for pass_index, shard_index, position in self._guard_empty(schedule, tally):
@@ -317,16 +305,53 @@ class TrainClipStream(IterableDataset):
 
     def _clips_by_shard_count(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, list[float], float]]:
         """Fallback without per-shard counts (URL overrides, folds): epochs start at expected shard counts."""
-        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
-        clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
-        start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
-        schedule = train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
+        schedule = self._count_schedule(slot, epoch)
         tally = [0]
         position = 0.0
         for pass_index, shard_index in self._guard_empty(schedule, tally):
             for clip in self._read(self.spec.urls[shard_index], tally):
                 yield clip, self._due_positions(clip, pass_index, position), position
                 position += self._factor(clip.labels) if self._factor is not None else 1.0
+
+    def first_shards(self, slot: ReaderSlot, count: int = 1, epoch: int = 0) -> list[str]:
+        """The first ``count`` shards (URLs) ``slot`` opens in ``epoch``: what ``panns-train dry_run=true`` prints."""
+        if self._shard_weights is None:
+            schedule: Iterator[tuple[Any, ...]] = self._count_schedule(slot, epoch)
+        else:
+            schedule = self._weighted_schedule(slot, self._epoch_range(slot, epoch)[0])
+        urls: list[str] = []
+        for entry in schedule:
+            if len(urls) == count or len(urls) == len(self.spec.urls):
+                break
+            urls.append(self.spec.urls[entry[1]])
+        return urls
+
+    def _epoch_range(self, slot: ReaderSlot, epoch: int) -> tuple[float, float, float]:
+        """(first position read, start, stop) of the epoch's range along the slot's weighted schedule."""
+        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        lookback = self.copy_window / self._mean_copies
+        # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
+        start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
+        return start - lookback, start, stop
+
+    def _weighted_schedule(self, slot: ReaderSlot, first: float) -> Iterator[tuple[int, int, float]]:
+        assert self._shard_weights is not None
+        return weighted_train_schedule(
+            len(self.spec.urls),
+            slot.index,
+            slot.count,
+            seed=self.seed,
+            weights=self._shard_weights,
+            start=first,
+            class_counts=self._shard_class_matrix,
+        )
+
+    def _count_schedule(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[int, int]]:
+        """Without per-shard counts: the epoch starts at the expected number of shards read before it."""
+        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
+        start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
+        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
 
     @property
     def _mean_copies(self) -> float:
