@@ -11,12 +11,14 @@ DEMO_SECONDS := 2
 DEMO_RUN := outputs/demo/runs/make-demo-$(shell date +%Y%m%d-%H%M%S)
 AUDIOSET_SHARDS ?= data/audioset/shards
 GPUS ?= 1
+# make pretrain DRY_RUN=1: print the config, world size, first shards per rank, epoch time; train nothing.
+DRY_RUN ?=
 SWEEP_STEPS ?= 90
 SWEEP_EPOCH ?= 30
 ARGS ?=
 FT_ARGS ?=
 # make demo's precision: bf16 autocast where the CPU has native bf16 (avx512_bf16 / amx_bf16), fp32
-# elsewhere (README, "Speed"); DEMO_PRECISION=32-true forces fp32.
+# elsewhere (docs/speed.md); DEMO_PRECISION=32-true forces fp32.
 DEMO_PRECISION ?= $${cpu_precision:}
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist, in the dev extras): on 2 cores
 # 608 tests took 4 min 30 s with 2 against 6 min 30 s in one. TEST_WORKERS=0: one process, no xdist.
@@ -27,16 +29,17 @@ DATA ?= esc50
 CKPT ?=
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data lint test test-fast bench bench-train bench-data sweep pretrain finetune hear-check clean
+.PHONY: help install demo demo-data lint test test-fast docs docs-serve bench bench-train bench-data sweep pretrain finetune hear-check clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
 	@echo "make lint      ruff (lint + format check) and the import contracts of docs/architecture.md"
 	@echo "make test      install and run the test suite (make test-fast: without the tests marked slow)"
+	@echo "make docs      build the documentation site into site/ (mkdocs --strict; make docs-serve: on localhost:8000)"
 	@echo "make bench     print throughput figures (converter, stream, train step), make bench-train's table, live tagging's RTF"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
-	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N)"
+	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N; DRY_RUN=1: the plan, no training)"
 	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
 	@echo "make hear-check  the official HEAR 2021 validator on panns_lightning.hear (own venv .venv-hear, TensorFlow)"
@@ -77,6 +80,15 @@ test: install
 test-fast: install
 	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "make test-fast: FAILED: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
 
+# The documentation site (mkdocs.yml, docs/): --strict turns a broken link, a missing page or a
+# docstring the API reference cannot render into an error. CI runs it.
+docs: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+	@echo "docs: site/index.html"
+
+docs-serve: install
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
+
 bench: install
 	$(PY) benchmarks/run.py $(ARGS)
 	$(PY) benchmarks/bench_loop.py
@@ -103,7 +115,7 @@ pretrain: install
 		exit 1; fi
 	$(BIN)/panns-train experiment=pretrain_audioset trainer=ddp trainer.devices=$(GPUS) \
 		data.train_dir=$(AUDIOSET_SHARDS)/full_train data.val_dir=$(AUDIOSET_SHARDS)/full_train_val \
-		data.test_dir=$(AUDIOSET_SHARDS)/eval $(ARGS)
+		data.test_dir=$(AUDIOSET_SHARDS)/eval $(if $(DRY_RUN),dry_run=true) $(ARGS)
 
 finetune: install
 	@test -n "$(CKPT)" || { echo "usage: make finetune DATA=esc50|gtzan|ravdess CKPT=checkpoint"; exit 2; }

@@ -1,4 +1,4 @@
-"""Write the README's live-tagging example: 30 s of WAV with four ``make demo`` sound classes.
+"""Write the live-tagging example of docs/guides/live-audio.md: 30 s of WAV with four ``make demo`` sound classes.
 
     python scripts/demo_stream.py demo_stream.wav
     cat demo_stream.wav | panns-tag --stream - --checkpoint outputs/demo/runs/<time>/checkpoints/best.ckpt \\

@@ -313,7 +313,8 @@ def test_without_h5py_the_error_says_how_to_install_it(
 def test_keys_and_split_names() -> None:
     assert clip_key("Y--PJHxphWEs.wav") == "--PJHxphWEs"
     assert clip_key("03/Y--PJHxphWEs.mp3") == "--PJHxphWEs"
-    assert clip_key("Yshort.wav") == "Yshort" and clip_key("my_clip.flac") == "my_clip"
+    # a name that is not Y + YTID is its own key, whole: a.wav and a.flac stay two clips
+    assert clip_key("Yshort.wav") == "Yshort.wav" and clip_key("dir/my_clip.flac") == "dir/my_clip.flac"
     assert split_name(["x/balanced_train.h5"]) == "balanced_train"
     assert split_name(["balanced_train_segments_mp3.hdf"]) == "balanced_train"
     assert split_name([f"unbalanced_train_part{i:02d}.h5" for i in range(41)]) == "unbalanced_train"

@@ -14,7 +14,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
-from panns_lightning.data.stream import BadSampleError
+from panns_lightning.data.stream import BadSampleError, NoReadableClipsError
 from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
 STREAM_LOG = "panns_lightning.data.stream"
@@ -162,7 +162,7 @@ def test_training_reads_past_failing_urls_and_stops_when_none_is_readable(good_s
     assert len(train_keys(datamodule)) == 24
     assert datamodule.error_counts()["train"]["bad_shards"] >= 2
     broken = train_module(good_set, train_urls=["pipe:false", str(tmp_path / "nope.tar")])
-    with pytest.raises(RuntimeError, match="held no readable clip"):
+    with pytest.raises(NoReadableClipsError, match="held no readable clip"):
         train_keys(broken)
 
 

@@ -1,6 +1,6 @@
 """Your own data: panns-prepare folder / csv, folds or splits in one shard set, the task from the manifest.
 
-The slow tests run README's "Your own data" walk-through (folder → shards → fine-tune a
+The slow tests run the "Your own data" walk-through (docs/guides/own-data.md) (folder → shards → fine-tune a
 PANNs-format checkpoint → panns-tag / panns-export with the folder's class names) and a
 multi-label CSV set fine-tuned for a few steps (BCE, scored by mAP), on tiny generated audio.
 """
@@ -18,7 +18,8 @@ import soundfile as sf
 import torch
 
 from panns_lightning.cli import prepare
-from panns_lightning.datasets.custom import partition, read_csv_table, read_folder, write_custom_shards
+from panns_lightning.datasets.custom import partition, read_folder, write_custom_shards
+from panns_lightning.datasets.custom_csv import read_csv_table
 from panns_lightning.shardset import read_manifest
 from panns_lightning.shardset.splits import split_selection
 from panns_lightning.shardset.writer import ClipTask, convert_clip
@@ -89,7 +90,7 @@ def test_folder_reader_finds_nested_clips_and_reports_strays(tmp_path: Path) -> 
     assert [label["name"] for label in dataset.labels] == ["dog", "rain", "siren"]
     assert len(dataset.result.records) == 9 and not dataset.multilabel and dataset.partition is None
     keys = {record.key: record.labels for record in dataset.result.records}
-    assert keys["rain/take_1/rain1"] == (1,) and keys["siren/siren0"] == (2,)
+    assert keys["rain/take_1/rain1.wav"] == (1,) and keys["siren/siren0.wav"] == (2,)
     assert [(s.source, s.reason) for s in dataset.result.skipped] == [("loose.wav", "not inside a class folder")]
     assert "dog/notes.txt" in dataset.result.warnings[0]
 
@@ -112,7 +113,7 @@ def test_csv_reader_multilabel_segments_and_missing_files(tmp_path: Path) -> Non
     dataset = read_csv_table(csv_path)
     assert dataset.multilabel and [label["name"] for label in dataset.labels] == ["dog", "rain", "siren", "wind"]
     first = dataset.result.records[0]
-    assert first.labels == (0, 2) and first.segment == (0.5, 1.5) and first.key == "audio/clip00@0.5-1.5s"
+    assert first.labels == (0, 2) and first.segment == (0.5, 1.5) and first.key == "audio/clip00.flac@0.5-1.5s"
     assert first.meta == {"start": 0.5, "end": 1.5} and first.source == "audio/clip00.flac"
     assert [(s.source, s.reason.split(":")[0]) for s in dataset.result.skipped] == [
         ("tags.csv:8", "audio file not found"),

@@ -19,7 +19,13 @@ import soundfile as sf
 
 from panns_lightning import audio
 from panns_lightning.shardset import ClipRecord, Manifest, ManifestError, SkippedClip, read_manifest
-from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError, plan_shards, write_shards
+from panns_lightning.shardset.writer import (
+    DuplicateKeyError,
+    NoUsableClipsError,
+    OutputNotEmptyError,
+    plan_shards,
+    write_shards,
+)
 
 RATE = 8000
 CLIP = 2000  # 0.25 s at 8 kHz
@@ -90,11 +96,12 @@ def test_mixed_formats_convert_and_failures_are_reported(mixed_sources: list[Cli
     members: dict[str, bytes] = {}
     for path in manifest.shard_paths():
         members.update(tar_members(path))
-    assert sorted(members) == sorted(f"{k}_clip.{ext}" for k in "abcde" for ext in ("npy", "json"))
-    info = json.loads(members["c_clip.json"])
+    # keys "a.clip" ...: the member names escape the dot (shard_key), so webdataset sees one extension
+    assert sorted(members) == sorted(f"{k}%2Eclip.{ext}" for k in "abcde" for ext in ("npy", "json"))
+    info = json.loads(members["c%2Eclip.json"])
     assert info == {"labels": [2, 0], "source": "c.ogg", "fold": 2}
     for key in "abcde":
-        waveform = audio.decode_stored_audio("npy", members[f"{key}_clip.npy"])
+        waveform = audio.decode_stored_audio("npy", members[f"{key}%2Eclip.npy"])
         assert waveform.shape == (CLIP,)
         assert 0.4 < np.abs(waveform[200:1800]).max() < 0.6  # mono mean of identical channels keeps the level
         spectrum = np.abs(np.fft.rfft(waveform))
@@ -110,8 +117,8 @@ def test_flac_storage_holds_the_same_samples_as_int16(mixed_sources: list[ClipRe
     flac = tar_members(as_flac.shard_paths()[0])
     for key in "abcde":
         np.testing.assert_array_equal(
-            audio.decode_stored_audio("npy", npy[f"{key}_clip.npy"]),
-            audio.decode_stored_audio("flac", flac[f"{key}_clip.flac"]),
+            audio.decode_stored_audio("npy", npy[f"{key}%2Eclip.npy"]),
+            audio.decode_stored_audio("flac", flac[f"{key}%2Eclip.flac"]),
         )
 
 
@@ -247,11 +254,15 @@ def test_nothing_usable_raises_and_writes_nothing(mixed_sources: list[ClipRecord
         convert([], tmp_path / "empty")
 
 
-def test_duplicate_keys_are_skipped_and_bad_labels_rejected(mixed_sources: list[ClipRecord], tmp_path: Path) -> None:
+def test_distinct_keys_stay_distinct_duplicates_and_bad_labels_rejected(
+    mixed_sources: list[ClipRecord], tmp_path: Path
+) -> None:
     source = mixed_sources[0].audio_path
     records = [ClipRecord("a.b", source, (0,)), ClipRecord("a_b", source, (1,))]
     manifest = convert(records, tmp_path / "out")
-    assert manifest.num_clips == 1 and "duplicate key" in manifest.skipped[0].reason
+    assert manifest.num_clips == 2 and manifest.skipped == []  # once both became the member 'a_b'
+    with pytest.raises(DuplicateKeyError, match="two clips have the key 'a.b'"):
+        convert([*records, ClipRecord("a.b", source, (2,))], tmp_path / "dup")
     with pytest.raises(ValueError, match="'bad'.*outside 0..3"):
         convert([ClipRecord("bad", source, (4,))], tmp_path / "bad")
     with pytest.raises(ValueError, match="exactly one label"):

@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from panns_lightning.data.decode import decode_waveform, multi_hot
 from panns_lightning.data.stream import (
     BadSampleError,
     ErrorLog,
-    decode_waveform,
     eval_shares_for_slot,
     even_class_order,
-    multi_hot,
     read_shard,
     shard_urls,
     train_shard_schedule,

@@ -192,7 +192,9 @@ def test_bad_streams_get_clear_errors() -> None:
         open_pcm_stream(io.BytesIO(piped_wav(np.zeros(8), 8000)), sample_rate=16000)
     with pytest.raises(StreamFormatError, match="raw PCM carries no sample rate, so it must be given: --stdin-rate"):
         open_pcm_stream(io.BytesIO(b"\0\0"), sample_format="s16le")
-    nan = open_pcm_stream(io.BytesIO(np.array([0, np.nan], "<f4").tobytes()), sample_format="f32le", sample_rate=10)
+    nan = open_pcm_stream(
+        io.BytesIO(np.array([0] * 999 + [np.nan], "<f4").tobytes()), sample_format="f32le", sample_rate=10000
+    )
     with pytest.raises(StreamFormatError, match="NaN or inf sample at 0.100 s"):
         read_all(nan)
 

@@ -105,3 +105,40 @@ def demo_overrides(data: Path, out: Path, model: str = "Cnn6", output_dir: bool 
         f"paths.root_dir={out}",
     ]
     return overrides + ([f"paths.output_dir={out}"] if output_dir else [])
+
+
+# The DDP run every launcher test trains: world size 2 however its ranks are started (Lightning's
+# launcher, torchrun with 2 nodes, SLURM), one thread per rank, so that their weights compare bit for bit.
+DDP_STEPS = 6
+DDP_ENV = {"OMP_NUM_THREADS": "1"}
+
+
+def ddp_overrides(data: Path, root: Path, keys: Path) -> list[str]:
+    """Gloo on CPU, DDP_STEPS steps in one epoch (one validation, at the end), a checkpoint every 2 steps,
+    the clip keys of every step in ``keys`` (rank r > 0: ``keys.rank<r>``); launcher presets come on top."""
+    return [
+        *demo_overrides(data, root, output_dir=False),
+        "trainer.accelerator=cpu",
+        "trainer.precision=32-true",
+        f"trainer.max_steps={DDP_STEPS}",
+        f"data.steps_per_epoch={DDP_STEPS}",
+        "test=false",
+        "trainer.enable_progress_bar=false",
+        "callbacks.periodic_checkpoint.every_n_train_steps=2",
+        "+callbacks.key_log._target_=panns_lightning.training.callbacks.TrainKeyLog",
+        f"+callbacks.key_log.path={keys}",
+    ]
+
+
+def rank_keys(keys: Path, rank: int) -> list[list[str]]:
+    """TrainKeyLog's lines of one rank: [step, epoch, batch index, "key,key,..."]."""
+    path = keys if rank == 0 else keys.with_name(f"{keys.name}.rank{rank}")
+    return [line.split() for line in path.read_text().splitlines()]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])

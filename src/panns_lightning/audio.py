@@ -5,6 +5,12 @@ This is the only module that touches audio files. Decoding goes through soundfil
 resampling goes through torchaudio's sinc resampler (``torchaudio.transforms.Resample``, whose
 filter is built once per rate pair and cached: building it costs more than applying it).
 
+Rates come from the input, so they are bounded (:mod:`panns_lightning.input_limits`, 1-384 kHz)
+and so is the filter: torchaudio's kernel has ``target/g x (2 width + source/g)`` taps for
+``g = gcd(source, target)``, which is 147 k for 44.1 → 32 kHz but 1.4 G (5.6 GB) for the coprime
+44 101 → 32 000. Above :data:`MAX_RESAMPLE_KERNEL` taps the same filter is applied phase by phase
+(:mod:`panns_lightning.polyphase`, a few MB); every common pair still goes through torchaudio.
+
 ``resample_method="decimate"`` reproduces upstream PANNs instead, for fine-tuning its published
 16 kHz / 8 kHz checkpoints: those saw audio packed at 32 kHz and then decimated (``x[0::2]``,
 ``x[0::4]``) without an anti-aliasing filter, so content above the new Nyquist folds down.
@@ -24,6 +30,9 @@ import numpy as np
 import soundfile as sf
 import torch
 import torchaudio.transforms as AT
+
+from panns_lightning.input_limits import SampleRateError, check_sample_rate
+from panns_lightning.polyphase import polyphase_resample, sinc_width
 
 AudioSource = Union[str, os.PathLike, bytes]
 
@@ -45,6 +54,8 @@ _CODEC_SLACK_FRAMES = 1152  # one MPEG-1 layer III frame, on top of 1% of the de
 # Data-chunk sizes a streaming writer leaves when it cannot seek back to fill in the length.
 _WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
 _MAX_RIFF_CHUNKS = 64  # LIST/bext/JUNK chunks before "data"; more than this is not a WAV we trust
+MAX_RESAMPLE_KERNEL = 1 << 21
+"""Taps (float32) of the largest torchaudio kernel built: 8 MiB. 44.1 → 32 kHz needs 147 k, 11.025 → 32 kHz 582 k."""
 
 
 class AudioDecodeError(Exception):
@@ -74,8 +85,7 @@ def load_audio(
     truncated (see :func:`wav_truncation` and :func:`_read_window`) or non-finite file, and for
     one shorter than ``min_seconds`` (when it is also shorter than the window asked for).
     """
-    if target_sr <= 0:
-        raise ValueError(f"target_sr must be positive, got {target_sr}")
+    check_sample_rate(target_sr, "target_sr")
     if resample_method == "decimate":
         # Upstream: the clip at 32 kHz (resampled there if the file is not), padded/cropped, then
         # every k-th sample. Cropping k x clip_samples first makes the result exactly clip_samples.
@@ -92,8 +102,10 @@ def load_audio(
         declared, present = truncation
         raise AudioDecodeError(name, f"truncated: header says {declared} frames, got {present}")
     try:
-        with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else source) as f:
-            source_sr = f.samplerate
+        # A path goes as bytes (os.fsencode): soundfile encodes str paths strictly, so a file name that is
+        # not valid UTF-8 (surrogate escapes) would fail although the file is fine.
+        with sf.SoundFile(io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else os.fsencode(source)) as f:
+            source_sr = check_sample_rate(f.samplerate, "sample rate")
             start = int(round(offset_seconds * source_sr))
             if start and start >= f.frames:
                 raise AudioDecodeError(
@@ -104,16 +116,17 @@ def load_audio(
             wanted = -1
             if clip_samples is not None:
                 wanted = math.ceil(clip_samples * source_sr / target_sr) + _RESAMPLE_MARGIN_FRAMES
-            data = _read_window(f, name, start, wanted)
+            mono = _read_window(f, name, start, wanted)
+    except SampleRateError as error:
+        raise AudioDecodeError(name, str(error)) from None
     except (sf.SoundFileError, RuntimeError, ValueError, EOFError) as error:
         raise AudioDecodeError(name, _decode_failure(error)) from error
 
-    if data.shape[0] == 0:
+    if mono.shape[0] == 0:
         raise AudioDecodeError(name, "empty audio (0 frames)")
-    _check_min_length(name, data.shape[0], source_sr, min_seconds, wanted)
-    if not np.isfinite(data).all():
+    _check_min_length(name, mono.shape[0], source_sr, min_seconds, wanted)
+    if not np.isfinite(mono).all():
         raise AudioDecodeError(name, "contains non-finite samples (NaN or inf)")
-    mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     mono = resample(mono, source_sr, target_sr)
     if clip_samples is not None:
         mono = fit_length(mono, clip_samples)
@@ -138,12 +151,40 @@ def wav_truncation(source: AudioSource) -> tuple[int, int] | None:
 
 
 def resample(waveform: np.ndarray, source_sr: int, target_sr: int) -> np.ndarray:
-    """Band-limited resampling of a 1-D float32 signal (no-op when the rates match)."""
+    """Band-limited resampling of a 1-D float32 signal (no-op when the rates match).
+
+    Both rates must lie in :func:`panns_lightning.input_limits.sample_rate_range`
+    (:class:`~panns_lightning.input_limits.SampleRateError` otherwise). Every common pair goes
+    through torchaudio (bit for bit ``torchaudio.functional.resample``); a pair whose kernel
+    would pass :data:`MAX_RESAMPLE_KERNEL` taps goes through :mod:`panns_lightning.polyphase`
+    (the same filter at the same ratio, float32 rounding apart).
+    """
     if source_sr == target_sr:
         return waveform
+    up, down = resample_ratio(source_sr, target_sr)
+    return resample_by_ratio(waveform, up, down)
+
+
+def resample_by_ratio(waveform: np.ndarray, up: int, down: int) -> np.ndarray:
+    """Resample by ``up / down`` (in lowest terms, as :func:`resample_ratio` gives): ``ceil(n up / down)`` samples."""
+    if not uses_torchaudio(up, down):
+        return polyphase_resample(waveform, up, down)
     tensor = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
     with torch.no_grad():
-        return _resampler(source_sr, target_sr)(tensor).numpy()
+        return _resampler(down, up)(tensor).numpy()
+
+
+def resample_ratio(source_sr: int, target_sr: int) -> tuple[int, int]:
+    """``(up, down)``: ``target / source`` in lowest terms, both rates checked against the supported range."""
+    source_sr = check_sample_rate(source_sr, "source sample rate")
+    target_sr = check_sample_rate(target_sr, "target sample rate")
+    divisor = math.gcd(source_sr, target_sr)
+    return target_sr // divisor, source_sr // divisor
+
+
+def uses_torchaudio(up: int, down: int) -> bool:
+    """Whether ``up / down`` is resampled by torchaudio's kernel (at most :data:`MAX_RESAMPLE_KERNEL` taps)."""
+    return up * (2 * sinc_width(up, down) + down) <= MAX_RESAMPLE_KERNEL
 
 
 def decimation_step(target_sr: int) -> int:
@@ -161,9 +202,12 @@ def decimation_step(target_sr: int) -> int:
 
 
 @functools.lru_cache(maxsize=16)
-def _resampler(source_sr: int, target_sr: int) -> AT.Resample:
-    """Same filter as ``torchaudio.functional.resample``; e.g. 22050 → 32000 Hz is a 640 x 470 kernel."""
-    return AT.Resample(source_sr, target_sr, dtype=torch.float32)
+def _resampler(down: int, up: int) -> AT.Resample:
+    """Same filter as ``torchaudio.functional.resample``; e.g. 22050 → 32000 Hz (441 → 640) is a 640 x 461 kernel.
+
+    At most :data:`MAX_RESAMPLE_KERNEL` taps each, so the cache holds at most 128 MiB.
+    """
+    return AT.Resample(down, up, dtype=torch.float32)
 
 
 def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
@@ -267,7 +311,10 @@ def _riff_data_shortfall(handle: BinaryIO, total_size: int) -> tuple[int, int] |
 
 
 def _read_window(f: sf.SoundFile, name: str, start: int, wanted: int) -> np.ndarray:
-    """Read ``wanted`` frames (-1: to the end) in blocks, and insist the header's promise is kept.
+    """Read ``wanted`` frames (-1: to the end) in blocks, averaged to mono, and insist the header's promise is kept.
+
+    Each block is averaged over its channels as it arrives, so memory is the mono window plus
+    one block whatever the channel count (a header may claim 1024 channels).
 
     The header's frame count says how many frames exist from ``start``; getting fewer than
     ``min(wanted, that)`` means the file ends early (a truncated MP3 decodes "fine" but short),
@@ -291,12 +338,12 @@ def _read_window(f: sf.SoundFile, name: str, start: int, wanted: int) -> np.ndar
             ) from error
         if block.shape[0] == 0:
             break
-        blocks.append(block)
+        blocks.append(block.mean(axis=1, dtype=np.float32) if block.shape[1] > 1 else block[:, 0].copy())
         got += block.shape[0]
     if expected - got > _tolerated_shortfall(f.format, f.frames):
         raise AudioDecodeError(name, f"truncated: header says {f.frames} frames, got {start + got}")
     if not blocks:
-        return np.zeros((0, f.channels), dtype=np.float32)
+        return np.zeros(0, dtype=np.float32)
     return blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
 
 

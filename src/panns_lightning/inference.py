@@ -41,6 +41,7 @@ import torch
 
 from panns_lightning.audio import load_audio, resample
 from panns_lightning.models.card import MIN_WINDOW_SECONDS, ModelCard
+from panns_lightning.models.finite import require_finite
 from panns_lightning.models.frontend import LogmelFeatures
 from panns_lightning.models.reader import (
     CheckpointLoadError,
@@ -271,7 +272,9 @@ class AudioTagger:
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         """``[B, samples]`` windows at the model's rate → ``[B, classes]`` probabilities (the card's activation)."""
         batch = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-        return self.loaded.probabilities(self.loaded.runner(batch.to(self.device))).float().cpu().numpy()
+        probabilities = self.loaded.probabilities(self.loaded.runner(batch.to(self.device)))
+        require_finite(probabilities, f"{self.model_name}'s clipwise_output")  # never print nan
+        return probabilities.float().cpu().numpy()
 
     # ---- helpers ----------------------------------------------------------------------------
     def _require_sed(self) -> None:
@@ -298,6 +301,7 @@ class AudioTagger:
             batch[row, : stop - start] = audio[start:stop]
         outputs = dict(self.loaded.runner(torch.from_numpy(batch).to(self.device)))
         outputs["clipwise_output"] = self.loaded.probabilities(outputs)
+        require_finite(outputs["clipwise_output"], f"{self.model_name}'s clipwise_output")  # never print nan
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
 
     def _keep_frames(self, framewise: np.ndarray, windows: list[tuple[int, int]], total: int) -> list[np.ndarray]:

@@ -11,7 +11,10 @@ path, parameter names), so a redacted line still says which resource was used.
   (values of secret-named keys are masked whole);
 - :func:`redact_run_dir_configs` rewrites Hydra's ``.hydra/*.yaml`` of a run in place;
 - :class:`RedactingFilter` / :func:`install_log_redaction` mask log records;
-- :func:`redact_hparams` masks what ``save_hyperparameters`` stored.
+- :func:`redact_hparams` masks what ``save_hyperparameters`` stored;
+- :func:`redacted_console` masks everything written to ``sys.stdout`` and ``sys.stderr`` (every
+  console script runs inside it, ``cli/entry.py``): exception messages, tracebacks, Hydra's
+  ``Error executing job with overrides:`` echo, progress bars, ``print``.
 
 No Hydra here: the Hydra side (a job's saved ``.hydra/*.yaml`` and log handlers) is
 ``panns_lightning.cli.hydra_app.redact_hydra_run`` and the Hydra callback
@@ -20,11 +23,13 @@ No Hydra here: the Hydra side (a job's saved ``.hydra/*.yaml`` and log handlers)
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
 import re
-from collections.abc import Iterable, Mapping
+import sys
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -158,6 +163,57 @@ def install_log_redaction(loggers: Iterable[logging.Logger] | None = None) -> Re
             if not any(isinstance(existing, RedactingFilter) for existing in handler.filters):
                 handler.addFilter(shared)
     return shared
+
+
+class RedactingStream:
+    """A text stream that writes what it is given to ``target`` with secrets masked.
+
+    Text is held until a line ends (``\n`` or ``\r``, as progress bars redraw) or the stream is
+    flushed, so a secret written in pieces (``print`` writes its arguments one by one) is masked
+    whole. Everything else (``fileno``, ``isatty``, ``encoding``, ...) is the target's.
+    """
+
+    def __init__(self, target: Any) -> None:
+        self.target = target
+        self._pending = ""
+
+    def write(self, text: str) -> int:
+        self._pending += text
+        end = max(self._pending.rfind("\n"), self._pending.rfind("\r"))
+        if end >= 0:
+            done, self._pending = self._pending[: end + 1], self._pending[end + 1 :]
+            self.target.write(redact(done))
+        return len(text)
+
+    def writelines(self, lines: Iterable[str]) -> None:
+        for line in lines:
+            self.write(line)
+
+    def flush(self) -> None:
+        if self._pending:
+            pending, self._pending = self._pending, ""
+            self.target.write(redact(pending))
+        self.target.flush()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.target, name)
+
+
+@contextlib.contextmanager
+def redacted_console() -> Iterator[None]:
+    """``sys.stdout`` and ``sys.stderr`` masked (:class:`RedactingStream`) inside the block; nests."""
+    saved = sys.stdout, sys.stderr
+    if not isinstance(sys.stdout, RedactingStream):
+        sys.stdout = RedactingStream(sys.stdout)  # type: ignore[assignment]
+    if not isinstance(sys.stderr, RedactingStream):
+        sys.stderr = RedactingStream(sys.stderr)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(Exception):  # a closed pipe: nothing more can be written anyway
+                stream.flush()
+        sys.stdout, sys.stderr = saved
 
 
 # ---- helpers ------------------------------------------------------------------------------------

@@ -19,10 +19,12 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from panns_lightning.cli.config_schema import ConfigError, speed_options
+from panns_lightning.cli.config_schema import DEFAULT_DDP_TIMEOUT_S, ConfigError, check_ddp_timeout, speed_options
+from panns_lightning.cli.ddp import ddp_strategy
 from panns_lightning.cli.hydra_app import native_bf16_flag
 from panns_lightning.redact import redact
 from panns_lightning.training.fault_tolerance import LAST_CHECKPOINT, AtomicCheckpointIO, continue_loggers, wandb_run_id
+from panns_lightning.training.progress import step_progress_bar
 
 log = logging.getLogger("panns_lightning.build")
 
@@ -176,9 +178,18 @@ def finetune_multilabel(cfg: DictConfig, datamodule: Any) -> bool:
 
 def build_trainer(cfg: DictConfig, loggers: list[Any]) -> L.Trainer:
     """The ``trainer`` group with the configured callbacks and loggers (checkpoints written atomically); logs the config on rank 0."""
+    trainer_cfg = OmegaConf.to_container(cfg.trainer, resolve=True)
+    assert isinstance(trainer_cfg, dict)
+    # Ours, not a Trainer argument: the DDP process group's timeout (cli/ddp.py).
+    timeout_s = check_ddp_timeout(trainer_cfg.pop("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
+    strategy = ddp_strategy(trainer_cfg.pop("strategy", "auto"), timeout_s)
+    callbacks = build_callbacks(cfg, bool(loggers))
+    if trainer_cfg.get("enable_progress_bar", True):
+        callbacks.append(step_progress_bar())  # "Epoch 2/3", not Lightning's "Epoch 1/-2" for an endless stream
     trainer: L.Trainer = instantiate(
-        cfg.trainer,
-        callbacks=build_callbacks(cfg, bool(loggers)),
+        trainer_cfg,
+        strategy=strategy,
+        callbacks=callbacks,
         logger=loggers or False,
         plugins=[AtomicCheckpointIO()],
     )

@@ -12,6 +12,8 @@ machine (paths exist, GPUs are there) live in :mod:`panns_lightning.cli.prefligh
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -19,7 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from panns_lightning.data.options import StreamOptions
-from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS
+from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS, frontend_problems
 from panns_lightning.training.augment import AugmentOptions
 from panns_lightning.training.speed import SpeedOptions
 
@@ -70,7 +72,7 @@ class OptimConfig:
 
 @dataclass
 class SpeedConfig:
-    """How fast a run goes, never what it trains (conf/speed/; README "Speed")."""
+    """How fast a run goes, never what it trains (conf/speed/; docs/speed.md)."""
 
     # "conv": torchlibrosa's STFT as a convolution (upstream); "fft": torch.stft, same log-mel.
     stft: str = "conv"
@@ -94,6 +96,8 @@ class TrainConfig:
     # A checkpoint path, "auto" (<run dir>/checkpoints/last.ckpt when it exists) or null.
     ckpt_path: Optional[str] = None
     test: bool = True
+    # Print the composed config, world size, first shards per rank and the epoch time estimate; train nothing.
+    dry_run: bool = False
     paths: dict[str, Any] = field(default_factory=dict)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -166,6 +170,39 @@ class ConfigError(ValueError):
     """A config that does not fit the schema; the message names the key."""
 
 
+# Lightning's precision names (lightning.fabric.connector._PRECISION_INPUT, 2.6).
+PRECISIONS = (
+    "transformer-engine",
+    "transformer-engine-float16",
+    "16-true",
+    "16-mixed",
+    "bf16-true",
+    "bf16-mixed",
+    "32-true",
+    "64-true",
+    "64",
+    "32",
+    "16",
+    "bf16",
+)
+MAX_STEPS = 10**9
+"""``trainer.max_steps`` above this is a typo or an "until killed" in disguise (upstream trains 600 k)."""
+MAX_EPOCHS = 10**6
+
+# conf/trainer/default.yaml's trainer.ddp_timeout_s, for configs composed without it.
+DEFAULT_DDP_TIMEOUT_S = 600.0
+
+
+def check_ddp_timeout(value: Any) -> float:
+    """``trainer.ddp_timeout_s`` (not a Trainer argument: the DDP process group's timeout): seconds > 0."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+        raise ConfigError(
+            "trainer.ddp_timeout_s must be a number of seconds > 0 (how long a collective waits for a lost "
+            f"rank before it fails), got {value!r}"
+        )
+    return float(value)
+
+
 def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
     merged = _merge_onto(TrainConfig, cfg)
@@ -177,6 +214,8 @@ def validate_finetune_config(cfg: DictConfig) -> DictConfig:
     """panns-train's schema (and its value checks) plus ``finetune`` and ``data.fold``; errors name the key."""
     merged = _merge_onto(FinetuneTrainConfig, cfg)
     _check_values(merged)
+    if merged.dry_run:
+        raise ConfigError("dry_run=true is panns-train's (a pretraining plan); panns-finetune has no dry run")
     if merged.finetune.test_on not in ("last", "best", "auto"):
         raise ConfigError(f"finetune.test_on must be 'last', 'best' or 'auto', got {merged.finetune.test_on!r}")
     if merged.data.fold is not None and merged.data.use_splits:
@@ -199,6 +238,12 @@ def validate_eval_config(cfg: DictConfig) -> DictConfig:
     return merged
 
 
+def stream_options(data: DictConfig) -> StreamOptions:
+    """The ``data`` group's stream options (its shard-set keys left out); checks raise ValueError."""
+    names = {item.name for item in dataclasses.fields(StreamOptions)}
+    return StreamOptions(**{name: data[name] for name in names if name in data})
+
+
 def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
     try:
         merged: DictConfig = OmegaConf.merge(OmegaConf.structured(schema), cfg)  # type: ignore[assignment]
@@ -211,6 +256,20 @@ def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
 
 def _check_values(cfg: DictConfig) -> None:
     """Value checks a type cannot express; each names the key and what it holds."""
+    problems = [f"data.{problem}" for problem in _stream_problems(cfg.data)]
+    crop = cfg.data.train_crop_seconds
+    if crop is not None and not (math.isfinite(crop) and crop > 0):
+        problems.append(f"data.train_crop_seconds must be a finite number > 0 or null, got {crop}")
+    model = cfg.model
+    problems += [
+        f"model.{problem}"
+        for problem in frontend_problems(
+            model.sample_rate, model.window_size, model.hop_size, model.mel_bins, model.fmin, model.fmax
+        )
+    ]
+    problems += _optim_problems(cfg.optim) + _trainer_problems(cfg.trainer)
+    if problems:
+        raise ConfigError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     try:
         augment = OmegaConf.to_object(cfg.augment)
         assert isinstance(augment, AugmentOptions)
@@ -220,6 +279,7 @@ def _check_values(cfg: DictConfig) -> None:
         raise ConfigError(str(error)) from None
     if cfg.speed.stft not in STFT_IMPLEMENTATIONS:
         raise ConfigError(f"speed.stft must be one of {list(STFT_IMPLEMENTATIONS)}, got {cfg.speed.stft!r}")
+    check_ddp_timeout(cfg.trainer.get("ddp_timeout_s", DEFAULT_DDP_TIMEOUT_S))
 
 
 def speed_options(speed: DictConfig) -> SpeedOptions:
@@ -231,3 +291,52 @@ def speed_options(speed: DictConfig) -> SpeedOptions:
         fused_adam=bool(speed.fused_adam),
         sync_free=bool(speed.sync_free),
     )
+
+
+def _stream_problems(data: DictConfig) -> list[str]:
+    try:
+        stream_options(data)
+    except ValueError as error:  # StreamOptions' checks name the option
+        return [str(error)]
+    return []
+
+
+def _optim_problems(optim: DictConfig) -> list[str]:
+    found = []
+    for name, lowest in (("lr", "> 0"), ("eps", "> 0"), ("weight_decay", ">= 0")):
+        value = optim[name]
+        if not (math.isfinite(value) and (value > 0 if lowest == "> 0" else value >= 0)):
+            found.append(f"optim.{name} must be a finite number {lowest}, got {value}")
+    betas = list(optim.betas)
+    if len(betas) != 2 or not all(math.isfinite(beta) and 0 <= beta < 1 for beta in betas):
+        found.append(f"optim.betas must be two numbers in [0, 1), got {betas}")
+    for name in ("warmup_steps", "max_nonfinite_steps"):
+        if optim[name] < 0:
+            found.append(f"optim.{name} must be >= 0, got {optim[name]}")
+    return found
+
+
+def _trainer_problems(trainer: Any) -> list[str]:
+    """Checks of the keys of Lightning's Trainer that a typo turns into a run without end or a late crash."""
+    found = []
+    steps = trainer.get("max_steps")
+    if not _is_int(steps) or not 1 <= steps <= MAX_STEPS:
+        found.append(
+            f"trainer.max_steps must be an integer in 1..{MAX_STEPS} (the run's length; with max_epochs "
+            f"it stops at whichever comes first), got {steps!r}"
+        )
+    epochs = trainer.get("max_epochs")
+    if epochs is not None and epochs != -1 and (not _is_int(epochs) or not 1 <= epochs <= MAX_EPOCHS):
+        found.append(f"trainer.max_epochs must be -1 (no limit), null or an integer in 1..{MAX_EPOCHS}, got {epochs!r}")
+    precision = trainer.get("precision")
+    if precision is not None and str(precision) not in PRECISIONS:
+        found.append(f"trainer.precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    for name in ("accumulate_grad_batches", "log_every_n_steps"):
+        value = trainer.get(name)
+        if value is not None and (not _is_int(value) or value < 1):
+            found.append(f"trainer.{name} must be an integer >= 1, got {value!r}")
+    return found
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from panns_lightning.cli.entry import console_entry
 from panns_lightning.training.cv_report import (
     CONFUSION_PNG,
     SUMMARY_JSON,
@@ -17,6 +18,7 @@ from panns_lightning.training.cv_report import (
 )
 
 
+@console_entry
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="panns-cv-report", description="Summarise a k-fold fine-tuning sweep.")
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (its jobs each wrote fold_result.json)")

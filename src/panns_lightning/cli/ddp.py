@@ -4,8 +4,10 @@ Lightning re-executes the app for the other local ranks and, when Hydra is in us
 the parent's ``hydra.run.dir`` with ``hydra.output_subdir=null``. :func:`child_rank_command`
 makes that command right for sweeps too (a job's own overrides instead of ``-m`` and the whole
 sweep; the job's own directory; no log file of their own), :func:`quiet_non_zero_rank` stops
-ranks started by torchrun or SLURM from appending to rank 0's log file, and
-:func:`distributed_scope` leaves no process group behind for the next job of a sweep.
+ranks started by torchrun or SLURM from appending to rank 0's log file,
+:func:`distributed_scope` leaves no process group behind for the next job of a sweep, and
+:func:`ddp_strategy` gives the process group the configured timeout (``trainer.ddp_timeout_s``)
+and NCCL its error handling, so that a lost rank stops the others instead of hanging them.
 """
 
 from __future__ import annotations
@@ -15,12 +17,55 @@ import logging
 import os
 import sys
 from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
 
 import lightning as L
 from omegaconf import read_write
 
+from panns_lightning.cli.config_schema import ConfigError
+
 # Command-line flags that select the config tree: a child rank must compose the same config.
 _CONFIG_FLAGS = ("--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd")
+# NCCL's watchdog on a failed or timed-out collective (torch 2.11): 0 nothing (a lost rank can hang
+# the job), 1 abort the communicator and kill the process, 2 abort the communicator and raise in the
+# main thread, 3 kill the process without aborting. 2 lets panns-train name the lost rank.
+NCCL_ERROR_HANDLING = "TORCH_NCCL_ASYNC_ERROR_HANDLING"
+NCCL_ERROR_HANDLING_MODE = "2"
+
+
+def ddp_strategy(strategy: Any, timeout_s: float) -> Any:
+    """``trainer.strategy`` as Lightning gets it: a DDP strategy name becomes the strategy with ``timeout_s``.
+
+    Any collective then fails after ``timeout_s`` instead of torch's default (30 min for gloo, 10
+    for NCCL), gloo and NCCL alike, and NCCL's asynchronous error handling is on
+    (:data:`NCCL_ERROR_HANDLING`; a value the environment sets is kept unless it is 0, which would
+    let a lost rank hang a GPU job and is refused). Other strategies (and strategy objects) pass unchanged.
+    """
+    from lightning.pytorch.strategies import DDPStrategy, StrategyRegistry
+
+    if not isinstance(strategy, str) or strategy not in StrategyRegistry:
+        return strategy
+    entry = StrategyRegistry[strategy]
+    if not (isinstance(entry["strategy"], type) and issubclass(entry["strategy"], DDPStrategy)):
+        return strategy
+    check_nccl_error_handling()
+    os.environ.setdefault(NCCL_ERROR_HANDLING, NCCL_ERROR_HANDLING_MODE)
+    return entry["strategy"](**entry["init_params"], timeout=timedelta(seconds=timeout_s))
+
+
+def check_nccl_error_handling() -> None:
+    """Refuse ``TORCH_NCCL_ASYNC_ERROR_HANDLING=0`` (or its old name ``NCCL_ASYNC_ERROR_HANDLING=0``) under DDP."""
+    for name in (NCCL_ERROR_HANDLING, "NCCL_ASYNC_ERROR_HANDLING"):
+        value = os.environ.get(name)
+        if value is not None:
+            if value.strip() == "0":
+                raise ConfigError(
+                    f"{name}=0 in the environment turns off NCCL's error handling: a lost rank would hang the "
+                    f"other GPUs until the job's time limit; unset it (panns-train sets {NCCL_ERROR_HANDLING}="
+                    f"{NCCL_ERROR_HANDLING_MODE}) or set 1, 2 or 3"
+                )
+            return  # torch reads the first of the two names that is set
 
 
 def process_rank_from_env() -> int:

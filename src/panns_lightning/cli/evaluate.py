@@ -16,6 +16,7 @@ import lightning as L
 from omegaconf import DictConfig
 
 from panns_lightning.cli.config_schema import validate_eval_config
+from panns_lightning.cli.entry import console_entry
 from panns_lightning.cli.hydra_app import find_config_dir, run_app
 from panns_lightning.cli.preflight import preflight_eval
 from panns_lightning.redact import redact
@@ -109,6 +110,7 @@ def evaluate(cfg: DictConfig) -> TaggingScores:
     return scores
 
 
+@console_entry
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="eval")
 def main(cfg: DictConfig) -> float:
     return run_app("panns-eval", lambda: evaluate(cfg)).mAP

@@ -21,11 +21,13 @@ from pathlib import Path
 from typing import Sequence
 
 from panns_lightning.atomic import atomic_write
+from panns_lightning.cli.entry import console_entry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "panns-export"
 
 
+@console_entry
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

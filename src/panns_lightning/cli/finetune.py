@@ -39,6 +39,7 @@ from panns_lightning.cli.build import (
     resolve_ckpt_path,
 )
 from panns_lightning.cli.config_schema import ConfigError, validate_finetune_config
+from panns_lightning.cli.entry import console_entry
 from panns_lightning.cli.hydra_app import find_config_dir, run_app
 from panns_lightning.cli.preflight import preflight_finetune
 from panns_lightning.shardset import ShardSetError
@@ -102,6 +103,7 @@ def _resolve_auto(cfg: DictConfig, multilabel: bool, separate_val: bool) -> Dict
     return cfg
 
 
+@console_entry
 @hydra.main(version_base="1.3", config_path=find_config_dir(), config_name="train")
 def main(cfg: DictConfig) -> float | None:
     return run_app("panns-finetune", lambda: finetune(cfg)).get("score")

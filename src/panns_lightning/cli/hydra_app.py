@@ -25,7 +25,8 @@ from typing import Any, TypeVar
 
 from omegaconf import OmegaConf
 
-from panns_lightning.redact import install_log_redaction, redact, redact_run_dir_configs, redact_yaml_file
+from panns_lightning.cli.entry import end_on_closed_pipe, one_line
+from panns_lightning.redact import install_log_redaction, redact_run_dir_configs, redact_yaml_file
 
 CONFIG_ENV = "PANNS_CONFIG_DIR"
 NATIVE_BF16_FLAGS = ("amx_bf16", "avx512_bf16")
@@ -78,26 +79,38 @@ def run_app(command: str, work: Callable[[], T]) -> T:
     """``work()`` inside a redacted Hydra job; an error a user can fix becomes ``SystemExit("command: message")``.
 
     The message is one line (whitespace folded) with secrets masked: what a user can fix (see
-    :func:`user_errors`) is named, not buried in a traceback. Other exceptions (bugs) keep theirs.
+    :func:`user_errors`) is named, not buried in a traceback. Other exceptions (bugs) keep theirs
+    (masked too: the apps' ``main`` runs in ``cli.entry.console_entry``). A reader that closed
+    the pipe (``| head``) ends the job quietly.
     """
     redact_hydra_run()  # no secret stays in .hydra/*.yaml or reaches the job's log
     try:
         return work()
     except user_errors() as error:
-        raise SystemExit(redact(f"{command}: {' '.join(str(error).split())}")) from None
+        raise SystemExit(one_line(command, error)) from None
+    except BrokenPipeError:
+        raise SystemExit(end_on_closed_pipe()) from None
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors that name a config key, a file or the data: a wrong config or path, a checkpoint that
-    does not fit or is unsafe, non-finite training, data over its error budget, a shard set that
-    lacks what the run asks of it (a fold, a split)."""
+    does not fit or is unsafe, non-finite training or outputs, data over its error budget, a shard
+    set that lacks what the run asks of it (a fold, a split) or holds nothing readable."""
     from panns_lightning.cli.config_schema import ConfigError
     from panns_lightning.data.datamodule import DataErrorBudgetExceeded
+    from panns_lightning.models import NonFiniteOutputError
     from panns_lightning.models.checkpoint import CheckpointMismatchError
     from panns_lightning.shardset import ShardSetError
     from panns_lightning.training.numerics import NonFiniteTrainingError
 
-    return (ConfigError, CheckpointMismatchError, NonFiniteTrainingError, DataErrorBudgetExceeded, ShardSetError)
+    return (
+        ConfigError,
+        CheckpointMismatchError,
+        NonFiniteTrainingError,
+        NonFiniteOutputError,
+        DataErrorBudgetExceeded,
+        ShardSetError,
+    )
 
 
 def redact_hydra_run() -> None:

@@ -15,7 +15,7 @@ from typing import Any
 
 from omegaconf import DictConfig
 
-from panns_lightning.cli.config_schema import ConfigError
+from panns_lightning.cli.config_schema import ConfigError, stream_options
 from panns_lightning.data.remote import HttpOptions, is_http_url
 from panns_lightning.shardset import MANIFEST_NAME, ShardSetError
 
@@ -25,15 +25,16 @@ GPU_ACCELERATORS = ("gpu", "cuda")
 NON_PATH_CKPT = (None, "", "auto")
 
 
-def preflight_train(cfg: DictConfig) -> None:
-    """panns-train: shard dirs, ``ckpt_path`` and GPUs; call right after ``validate_train_config``."""
+def preflight_train(cfg: DictConfig, gpus: bool = True) -> None:
+    """panns-train: shard dirs, ``ckpt_path`` and (unless ``gpus=False``: a dry run) GPUs; call right after ``validate_train_config``."""
     data = cfg.get("data") or {}
-    http = HttpOptions(timeout=float(data.get("http_timeout", 60.0)), retries=int(data.get("http_retries", 3)))
+    http = stream_options(data).http_options() if data else HttpOptions()
     for split in SPLITS:
         check_shard_dir(f"data.{split}_dir", data.get(f"{split}_dir"), http=http)
     check_resume_checkpoint("ckpt_path", cfg.get("ckpt_path"))
     trainer = cfg.get("trainer") or {}
-    check_gpus(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"), key_prefix="trainer.")
+    if gpus:
+        check_gpus(trainer.get("accelerator", "auto"), trainer.get("devices", "auto"), key_prefix="trainer.")
 
 
 def preflight_finetune(cfg: DictConfig) -> None:

@@ -16,12 +16,14 @@ permissions). Unusable audio files are never an error: they are listed in the ma
 from __future__ import annotations
 
 import argparse
+import csv
 import os
 import sys
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Sequence, TypeVar
 
+from panns_lightning.cli.entry import console_entry
 from panns_lightning.datasets.registry import AUDIOSET_HDF5_LAYOUTS, CUSTOM_DATASETS, FOLDED_DATASETS
 
 if TYPE_CHECKING:
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_NOTHING_USABLE, EXIT_USAGE, EXIT_WRITE_FAILED = 0, 1, 2, 3
 
 
+@console_entry
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
@@ -241,13 +244,15 @@ def run_audioset(args: argparse.Namespace) -> int:
         usage_problems.append(f"--audio-dir {args.audio_dir} is not a directory")
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    usage_problems += filter(None, [_resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)])
+    usage_problems += filter(
+        None, [_rate_problem(args), _resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)]
+    )
     if usage_problems:
         return _usage_error("audioset", "; ".join(usage_problems))
     try:
         labels = read_label_csv(args.labels)
         result = read_audioset(args.segments, args.audio_dir, labels, audio_patterns=args.audio_pattern)
-    except (LabelFileError, ValueError, UnicodeDecodeError, OSError) as error:
+    except (LabelFileError, ValueError, UnicodeDecodeError, OSError, csv.Error) as error:
         return _usage_error("audioset", str(error))
     for warning in result.warnings[:10]:
         print(f"warning: {warning}", file=sys.stderr)
@@ -269,7 +274,9 @@ def run_audioset_hdf5(args: argparse.Namespace) -> int:
         usage_problems.append(f"--labels {args.labels} not found")
     if args.sample_rate <= 0 or (args.clip_seconds is not None and args.clip_seconds <= 0) or args.clips_per_shard <= 0:
         usage_problems.append("--sample-rate, --clip-seconds and --clips-per-shard must be positive")
-    usage_problems += filter(None, [_resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)])
+    usage_problems += filter(
+        None, [_rate_problem(args), _resample_problem(args), _decode_timeout_problem(args), *_holdout_problems(args)]
+    )
     if usage_problems:
         return _usage_error(command, "; ".join(usage_problems))
     options = {option.keyword: getattr(args, option.keyword) for option in args.layout.options}
@@ -385,8 +392,11 @@ def _holdout_problems(args: argparse.Namespace) -> list[str]:
         return [f"--val-fraction: {error}"]
     if args.val_out is None:
         args.val_out = args.out.with_name(args.out.name + "_val")
-    if args.val_out.resolve() == args.out.resolve():
+    val_out, out = args.val_out.resolve(), args.out.resolve()
+    if val_out == out:
         return [f"--val-out {args.val_out} is --out: the held-out clips need a shard directory of their own"]
+    if out in val_out.parents or val_out in out.parents:
+        return [f"--val-out {args.val_out} and --out {args.out} are nested: give the two shard sets separate folders"]
     return []
 
 
@@ -462,7 +472,17 @@ def _writer_problem(args: argparse.Namespace) -> str | None:
     """What is wrong with the writer's options (:func:`_add_writer_options`), if anything."""
     if args.sample_rate <= 0 or args.clip_seconds <= 0 or args.clips_per_shard <= 0:
         return "--sample-rate, --clip-seconds and --clips-per-shard must be positive"
-    return _resample_problem(args) or _decode_timeout_problem(args)
+    return _rate_problem(args) or _resample_problem(args) or _decode_timeout_problem(args)
+
+
+def _rate_problem(args: argparse.Namespace) -> str | None:
+    from panns_lightning.input_limits import SampleRateError, check_sample_rate
+
+    try:
+        check_sample_rate(args.sample_rate, "--sample-rate")
+    except SampleRateError as error:
+        return str(error)
+    return None
 
 
 def _add_folded_commands(commands: argparse._SubParsersAction) -> None:
@@ -501,7 +521,7 @@ def run_folded(args: argparse.Namespace) -> int:
         options["seed"] = args.seed
     try:
         folded = entry.read(args.root, **options)
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as error:
         return _usage_error(command, str(error))
     for warning in folded.result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -581,7 +601,7 @@ def run_custom(args: argparse.Namespace) -> int:
             test_fraction=args.test_fraction,
             seed=args.seed,
         )
-    except (OSError, ValueError, UnicodeDecodeError) as error:
+    except (OSError, ValueError, UnicodeDecodeError, csv.Error) as error:
         return _usage_error(command, str(error))
     for warning in dataset.result.warnings:
         print(f"warning: {warning}", file=sys.stderr)
@@ -652,11 +672,11 @@ T = TypeVar("T")
 
 def _run_conversion(command: str, out: Path, convert: Callable[[], T]) -> T | int:
     """Run a shard writer; its result, or the exit code after saying why it wrote nothing."""
-    from panns_lightning.shardset.writer import NoUsableClipsError, OutputNotEmptyError
+    from panns_lightning.shardset.writer import DuplicateKeyError, NoUsableClipsError, OutputNotEmptyError
 
     try:
         written = convert()
-    except OutputNotEmptyError as error:
+    except (OutputNotEmptyError, DuplicateKeyError) as error:
         return _usage_error(command, str(error))
     except OSError as error:
         return _write_failed(command, out, error)

@@ -21,6 +21,8 @@ from pathlib import Path
 
 import yaml
 
+from panns_lightning.cli.entry import console_entry
+
 SUMMARY_NAME = "sweep_summary"
 DEFAULT_METRIC = "val/mAP"
 CURVE_METRIC = "val/mAP"
@@ -271,6 +273,7 @@ def _short_key(key: str) -> str:
     return ".".join(key.split(".")[-2:])
 
 
+@console_entry
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="panns-sweep-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

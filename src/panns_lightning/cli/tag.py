@@ -23,12 +23,14 @@ from typing import Any, Sequence
 import numpy as np
 
 from panns_lightning.cli import tag_stream
+from panns_lightning.cli.entry import console_entry
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "panns-tag"
 DEFAULT_TOP_K = 10
 
 
+@console_entry
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(list(sys.argv[1:] if argv is None else argv))

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
-from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS
+from panns_lightning.input_limits import SampleRateError, check_sample_rate
+from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
 from panns_lightning.streaming.events import Event, EventTracker
 from panns_lightning.streaming.pcm import STREAM_FORMATS, StreamFormatError, open_pcm_stream
 
@@ -153,6 +154,15 @@ def check_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         value = getattr(args, name)
         if value is not None and not (math.isfinite(value) and value > 0):
             parser.error(f"--{name} must be a positive number of seconds, got {value}")
+    for name in ("window", "hop"):
+        value = getattr(args, name)
+        if value is not None and value > MAX_WINDOW_SECONDS:
+            parser.error(f"--{name} must be at most {MAX_WINDOW_SECONDS:g} seconds, got {value:g}")
+    if args.stdin_rate is not None:
+        try:
+            check_sample_rate(args.stdin_rate, "--stdin-rate")
+        except SampleRateError as error:
+            parser.error(str(error))
 
 
 def run(args: argparse.Namespace, tagger: Any, prog: str) -> int:

@@ -48,7 +48,9 @@ class RepeatShuffleBuffer:
     be lost at the epoch's end). ``next(avoid)`` skips keys in ``avoid`` (already in the batch)
     when it can, keeping ``capacity`` copies drawable. A ``None`` from ``source`` marks the end of
     the epoch's share: held-back copies are released at once and the source is read further only
-    when nothing is left.
+    when nothing is left, or to avoid a repeat in the batch while fewer than ``capacity`` copies
+    are drawable and ``avoid`` holds fewer than ``distinct_keys`` (the clips the source can
+    bring, when known): a set smaller than a batch repeats keys rather than being read for ever.
 
     With ``strata`` (:class:`ClassStrata`) only the order among drawable copies changes: each copy
     gets an anchor class among its labels (weighted by ``anchor_weights``), and each draw takes the
@@ -67,6 +69,7 @@ class RepeatShuffleBuffer:
         jitter: float,
         rng: np.random.Generator,
         strata: ClassStrata | None = None,
+        distinct_keys: int | None = None,
     ) -> None:
         if capacity < 1:
             raise ValueError(f"shuffle buffer capacity must be >= 1, got {capacity}")
@@ -80,6 +83,7 @@ class RepeatShuffleBuffer:
         self._tiebreak = itertools.count()
         self._exhausted = False
         self._paused = False
+        self._distinct_keys = distinct_keys
         self._strata = strata
         if strata is not None:
             self._by_class: dict[int, list[_Entry]] = {klass: [] for klass in strata.classes}
@@ -110,8 +114,12 @@ class RepeatShuffleBuffer:
             return None
         klass = self._next_class() if self._strata is not None else None
         clip = self._take(avoid, klass)
-        while clip is None and self._paused and not self._exhausted:
-            self._read_one()  # the epoch's share is used up, but a repeat in the batch is worse
+        # The epoch's share is used up, but a repeat in the batch is worse: read on, unless every
+        # clip there is is in the batch already, and only while the buffer has room. A set with
+        # fewer (readable) clips than a batch has none outside ``avoid``: reading on would never end.
+        read_on = self._distinct_keys is None or len(avoid) < self._distinct_keys
+        while clip is None and read_on and self._paused and not self._exhausted and self._live < self._capacity:
+            self._read_one()
             clip = self._take(avoid, klass)
         if clip is None:
             clip = self._pop_avoiding(self._ready, frozenset())  # only keys already in the batch: repeat

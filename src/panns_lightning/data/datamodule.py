@@ -237,8 +237,11 @@ class AudioShardDataModule(pl.LightningDataModule):
         if trainer is not None:
             self.set_epoch(trainer.current_epoch)
             self.set_resume_batches(batches_done_in_epoch(trainer, self.options.steps_per_epoch))
-        rank, world_size = self._rank_world()
-        dataset = TrainClipStream(
+        return self._loader(self.train_stream(*self._rank_world()))
+
+    def train_stream(self, rank: int, world_size: int) -> TrainClipStream:
+        """The train stream one rank of ``world_size`` reads (its DataLoader workers each take a slot of it)."""
+        return TrainClipStream(
             self._stream_spec("train"),
             rank=rank,
             world_size=world_size,
@@ -249,7 +252,6 @@ class AudioShardDataModule(pl.LightningDataModule):
             errors=self._errors["train"],
             int16_batches=self.int16_batches,
         )
-        return self._loader(dataset)
 
     def val_dataloader(self) -> DataLoader | list:
         """The val loader; ``[]`` (Lightning's "no loader") when no ``val_dir`` was given."""
@@ -287,7 +289,9 @@ class AudioShardDataModule(pl.LightningDataModule):
         manifest = self.manifest(split)
         directory = self.dirs[split]
         assert directory is not None  # manifest() raised otherwise
-        spec = StreamSpec.from_manifest(manifest, shard_urls(directory, manifest, self.urls[split]), self._http)
+        spec = StreamSpec.from_manifest(
+            manifest, shard_urls(directory, manifest, self.urls[split]), self._http, self.options.max_member_bytes
+        )
         where = shard_location(directory)
         try:
             if self.fold is not None:
@@ -318,7 +322,7 @@ class AudioShardDataModule(pl.LightningDataModule):
 
     @property
     def _http(self) -> HttpOptions:
-        return HttpOptions(timeout=self.options.http_timeout, retries=self.options.http_retries)
+        return self.options.http_options()
 
     def _reference_manifest(self) -> Manifest:
         return next(iter(self._read_manifests().values()))

@@ -13,16 +13,9 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
+from panns_lightning.data.decode import decode_waveform, multi_hot
 from panns_lightning.data.spec import StreamSpec, current_slot
-from panns_lightning.data.stream import (
-    ErrorLog,
-    EvalShardShare,
-    RawClip,
-    decode_waveform,
-    eval_shares_for_slot,
-    multi_hot,
-    read_shard,
-)
+from panns_lightning.data.stream import ErrorLog, EvalShardShare, RawClip, eval_shares_for_slot, read_shard
 
 
 class EvalClipStream(IterableDataset):
@@ -68,7 +61,14 @@ class EvalClipStream(IterableDataset):
         slot = current_slot(self.rank, self.world_size)
         for share in eval_shares_for_slot(len(self.spec.urls), slot.index, slot.count):
             url = self.spec.urls[share.shard_index]
-            clips = read_shard(url, storage=self.spec.storage, with_audio=True, errors=self.errors, http=self.spec.http)
+            clips = read_shard(
+                url,
+                storage=self.spec.storage,
+                with_audio=True,
+                errors=self.errors,
+                http=self.spec.http,
+                max_member_bytes=self.spec.max_member_bytes,
+            )
             keep = self.spec.keep_keys
             mine = 0
             for position, clip in enumerate(clips):

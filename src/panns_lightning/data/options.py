@@ -3,13 +3,18 @@
 :class:`StreamOptions` is read by :class:`~panns_lightning.data.datamodule.AudioShardDataModule`
 (its keyword arguments), by :class:`~panns_lightning.data.train_stream.TrainClipStream` and, as the
 base of ``DataConfig``, by panns-train's config schema; ``conf/data/*.yaml`` sets their values
-for a recipe. Plain Python (no torch): the config schema imports it.
+for a recipe. Plain Python (no torch): the config schema imports it. The limits on what a shard
+set may cost (``http_deadline``, ``max_*_bytes``) are listed in docs/security.md.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional
+
+from panns_lightning.data.remote import DEFAULT_DEADLINE, MAX_SHARD_BYTES, HttpOptions
+from panns_lightning.shardset.format import MAX_MANIFEST_BYTES, MAX_MEMBER_BYTES
 
 
 @dataclass
@@ -39,6 +44,11 @@ class StreamOptions:
             more data before the read counts as failed (then retried).
         http_retries: retries of a failed or cut HTTP read (resumed where it stopped; waits of 1, 2,
             4, ... s); a 4xx error other than 408/429 is not retried.
+        http_deadline: seconds one ``http(s)://`` request (a manifest or a shard, its retries
+            included) may take in all; a server trickling bytes is given up then.
+        max_manifest_bytes: a ``manifest.json`` (local or fetched) larger than this is not read.
+        max_member_bytes: a tar member larger than this is not read (its clip is skipped).
+        max_shard_bytes: an ``http(s)://`` shard that sends more than this is given up.
     """
 
     batch_size: int = 32
@@ -55,23 +65,45 @@ class StreamOptions:
     error_budget_min_clips: int = 500
     http_timeout: float = 60.0
     http_retries: int = 3
+    http_deadline: float = DEFAULT_DEADLINE
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_member_bytes: int = MAX_MEMBER_BYTES
+    max_shard_bytes: int = MAX_SHARD_BYTES
 
     def __post_init__(self) -> None:
-        if self.batch_size < 1 or self.steps_per_epoch < 1:
-            raise ValueError(
-                f"batch_size and steps_per_epoch must be >= 1, got {self.batch_size}, {self.steps_per_epoch}"
-            )
-        if self.repeat_scale <= 0:
-            raise ValueError(f"repeat_scale must be > 0, got {self.repeat_scale}")
-        if self.num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
-        if not 0.0 <= self.error_budget <= 1.0:
-            raise ValueError(f"error_budget is a fraction of clips in [0, 1], got {self.error_budget}")
+        for problem in self.problems():
+            raise ValueError(problem)
         self.error_budget_min_clips = max(1, int(self.error_budget_min_clips))
-        if self.http_timeout <= 0 or self.http_retries < 0:
-            raise ValueError(
-                f"http_timeout must be > 0 and http_retries >= 0, got {self.http_timeout}, {self.http_retries}"
-            )
+
+    def problems(self) -> list[str]:
+        """What is wrong with these values, one line per option naming it (empty: nothing); ``__post_init__`` raises the first."""
+        found = []
+        positive = ("batch_size", "steps_per_epoch", "shuffle_buffer", "max_manifest_bytes", "max_member_bytes")
+        for name in (*positive, "max_shard_bytes"):
+            if getattr(self, name) < 1:
+                found.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.repeat_spread is not None and self.repeat_spread < 1:
+            found.append(f"repeat_spread must be >= 1 or null, got {self.repeat_spread}")
+        for name in ("repeat_scale", "http_timeout", "http_deadline"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                found.append(f"{name} must be a finite number > 0, got {value}")
+        for name in ("num_workers", "http_retries", "error_budget_min_clips"):
+            if getattr(self, name) < 0:
+                found.append(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not 0.0 <= self.error_budget <= 1.0:  # NaN fails too
+            found.append(f"error_budget is a fraction of clips in [0, 1], got {self.error_budget}")
+        return found
+
+    def http_options(self) -> HttpOptions:
+        """How this stream reads ``http(s)://`` manifests and shards."""
+        return HttpOptions(
+            timeout=self.http_timeout,
+            retries=self.http_retries,
+            deadline=self.http_deadline,
+            max_manifest_bytes=self.max_manifest_bytes,
+            max_shard_bytes=self.max_shard_bytes,
+        )
 
     @property
     def copy_spread(self) -> int:

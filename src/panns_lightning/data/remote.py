@@ -13,7 +13,13 @@ library reads the URL instead (no ``curl`` needed), and:
   resuming with a ``Range`` request from the byte where it stopped (``If-Range`` with the first
   response's validator, so a file replaced meanwhile is not spliced; a server without ranges
   sends it whole and the bytes already read are skipped);
-- ``timeout`` bounds the connect and every wait for data.
+- ``timeout`` bounds the connect and every wait for data, ``deadline`` the whole request
+  (retries and waits included: a server trickling a byte a second is given up, :mod:`.deadline`);
+- a manifest may send at most ``max_manifest_bytes``, a shard at most ``max_shard_bytes`` (an
+  announced ``Content-Length`` over the cap is refused before its body is read).
+
+Each limit is a ``data.*`` setting (:class:`~panns_lightning.data.options.StreamOptions`) and has
+its own message naming it; docs/security.md lists them with their defaults.
 
 ``https://user:password@host/...`` is sent as basic authentication; proxies come from the usual
 ``http_proxy`` / ``https_proxy`` variables. For anything else (custom headers, other tools) use a
@@ -32,6 +38,9 @@ import urllib.request
 from dataclasses import dataclass
 from urllib.parse import unquote, urlsplit, urlunsplit
 
+from panns_lightning.data.deadline import DeadlineExceeded, deadline_opener
+from panns_lightning.shardset.format import MAX_MANIFEST_BYTES
+
 log = logging.getLogger(__name__)
 
 HTTP_SCHEMES = ("http", "https")
@@ -39,19 +48,37 @@ HTTP_SCHEMES = ("http", "https")
 _TRANSIENT_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 
+DEFAULT_DEADLINE = 1800.0
+"""Seconds one request (a manifest or a shard, retries included) may take: 640 MB at 0.36 MB/s."""
+MAX_SHARD_BYTES = 16 * 2**30
+"""Bytes one shard may send: 25 x an AudioSet shard of 1000 ten-second int16 clips."""
+
+
 @dataclass(frozen=True)
 class HttpOptions:
-    """How HTTP(S) shards are read: ``timeout`` s for a connect or a wait for data, ``retries`` per read."""
+    """How HTTP(S) shards and manifests are read, and what they may cost.
+
+    ``timeout`` s for a connect or a wait for data, ``retries`` per request, ``deadline`` s for a
+    whole request; a manifest may send ``max_manifest_bytes``, a shard ``max_shard_bytes``.
+    """
 
     timeout: float = 60.0
     retries: int = 3
     retry_delay: float = 1.0
+    deadline: float = DEFAULT_DEADLINE
+    max_manifest_bytes: int = MAX_MANIFEST_BYTES
+    max_shard_bytes: int = MAX_SHARD_BYTES
 
     def __post_init__(self) -> None:
-        if self.timeout <= 0 or self.retries < 0 or self.retry_delay < 0:
+        if not (self.timeout > 0 and self.retries >= 0 and self.retry_delay >= 0 and self.deadline > 0):
             raise ValueError(
-                f"http timeout must be > 0, retries and retry_delay >= 0, got {self.timeout}, "
-                f"{self.retries}, {self.retry_delay}"
+                f"http timeout and deadline must be > 0, retries and retry_delay >= 0, got {self.timeout}, "
+                f"{self.deadline}, {self.retries}, {self.retry_delay}"
+            )
+        if self.max_manifest_bytes < 1 or self.max_shard_bytes < 1:
+            raise ValueError(
+                f"max_manifest_bytes and max_shard_bytes must be >= 1, got {self.max_manifest_bytes}, "
+                f"{self.max_shard_bytes}"
             )
 
 
@@ -78,27 +105,34 @@ def join_url(base: str, name: str) -> str:
 
 
 def fetch_http(url: str, options: HttpOptions = DEFAULT_HTTP) -> bytes:
-    """The whole body of ``url`` (e.g. a ``manifest.json``), with the retries of :func:`open_http`."""
-    with open_http(url, options) as stream:
+    """The whole body of ``url``, a ``manifest.json`` (at most ``max_manifest_bytes``), with the
+    retries and deadline of :func:`open_http`."""
+    with HttpStream(url, options, max_bytes=options.max_manifest_bytes, limit="max_manifest_bytes") as stream:
         return stream.read()
 
 
 def open_http(url: str, options: HttpOptions = DEFAULT_HTTP) -> HttpStream:
-    """A readable binary stream over ``url``; :class:`RemoteReadError` when it cannot be read."""
-    return HttpStream(url, options)
+    """A readable binary stream over ``url``, a shard (at most ``max_shard_bytes``);
+    :class:`RemoteReadError` when it cannot be read."""
+    return HttpStream(url, options, max_bytes=options.max_shard_bytes, limit="max_shard_bytes")
 
 
 class HttpStream(io.RawIOBase):
     """The body of one GET, resumed with ``Range`` after a cut; raises :class:`RemoteReadError`.
 
     ``read(n)`` returns what one socket read gives (maybe fewer than ``n`` bytes), so a reader
-    keeps every byte that arrived before a failure.
+    keeps every byte that arrived before a failure. The body may be ``max_bytes`` long at most
+    (``limit`` names the setting in the message), and the request, retries included, ends at
+    ``options.deadline`` s after it started.
     """
 
-    def __init__(self, url: str, options: HttpOptions) -> None:
+    def __init__(self, url: str, options: HttpOptions, *, max_bytes: int, limit: str) -> None:
         super().__init__()
         self.url = url
         self.options = options
+        self.max_bytes = max_bytes
+        self.limit = limit
+        self._deadline_at = time.monotonic() + options.deadline
         self.position = 0
         self.total: int | None = None  # Content-Length of the whole body, when the server says
         self._validator: str | None = None  # ETag or Last-Modified of the first response
@@ -136,15 +170,35 @@ class HttpStream(io.RawIOBase):
         response = self._response
         if response is None:
             return 0
+        # One byte past the cap is enough to know the body is over it.
+        room = self.max_bytes - self.position + 1
+        view = memoryview(buffer)[:room] if len(buffer) > room else buffer
         try:
-            count = response.readinto(buffer)
+            count = response.readinto(view)
+        except DeadlineExceeded:
+            raise self._past_deadline() from None
         except TimeoutError as error:
             raise _Transient(f"no data for {self.options.timeout:g} s after {self._where()}") from error
         except (OSError, http.client.HTTPException) as error:  # reset, IncompleteRead of a chunked body
             raise _Transient(f"connection failed after {self._where()} ({type(error).__name__}: {error})") from error
         if count == 0 and self.total is not None and self.position < self.total:
             raise _Transient(f"connection closed after {self._where()}")
+        if self.position + count > self.max_bytes:
+            raise RemoteReadError(f"the body is longer than {self.limit}={self.max_bytes} bytes; not read further")
         return count
+
+    def _past_deadline(self) -> RemoteReadError:
+        return RemoteReadError(
+            f"not finished within http_deadline={self.options.deadline:g} s (after {self._where()}, "
+            f"{_plural(self._retries_used, 'retry', 'retries')})"
+        )
+
+    def _time_left(self) -> float:
+        """Seconds to the deadline; :class:`RemoteReadError` once it has passed."""
+        left = self._deadline_at - time.monotonic()
+        if left <= 0:
+            raise self._past_deadline()
+        return left
 
     def _where(self) -> str:
         total = f" of {self.total}" if self.total is not None else ""
@@ -163,7 +217,7 @@ class HttpStream(io.RawIOBase):
             if self._response is not None:
                 self._response.close()
                 self._response = None
-            time.sleep(delay)
+            time.sleep(min(delay, self._time_left()))
             try:
                 self._connect()
                 return
@@ -184,8 +238,9 @@ class HttpStream(io.RawIOBase):
             if self._validator:
                 headers["If-Range"] = self._validator
         request = urllib.request.Request(self._request_url, headers=headers)
+        timeout = min(self.options.timeout, self._time_left())
         try:
-            response = urllib.request.urlopen(request, timeout=self.options.timeout)
+            response = deadline_opener(self._deadline_at, self.options.timeout).open(request, timeout=timeout)
         except urllib.error.HTTPError as error:
             error.close()
             reason = f"HTTP {error.code} {error.reason}".rstrip()
@@ -193,9 +248,15 @@ class HttpStream(io.RawIOBase):
                 raise _Transient(reason) from error
             raise RemoteReadError(reason + (f" (after {self._where()})" if self.position else "")) from error
         except urllib.error.URLError as error:
+            if isinstance(error.reason, DeadlineExceeded):
+                raise self._past_deadline() from None
             raise _Transient(f"cannot connect ({_reason_text(error.reason)})") from error
+        except DeadlineExceeded:
+            raise self._past_deadline() from None
         except TimeoutError as error:
-            raise _Transient(f"no answer in {self.options.timeout:g} s") from error
+            if time.monotonic() >= self._deadline_at:
+                raise self._past_deadline() from None
+            raise _Transient(f"no answer in {timeout:g} s") from error
         except (OSError, http.client.HTTPException) as error:
             raise _Transient(f"cannot connect ({type(error).__name__}: {error})") from error
         self._response = response
@@ -203,6 +264,10 @@ class HttpStream(io.RawIOBase):
             self._validator = response.headers.get("ETag") or response.headers.get("Last-Modified")
             length = response.headers.get("Content-Length")
             self.total = int(length) if length and length.isdigit() else None
+            if self.total is not None and self.total > self.max_bytes:
+                response.close()
+                self._response = None
+                raise RemoteReadError(f"the server announces {self.total} bytes, over {self.limit}={self.max_bytes}")
         elif response.status == 206:
             self._check_resumed_range(response.headers.get("Content-Range", ""))
         else:
@@ -233,6 +298,8 @@ class HttpStream(io.RawIOBase):
         while remaining:
             try:
                 chunk = response.read(min(remaining, 1 << 16))
+            except DeadlineExceeded:
+                raise self._past_deadline() from None
             except TimeoutError as error:
                 raise _Transient(f"no data for {self.options.timeout:g} s after {self._where()}") from error
             except (OSError, http.client.HTTPException) as error:

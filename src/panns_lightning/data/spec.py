@@ -9,6 +9,7 @@ from torch.utils.data import get_worker_info
 
 from panns_lightning.data.remote import DEFAULT_HTTP, HttpOptions
 from panns_lightning.shardset import Manifest
+from panns_lightning.shardset.format import MAX_MEMBER_BYTES
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,18 @@ class StreamSpec:
     # Only clips with these member keys are used (a cross-validation fold); None: all clips.
     # class_counts / num_clips then describe the kept clips.
     keep_keys: frozenset[str] | None = None
-    # How http(s):// shards are read (timeout, retries).
+    # How http(s):// shards are read (timeout, retries, deadline, size caps).
     http: HttpOptions = DEFAULT_HTTP
+    # A tar member over this many bytes is not read (its clip is reported and skipped).
+    max_member_bytes: int = MAX_MEMBER_BYTES
 
     @classmethod
     def from_manifest(
-        cls, manifest: Manifest, urls: Sequence[str] | None = None, http: HttpOptions = DEFAULT_HTTP
+        cls,
+        manifest: Manifest,
+        urls: Sequence[str] | None = None,
+        http: HttpOptions = DEFAULT_HTTP,
+        max_member_bytes: int = MAX_MEMBER_BYTES,
     ) -> StreamSpec:
         """The spec of a whole shard set: its manifest's shards (or ``urls`` read in their place) and counts.
 
@@ -56,6 +63,7 @@ class StreamSpec:
             if complete
             else None,
             http=http,
+            max_member_bytes=max_member_bytes,
         )
 
 

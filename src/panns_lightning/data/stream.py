@@ -2,7 +2,8 @@
 
 A shard set is a directory with ``manifest.json`` and ``shard-*.tar`` (docs/architecture.md; the
 format and its manifest reader live in :mod:`panns_lightning.shardset`). Everything here is plain
-functions and small classes; ``train_stream.py`` and ``eval_stream.py`` turn the stream into batches.
+functions and small classes; ``train_stream.py`` and ``eval_stream.py`` turn the stream into batches,
+``decode.py`` turns a member's bytes into samples.
 
 Tar members are read with :mod:`tarfile` in stream mode over a file object from webdataset's URL
 opener (local paths, ``file:``, ``pipe:`` commands) or, for ``http(s)://``, from :mod:`.remote`
@@ -15,7 +16,6 @@ path skip audio bytes without reading them into memory.
 from __future__ import annotations
 
 import heapq
-import io
 import logging
 import multiprocessing
 import tarfile
@@ -40,10 +40,17 @@ from panns_lightning.data.remote import (
     open_http,
 )
 from panns_lightning.shardset import MANIFEST_NAME, Manifest, ShardSetError, parse_manifest, read_manifest
-from panns_lightning.shardset.format import AUDIO_MEMBER_EXTENSION, LABELS_MEMBER_EXTENSION, parse_labels
+from panns_lightning.shardset.format import (
+    AUDIO_MEMBER_EXTENSION,
+    LABELS_MEMBER_EXTENSION,
+    MAX_MEMBER_BYTES,
+    parse_labels,
+)
 
 log = logging.getLogger(__name__)
 
+# A pax header or GNU long name holds a member's name and a few fields; tarfile reads it whole.
+MAX_TAR_HEADER_BYTES = 1 << 20
 # Stream-mode tar reads in chunks of this size: the default 10 KB costs ~60 calls per 10 s int16
 # clip; much larger chunks copy more on every 512-byte header read. 64 KB measured fastest.
 _TAR_READ_SIZE = 1 << 16
@@ -51,6 +58,10 @@ _TAR_READ_SIZE = 1 << 16
 
 class BadSampleError(RuntimeError):
     """A tar member or shard could not be read or decoded (raised only with ``fail_fast``)."""
+
+
+class NoReadableClipsError(ShardSetError):
+    """A stream found nothing it could use: every shard in a row, or every draw in a row, failed."""
 
 
 # --------------------------------------------------------------------------- URLs
@@ -62,7 +73,7 @@ def load_manifest(location: str | Path, http: HttpOptions = DEFAULT_HTTP) -> Man
     Shards are not checked: a missing one counts against the error budget when it is read.
     """
     if not is_http_url(str(location)):
-        return read_manifest(location, check_files=False)
+        return read_manifest(location, check_files=False, max_bytes=http.max_manifest_bytes)
     url = join_url(str(location), MANIFEST_NAME)
     try:
         text = fetch_http(url, http)
@@ -372,7 +383,13 @@ def open_shard(url: str, http: HttpOptions = DEFAULT_HTTP) -> Any:
 
 
 def read_shard(
-    url: str, *, storage: str, with_audio: bool, errors: ErrorLog, http: HttpOptions = DEFAULT_HTTP
+    url: str,
+    *,
+    storage: str,
+    with_audio: bool,
+    errors: ErrorLog,
+    http: HttpOptions = DEFAULT_HTTP,
+    max_member_bytes: int = MAX_MEMBER_BYTES,
 ) -> Iterator[RawClip]:
     """Yield the clips of one tar shard in stored order.
 
@@ -381,11 +398,13 @@ def read_shard(
     command that exits non-zero after its last member (a download cut at a member boundary looks
     like a complete tar otherwise) and an HTTP download that fails for good (``http``: its
     timeout and retries). With ``with_audio=False`` audio members are stepped over without being read.
+    A member over ``max_member_bytes`` is not read: its clip is reported and skipped.
     """
     audio_ext = AUDIO_MEMBER_EXTENSION[storage]
     current_key: str | None = None
     last_good_key: str | None = None
     members: dict[str, bytes | None] = {}
+    oversized: str | None = None  # why the current clip cannot be used, from its member headers
     completed = False
     try:
         stream = open_shard(url, http)
@@ -396,37 +415,59 @@ def read_shard(
         errors.shard(url, None, f"cannot open ({type(exc).__name__}: {exc})")
         return
     try:
-        with tarfile.open(fileobj=stream, mode="r|*", bufsize=_TAR_READ_SIZE) as tar:
+        with tarfile.open(fileobj=stream, mode="r|*", bufsize=_TAR_READ_SIZE, tarinfo=_BoundedTarInfo) as tar:
             for member in tar:
                 if not member.isfile():
                     continue
                 key, ext = _split_member_name(member.name)
                 if key != current_key:
                     if current_key is not None:
-                        clip = _assemble_clip(url, current_key, members, audio_ext, errors)
+                        clip = _assemble_clip(url, current_key, members, audio_ext, errors, oversized)
                         if clip is not None:
                             last_good_key = current_key
                             yield clip
-                    current_key, members = key, {}
-                if ext == LABELS_MEMBER_EXTENSION or (with_audio and ext == audio_ext):
+                    current_key, members, oversized = key, {}, None
+                if member.size > max_member_bytes:  # stepped over unread; the clip is reported once
+                    oversized = f"member {_quote(member.name)} holds {member.size} bytes, over max_member_bytes={max_member_bytes}"
+                elif ext == LABELS_MEMBER_EXTENSION or (with_audio and ext == audio_ext):
                     handle = tar.extractfile(member)
                     members[ext] = handle.read() if handle is not None else b""
                 elif ext == audio_ext:
                     members[ext] = None  # present, deliberately not read
             if current_key is not None:
-                clip = _assemble_clip(url, current_key, members, audio_ext, errors)
+                clip = _assemble_clip(url, current_key, members, audio_ext, errors, oversized)
                 if clip is not None:
                     last_good_key = current_key
                     yield clip
         completed = True
     except RemoteReadError as exc:
         errors.shard(url, last_good_key, f"download failed ({exc})")
-    except (tarfile.TarError, EOFError, OSError, ValueError) as exc:
+    except (tarfile.TarError, EOFError, OSError, ValueError, RecursionError) as exc:  # recursion: chained pax headers
         errors.shard(url, last_good_key, f"unreadable or truncated tar ({type(exc).__name__}: {exc})")
     finally:
         failure = _close_quietly(stream, url)
         if completed and failure is not None:
             errors.shard(url, last_good_key, f"reader failed after the last member ({failure})")
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """A tar header whose extended parts (pax records, GNU long names) are refused over
+    :data:`MAX_TAR_HEADER_BYTES` before tarfile reads them whole into memory."""
+
+    _EXTENDED = (
+        tarfile.XHDTYPE,
+        tarfile.XGLTYPE,
+        tarfile.SOLARIS_XHDTYPE,
+        tarfile.GNUTYPE_LONGNAME,
+        tarfile.GNUTYPE_LONGLINK,
+    )
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        if self.type in self._EXTENDED and self.size > MAX_TAR_HEADER_BYTES:
+            raise tarfile.ReadError(
+                f"an extended tar header of {self.size} bytes (over {MAX_TAR_HEADER_BYTES}) before {self.name[:100]!r}"
+            )
+        return super()._proc_member(tarfile_)  # type: ignore[misc]
 
 
 def _split_member_name(name: str) -> tuple[str, str]:
@@ -437,8 +478,11 @@ def _split_member_name(name: str) -> tuple[str, str]:
 
 
 def _assemble_clip(
-    url: str, key: str, members: dict[str, bytes | None], audio_ext: str, errors: ErrorLog
+    url: str, key: str, members: dict[str, bytes | None], audio_ext: str, errors: ErrorLog, problem: str | None
 ) -> RawClip | None:
+    if problem is not None:
+        errors.sample(url, key, problem)
+        return None
     if LABELS_MEMBER_EXTENSION not in members:
         errors.sample(url, key, "no .json member (labels)")
         return None
@@ -453,6 +497,12 @@ def _assemble_clip(
     return RawClip(key=key, shard=url, labels=labels, audio=members[audio_ext])
 
 
+def _quote(text: str, width: int = 100) -> str:
+    """``text``'s repr, cut to ``width``: a member name comes from the shard, so it may be anything."""
+    quoted = repr(text)
+    return quoted if len(quoted) <= width else quoted[: width - 3] + "..."
+
+
 def _close_quietly(stream: Any, url: str) -> str | None:
     """Close; return what went wrong (e.g. a ``pipe:`` exit status) instead of raising.
 
@@ -465,108 +515,3 @@ def _close_quietly(stream: Any, url: str) -> str | None:
         log.debug("closing %s: %s", url, exc)
         return f"{type(exc).__name__}: {exc}"
     return None
-
-
-# --------------------------------------------------------------------------- decoding
-
-
-def decode_waveform(data: bytes, *, storage: str, sample_rate: int, clip_samples: int) -> np.ndarray:
-    """Audio member bytes → float32 [clip_samples]; ``ValueError`` says what does not match the manifest."""
-    samples = decode_samples(data, storage=storage, sample_rate=sample_rate, clip_samples=clip_samples)
-    if samples.dtype == np.int16:
-        return samples.astype(np.float32) / 32767.0
-    return samples
-
-
-def samples_to_float(samples: np.ndarray, out: np.ndarray) -> None:
-    """Write ``samples`` (int16 as stored, or float32) into the float32 ``out`` of the same length.
-
-    int16 → x / 32767 computed in float32, bit-identical to ``samples.astype(float32) / 32767``
-    but without the intermediate copy (the train stream writes straight into its batch).
-    """
-    if samples.dtype == np.int16:
-        np.divide(samples, np.float32(32767.0), out=out, dtype=np.float32)
-    else:
-        out[...] = samples
-
-
-def decode_samples(data: bytes, *, storage: str, sample_rate: int, clip_samples: int) -> np.ndarray:
-    """Audio member bytes → checked samples: an int16 view of the payload (no copy) or float32 (FLAC)."""
-    if storage == "int16":
-        array = npy_view(data)
-        if array.dtype != np.int16 or array.ndim != 1:
-            raise ValueError(f"expected 1-D int16 .npy, found {array.dtype} with shape {array.shape}")
-        waveform = array
-    elif storage == "flac":
-        import soundfile  # local: only flac shard sets need libsndfile
-
-        try:
-            waveform, file_rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=False)
-        except Exception as exc:  # noqa: BLE001 - libsndfile errors are not one type
-            raise ValueError(f"not a readable FLAC ({type(exc).__name__}: {exc})") from exc
-        if waveform.ndim != 1:
-            raise ValueError(f"expected mono FLAC, found shape {waveform.shape}")
-        if file_rate != sample_rate:
-            raise ValueError(f"FLAC sample rate {file_rate} differs from the manifest's {sample_rate}")
-    else:
-        raise ValueError(f"unknown storage {storage!r}")
-    if waveform.shape[0] != clip_samples:
-        raise ValueError(f"expected {clip_samples} samples (manifest clip_samples), found {waveform.shape[0]}")
-    return waveform
-
-
-# Every clip of a shard set has the same .npy header: parse each distinct header once.
-_NPY_HEADERS: dict[bytes, tuple[np.dtype, tuple[int, ...], bool]] = {}
-_NPY_MAGIC = b"\x93NUMPY"
-
-
-def npy_view(data: bytes) -> np.ndarray:
-    """A read-only array over a ``.npy`` payload, without copying it (``np.load`` copies via BytesIO).
-
-    ``ValueError`` for anything that is not a complete, non-object ``.npy`` array.
-    """
-    if data[:6] != _NPY_MAGIC or len(data) < 10:
-        raise ValueError("not a .npy array (no NUMPY magic)")
-    major = data[6]
-    if major == 1:
-        start = 10
-        header_length = int.from_bytes(data[8:10], "little")
-    elif major in (2, 3):
-        start = 12
-        header_length = int.from_bytes(data[8:12], "little")
-    else:
-        raise ValueError(f"not a .npy array (format version {major})")
-    offset = start + header_length
-    header = data[:offset]
-    parsed = _NPY_HEADERS.get(header)
-    if parsed is None:
-        try:
-            handle = io.BytesIO(header)
-            version = np.lib.format.read_magic(handle)
-            if version == (1, 0):
-                shape, fortran, dtype = np.lib.format.read_array_header_1_0(handle)
-            else:
-                shape, fortran, dtype = np.lib.format.read_array_header_2_0(handle)
-        except Exception as exc:  # noqa: BLE001 - numpy raises several types for bad headers
-            raise ValueError(f"not a .npy array ({type(exc).__name__}: {exc})") from exc
-        if dtype.hasobject:
-            raise ValueError("not a plain .npy array (object dtype)")
-        parsed = (dtype, tuple(shape), bool(fortran))
-        if len(_NPY_HEADERS) < 64:
-            _NPY_HEADERS[header] = parsed
-    dtype, shape, fortran = parsed
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(data) - offset < count * dtype.itemsize:  # trailing bytes are ignored, as np.load does
-        raise ValueError(f"truncated .npy array: {len(data) - offset} data bytes for shape {shape} of {dtype}")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=offset)
-    return array.reshape(shape, order="F" if fortran else "C")
-
-
-def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
-    """Class indices → float32 multi-hot of length ``num_classes``; ``ValueError`` on an index out of range."""
-    target = np.zeros(num_classes, dtype=np.float32)
-    for index in labels:
-        if not 0 <= index < num_classes:
-            raise ValueError(f"label index {index} outside 0..{num_classes - 1}")
-        target[index] = 1.0
-    return target

@@ -84,17 +84,16 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
+from panns_lightning.data.decode import decode_samples, multi_hot, samples_to_float
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
 from panns_lightning.data.stream import (
     ErrorLog,
+    NoReadableClipsError,
     RawClip,
     SharedCount,
-    decode_samples,
-    multi_hot,
     read_shard,
-    samples_to_float,
     train_shard_schedule,
     weighted_train_schedule,
 )
@@ -155,7 +154,11 @@ class TrainClipStream(IterableDataset):
         self.errors = errors if errors is not None else ErrorLog("train")
         self.labels_only = labels_only
         self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
-        self.reader = reader if reader is not None else functools.partial(read_shard, http=spec.http)
+        self.reader = (
+            reader
+            if reader is not None
+            else functools.partial(read_shard, http=spec.http, max_member_bytes=spec.max_member_bytes)
+        )
         self._factor = ClassBalanceFactor(spec.class_counts, spec.num_clips) if options.balanced else None
         self._expected_clips = dict(zip(spec.urls, spec.shard_clips)) if spec.shard_clips is not None else {}
         self._shard_weights = self._expected_copies_per_shard()
@@ -205,6 +208,7 @@ class TrainClipStream(IterableDataset):
             jitter=jitter,
             rng=rng,
             strata=self._strata(jitter),
+            distinct_keys=len(self.spec.keep_keys) if self.spec.keep_keys is not None else self.spec.num_clips,
         )
         unreadable: set[str] = set()  # keys that failed to decode: skip their other copies quietly
         skip = self._batches_skipped_by_worker(slot)
@@ -241,7 +245,7 @@ class TrainClipStream(IterableDataset):
         for _ in range(self.batch_size):
             clip = buffer.next(in_batch)
             if clip is None:
-                raise RuntimeError("train stream ended, but it is endless by design: no shard yielded clips")
+                raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
             in_batch.add(clip.key)
 
     def _batches_for_worker(self, slot: ReaderSlot) -> int:
@@ -278,20 +282,8 @@ class TrainClipStream(IterableDataset):
         if self._shard_weights is None:
             yield from self._clips_by_shard_count(slot, epoch)
             return
-        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
-        lookback = self.copy_window / self._mean_copies
-        # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
-        start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
-        first = start - lookback
-        schedule = weighted_train_schedule(
-            len(self.spec.urls),
-            slot.index,
-            slot.count,
-            seed=self.seed,
-            weights=self._shard_weights,
-            start=first,
-            class_counts=self._shard_class_matrix,
-        )
+        first, start, stop = self._epoch_range(slot, epoch)
+        schedule = self._weighted_schedule(slot, first)
         signalled = False
         tally = [0]
         for pass_index, shard_index, position in self._guard_empty(schedule, tally):
@@ -313,16 +305,53 @@ class TrainClipStream(IterableDataset):
 
     def _clips_by_shard_count(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[RawClip, list[float], float]]:
         """Fallback without per-shard counts (URL overrides, folds): epochs start at expected shard counts."""
-        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
-        clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
-        start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
-        schedule = train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
+        schedule = self._count_schedule(slot, epoch)
         tally = [0]
         position = 0.0
         for pass_index, shard_index in self._guard_empty(schedule, tally):
             for clip in self._read(self.spec.urls[shard_index], tally):
                 yield clip, self._due_positions(clip, pass_index, position), position
                 position += self._factor(clip.labels) if self._factor is not None else 1.0
+
+    def first_shards(self, slot: ReaderSlot, count: int = 1, epoch: int = 0) -> list[str]:
+        """The first ``count`` shards (URLs) ``slot`` opens in ``epoch``: what ``panns-train dry_run=true`` prints."""
+        if self._shard_weights is None:
+            schedule: Iterator[tuple[Any, ...]] = self._count_schedule(slot, epoch)
+        else:
+            schedule = self._weighted_schedule(slot, self._epoch_range(slot, epoch)[0])
+        urls: list[str] = []
+        for entry in schedule:
+            if len(urls) == count or len(urls) == len(self.spec.urls):
+                break
+            urls.append(self.spec.urls[entry[1]])
+        return urls
+
+    def _epoch_range(self, slot: ReaderSlot, epoch: int) -> tuple[float, float, float]:
+        """(first position read, start, stop) of the epoch's range along the slot's weighted schedule."""
+        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        lookback = self.copy_window / self._mean_copies
+        # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
+        start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
+        return start - lookback, start, stop
+
+    def _weighted_schedule(self, slot: ReaderSlot, first: float) -> Iterator[tuple[int, int, float]]:
+        assert self._shard_weights is not None
+        return weighted_train_schedule(
+            len(self.spec.urls),
+            slot.index,
+            slot.count,
+            seed=self.seed,
+            weights=self._shard_weights,
+            start=first,
+            class_counts=self._shard_class_matrix,
+        )
+
+    def _count_schedule(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[int, int]]:
+        """Without per-shard counts: the epoch starts at the expected number of shards read before it."""
+        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
+        start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
+        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
 
     @property
     def _mean_copies(self) -> float:
@@ -367,7 +396,10 @@ class TrainClipStream(IterableDataset):
             empty_in_a_row = 0 if tally[0] else empty_in_a_row + 1
             if empty_in_a_row >= limit:
                 url = self.spec.urls[entry[1]]
-                raise RuntimeError(f"train stream: {empty_in_a_row} shards in a row held no readable clip, last {url}")
+                raise NoReadableClipsError(
+                    f"train stream: {empty_in_a_row} shards in a row held no readable clip, last {url} "
+                    "(the warnings above say why each failed)"
+                )
 
     def _copies(self, clip: RawClip, pass_index: int) -> int:
         if self._factor is None:
@@ -391,13 +423,13 @@ class TrainClipStream(IterableDataset):
         while len(keys) < self.batch_size:
             clip = buffer.next(in_batch)
             if clip is None:
-                raise RuntimeError("train stream ended, but it is endless by design: no shard yielded clips")
+                raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
             if not self.labels_only:
                 row = len(keys)
                 if not self._decode_into(clip, unreadable, waveforms[row], targets[row], rng):
                     failures_in_a_row += 1
                     if failures_in_a_row > _MAX_DECODE_FAILURES_IN_A_ROW:
-                        raise RuntimeError(
+                        raise NoReadableClipsError(
                             f"train stream: {failures_in_a_row} draws in a row could not be decoded; "
                             f"last {clip.key!r} in {clip.shard}"
                         )

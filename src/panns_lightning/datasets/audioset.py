@@ -9,11 +9,13 @@ AudioSet downloads are always incomplete, so the conversion must go on around ga
 from __future__ import annotations
 
 import csv
+import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from panns_lightning.datasets.csv_lines import TOO_LONG, BoundedLines
 from panns_lightning.labels import LabelSet
 from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
@@ -22,6 +24,7 @@ DEFAULT_AUDIO_PATTERNS: tuple[str, ...] = ("Y{ytid}.*", "{ytid}_{start}_{end}.*"
 A trailing ``.*`` matches any audio extension, preferring wav, flac, ogg, mp3 in that order."""
 
 PREFERRED_EXTENSIONS: tuple[str, ...] = (".wav", ".flac", ".ogg", ".mp3")
+UNREADABLE_ROW_KEY = "(unreadable row)"
 # Files a downloader leaves beside the audio; never a match for ``.*``.
 _NOT_AUDIO_EXTENSIONS = frozenset(
     {".txt", ".json", ".csv", ".part", ".tmp", ".ytdl", ".log", ".md", ".jpg", ".png", ".webp"}
@@ -63,10 +66,17 @@ def parse_segments_csv(path: str | os.PathLike) -> tuple[list[SegmentRow], list[
     rows: list[SegmentRow] = []
     problems: list[RowProblem] = []
     first_line_of: dict[str, int] = {}
-    with path.open(newline="", encoding="utf-8") as handle:
-        for line, text in _without_comments(handle):
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        for line, text in _without_comments(BoundedLines(handle)):
             # One row per line in AudioSet's files, so parsing line by line keeps exact line numbers.
-            fields = next(csv.reader([text], skipinitialspace=True), [])
+            if TOO_LONG in text:
+                problems.append(RowProblem(line, UNREADABLE_ROW_KEY, "line over 1 MiB", True))
+                continue
+            try:
+                fields = next(csv.reader([text], skipinitialspace=True), [])
+            except csv.Error as error:  # e.g. a field over the csv module's 128 KiB limit
+                problems.append(RowProblem(line, UNREADABLE_ROW_KEY, f"unreadable CSV row: {error}", True))
+                continue
             if not fields or all(not f.strip() for f in fields):
                 continue
             ytid = fields[0].strip()
@@ -159,6 +169,7 @@ def read_audioset(
     """Records for every CSV row whose audio exists; everything else reported with its line."""
     segments_csv = Path(segments_csv)
     patterns = tuple(audio_patterns) if audio_patterns else DEFAULT_AUDIO_PATTERNS
+    _check_patterns(patterns)
     rows, problems = parse_segments_csv(segments_csv)
     index = AudioIndex(audio_dir)
     result = ReaderResult()
@@ -174,7 +185,11 @@ def read_audioset(
             continue
         if unknown:
             result.warnings.append(f"{source}: {row.ytid}: dropped labels not in the label CSV: {', '.join(unknown)}")
-        audio = find_clip_audio(row, index, patterns)
+        try:
+            audio = find_clip_audio(row, index, patterns)
+        except Exception as error:  # whatever an odd row does to the lookup costs that row only
+            result.skipped.append(SkippedClip(row.ytid, source, f"unreadable row: {type(error).__name__}: {error}"))
+            continue
         if audio is None:
             result.skipped.append(
                 SkippedClip(row.ytid, source, "audio file not found (patterns: " + ", ".join(patterns) + ")")
@@ -192,6 +207,17 @@ def read_audioset(
     return result
 
 
+def _check_patterns(patterns: Sequence[str]) -> None:
+    """A pattern that is not a format string over ytid/start/end is the user's error: raise before any row."""
+    for pattern in patterns:
+        try:
+            pattern.format(ytid="x", start="0", end="10")
+        except (KeyError, IndexError, ValueError) as error:
+            raise ValueError(
+                f"audio pattern {pattern!r} is not a format string over {{ytid}}, {{start}}, {{end}}: {error}"
+            ) from error
+
+
 def _without_comments(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
     """Drop ``#`` header lines but keep real line numbers for error messages."""
     for number, text in enumerate(lines, start=1):
@@ -202,8 +228,8 @@ def _without_comments(lines: Iterable[str]) -> Iterable[tuple[int, str]]:
 def _row_error(ytid: str, start: float, end: float, mids: tuple[str, ...]) -> str | None:
     if not ytid:
         return "empty YTID"
-    if not end > start >= 0:
-        return f"expected 0 <= start < end, found start={start}, end={end}"
+    if not (math.isfinite(end) and end > start >= 0):
+        return f"expected 0 <= start < end (finite), found start={start}, end={end}"
     if not mids:
         return "empty label list"
     return None

@@ -43,6 +43,11 @@ from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedCl
 
 CHUNK_ROWS = 4096
 """Rows of names and targets read at a time."""
+MIN_ROW_SECONDS = 0.05
+"""A packed file whose rows are shorter holds no clip (``shardset.writer.MIN_CLIP_SECONDS``, 50 ms)."""
+
+Classes = tuple[int, ...] | str
+"""A row's class indices, or why its target row is not a label set."""
 
 _YOUTUBE_NAME = re.compile(r"^Y([A-Za-z0-9_-]{11})$")
 EMPTY_NAME_REASON = "empty audio_name (the packer leaves the row of a clip it could not load empty)"
@@ -64,13 +69,15 @@ class Hdf5Import:
 def clip_key(audio_name: str) -> str:
     """``Y--PJHxphWEs.wav`` or ``03/Y--PJHxphWEs.mp3`` → ``--PJHxphWEs`` (the YTID, as ``panns-prepare audioset`` keys clips).
 
-    Upstream's downloader prefixes every YTID with ``Y``; a name not of that shape keeps its stem.
+    Upstream's downloader prefixes every YTID with ``Y``; a name not of that shape is its own key,
+    whole (``a.b.wav`` and ``a.b.flac`` stay two clips; ``.`` is a key too). Two rows of one YTID
+    are one clip: the reader keeps the first and reports the others.
     """
     stem = audio_name.rsplit("/", 1)[-1]
     if "." in stem:
         stem = stem.rsplit(".", 1)[0]
     match = _YOUTUBE_NAME.match(stem)
-    return match.group(1) if match else stem
+    return match.group(1) if match else audio_name
 
 
 def read_packed_hdf5(
@@ -89,29 +96,38 @@ def read_packed_hdf5(
     result = ReaderResult()
     packed: dict[Path, _PackedFile | str] = {}  # a file that cannot be used maps to the reason
     resolved_of: dict[str, Path | None] = {}  # hdf5_path as written → the file found (one lookup each)
+    first_of: dict[str, str] = {}  # clip key → where it was first seen
     for path in map(Path, paths):
         with _open(h5py, path) as handle:
             kind = _layout(handle, path, expected="packed")
             if kind == "packed":
-                packed[path.resolve()] = info = _packed_file(handle, path)
+                info = _packed_or_reason(handle, path)
+                packed[path.resolve()] = info
                 for row, name, classes in _scan(handle, path, labels, progress):
                     source = f"{path.name}:{row}"
-                    if _usable(name, classes, source, result):
+                    if _usable(name, classes, source, result, first_of):
+                        if isinstance(info, str):
+                            result.skipped.append(SkippedClip(clip_key(name), source, info))
+                            continue
                         result.records.append(_record(name, classes, info.path, row, source))
                 continue
             for row, name, classes, target_path, index in _scan_index(handle, path, labels, progress):
                 where = f"{path.name}:{row}"
-                if not _usable(name, classes, where, result):
+                if not _usable(name, classes, where, result, first_of):
                     continue
-                if target_path not in resolved_of:
-                    resolved_of[target_path] = _resolve_packed(target_path, path, waveform_dirs)
-                resolved = resolved_of[target_path]
-                if resolved is not None and resolved not in packed:
-                    packed[resolved] = _referenced_file(h5py, resolved)
-                problem = _index_problem(packed.get(resolved), target_path, index, name, waveform_dirs, path)
+                try:
+                    if target_path not in resolved_of:
+                        resolved_of[target_path] = _resolve_packed(target_path, path, waveform_dirs)
+                    resolved = resolved_of[target_path]
+                    if resolved is not None and resolved not in packed:
+                        packed[resolved] = _referenced_file(h5py, resolved)
+                    problem = _index_problem(packed.get(resolved), target_path, index, name, waveform_dirs, path)
+                except Exception as error:  # an odd hdf5_path (a NUL byte, 10 kB long): this row only
+                    problem = f"unreadable index row: {type(error).__name__}: {error}"
                 if problem:
                     result.skipped.append(SkippedClip(clip_key(name), where, problem))
                     continue
+                assert resolved is not None
                 result.records.append(_record(name, classes, resolved, index, f"{resolved.name}:{index}"))
     files = [info for info in packed.values() if isinstance(info, _PackedFile)]
     lengths = {info.width / info.sample_rate for info in files}
@@ -127,19 +143,20 @@ def read_mp3_hdf5(paths: Sequence[str | os.PathLike], labels: LabelSet, *, progr
     """Records of PaSST / EfficientAT mp3 HDF5 files; the mp3 bytes are decoded by the shard writer."""
     h5py = hdf5_rows.require_h5py()
     result = ReaderResult()
+    first_of: dict[str, str] = {}
     for path in map(Path, paths):
         with _open(h5py, path) as handle:
             _layout(handle, path, expected="mp3")
+            _check_rows(handle, path, ("audio_name", "target", "mp3"))
             mp3 = handle["mp3"]
             if mp3.ndim != 1 or h5py.check_vlen_dtype(mp3.dtype) != np.dtype(np.uint8):
                 raise ValueError(
                     f"{path}: dataset 'mp3' must hold variable-length uint8 arrays (the mp3 files' bytes), "
                     f"found dtype {mp3.dtype} with shape {mp3.shape}"
                 )
-            _check_rows(handle, path, ("audio_name", "target", "mp3"))
             for row, name, classes in _scan(handle, path, labels, progress):
                 source = f"{path.name}:{row}"
-                if _usable(name, classes, source, result):
+                if _usable(name, classes, source, result, first_of):
                     result.records.append(_record(name, classes, path.resolve(), row, source))
     return Hdf5Import(result, hdf5_rows.load_mp3_row)
 
@@ -202,6 +219,9 @@ def _check_rows(handle: Any, path: Path, names: Sequence[str]) -> None:
     missing = [name for name in names if name not in handle]
     if missing:
         raise ValueError(f"{path}: missing dataset(s) {missing}; found {sorted(handle.keys())}")
+    groups = [name for name in names if not hasattr(handle[name], "shape")]
+    if groups:
+        raise ValueError(f"{path}: {', '.join(repr(n) for n in groups)} must be dataset(s), found group(s)")
     rows = {name: handle[name].shape[0] if handle[name].ndim else None for name in names}
     if len(set(rows.values())) != 1:
         raise ValueError(f"{path}: datasets must have one row per clip, found rows {rows}")
@@ -216,11 +236,24 @@ def _check_rows(handle: Any, path: Path, names: Sequence[str]) -> None:
 
 
 def _packed_file(handle: Any, path: Path) -> _PackedFile:
-    names = np.asarray(handle["audio_name"][:])
+    """The file's names, row length and rate; ``ValueError`` if its rows cannot be clips (a bad rate, 0 samples)."""
     rate = hdf5_rows.file_sample_rate(handle)
-    if rate <= 0:
-        raise ValueError(f"{path}: attribute sample_rate must be positive, found {rate}")
-    return _PackedFile(path.resolve(), names, int(handle["waveform"].shape[1]), rate)
+    width = int(handle["waveform"].shape[1])
+    if width < math.ceil(MIN_ROW_SECONDS * rate):
+        raise ValueError(
+            f"{path}: its waveform rows hold {width} samples ({1000 * width / rate:g} ms at {rate} Hz), "
+            f"less than {1000 * MIN_ROW_SECONDS:g} ms: no clip to convert (padding would store labelled silence)"
+        )
+    names = np.asarray(handle["audio_name"][:])
+    return _PackedFile(path.resolve(), names, width, rate)
+
+
+def _packed_or_reason(handle: Any, path: Path) -> _PackedFile | str:
+    """A packed file given directly: its info, or why its rows are skipped (the other files still convert)."""
+    try:
+        return _packed_file(handle, path)
+    except ValueError as error:
+        return f"packed file unusable: {error}"
 
 
 def _referenced_file(h5py: Any, path: Path) -> _PackedFile | str:
@@ -233,8 +266,8 @@ def _referenced_file(h5py: Any, path: Path) -> _PackedFile | str:
         return f"packed file unusable: {error}"
 
 
-def _scan(handle: Any, path: Path, labels: LabelSet, progress: bool) -> Iterator[tuple[int, str, tuple[int, ...]]]:
-    """``(row, audio_name, class indices)`` for every row, reading ``CHUNK_ROWS`` at a time."""
+def _scan(handle: Any, path: Path, labels: LabelSet, progress: bool) -> Iterator[tuple[int, str, Classes]]:
+    """``(row, audio_name, class indices or why not)`` for every row, reading ``CHUNK_ROWS`` at a time."""
     for start, names, classes in _chunks(handle, path, labels, progress):
         for offset, (name, row_classes) in enumerate(zip(names, classes)):
             yield start + offset, name, row_classes
@@ -242,45 +275,97 @@ def _scan(handle: Any, path: Path, labels: LabelSet, progress: bool) -> Iterator
 
 def _scan_index(
     handle: Any, path: Path, labels: LabelSet, progress: bool
-) -> Iterator[tuple[int, str, tuple[int, ...], str, int]]:
-    """Index rows: ``(row, audio_name, class indices, hdf5_path, index_in_hdf5)``."""
+) -> Iterator[tuple[int, str, Classes, str, int]]:
+    """Index rows: ``(row, audio_name, class indices or why not, hdf5_path, index_in_hdf5)``."""
     for start, names, classes in _chunks(handle, path, labels, progress):
         stop = start + len(names)
-        targets = [_text(value) for value in handle["hdf5_path"][start:stop]]
-        indices = np.asarray(handle["index_in_hdf5"][start:stop]).astype(np.int64)
+        try:
+            targets = [_text(value) for value in handle["hdf5_path"][start:stop]]
+            indices = [int(i) for i in np.asarray(handle["index_in_hdf5"][start:stop]).astype(np.int64)]
+        except Exception:  # a damaged chunk: row by row, so only the bad rows are lost
+            targets, indices = [], []
+            for row in range(start, stop):
+                try:
+                    targets.append(_text(handle["hdf5_path"][row]))
+                    indices.append(int(np.asarray(handle["index_in_hdf5"][row]).astype(np.int64)))
+                except Exception as error:
+                    targets.append("")
+                    indices.append(-1)
+                    classes[row - start] = f"unreadable index row: {type(error).__name__}: {error}"
         for offset in range(len(names)):
-            yield start + offset, names[offset], classes[offset], targets[offset], int(indices[offset])
+            yield start + offset, names[offset], classes[offset], targets[offset], indices[offset]
 
 
 def _chunks(
     handle: Any, path: Path, labels: LabelSet, progress: bool
-) -> Iterator[tuple[int, list[str], list[tuple[int, ...]]]]:
+) -> Iterator[tuple[int, list[str], list[Classes]]]:
     total = handle["audio_name"].shape[0]
+    _check_target_width(handle["target"], len(labels), path)
     with tqdm(total=total, unit="row", desc=f"reading {path.name}", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, total, CHUNK_ROWS):
             stop = min(start + CHUNK_ROWS, total)
-            names = [_text(value) for value in handle["audio_name"][start:stop]]
-            classes = _classes(np.asarray(handle["target"][start:stop]), len(labels), path)
+            try:
+                names = [_text(value) for value in handle["audio_name"][start:stop]]
+                classes = _classes(np.asarray(handle["target"][start:stop]), len(labels))
+            except Exception:  # a damaged chunk: read its rows one by one, so only the bad ones are lost
+                names, classes = _rows_one_by_one(handle, start, stop, len(labels))
             yield start, names, classes
             bar.update(stop - start)
 
 
-def _classes(target: np.ndarray, num_classes: int, path: Path) -> list[tuple[int, ...]]:
-    """Class indices per row of a target chunk: multi-hot ``[rows, C]`` or packed bits ``[rows, ceil(C / 8)]``."""
-    width = target.shape[1]
+def _rows_one_by_one(handle: Any, start: int, stop: int, num_classes: int) -> tuple[list[str], list[Classes]]:
+    names: list[str] = []
+    classes: list[Classes] = []
+    for row in range(start, stop):
+        try:
+            name = _text(handle["audio_name"][row])
+        except Exception as error:
+            name = ""
+            classes.append(f"unreadable audio_name: {type(error).__name__}: {error}")
+        else:
+            try:
+                classes.append(_classes(np.asarray(handle["target"][row : row + 1]), num_classes)[0])
+            except Exception as error:
+                classes.append(f"unreadable target row: {type(error).__name__}: {error}")
+        names.append(name)
+    return names, classes
+
+
+def _check_target_width(target: Any, num_classes: int, path: Path) -> None:
     packed_width = math.ceil(num_classes / 8)
-    if width == packed_width and width != num_classes and target.dtype == np.uint8:
+    width = target.shape[1]
+    if width == num_classes or (width == packed_width and target.dtype == np.uint8):
+        return
+    raise ValueError(
+        f"{path}: dataset 'target' has {width} columns, but the label CSV has {num_classes} classes "
+        f"(expected [clips, {num_classes}] flags, or [clips, {packed_width}] uint8 from np.packbits)"
+    )
+
+
+def _classes(target: np.ndarray, num_classes: int) -> list[Classes]:
+    """Class indices per row of a target chunk (multi-hot ``[rows, C]`` or packed bits ``[rows, ceil(C / 8)]``).
+
+    A multi-hot row holding anything but 0 and 1 (``-1``, ``2``, NaN, 0.5) is not a label set:
+    it gets a reason instead of indices, and is skipped (reading -1 as "present" would invent labels).
+    """
+    if target.shape[1] != num_classes:  # _check_target_width let only packed bits through
         target = np.unpackbits(target, axis=1, count=num_classes)
-    elif width != num_classes:
-        raise ValueError(
-            f"{path}: dataset 'target' has {width} columns, but the label CSV has {num_classes} classes "
-            f"(expected [clips, {num_classes}] flags, or [clips, {packed_width}] uint8 from np.packbits)"
-        )
-    elif target.dtype.kind == "f" and not np.isin(target, (0.0, 1.0)).all():
-        raise ValueError(f"{path}: dataset 'target' holds values other than 0 and 1; expected multi-hot flags")
-    rows, columns = np.nonzero(target)
+        bad = np.zeros(target.shape[0], dtype=bool)
+    elif target.dtype == np.bool_:
+        bad = np.zeros(target.shape[0], dtype=bool)
+    else:
+        bad = ~((target == 0) | (target == 1)).all(axis=1)
+    rows, columns = np.nonzero(np.where(bad[:, None], 0, target))
     bounds = np.searchsorted(rows, np.arange(target.shape[0] + 1))
-    return [tuple(int(c) for c in columns[bounds[i] : bounds[i + 1]]) for i in range(target.shape[0])]
+    return [
+        _bad_target(target[i]) if bad[i] else tuple(int(c) for c in columns[bounds[i] : bounds[i + 1]])
+        for i in range(target.shape[0])
+    ]
+
+
+def _bad_target(row: np.ndarray) -> str:
+    column = int(np.flatnonzero(~((row == 0) | (row == 1)))[0])
+    return f"target row holds {row[column].item()!r} at column {column}; expected multi-hot flags (0 or 1)"
 
 
 def _text(value: Any) -> str:
@@ -289,10 +374,21 @@ def _text(value: Any) -> str:
     return str(value).rstrip("\x00").strip()
 
 
-def _usable(name: str, classes: tuple[int, ...], source: str, result: ReaderResult) -> bool:
-    reason = EMPTY_NAME_REASON if not name else NO_LABEL_REASON if not classes else None
+def _usable(name: str, classes: Classes, source: str, result: ReaderResult, first_of: dict[str, str]) -> bool:
+    """Whether a row can be a clip; if not, it is reported. The first row of a clip key wins."""
+    key = clip_key(name) if name else NO_NAME_KEY
+    if isinstance(classes, str):
+        reason: str | None = classes
+    elif not name:
+        reason = EMPTY_NAME_REASON
+    elif not classes:
+        reason = NO_LABEL_REASON
+    elif key in first_of:
+        reason = f"duplicate of {first_of[key]} (the same clip key {key!r})"
+    else:
+        first_of[key], reason = source, None
     if reason:
-        result.skipped.append(SkippedClip(clip_key(name) if name else NO_NAME_KEY, source, reason))
+        result.skipped.append(SkippedClip(key, source, reason))
     return reason is None
 
 

@@ -4,25 +4,19 @@ Two readers, for ``panns-prepare folder`` and ``panns-prepare csv``:
 
 - :func:`read_folder`: ``ROOT/<class>/**/<file>`` (any depth below a class folder), or, when
   ROOT's folders are split names, ``ROOT/<train|val|test>/<class>/**/<file>``. Single-label.
-- :func:`read_csv_table`: one row per clip with its file and label(s); the header names the
-  columns. Several labels in one cell (``"dog,bark"``, split on ``label_separator``) make the
-  set multi-label. Optional columns: ``fold`` (integers 1..k: cross-validation), ``split``
-  (train / val / test), ``start`` / ``end`` (seconds: only that part of the file is the clip).
+- :func:`panns_lightning.datasets.custom_csv.read_csv_table`: one row per clip with its file and
+  label(s), optional fold / split / start / end columns (its module says which rows are errors
+  and which are skipped).
 
-A row whose values are wrong (unknown split, non-integer fold, ``end <= start``, an empty label)
-is an error naming the CSV, line and column: converting around it would silently change the
-dataset. A file that does not exist is reported as skipped (with the row), as the official
-converters do; a file that does not decode is skipped by the shard writer, with its reason.
-
-What the set is partitioned by is decided here (:func:`partition`): the folds or splits the source
-gives; else, at conversion, ``num_folds`` stratified folds or a stratified train / val / test
-hold-out (``val_fraction`` / ``test_fraction``, iterative stratification for multi-label clips,
-seeded), so every training run reads the same split from the manifest.
+A clip's key is its path below the root with its extension (:func:`clip_key_of`), so no two files
+share one. What the set is partitioned by is decided here (:func:`partition`): the folds or
+splits the source gives; else, at conversion, ``num_folds`` stratified folds or a stratified
+train / val / test hold-out (``val_fraction`` / ``test_fraction``, iterative stratification for
+multi-label clips, seeded), so every training run reads the same split from the manifest.
 """
 
 from __future__ import annotations
 
-import csv
 import dataclasses
 import os
 from collections import Counter
@@ -58,11 +52,8 @@ AUDIO_EXTENSIONS = frozenset(
     ".wav .wave .flac .ogg .oga .opus .mp3 .aif .aiff .aifc .au .snd .caf .w64 .rf64 .wv .mat .voc .sd2".split()
 )
 """File name extensions of the containers libsndfile (soundfile) decodes; other files are not audio."""
-FILE_COLUMNS = ("filename", "file", "path", "audio", "fname")
-LABEL_COLUMNS = ("labels", "label", "class", "category", "tags")
 DEFAULT_VAL_FRACTION = 0.1
 DEFAULT_TEST_FRACTION = 0.1
-_MAX_ROW_ERRORS = 20
 
 
 @dataclass
@@ -105,7 +96,7 @@ def read_folder(root: str | os.PathLike, *, name: str | None = None) -> CustomDa
         for path in sorted(p for p in folder.iterdir() if p.is_file()):
             if path.suffix.lower() in AUDIO_EXTENSIONS:
                 relative = path.relative_to(root).as_posix()
-                result.skipped.append(SkippedClip(_key(relative), relative, "not inside a class folder"))
+                result.skipped.append(SkippedClip(clip_key_of(relative), relative, "not inside a class folder"))
     for split_dir in top if split_layout else [root]:
         split = normalise_split(split_dir.name) if split_layout else None
         for class_dir in sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
@@ -128,7 +119,7 @@ def read_folder(root: str | os.PathLike, *, name: str | None = None) -> CustomDa
     for path, cls, split in found:
         relative = path.relative_to(root).as_posix()
         meta = {SPLIT_FIELD: split} if split is not None else {}
-        result.records.append(ClipRecord(_key(relative), path, (index_of[cls],), meta=meta, source=relative))
+        result.records.append(ClipRecord(clip_key_of(relative), path, (index_of[cls],), meta=meta, source=relative))
     if split_layout:
         present = {split for _, _, split in found}
         for split in SPLIT_NAMES:
@@ -148,267 +139,23 @@ def read_folder(root: str | os.PathLike, *, name: str | None = None) -> CustomDa
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# a CSV of files and labels
+def clip_key_of(relative: str, segment: tuple[float, float | None] | None = None) -> str:
+    """The clip key: the file's path below the root WITH its extension, and the segment if any.
 
-
-@dataclass
-class _Row:
-    line: int
-    path: Path
-    relative: str
-    labels: list[str]
-    fold: int | None
-    split: str | None
-    segment: tuple[float, float | None] | None
-
-
-def read_csv_table(
-    csv_path: str | os.PathLike,
-    *,
-    audio_dir: str | os.PathLike | None = None,
-    file_column: str | None = None,
-    label_column: str | None = None,
-    label_separator: str = ",",
-    fold_column: str | None = None,
-    split_column: str | None = None,
-    start_column: str | None = None,
-    end_column: str | None = None,
-    name: str | None = None,
-) -> CustomDataset:
-    """Records for the rows of ``csv_path`` (files relative to ``audio_dir``, default: the CSV's folder).
-
-    ``file_column`` / ``label_column`` default to the first header among :data:`FILE_COLUMNS` /
-    :data:`LABEL_COLUMNS`; the optional columns default to ``fold``, ``split``, ``start`` and
-    ``end``, used when the header has them (a column named explicitly must exist).
-    ``label_separator`` splits a cell into several labels (``""``: never split).
-    Raises ``ValueError`` naming the CSV (and line, column) for a missing column, a header with
-    both a fold and a split column, or bad rows (all of them listed, up to 20).
+    ``dogs/a.wav``, ``dogs/a.flac``, ``a.b.wav``, ``a_b.wav`` and ``a/b.wav`` are five keys (the
+    shard writer's member names escape them injectively: ``shardset.format.shard_key``). A
+    segment adds ``@START-ENDs`` with the times written exactly (``clips/a.wav@1.5-3s``,
+    ``@0.1-0.30000000000000004s``: two distinct times never print alike).
     """
-    csv_path = Path(csv_path)
-    if not csv_path.is_file():
-        raise FileNotFoundError(f"--csv {csv_path} not found")
-    audio_dir = Path(audio_dir) if audio_dir is not None else csv_path.parent
-    if not audio_dir.is_dir():
-        raise FileNotFoundError(f"--audio-dir {audio_dir} is not a directory")
-    with csv_path.open(newline="", encoding="utf-8-sig") as handle:
-        sample = handle.read(4096)
-        handle.seek(0)
-        try:
-            dialect: Any = csv.Sniffer().sniff(sample.splitlines()[0] if sample else "", delimiters=",;\t")
-        except csv.Error:
-            dialect = csv.excel
-        reader = csv.DictReader(handle, dialect=dialect)
-        header = [h.strip() for h in reader.fieldnames or []]
-        reader.fieldnames = header
-        columns = _columns(csv_path, header, file_column, label_column)
-        file_col, label_col = columns
-        fold_col, split_col, start_col, end_col = (
-            _optional_column(csv_path, header, given, default)
-            for given, default in (
-                (fold_column, "fold"),
-                (split_column, "split"),
-                (start_column, "start"),
-                (end_column, "end"),
-            )
-        )
-        if fold_col and split_col:
-            raise ValueError(
-                f"{csv_path}: has both a {fold_col!r} and a {split_col!r} column; a set is cross-validated (folds) "
-                "or split into train / val / test, not both: drop one of the columns"
-            )
-        rows: list[_Row] = []
-        errors: list[str] = []
-        for raw in reader:
-            line = reader.line_num
-            row, problems = _parse_row(
-                raw, line, audio_dir, file_col, label_col, label_separator, fold_col, split_col, start_col, end_col
-            )
-            errors += [f"line {line}, {problem}" for problem in problems]
-            if row is not None and not problems:
-                rows.append(row)
-    if errors:
-        shown = "\n  ".join(errors[:_MAX_ROW_ERRORS])
-        more = f"\n  ... and {len(errors) - _MAX_ROW_ERRORS} more" if len(errors) > _MAX_ROW_ERRORS else ""
-        raise ValueError(f"{csv_path}: {len(errors)} bad value(s); fix them and convert again:\n  {shown}{more}")
-    if not rows:
-        raise ValueError(f"{csv_path}: no rows below the header")
-    if fold_col:
-        _check_folds(csv_path, fold_col, [row.fold for row in rows if row.fold is not None])
-
-    result = ReaderResult()
-    names = sorted({label for row in rows for label in row.labels})
-    index_of = {label: i for i, label in enumerate(names)}
-    first_line: dict[tuple[str, tuple[float, float | None] | None], int] = {}
-    for row in rows:
-        source = f"{csv_path.name}:{row.line}"
-        key = _key(row.relative, row.segment)
-        identity = (str(row.path.resolve()), row.segment)
-        if identity in first_line:
-            result.skipped.append(
-                SkippedClip(key, source, f"duplicate of line {first_line[identity]} (same file and segment)")
-            )
-            continue
-        first_line[identity] = row.line
-        if not row.path.is_file():
-            result.skipped.append(SkippedClip(key, source, f"audio file not found: {row.path}"))
-            continue
-        meta: dict[str, Any] = {}
-        if row.fold is not None:
-            meta[FOLD_FIELD] = row.fold
-        if row.split is not None:
-            meta[SPLIT_FIELD] = row.split
-        if row.segment is not None:
-            meta["start"], meta["end"] = row.segment
-        result.records.append(
-            ClipRecord(
-                key,
-                row.path,
-                tuple(sorted({index_of[label] for label in row.labels})),
-                meta=meta,
-                source=row.relative,
-                segment=row.segment,
-            )
-        )
-    used_columns = {
-        "file": file_col,
-        "labels": label_col,
-        "label_separator": label_separator,
-        **{k: v for k, v in (("fold", fold_col), ("split", split_col), ("start", start_col), ("end", end_col)) if v},
-    }
-    partition = "folds" if fold_col else "splits" if split_col else None
-    return CustomDataset(
-        dataset=name or csv_path.stem,
-        result=result,
-        labels=label_entries(names),
-        multilabel=any(len(row.labels) > 1 for row in rows),
-        partition=partition,
-        layout={"layout": "csv", "csv": str(csv_path), "audio_dir": str(audio_dir), "columns": used_columns},
-        num_folds=max((row.fold or 0 for row in rows), default=0) or None,
-        description=f"folds from the CSV column {fold_col!r}"
-        if fold_col
-        else f"splits from the CSV column {split_col!r}"
-        if split_col
-        else "",
-    )
-
-
-def _columns(csv_path: Path, header: list[str], file_column: str | None, label_column: str | None) -> tuple[str, str]:
-    chosen = []
-    for flag, given, defaults in (
-        ("--file-column", file_column, FILE_COLUMNS),
-        ("--label-column", label_column, LABEL_COLUMNS),
-    ):
-        if given is not None and given not in header:
-            raise ValueError(f"{csv_path}: no column {given!r} ({flag}); the header has {', '.join(header)}")
-        column = given if given is not None else next((c for c in defaults if c in header), None)
-        if column is None:
-            raise ValueError(
-                f"{csv_path}: no {flag[2:].replace('-column', '')} column; the header has {', '.join(header) or 'nothing'}: "
-                f"name one of {', '.join(defaults)} or pass {flag}"
-            )
-        chosen.append(column)
-    return chosen[0], chosen[1]
-
-
-def _optional_column(csv_path: Path, header: list[str], given: str | None, default: str) -> str | None:
-    if given is None:
-        return default if default in header else None
-    if given not in header:
-        raise ValueError(f"{csv_path}: no column {given!r} (--{default}-column); the header has {', '.join(header)}")
-    return given
-
-
-def _parse_row(
-    raw: dict[str, Any],
-    line: int,
-    audio_dir: Path,
-    file_col: str,
-    label_col: str,
-    separator: str,
-    fold_col: str | None,
-    split_col: str | None,
-    start_col: str | None,
-    end_col: str | None,
-) -> tuple[_Row | None, list[str]]:
-    """One row checked: the row, or the problems found, each naming the column."""
-
-    def cell(column: str | None) -> str:
-        value = raw.get(column) if column else None
-        return value.strip() if isinstance(value, str) else ""
-
-    problems: list[str] = []
-    filename = cell(file_col)
-    if not filename:
-        problems.append(f"column {file_col!r}: empty (every row needs an audio file)")
-    text = cell(label_col)
-    labels = [part.strip() for part in (text.split(separator) if separator else [text])]
-    labels = list(dict.fromkeys(label for label in labels if label))
-    if not labels:
-        problems.append(f"column {label_col!r}: no label")
-    fold = None
-    if fold_col:
-        try:
-            fold = int(cell(fold_col))
-            if fold < 1:
-                raise ValueError
-        except ValueError:
-            problems.append(f"column {fold_col!r}: {cell(fold_col)!r} is not a fold number (an integer 1, 2, ...)")
-    split = None
-    if split_col:
-        split = normalise_split(cell(split_col))
-        if split is None:
-            problems.append(
-                f"column {split_col!r}: {cell(split_col)!r} is not a split (train, val or test; also accepted: "
-                f"{', '.join(k for k in SPLIT_SYNONYMS if k not in SPLIT_NAMES)})"
-            )
-    segment = None
-    start, end = _seconds(cell(start_col), start_col, problems), _seconds(cell(end_col), end_col, problems)
-    if start is not None or end is not None:
-        if start is not None and end is not None and end <= start:
-            problems.append(f"columns {start_col!r}/{end_col!r}: end {end:g} s is not after start {start:g} s")
-        segment = (start or 0.0, end)
-    if problems:
-        return None, problems
-    path = Path(filename)
-    if not path.is_absolute():
-        path = audio_dir / path
-    try:
-        relative = path.relative_to(audio_dir).as_posix()
-    except ValueError:
-        relative = path.as_posix()
-    return _Row(line, path, relative, labels, fold, split, segment), []
-
-
-def _seconds(text: str, column: str | None, problems: list[str]) -> float | None:
-    if not text:
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        value = float("nan")
-    if not value >= 0 or value == float("inf"):
-        problems.append(f"column {column!r}: {text!r} is not a time in seconds (a number >= 0)")
-        return None
-    return value
-
-
-def _check_folds(csv_path: Path, column: str, folds: Sequence[int]) -> None:
-    present = sorted(set(folds))
-    if present != list(range(1, len(present) + 1)) or len(present) < 2:
-        raise ValueError(
-            f"{csv_path}: column {column!r} holds folds {present}; cross-validation needs folds numbered 1..k "
-            "with k >= 2 and none empty (renumber them)"
-        )
-
-
-def _key(relative: str, segment: tuple[float, float | None] | None = None) -> str:
-    """The clip id: its path below the root without the extension (and the segment, if any)."""
-    stem = relative.rsplit(".", 1)[0] if "." in relative.rsplit("/", 1)[-1] else relative
     if segment is None:
-        return stem
+        return relative
     start, end = segment
-    return f"{stem}@{start:g}-{'end' if end is None else f'{end:g}'}s"
+    return f"{relative}@{_exact_seconds(start)}-{'end' if end is None else _exact_seconds(end)}s"
+
+
+def _exact_seconds(seconds: float) -> str:
+    short = f"{seconds:g}"
+    return short if float(short) == seconds else repr(float(seconds))
 
 
 # ---------------------------------------------------------------------------------------------

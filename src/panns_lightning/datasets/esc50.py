@@ -13,6 +13,7 @@ import csv
 import os
 from pathlib import Path
 
+from panns_lightning.datasets.csv_lines import BoundedLines, holds_too_long
 from panns_lightning.shardset.folds import FoldedDataset, label_entries
 from panns_lightning.shardset.records import ClipRecord, ReaderResult, SkippedClip
 
@@ -39,29 +40,36 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
         raise FileNotFoundError(f"{audio_dir} not found: --root must be the ESC-50 folder holding meta/ and audio/")
 
     result = ReaderResult()
-    rows: list[tuple[int, dict[str, str]]] = []
-    with csv_path.open(newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
+    with csv_path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.DictReader(BoundedLines(handle))
         missing = [c for c in CSV_COLUMNS if c not in (reader.fieldnames or [])]
         if missing:
             raise ValueError(
                 f"{csv_path}: missing columns {missing}; expected {','.join(CSV_COLUMNS)}, found {reader.fieldnames}"
             )
-        for line, row in enumerate(reader, start=2):
-            rows.append((line, row))
+        rows = _rows(reader, csv_path.name, result)
 
     category_of: dict[int, str] = {}
-    first_line_of: dict[str, int] = {}
+    first_line_of: dict[str, tuple[str, int]] = {}  # clip id (the stem) → its filename and line
     parsed: list[tuple[int, dict[str, str], int, int, bool]] = []
     for line, row in rows:
         name = (row.get("filename") or "").strip()
         source = f"{csv_path.name}:{line}"
-        if name and name in first_line_of:
+        if name and (Path(name).name != name or name in (".", "..")):
+            result.skipped.append(SkippedClip(name, source, "filename is not a file name in audio/ (a path)"))
+            continue
+        if name and Path(name).stem in first_line_of:
+            earlier, earlier_line = first_line_of[Path(name).stem]
+            what = "filename" if earlier == name else f"clip {Path(name).stem!r} ({earlier} and {name})"
             result.skipped.append(
-                SkippedClip(Path(name).stem, source, f"duplicate filename, first seen on line {first_line_of[name]}")
+                SkippedClip(Path(name).stem, source, f"duplicate {what}, first seen on line {earlier_line}")
             )
             continue
-        first_line_of[name] = line
+        first_line_of[Path(name).stem] = (name, line)
+        short = [column for column in CSV_COLUMNS if row.get(column) is None]
+        if short:
+            result.skipped.append(SkippedClip(Path(name).stem, source, f"short row: no {', '.join(short)}"))
+            continue
         try:
             fold, target = int(row["fold"]), int(row["target"])
         except (TypeError, ValueError):
@@ -110,8 +118,8 @@ def read_esc50(root: str | os.PathLike, *, esc10: bool = False) -> FoldedDataset
                     "target": target,
                     "category": category_of[target],
                     "esc10": is_esc10,
-                    "src_file": row["src_file"].strip(),
-                    "take": row["take"].strip(),
+                    "src_file": (row.get("src_file") or "").strip(),
+                    "take": (row.get("take") or "").strip(),
                 },
                 source=f"audio/{filename}",
             )
@@ -187,3 +195,23 @@ def write_synthetic_esc50(
             rows.append(f"{filename},{fold},{target},{category},{target < 4},{recording}.wav,{take}")
     (out / "meta" / "esc50.csv").write_text("\n".join(rows) + "\n", encoding="utf-8")
     return out
+
+
+def _rows(reader: csv.DictReader, csv_name: str, result: ReaderResult) -> list[tuple[int, dict[str, str]]]:
+    """``(line, row)`` for every row the csv module can read; the others are skipped with their line."""
+    rows: list[tuple[int, dict[str, str]]] = []
+    iterator = iter(reader)
+    while True:
+        try:
+            row = next(iterator)
+        except StopIteration:
+            return rows
+        except csv.Error as error:  # e.g. a cell over 128 KiB: that row only
+            result.skipped.append(
+                SkippedClip("(unreadable row)", f"{csv_name}:{reader.line_num + 1}", f"unreadable CSV row: {error}")
+            )
+            continue
+        if holds_too_long(row):
+            result.skipped.append(SkippedClip("(unreadable row)", f"{csv_name}:{reader.line_num}", "line over 1 MiB"))
+            continue
+        rows.append((reader.line_num, row))

@@ -10,6 +10,7 @@ forks, so the reader closes what it opened (:func:`close_open_files`) before con
 
 from __future__ import annotations
 
+import math
 import os
 from collections import OrderedDict
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from panns_lightning import audio
+from panns_lightning.input_limits import SampleRateError, check_sample_rate
 
 INSTALL_HINT = "pip install 'panns-lightning[hdf5]'"
 LOCATION_SEPARATOR = "::"
@@ -76,9 +78,26 @@ def close_open_files() -> None:
 
 
 def file_sample_rate(handle: Any) -> int:
-    """A packed file's ``sample_rate`` attribute (upstream writes it), else upstream's 32 kHz."""
-    rate = handle.attrs.get("sample_rate")
-    return UPSTREAM_SAMPLE_RATE if rate is None else int(np.asarray(rate).reshape(-1)[0])
+    """A packed file's ``sample_rate`` attribute (upstream writes it), else upstream's 32 kHz.
+
+    The attribute is input: anything but one whole number in the supported range (an empty
+    array, text, 1e30, a compound value) is a ``ValueError`` naming the file.
+    """
+    try:
+        rate = handle.attrs.get("sample_rate")
+    except Exception as error:  # h5py cannot even read it (an unsupported type)
+        raise ValueError(f"{handle.filename}: attribute sample_rate is unreadable ({error})") from None
+    if rate is None:
+        return UPSTREAM_SAMPLE_RATE
+    values = np.asarray(rate).reshape(-1)
+    if values.shape[0] != 1 or values.dtype.kind not in "iuf":
+        raise ValueError(
+            f"{handle.filename}: attribute sample_rate must be one number of Hz, found {_shown(rate)} ({values.dtype})"
+        )
+    try:
+        return check_sample_rate(values[0].item(), f"{handle.filename}: attribute sample_rate")
+    except SampleRateError as error:
+        raise ValueError(str(error)) from None
 
 
 def load_waveform_row(
@@ -88,13 +107,18 @@ def load_waveform_row(
 
     At the file's own rate the int16 samples come back untouched (stored bit for bit); otherwise
     they are resampled: ``sinc``, or ``decimate`` (every k-th sample of the 32 kHz row, exactly
-    what upstream's 16/8 kHz models were trained on). ``min_seconds`` does not apply: a packed
-    row has the fixed length upstream padded it to.
+    what upstream's 16/8 kHz models were trained on). A packed row has the fixed length upstream
+    padded it to; a file whose rows are shorter than ``min_seconds`` (0 samples, say) holds no
+    clip, and padding it would store labelled silence: :class:`~panns_lightning.audio.AudioDecodeError`.
     """
     path, row = parse_location(location)
     handle = open_hdf5(path)
-    samples = np.asarray(handle["waveform"][row], dtype=np.int16)
+    samples = np.asarray(handle["waveform"][row], dtype=np.int16).reshape(-1)
     rate = file_sample_rate(handle)
+    if samples.shape[0] < max(1, math.ceil(min_seconds * rate)):
+        raise audio.AudioDecodeError(
+            location, f"row of {samples.shape[0]} samples at {rate} Hz: too short to be a clip"
+        )
     if rate == target_sr:
         return _fit_int16(samples, clip_samples)
     if resample_method == "decimate":
@@ -119,3 +143,8 @@ def _fit_int16(samples: np.ndarray, num_samples: int) -> np.ndarray:
     if samples.shape[0] >= num_samples:
         return samples[:num_samples]
     return np.concatenate([samples, np.zeros(num_samples - samples.shape[0], dtype=np.int16)])
+
+
+def _shown(value: Any) -> str:
+    text = repr(value.tolist() if isinstance(value, np.ndarray) else value)
+    return text if len(text) <= 60 else text[:57] + "..."

@@ -140,7 +140,7 @@ def split_records(
 ) -> tuple[list[ClipRecord], list[ClipRecord]]:
     """``(train, val)`` records, split by :func:`stratified_holdout`, each in input order.
 
-    Records whose keys collide as tar members (the shard writer keeps only the first) are one
+    Records with one key (one clip listed twice; the shard writer refuses such a set) are one
     unit here, so a clip can never be written into both sets.
     """
     first: dict[str, int] = {}

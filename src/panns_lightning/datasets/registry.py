@@ -8,7 +8,7 @@ are read from its manifest (``python -m panns_lightning.shardset.folds DIR``), n
 AudioSet (segment CSVs, a held-out validation split) and the synthetic generator have commands of
 their own; AudioSet as other projects pack it into HDF5 has one command per layout
 (``AUDIOSET_HDF5_LAYOUTS``), which shares the options of ``panns-prepare audioset``. Your own data
-(``folder``, ``csv``: ``datasets/custom.py``) is in :data:`CUSTOM_DATASETS`: its readers take their
+(``folder``, ``csv``: ``datasets/custom.py``, ``datasets/custom_csv.py``) is in :data:`CUSTOM_DATASETS`: its readers take their
 inputs as options, and folds or splits come from the data or the command.
 """
 
@@ -193,7 +193,7 @@ CUSTOM_DATASETS: dict[str, CustomDatasetEntry] = {
         CustomDatasetEntry(
             name="csv",
             description="your own audio listed in a CSV (file, label(s), optional fold / split / start / end columns)",
-            reader="panns_lightning.datasets.custom:read_csv_table",
+            reader="panns_lightning.datasets.custom_csv:read_csv_table",
             options=(
                 ReaderOption(
                     "csv_path", "the CSV (a header row names the columns)", type=Path, required=True, flag_name="csv"
@@ -214,6 +214,12 @@ CUSTOM_DATASETS: dict[str, CustomDatasetEntry] = {
                 ReaderOption("split_column", "column of train / val / test (default: split, if present)"),
                 ReaderOption("start_column", "column of segment starts in seconds (default: start, if present)"),
                 ReaderOption("end_column", "column of segment ends in seconds (default: end, if present)"),
+                ReaderOption(
+                    "min_segment_seconds",
+                    "skip start/end segments shorter than this, reported (default 0.05; 0: keep every segment)",
+                    default=0.05,
+                    type=float,
+                ),
             ),
         ),
     )

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 from torch import nn
 
 from panns_lightning.models.card import ModelCard
+from panns_lightning.models.finite import require_finite
 from panns_lightning.models.reader import clip_probabilities
 
 TOLERANCE = 1e-4
@@ -86,3 +90,24 @@ def output_names(model: nn.Module) -> list[str]:
 
 def check_name(waveform: torch.Tensor) -> str:
     return f"B={waveform.shape[0]},T={waveform.shape[1]}"
+
+
+def finite_outputs(wrapper: ExportableModel, waveform: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """PyTorch's own outputs, which must be finite: there is nothing to export or verify against otherwise."""
+    wrapper.eval()
+    with torch.no_grad():
+        outputs = wrapper(waveform)
+    name = getattr(wrapper.model, "zoo_name", type(wrapper.model).__name__)
+    for output, value in zip(wrapper.output_names, outputs):
+        require_finite(value, f"{name}'s {output} in PyTorch, before export")
+    return outputs
+
+
+@contextlib.contextmanager
+def removed_on_failure(path: Path) -> Iterator[None]:
+    """An export that fails its own verification leaves no file behind to be mistaken for a good one."""
+    try:
+        yield
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise

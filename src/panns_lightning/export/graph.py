@@ -38,6 +38,7 @@ import torch
 from torch import nn
 
 from panns_lightning.models.card import CARD_FILE, CARD_KEY, ModelCard
+from panns_lightning.models.finite import require_finite
 
 from .common import (
     TOLERANCE,
@@ -47,6 +48,7 @@ from .common import (
     ExportReport,
     ExportVerificationError,
     check_name,
+    finite_outputs,
 )
 
 logger = logging.getLogger(__name__)
@@ -94,6 +96,7 @@ def export_model(
         torch.randn(VERIFY_BATCH + 1, int(samples * SECOND_LENGTH_FACTOR), generator=generator) * 0.1,
         torch.randn(1, _shortest(card, sample_rate, samples), generator=generator) * 0.1,
     ]
+    finite_outputs(wrapper, example)  # before anything is written
     report = ExportReport(
         path=str(path),
         format=format,
@@ -314,5 +317,8 @@ def _max_diff(wrapper: ExportableModel, runner: Runner, waveform: torch.Tensor) 
     for name, reference, value in zip(wrapper.output_names, expected, got):
         if tuple(reference.shape) != tuple(value.shape):
             raise ValueError(f"{name}: shape {tuple(value.shape)} but PyTorch gives {tuple(reference.shape)}")
+        # NaN compares false, so max(worst, nan) would keep worst: an all-NaN export would pass.
+        require_finite(reference, f"{name} in PyTorch")
+        require_finite(value, f"{name} of the exported model")
         worst = max(worst, float(np.abs(reference - value).max()))
     return worst

@@ -26,6 +26,7 @@ from panns_lightning.atomic import atomic_open
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model
 from panns_lightning.models.card import CARD_KEY, ModelCard
 from panns_lightning.models.checkpoint import StateDictMismatch, classes_num
+from panns_lightning.models.finite import require_finite
 from panns_lightning.models.reader import build_for_weights, load_strictly
 from panns_lightning.models.registry import WAVEFORM_ONLY
 
@@ -37,6 +38,8 @@ from .common import (
     ExportVerificationError,
     NotRepresentableError,
     check_name,
+    finite_outputs,
+    removed_on_failure,
 )
 
 # The classes panns_inference 0.1.x ships (panns_inference.models) and the wrapper that builds each.
@@ -111,22 +114,29 @@ def export_panns_checkpoint(
     payload: dict[str, Any] = {"model": state}
     if card is not None:
         payload[CARD_KEY] = card.with_artifact("panns", clipwise_output="sigmoid").to_dict()
+    sample_rate = int(frontend["sample_rate"])
+    wrapper = ExportableModel(model.float().eval())
+    generator = torch.Generator().manual_seed(seed)
+    waveform = torch.randn(VERIFY_BATCH, int(round(seconds * sample_rate)), generator=generator) * 0.1
+    expected = finite_outputs(wrapper, waveform)  # before anything is written
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_open(path) as stream:
         torch.save(payload, stream)
-
-    sample_rate = int(frontend["sample_rate"])
-    reference = model.float().eval()
-    wrapper = ExportableModel(reference)
-    rebuilt = build_for_weights(model_name, **frontend, classes_num=classes)
-    stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model"]
-    load_strictly(rebuilt, stored, path, model_name, assign=True)
-    generator = torch.Generator().manual_seed(seed)
-    waveform = torch.randn(VERIFY_BATCH, int(round(seconds * sample_rate)), generator=generator) * 0.1
-    with torch.no_grad():
-        expected = wrapper(waveform)
-        got = ExportableModel(rebuilt.eval())(waveform)
-    difference = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+    with removed_on_failure(path):
+        rebuilt = build_for_weights(model_name, **frontend, classes_num=classes)
+        stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)["model"]
+        load_strictly(rebuilt, stored, path, model_name, assign=True)
+        with torch.no_grad():
+            got = ExportableModel(rebuilt.eval())(waveform)
+        for name, value in zip(wrapper.output_names, got):
+            require_finite(value, f"{model_name}'s {name} read back from {path}")
+        difference = max(float((a - b).abs().max()) for a, b in zip(expected, got))
+        if difference > tolerance:
+            raise ExportVerificationError(
+                f"{path}: read back into upstream's {model_name}, the weights give outputs {difference:.3e} away "
+                f"from the original network's (> {tolerance:g}); the network computes something its weights do "
+                "not say (e.g. stft='fft' or another option upstream's class lacks)"
+            )
     report = ExportReport(
         path=str(path),
         format="panns",
@@ -138,12 +148,6 @@ def export_panns_checkpoint(
         max_abs_diff={check_name(waveform): difference},
         notes=upstream_notes(model_name, frontend, classes, path.stat().st_size, card),
     )
-    if difference > tolerance:
-        raise ExportVerificationError(
-            f"{path}: read back into upstream's {model_name}, the weights give outputs {difference:.3e} away "
-            f"from the original network's (> {tolerance:g}); the network computes something its weights do "
-            "not say (e.g. stft='fft' or another option upstream's class lacks)"
-        )
     return report
 
 

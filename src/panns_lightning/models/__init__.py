@@ -9,6 +9,8 @@ of them, and ``reader.load_model`` returns the runnable model.
 
 from .card import CardError, ModelCard
 from .checkpoint import CheckpointMismatchError, load_panns_checkpoint, save_panns_checkpoint
+from .finite import NonFiniteOutputError, require_finite
+from .frontend import frontend_problems
 from .mixup import do_mixup
 from .reader import LoadedModel, read_card, read_model_file
 from .registry import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, list_models
@@ -20,11 +22,14 @@ __all__ = [
     "CheckpointMismatchError",
     "LoadedModel",
     "ModelCard",
+    "NonFiniteOutputError",
     "build_model",
     "do_mixup",
+    "frontend_problems",
     "list_models",
     "load_panns_checkpoint",
     "read_card",
     "read_model_file",
+    "require_finite",
     "save_panns_checkpoint",
 ]

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .frontend import frontend_problems
 from .registry import FRONTEND_KEYS, list_models
 
 CARD_KEY = "model_card"
@@ -45,12 +46,9 @@ MIN_WINDOW_SECONDS = 1.0
 """Shortest window run through a model: every zoo model accepts 1 s at its paper front end
 (Cnn14's five 2x2 poolings need >= 32 frames, Res1dNet more than 0.5 s of samples)."""
 
-# Bounds on what a file may ask for: generous for real models, small enough that a hostile or
-# corrupt card cannot make a reader allocate without limit.
-MAX_SAMPLE_RATE = 384_000
-MIN_SAMPLE_RATE = 1_000
-MAX_WINDOW_SIZE = 65_536
-MAX_MEL_BINS = 1_024
+# Bounds on what a file may ask for beyond the front end (whose bounds are frontend_problems'):
+# generous for real models, small enough that a hostile or corrupt card cannot make a reader
+# allocate without limit.
 MAX_CLASSES = 100_000
 MAX_LABEL_CHARS = 1_000
 MAX_CLIP_SECONDS = 3_600
@@ -214,27 +212,20 @@ def card_from_model_config(
 
 
 def check_frontend(frontend: Any, source: str, prefix: str = "frontend.") -> dict[str, Any]:
-    """The six front-end settings, each checked against its bounds; one line naming the first bad one."""
+    """The six front-end settings, checked by the bounds every config is checked by
+    (:func:`~panns_lightning.models.frontend.frontend_problems`); one line naming the first bad one."""
     frontend = _mapping(frontend, prefix.rstrip("."), source)
     for key in FRONTEND_KEYS:
         if frontend.get(key) is None:
             raise CardError(f"{source}: key '{prefix}{key}': expected a number, found nothing")
-    rate = _integer(frontend, "sample_rate", MIN_SAMPLE_RATE, MAX_SAMPLE_RATE, source, prefix)
-    window = _integer(frontend, "window_size", 16, MAX_WINDOW_SIZE, source, prefix)
-    hop = _integer(frontend, "hop_size", 1, window, source, prefix)
-    mel_bins = _integer(frontend, "mel_bins", 1, min(MAX_MEL_BINS, window // 2 + 1), source, prefix)
-    fmin = _number(frontend, "fmin", 0, rate / 2, source, prefix)
-    fmax = _number(frontend, "fmax", 0, rate / 2, source, prefix)
-    if fmax <= fmin:
-        raise CardError(f"{source}: key '{prefix}fmax': expected more than fmin ({fmin:g}), found {fmax:g}")
-    return {
-        "sample_rate": rate,
-        "window_size": window,
-        "hop_size": hop,
-        "mel_bins": mel_bins,
-        "fmin": frontend["fmin"],
-        "fmax": frontend["fmax"],
-    }
+    values = {key: frontend[key] for key in FRONTEND_KEYS}
+    for key in ("sample_rate", "window_size", "hop_size", "mel_bins"):  # JSON may hold 16000.0
+        if isinstance(values[key], float) and values[key].is_integer():
+            values[key] = int(values[key])
+    problems = frontend_problems(**values)
+    if problems:
+        raise CardError(f"{source}: {prefix}{problems[0]}")
+    return values
 
 
 def check_options(options: Any, source: str) -> dict[str, Any]:
@@ -316,21 +307,3 @@ def _mapping(value: Any, key: str, source: str) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise CardError(f"{source}: key '{key}': expected a mapping, found {type(value).__name__}")
     return dict(value)
-
-
-def _integer(values: Mapping[str, Any], key: str, low: int, high: int, source: str, prefix: str) -> int:
-    value = values[key]
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise CardError(f"{source}: key '{prefix}{key}': expected an integer in {low}..{high}, found {value!r}")
-    return int(value)
-
-
-def _number(values: Mapping[str, Any], key: str, low: float, high: float, source: str, prefix: str) -> float:
-    value = values[key]
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise CardError(f"{source}: key '{prefix}{key}': expected a number in {low:g}..{high:g}, found {value!r}")
-    if not low <= value <= high:
-        raise CardError(f"{source}: key '{prefix}{key}': expected a number in {low:g}..{high:g}, found {value!r}")
-    return float(value)

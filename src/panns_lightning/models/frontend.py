@@ -38,9 +38,61 @@ LOGMEL_AMIN = 1e-10
 LOGMEL_TOP_DB = None
 
 STFT_IMPLEMENTATIONS = ("conv", "fft")
+# Bounds on a front end's settings (frontend_problems): a config or a checkpoint names them, and
+# each becomes an allocation (the conv STFT holds 2 x (n/2 + 1) x n weights: 256 MiB at 8192).
+MAX_SAMPLE_RATE = 384_000
+MAX_WINDOW_SIZE = 8192
+
 # Largest log-mel difference (dB) between the two STFTs on real audio (tests/test_frontend.py;
 # measured 4e-4 dB on a 7 s AudioSet clip, values spanning -80..+19 dB).
 FFT_LOGMEL_TOLERANCE_DB = 1e-3
+
+
+def frontend_problems(
+    sample_rate: object, window_size: object, hop_size: object, mel_bins: object, fmin: object, fmax: object
+) -> list[str]:
+    """What is wrong with these front-end settings, one line each naming the setting (empty: nothing).
+
+    Checked before a network is built from a config or a checkpoint: a size of 0 fails deep
+    inside torch, a huge one allocates gigabytes, and ``fmax`` above ``sample_rate / 2`` (upstream's
+    default fmax) or below ``fmin`` leaves mel filters empty, which trains on silence.
+    """
+    found = []
+    integers = {"sample_rate": (sample_rate, MAX_SAMPLE_RATE), "window_size": (window_size, MAX_WINDOW_SIZE)}
+    for name, (value, largest) in integers.items():
+        if not _is_int(value) or not 1 <= value <= largest:  # type: ignore[operator]
+            found.append(f"{name} must be an integer in 1..{largest}, got {value!r}")
+    if found:
+        return found  # the bounds below are relative to these two
+    assert isinstance(window_size, int) and isinstance(sample_rate, int)
+    if not _is_int(hop_size) or not 1 <= hop_size <= window_size:  # type: ignore[operator]
+        found.append(f"hop_size must be an integer in 1..window_size={window_size}, got {hop_size!r}")
+    bins = window_size // 2 + 1
+    if not _is_int(mel_bins) or not 1 <= mel_bins <= bins:  # type: ignore[operator]
+        found.append(
+            f"mel_bins must be an integer in 1..{bins} (window_size // 2 + 1 frequency bins), got {mel_bins!r}"
+        )
+    nyquist = sample_rate / 2
+    if not _is_real(fmin) or not 0 <= fmin < nyquist:  # type: ignore[operator]
+        found.append(f"fmin must be a number in [0, sample_rate / 2 = {nyquist:g}) Hz, got {fmin!r}")
+    elif not _is_real(fmax) or not fmin < fmax <= nyquist:  # type: ignore[operator]
+        found.append(
+            f"fmax must be a number in ({fmin:g}, sample_rate / 2 = {nyquist:g}] Hz (above fmin), got {fmax!r}"
+        )
+    return found
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value: object) -> bool:
+    """An int or a finite float (not a bool)."""
+    return (
+        (isinstance(value, (int, float)) and not isinstance(value, bool))
+        and value == value
+        and abs(value) != float("inf")
+    )
 
 
 class LogmelFrontEndMixin:

@@ -59,12 +59,14 @@ def convert_all(
     """``convert(task)`` for every task, in order, in ``workers`` processes (0: in this one).
 
     ``convert`` must be a module-level function (it is pickled by name) that reports a bad input
-    in its result rather than raising. A task whose worker died, or that ran longer than
-    ``timeout`` seconds (None or 0: no limit), yields ``failed(task, reason)`` instead.
+    in its result rather than raising. A task whose worker died, that ran longer than
+    ``timeout`` seconds (None or 0: no limit), or whose ``convert`` raised all the same, yields
+    ``failed(task, reason)`` instead: one task never costs another.
     """
     if workers <= 0:
         for task in tasks:
-            yield convert(task)
+            result = _guarded(convert, task)
+            yield _settled(failed, task, result)
         return
     yield from _Conversion(convert, failed, workers, timeout or None).run(tasks)
 
@@ -203,7 +205,9 @@ class _Conversion(Generic[Task, Result]):
                     continue
                 return [self._isolated(index, task) for index, task in entry.chunk]
             return [
-                results[index] if index in results else self.failed(task, self._reason(index))
+                _settled(self.failed, task, results[index])
+                if index in results
+                else self.failed(task, self._reason(index))
                 for index, task in entry.chunk
             ]
 
@@ -225,7 +229,7 @@ class _Conversion(Generic[Task, Result]):
             return self.failed(task, self._reason(index))
         solo = self._new_pool(1)
         try:
-            return self._wait(solo.submit([(index, task)], self.convert))[0]
+            return _settled(self.failed, task, self._wait(solo.submit([(index, task)], self.convert))[0])
         except BrokenProcessPool:
             return self.failed(task, self._reason(index))
         finally:
@@ -272,9 +276,28 @@ def _run_chunk(chunk: Sequence[tuple[int, Any]], convert: Callable[[Any], Any]) 
     results = []
     for index, task in chunk:
         _mark(index)
-        results.append(convert(task))
+        results.append(_guarded(convert, task))
     _mark(None)
     return results
+
+
+@dataclass(frozen=True)
+class _Raised:
+    """``convert`` raised instead of reporting: the reason, carried back to the parent for ``failed``."""
+
+    reason: str
+
+
+def _guarded(convert: Callable[[Any], Any], task: Any) -> Any:
+    try:
+        return convert(task)
+    except Exception as error:  # a bug on one odd input must cost that input only
+        return _Raised(f"{type(error).__name__}: {error}")
+
+
+def _settled(failed: Callable[[Any, str], Any], task: Any, result: Any) -> Any:
+    """``result``, or ``failed(task, reason)`` where ``convert`` raised."""
+    return failed(task, result.reason) if isinstance(result, _Raised) else result
 
 
 def _mark(index: int | None) -> None:

@@ -5,6 +5,13 @@ converters (:mod:`.writer`, :mod:`.folds`), the stream (``data/``), the prefligh
 inference. :func:`read_manifest` validates the whole file (keys, types, counts that add up), so a
 damaged or hand-edited manifest fails with one message naming the file and the entry;
 :func:`parse_manifest` is the same check for a manifest fetched from a URL (``data/remote.py``).
+
+A manifest is data from whoever made the set, so this is also the set's trust boundary: a shard
+name must be a plain file name inside the set (:func:`~.format.shard_name_problem`: no ``pipe:``
+command, no scheme, no separator, no ``..``), sizes that become allocations (``sample_rate``,
+``clip_samples``) are bounded, and a manifest larger than ``max_bytes`` is not read. Whatever the
+text holds, the reader raises :class:`ManifestError` or returns a checked :class:`Manifest`
+(tests/test_manifest_fuzz.py).
 """
 
 from __future__ import annotations
@@ -20,8 +27,12 @@ from panns_lightning.shardset.format import (
     AUDIO_MEMBER_EXTENSION,
     FORMAT_VERSION,
     MANIFEST_NAME,
+    MAX_CLIP_SECONDS,
+    MAX_MANIFEST_BYTES,
+    MAX_SAMPLE_RATE,
     RESAMPLE_MANIFEST_KEY,
     STORAGES,
+    shard_name_problem,
 )
 from panns_lightning.shardset.records import SkippedClip
 
@@ -116,11 +127,14 @@ class Manifest:
         return {**core, **self.extra}
 
 
-def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -> Manifest:
+def read_manifest(
+    dir_or_path: str | os.PathLike, *, check_files: bool = True, max_bytes: int = MAX_MANIFEST_BYTES
+) -> Manifest:
     """Load and validate ``manifest.json`` (a shard directory or the file itself).
 
     ``check_files=False`` skips checking that the listed shards exist: the stream reads shards
-    from URL overrides, and counts a missing shard against the error budget instead.
+    from URL overrides, and counts a missing shard against the error budget instead. A file
+    larger than ``max_bytes`` is refused unread (``data.max_manifest_bytes``).
     """
     path = Path(dir_or_path)
     if path.is_dir():
@@ -133,10 +147,13 @@ def read_manifest(dir_or_path: str | os.PathLike, *, check_files: bool = True) -
             "(it is written last, so its absence means an incomplete conversion)"
         )
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as error:
+        with path.open("rb") as stream:
+            data = stream.read(max_bytes + 1)
+    except OSError as error:
         raise ManifestError(f"{path}: cannot read JSON ({error})") from error
-    manifest = parse_manifest(text, str(path), root=path.parent)
+    if len(data) > max_bytes:
+        raise ManifestError(f"{path}: larger than max_manifest_bytes={max_bytes}; not read")
+    manifest = parse_manifest(data, str(path), root=path.parent)
     if check_files:
         missing = [p.name for p in manifest.shard_paths() if not p.is_file()]
         if missing:
@@ -154,9 +171,14 @@ def parse_manifest(text: str | bytes, where: str, *, root: Path | None = None) -
     """
     try:
         data = json.loads(text)
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ManifestError(f"{where}: cannot read JSON ({error})") from error
-    return _manifest_from_json(data, where, root)
+    except ValueError as error:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise ManifestError(f"{where}: cannot read JSON ({' '.join(str(error).split())[:200]})") from None
+    except RecursionError:
+        raise ManifestError(f"{where}: cannot read JSON (nested too deeply)") from None
+    try:
+        return _manifest_from_json(data, where, root)
+    except RecursionError:  # a deeply nested value quoted in a message
+        raise ManifestError(f"{where}: an entry is nested too deeply") from None
 
 
 def write_manifest(manifest: Manifest) -> Path:
@@ -186,7 +208,7 @@ def checked_labels(labels: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     for position, entry in enumerate(labels):
         if entry.get("index") != position or "mid" not in entry or "name" not in entry:
             raise ValueError(
-                f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {dict(entry)!r}"
+                f"labels[{position}] must be {{'index': {position}, 'mid': ..., 'name': ...}}, got {_quote(entry)}"
             )
         checked.append({"index": position, "mid": str(entry["mid"]), "name": str(entry["name"])})
     if not checked:
@@ -205,46 +227,54 @@ def _manifest_from_json(data: Any, where: str, root: Path | None) -> Manifest:
         raise fail(f"lacks required fields, missing keys: {', '.join(missing)}")
     data = {"dataset": "", "split": "", "skipped": [], "created_by": "", "created_at": "", **data}
     data.setdefault("num_skipped", len(data["skipped"]) if isinstance(data["skipped"], list) else 0)
-    if data["format_version"] != FORMAT_VERSION:
-        raise fail(f"format_version {data['format_version']!r} is not supported (expected {FORMAT_VERSION})")
-    for key, kind in (("sample_rate", int), ("clip_samples", int), ("num_clips", int), ("num_skipped", int)):
-        if not isinstance(data[key], kind) or isinstance(data[key], bool) or data[key] < 0:
-            raise fail(f"{key!r} must be a non-negative integer, found {data[key]!r}")
-    if data["sample_rate"] == 0 or data["clip_samples"] == 0:
-        raise fail("sample_rate and clip_samples must be positive")
+    if not _is_count(data["format_version"]) or data["format_version"] != FORMAT_VERSION:
+        raise fail(f"format_version {_quote(data['format_version'])} is not supported (expected {FORMAT_VERSION})")
+    for key in ("sample_rate", "clip_samples", "num_clips", "num_skipped"):
+        if not _is_count(data[key]):
+            raise fail(f"{key!r} must be a non-negative integer, found {_quote(data[key])}")
+    if not 0 < data["sample_rate"] <= MAX_SAMPLE_RATE:
+        raise fail(f"'sample_rate' must be in 1..{MAX_SAMPLE_RATE} Hz, found {data['sample_rate']}")
+    if not 0 < data["clip_samples"] <= MAX_CLIP_SECONDS * data["sample_rate"]:
+        raise fail(
+            f"'clip_samples' must be in 1..{MAX_CLIP_SECONDS} s x sample_rate "
+            f"= {MAX_CLIP_SECONDS * data['sample_rate']}, found {data['clip_samples']}"
+        )
     if data["storage"] not in STORAGES:
-        raise fail(f"storage must be one of {STORAGES}, found {data['storage']!r}")
+        raise fail(f"storage must be one of {STORAGES}, found {_quote(data['storage'])}")
     if not isinstance(data["multilabel"], bool):
-        raise fail(f"'multilabel' must be true or false, found {data['multilabel']!r}")
+        raise fail(f"'multilabel' must be true or false, found {_quote(data['multilabel'])}")
     try:
         labels = checked_labels(data["labels"])
     except (ValueError, AttributeError, TypeError) as error:
-        raise fail(f"bad 'labels': {error}") from error
+        raise fail(f"bad 'labels': {error}") from None
     num_classes = len(labels)
 
     def counts(value: Any, where: str) -> list[int]:
         """One non-negative count per label."""
-        if (
-            not isinstance(value, list)
-            or len(value) != num_classes
-            or not all(isinstance(v, int) and v >= 0 for v in value)
-        ):
-            raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {str(value)[:80]}")
+        if not isinstance(value, list) or len(value) != num_classes or not all(_is_count(v) for v in value):
+            raise fail(f"{where} must be {num_classes} non-negative integers (one per label), found {_quote(value)}")
         return value
 
     class_counts = counts(data["class_counts"], "class_counts")
     shards = []
     if not isinstance(data["shards"], list) or not data["shards"]:
         raise fail("'shards' must be a non-empty list")
+    first_index: dict[str, int] = {}
     for i, entry in enumerate(data["shards"]):
         if (
             not isinstance(entry, dict)
             or not isinstance(entry.get("name"), str)
-            or not isinstance(entry.get("num_clips"), int)
+            or not _is_count(entry.get("num_clips"))
         ):
             raise fail(
-                f"shards[{i}] must have 'name' (str), 'num_clips' (int) and 'class_counts', found {str(entry)[:80]}"
+                f"shards[{i}] must have 'name' (str), 'num_clips' (int >= 0) and 'class_counts', found {_quote(entry)}"
             )
+        problem = shard_name_problem(entry["name"])
+        if problem is not None:
+            raise fail(f"shards[{i}].name {problem}")
+        if entry["name"] in first_index:
+            raise fail(f"shards[{i}].name {entry['name']!r} repeats shards[{first_index[entry['name']]}].name")
+        first_index[entry["name"]] = i
         shard_counts = entry.get("class_counts")
         shard_counts = None if shard_counts is None else counts(shard_counts, f"shards[{i}].class_counts")
         shards.append(ShardInfo(entry["name"], entry["num_clips"], shard_counts))
@@ -257,7 +287,7 @@ def _manifest_from_json(data: Any, where: str, root: Path | None) -> Manifest:
     skipped = []
     for i, entry in enumerate(data["skipped"] if isinstance(data["skipped"], list) else [None]):
         if not isinstance(entry, dict) or not all(isinstance(entry.get(k), str) for k in ("key", "source", "reason")):
-            raise fail(f"skipped[{i}] must have string 'key', 'source' and 'reason', found {str(entry)[:80]}")
+            raise fail(f"skipped[{i}] must have string 'key', 'source' and 'reason', found {_quote(entry)}")
         skipped.append(SkippedClip(entry["key"], entry["source"], entry["reason"]))
     if data["num_skipped"] != len(skipped):
         raise fail(f"num_skipped is {data['num_skipped']} but 'skipped' lists {len(skipped)}")
@@ -280,3 +310,14 @@ def _manifest_from_json(data: Any, where: str, root: Path | None) -> Manifest:
         extra={k: v for k, v in data.items() if k not in CORE_KEYS},
         root=root,
     )
+
+
+def _is_count(value: Any) -> bool:
+    """A non-negative ``int`` (JSON ``true`` is not a count)."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _quote(value: Any, width: int = 80) -> str:
+    """The start of ``value``'s repr, on one line: what a message quotes from untrusted input."""
+    text = repr(value)
+    return text if len(text) <= width else text[: width - 3] + "..."

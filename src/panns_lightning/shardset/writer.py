@@ -68,6 +68,10 @@ class OutputNotEmptyError(FileExistsError):
     """The output directory already holds files and ``overwrite`` was not requested."""
 
 
+class DuplicateKeyError(ValueError):
+    """Two records of one conversion carry the same clip key: a reader bug or a source that names one clip twice."""
+
+
 class NoUsableClipsError(RuntimeError):
     """Every clip failed or was skipped: there is nothing to write."""
 
@@ -138,7 +142,7 @@ def write_shards(
     labels = checked_labels(labels)
     num_classes = len(labels)
     skipped_clips = list(skipped)
-    records = _unique_records(records, num_classes, multilabel, skipped_clips)
+    records = _unique_records(records, num_classes, multilabel)
     if not records:
         raise NoUsableClipsError(
             f"no records to convert for {dataset}/{split} ({len(skipped_clips)} skipped by the reader)", skipped_clips
@@ -271,10 +275,15 @@ def plan_shards(label_lists: Sequence[Sequence[int]], num_shards: int, *, seed: 
 # helpers
 
 
-def _unique_records(
-    records: Iterable[ClipRecord], num_classes: int, multilabel: bool, skipped: list[SkippedClip]
-) -> list[ClipRecord]:
-    """Check label indices (a reader bug: raise) and drop keys that collide after sanitising (report)."""
+def _unique_records(records: Iterable[ClipRecord], num_classes: int, multilabel: bool) -> list[ClipRecord]:
+    """Check label indices and keys before any work; a problem is a reader bug or a source's contradiction: raise.
+
+    Member names are :func:`~.format.shard_key` of the keys, which is injective, so two records
+    share a member only when they share a key. Readers give every clip a key of its own (derived
+    from its full relative path, extension included, or the dataset's own id) and report
+    duplicates of one clip themselves, so a collision here would drop a distinct recording:
+    :class:`DuplicateKeyError` names both sources.
+    """
     kept: list[ClipRecord] = []
     seen: dict[str, str] = {}
     for record in records:
@@ -289,14 +298,10 @@ def _unique_records(
         if not member:
             raise ValueError(f"record with source {record.source_text!r} has an empty key")
         if member in seen:
-            skipped.append(
-                SkippedClip(
-                    record.key,
-                    record.source_text,
-                    f"duplicate key (as tar member {member!r}), first from {seen[member]}",
-                )
+            raise DuplicateKeyError(
+                f"two clips have the key {record.key!r}: {seen[member]} and {record.source_text}; "
+                "each clip needs a key of its own (nothing was converted)"
             )
-            continue
         seen[member] = record.source_text
         kept.append(record)
     return kept
@@ -451,10 +456,11 @@ def _failed_clip(task: ClipTask, reason: str) -> ClipResult:
 def convert_clip(task: ClipTask | tuple) -> ClipResult:
     """Decode one clip and encode it for storage; failures come back as a reason, not an exception."""
     task = ClipTask(*task)
-    window = task.clip_samples
-    if task.end_seconds is not None:  # a segment shorter than the clip is read alone, then padded
-        window = max(1, min(window, round((task.end_seconds - task.start_seconds) * task.sample_rate)))
     try:
+        window = task.clip_samples
+        if task.end_seconds is not None:  # a segment shorter than the clip is read alone, then padded
+            segment = (task.end_seconds - task.start_seconds) * task.sample_rate
+            window = window if segment >= window else max(1, round(segment))
         if task.loader is not None:  # a row of a packed file (datasets/hdf5_rows.py): whole clips only
             waveform = task.loader(
                 task.path, task.sample_rate, window, min_seconds=task.min_seconds, resample_method=task.resample
@@ -470,12 +476,14 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
             )
         if window != task.clip_samples:
             waveform = audio.fit_length(waveform, task.clip_samples)
+        payload = (
+            audio.encode_flac(waveform, task.sample_rate) if task.storage == "flac" else audio.encode_npy(waveform)
+        )
+        return ClipResult(task.position, payload, None, is_silent(waveform))
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
-    except Exception as error:  # a decoder bug on one odd file must not end a day-long conversion
+    except Exception as error:  # a decoder bug on one odd file (or row) must not end a day-long conversion
         return ClipResult(task.position, None, f"{type(error).__name__}: {error}")
-    payload = audio.encode_flac(waveform, task.sample_rate) if task.storage == "flac" else audio.encode_npy(waveform)
-    return ClipResult(task.position, payload, None, is_silent(waveform))
 
 
 def is_silent(waveform: np.ndarray) -> bool:

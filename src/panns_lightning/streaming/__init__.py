@@ -13,3 +13,6 @@ DEFAULT_WINDOW_SECONDS = 2.0
 """Seconds of audio per analysis: PANNs saw 10 s clips, but a shorter window reacts faster."""
 DEFAULT_HOP_SECONDS = 1.0
 """Seconds between analyses: Cnn14 with a 2 s window every second runs faster than real time on a few CPU cores."""
+MAX_WINDOW_SECONDS = 60.0
+"""Longest analysis window (and so hop): its ring is ``window x model rate`` floats, 7.7 MB at 32 kHz.
+PANNs saw 10 s clips; a window of a minute already reports a sound long after it stopped."""

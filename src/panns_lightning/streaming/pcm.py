@@ -9,6 +9,12 @@ this module reads what ``ffmpeg -f s16le -`` or ``ffmpeg -f wav -`` writes to st
 
 Integers scale by ``2**(bits-1)`` (as libsndfile does, so a stream and the same file read by
 :func:`panns_lightning.audio.load_audio` agree); channels are averaged.
+
+Every number in a header is bounded before it sizes anything: the sample rate
+(:func:`panns_lightning.input_limits.check_sample_rate`, 1-384 kHz), the channel count
+(:data:`MAX_CHANNELS`), the ``fmt `` chunk (:data:`MAX_FMT_CHUNK_BYTES`) and the chunks skipped
+before the samples (16 MiB, read and dropped in pieces); no read asks for more than
+:data:`MAX_READ_BYTES` at once, so a chunk size of 0xFFFFFFF0 costs nothing until the bytes arrive.
 """
 
 from __future__ import annotations
@@ -21,12 +27,20 @@ from typing import BinaryIO
 
 import numpy as np
 
+from panns_lightning.input_limits import SampleRateError, check_sample_rate
+
 logger = logging.getLogger(__name__)
 
 # WAV data sizes a writer leaves when it cannot seek back (ffmpeg on a pipe writes 0xFFFFFFFF).
 WAV_UNKNOWN_SIZES = frozenset({0, 0xFFFFFFFF})
 _MAX_CHUNKS_BEFORE_DATA = 64
 _MAX_SKIPPED_CHUNK_BYTES = 16 << 20  # a LIST/bext chunk this large before the samples is not a WAV stream
+MAX_FMT_CHUNK_BYTES = 4096
+"""A ``fmt `` chunk is 16, 18 or 40 bytes (WAVE_FORMAT_EXTENSIBLE); larger is not a WAV stream."""
+MAX_CHANNELS = 1024
+"""libsndfile's own ceiling (``SF_MAX_CHANNELS``): a WAV header's 16-bit field allows 65 535."""
+MAX_READ_BYTES = 1 << 20
+"""Largest single read: chunks of wide frames or long hops come in pieces of at most 1 MiB."""
 _WAVE_FORMAT_PCM, _WAVE_FORMAT_FLOAT, _WAVE_FORMAT_EXTENSIBLE = 0x0001, 0x0003, 0xFFFE
 # Magic numbers of containers people pipe in by mistake: they need decoding first.
 _COMPRESSED_MAGIC = {b"ID3": "MP3", b"\xff\xfb": "MP3", b"\xff\xf3": "MP3", b"fLaC": "FLAC", b"OggS": "Ogg"}
@@ -116,10 +130,14 @@ class PcmStream:
         self.frames_read = 0
 
     def chunks(self, frames: int) -> Iterator[np.ndarray]:
-        """Yield ``[frames]`` float32 arrays (the last one shorter) until the stream ends."""
+        """Yield ``[frames]`` float32 arrays (the last one shorter) until the stream ends.
+
+        A chunk over :data:`MAX_READ_BYTES` of input comes as several smaller ones.
+        """
         if frames < 1:
             raise ValueError(f"frames must be >= 1, got {frames}")
         frame_bytes = self.info.frame_bytes
+        frames = min(frames, max(1, MAX_READ_BYTES // frame_bytes))
         remaining = self.info.data_bytes
         pending = b""
         while True:
@@ -163,7 +181,7 @@ class PcmStream:
         parts = [head]
         got = len(head)
         while got < size:  # read() on a raw pipe may return less than asked before the end
-            part = self.stream.read(size - got)
+            part = self.stream.read(min(size - got, MAX_READ_BYTES))
             if not part:
                 break
             parts.append(part)
@@ -187,9 +205,10 @@ def open_pcm_stream(
     """
     if sample_format not in STREAM_FORMATS:
         raise StreamFormatError(f"unknown stream format {sample_format!r}; expected one of {', '.join(STREAM_FORMATS)}")
-    for label, value in (("sample rate", sample_rate), ("channel count", channels)):
-        if value is not None and value < 1:
-            raise StreamFormatError(f"{name}: the {label} must be >= 1, got {value}")
+    if channels is not None and not 1 <= channels <= MAX_CHANNELS:
+        raise StreamFormatError(f"{name}: the channel count must be 1..{MAX_CHANNELS}, got {channels}")
+    if sample_rate is not None:
+        _checked_rate(sample_rate, f"{name}: the sample rate")
     if sample_format in RAW_FORMATS:
         return PcmStream(stream, _raw_info(sample_format, sample_rate, channels, default_rate, name), name=name)
     head = _read_exactly(stream, 4)
@@ -228,7 +247,16 @@ def _raw_info(fmt: str, rate: int | None, channels: int | None, default_rate: in
             f"{name}: raw PCM carries no sample rate, so it must be given: --stdin-rate HZ (what ffmpeg's -ar "
             "sent), or send WAV instead (ffmpeg ... -f wav -), whose header says it"
         )
-    return StreamInfo(RAW_FORMATS[fmt], int(rate), int(channels or 1), "raw")
+    return StreamInfo(
+        RAW_FORMATS[fmt], _checked_rate(rate, f"{name}: the raw PCM sample rate"), int(channels or 1), "raw"
+    )
+
+
+def _checked_rate(rate: int, what: str) -> int:
+    try:
+        return check_sample_rate(rate, what)
+    except SampleRateError as error:
+        raise StreamFormatError(str(error)) from None
 
 
 def parse_wav_header(stream: BinaryIO, name: str = "stdin") -> StreamInfo:
@@ -250,6 +278,10 @@ def _read_wav_header(stream: BinaryIO, riff: bytes, name: str) -> StreamInfo:
             raise StreamFormatError(f"{name}: WAV stream ended before its 'data' chunk")
         chunk_id, size = header[:4], struct.unpack("<I", header[4:])[0]
         if chunk_id == b"fmt ":
+            if size > MAX_FMT_CHUNK_BYTES:
+                raise StreamFormatError(
+                    f"{name}: WAV 'fmt ' chunk claims {size} bytes (at most {MAX_FMT_CHUNK_BYTES}): not a WAV stream"
+                )
             fmt = _parse_fmt(_read_exactly(stream, size), name)
             _read_exactly(stream, size & 1)
         elif chunk_id == b"data":
@@ -261,7 +293,7 @@ def _read_wav_header(stream: BinaryIO, riff: bytes, name: str) -> StreamInfo:
         else:
             if size > _MAX_SKIPPED_CHUNK_BYTES:
                 raise StreamFormatError(f"{name}: {size}-byte {chunk_id!r} chunk before the samples: not a WAV stream")
-            _read_exactly(stream, size + (size & 1))  # chunks are word-aligned
+            _skip(stream, size + (size & 1))  # chunks are word-aligned
     raise StreamFormatError(f"{name}: no 'data' chunk within the first {_MAX_CHUNKS_BEFORE_DATA} WAV chunks")
 
 
@@ -278,17 +310,27 @@ def _parse_fmt(body: bytes, name: str) -> tuple[SampleFormat, int, int]:
             f"{name}: WAV format tag {tag:#06x} with {bits}-bit samples is not supported "
             "(integer PCM of 8/16/24/32 bits or 32/64-bit float)"
         )
-    if channels < 1 or rate < 1:
-        raise StreamFormatError(f"{name}: WAV header with {channels} channels at {rate} Hz")
-    return sample_format, rate, channels
+    if not 1 <= channels <= MAX_CHANNELS:
+        raise StreamFormatError(f"{name}: WAV header with {channels} channels (1..{MAX_CHANNELS} supported)")
+    return sample_format, _checked_rate(rate, f"{name}: the WAV header's sample rate"), channels
 
 
 def _read_exactly(stream: BinaryIO, size: int) -> bytes:
+    """``size`` bytes, or fewer at the end of the stream; never asks for more than :data:`MAX_READ_BYTES` at once."""
     parts, got = [], 0
     while got < size:
-        part = stream.read(size - got)
+        part = stream.read(min(size - got, MAX_READ_BYTES))
         if not part:
             break
         parts.append(part)
         got += len(part)
     return b"".join(parts)
+
+
+def _skip(stream: BinaryIO, size: int) -> None:
+    """Read and drop ``size`` bytes (a pipe cannot seek), one bounded piece at a time."""
+    while size > 0:
+        part = stream.read(min(size, MAX_READ_BYTES))
+        if not part:
+            return
+        size -= len(part)

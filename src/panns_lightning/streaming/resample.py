@@ -6,6 +6,11 @@ groups of ``source/gcd`` input samples (the filter's period) with enough real si
 sides for the filter, and keeps that much back for the next call; only the very start and the
 end of the stream see zero padding, exactly as one call over the whole signal does. The price is
 a look-ahead of :attr:`StreamResampler.context` input samples (a few ms).
+
+A pair whose torchaudio kernel would be too large (a coprime rate such as 44 101 → 32 000 Hz:
+5.6 GB, a 44 101-sample period) goes through :class:`panns_lightning.polyphase.PolyphaseStream`
+instead, as :func:`panns_lightning.audio.resample` does for a whole signal: a few MB, and any
+output is final as soon as the ``width`` inputs after it have arrived.
 """
 
 from __future__ import annotations
@@ -14,24 +19,19 @@ import math
 
 import numpy as np
 
-from panns_lightning.audio import resample
-
-# torchaudio's defaults for its sinc kernel; the kernel reaches ceil(width * orig / (min * rolloff))
-# input samples either side of each output (see torchaudio.functional.resample).
-_LOWPASS_FILTER_WIDTH = 6
-_ROLLOFF = 0.99
+from panns_lightning.audio import resample_by_ratio, resample_ratio, uses_torchaudio
+from panns_lightning.polyphase import PolyphaseStream, sinc_width
 
 
 class StreamResampler:
     """``push(chunk)`` returns the output samples that are final; ``finish()`` returns the rest."""
 
     def __init__(self, source_rate: int, target_rate: int) -> None:
-        if source_rate < 1 or target_rate < 1:
-            raise ValueError(f"sample rates must be positive, got {source_rate} -> {target_rate}")
         self.source_rate, self.target_rate = int(source_rate), int(target_rate)
-        divisor = math.gcd(self.source_rate, self.target_rate)
-        self._up, self._down = self.target_rate // divisor, self.source_rate // divisor
-        reach = math.ceil(_LOWPASS_FILTER_WIDTH * self._down / (min(self._up, self._down) * _ROLLOFF))
+        # SampleRateError (a ValueError) for a rate outside input_limits' range
+        self._up, self._down = resample_ratio(self.source_rate, self.target_rate)
+        self._polyphase = None if uses_torchaudio(self._up, self._down) else PolyphaseStream(self._up, self._down)
+        reach = sinc_width(self._up, self._down)
         self.context = self._down * (math.ceil(reach / self._down) + 1)
         """Input samples kept on each side of a resampled block (a multiple of the filter period)."""
         self._buffer = np.zeros(self.context, dtype=np.float32)  # left context: zeros before the start
@@ -49,6 +49,8 @@ class StreamResampler:
         if self.identity:
             self._emitted += chunk.shape[0]
             return chunk
+        if self._polyphase is not None:
+            return self._polyphase.push(chunk)
         self._buffer = np.concatenate([self._buffer, chunk])
         ready = (self._buffer.shape[0] - 2 * self.context) // self._down * self._down
         if ready <= 0:
@@ -60,6 +62,8 @@ class StreamResampler:
     def finish(self) -> np.ndarray:
         """The remaining output, ``ceil(received * target / source)`` samples in all (as one call gives)."""
         total = -(-self._received * self._up // self._down)
+        if self._polyphase is not None:
+            return self._polyphase.finish()
         if self.identity or total <= self._emitted:
             return np.zeros(0, dtype=np.float32)
         pending = self._buffer.shape[0] - self.context
@@ -72,6 +76,6 @@ class StreamResampler:
 
     def _resample_block(self, block: np.ndarray, count: int) -> np.ndarray:
         start = self.context * self._up // self._down
-        out = resample(block, self.source_rate, self.target_rate)[start : start + count]
+        out = resample_by_ratio(block, self._up, self._down)[start : start + count]
         self._emitted += out.shape[0]
         return np.ascontiguousarray(out, dtype=np.float32)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS
+from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
 from panns_lightning.streaming.events import Event, EventTracker
 from panns_lightning.streaming.resample import StreamResampler
 from panns_lightning.streaming.ring import SampleRing
@@ -70,8 +70,10 @@ class StreamTagger:
         min_samples: int = 1,
         tracker: EventTracker | None = None,
     ) -> None:
-        if hop_seconds <= 0 or window_seconds < hop_seconds:
-            raise ValueError(f"need 0 < hop <= window, got hop={hop_seconds} s, window={window_seconds} s")
+        if not 0 < hop_seconds <= window_seconds <= MAX_WINDOW_SECONDS:
+            raise ValueError(
+                f"need 0 < hop <= window <= {MAX_WINDOW_SECONDS:g} s, got hop={hop_seconds} s, window={window_seconds} s"
+            )
         self.model = model
         self.sample_rate = int(sample_rate)
         self.window_samples = int(round(window_seconds * self.sample_rate))

@@ -105,7 +105,7 @@ class EndOfRunCheckpoint(L.Callback):
 
     def _save(self, trainer: L.Trainer) -> None:
         path = self.dirpath / LAST_CHECKPOINT
-        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(path, weights_only=False)  # the whole state: a resume needs the optimizer and loops
         self.saved_path = path
 
 

@@ -23,6 +23,8 @@ from torchmetrics.functional.classification import (
 )
 from torchmetrics.utilities import dim_zero_cat
 
+from panns_lightning.models.finite import require_finite
+
 
 def d_prime(auc: float) -> float:
     """d' = sqrt(2) * Phi^-1(AUC), the sensitivity index PANNs and AudioSet papers report."""
@@ -69,7 +71,10 @@ class TaggingMetrics(Metric):
         self.targets.append(targets.detach().float())
 
     def compute(self) -> TaggingScores:  # type: ignore[override]
-        return score_tagging(self._gathered(self.probs), self._gathered(self.targets), self.multilabel)
+        probs = self._gathered(self.probs)
+        # Ranking metrics over NaN are numbers that mean nothing: refuse them, naming the count.
+        require_finite(probs, "the model's clip probabilities on this set")
+        return score_tagging(probs, self._gathered(self.targets), self.multilabel)
 
     def _gathered(self, state: list[torch.Tensor] | torch.Tensor) -> torch.Tensor:
         # Under DDP torchmetrics' sync has already concatenated the list state into one tensor.

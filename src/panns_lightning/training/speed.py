@@ -1,6 +1,6 @@
 """How a training process runs fast: the levers that change speed, never the maths being trained.
 
-Each lever is measured on and off by ``benchmarks/bench_train.py`` (README, "Speed"); the
+Each lever is measured on and off by ``benchmarks/bench_train.py`` (docs/speed.md); the
 ``speed`` config group picks a combination (``speed=gpu`` in the GPU trainer presets,
 ``speed=cpu`` otherwise, ``speed=reference`` for upstream's way: every lever off). The options
 that change how the network is *built* (``stft``, ``wave_conv2d``) travel in the model config, and
