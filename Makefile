@@ -126,7 +126,8 @@ finetune: install
 	$(BIN)/panns-cv-report $(FT_SWEEP)
 
 # hearvalidator imports TensorFlow: it gets its own venv (.venv-hear), which takes torch and the
-# other dependencies from $(VENV) instead of installing them twice. HEAR_MODEL=Cnn14 checks the full size.
+# other dependencies from $(VENV) instead of installing them twice. It validates two panns-export files
+# read through their model cards: a 16 kHz, 32-mel Cnn6 and a Cnn14 saved as model.pth.
 hear-check: install
 	TORCH_VENV=$(VENV) bash scripts/hear_check.sh
 

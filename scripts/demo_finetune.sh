@@ -16,11 +16,12 @@ rm -rf "$WORK/shards"
 $PY -m panns_lightning.cli.prepare esc50 --root "$WORK/raw" --out "$WORK/shards" --sample-rate 16000 \
     --clip-seconds $SECONDS_PER_CLIP --workers 2 --min-shards 4 --quiet
 
-# The scratch run must use the pretrained model's architecture and front end: read them from the checkpoint.
+# The scratch run must use the pretrained model's architecture and front end: read them from its model card.
 MODEL=$($PY -c "
-from panns_lightning.training.checkpoints import checkpoint_model_config
-c = checkpoint_model_config('$CKPT') or {}
-print(' '.join(f'model.{k}={c[k]}' for k in ('name', 'sample_rate', 'window_size', 'hop_size', 'mel_bins', 'fmin', 'fmax') if k in c))")
+import sys
+from panns_lightning.models.reader import read_card
+card = read_card(sys.argv[1])
+print(' '.join(f'model.{k}={v}' for k, v in {'name': card.model, **card.frontend}.items()) if card else '')" "$CKPT")
 # FT_ARGS: extra overrides for both fine-tuning sweeps (make demo FT_ARGS="speed=reference").
 COMMON=(-m experiment=demo_finetune "data.fold=1,2,3,4,5" "data.train_dir=$WORK/shards" "data.test_dir=$WORK/shards"
         "trainer.max_steps=$STEPS" $MODEL ${FT_ARGS:-})

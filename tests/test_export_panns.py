@@ -18,7 +18,9 @@ from torch import nn
 
 from panns_lightning.cli import export as export_cli
 from panns_lightning.export import NotRepresentableError, export_panns_checkpoint
+from panns_lightning.labels import read_label_csv
 from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_checkpoint
+from panns_lightning.models.card import ModelCard
 from panns_lightning.training.finetune import FineTuneModule
 from test_inference_support import (
     LABEL_NAMES,
@@ -34,9 +36,11 @@ pytestmark = pytest.mark.usefixtures("two_torch_threads")
 
 
 def read_upstream_file(path) -> dict[str, torch.Tensor]:
-    """What upstream's code reads: one key, ``model``, holding tensors only (weights-only loadable)."""
+    """What upstream's code reads: ``model``, holding tensors only (weights-only loadable), and beside it
+    the model card, plain data that upstream's loaders never look at."""
     content = torch.load(path, map_location="cpu", weights_only=True)
-    assert list(content) == ["model"]
+    assert list(content) in (["model", "model_card"], ["model"])  # the library call without a card writes none
+    json.dumps(content.get("model_card"))  # plain JSON types only
     assert all(isinstance(value, torch.Tensor) for value in content["model"].values())
     floating = [value for value in content["model"].values() if value.is_floating_point()]
     assert floating and all(value.dtype == torch.float32 for value in floating)
@@ -53,7 +57,8 @@ def test_a_training_checkpoint_becomes_upstreams_file(tmp_path, capsys) -> None:
     printed = capsys.readouterr().out
     assert f"wrote {out} (upstream PANNs' {{'model': state_dict}}, fp32; Cnn6, 8000 Hz, 5 classes)" in printed
     assert "max abs diff 0.00e+00" in printed  # read back into a fresh Cnn6: identical outputs
-    assert "not through panns_inference" in printed  # an 18 MB file: panns_inference would download over it
+    # 32 mel bins: upstream's Cnn6 hard-codes BatchNorm2d(64), so only this package can load it.
+    assert "loads only in panns_lightning: upstream's Cnn6 hard-codes bn0 = BatchNorm2d(64)" in printed
 
     state = read_upstream_file(out)
     fresh = build_model("Cnn6", **SMALL_FRONTEND, classes_num=5)
@@ -74,7 +79,9 @@ def test_a_finetuned_checkpoint_keeps_its_own_classes(tmp_path, capsys) -> None:
     state = read_upstream_file(out)
     assert state["fc_audioset.bias"].shape == (3,)
     torch.testing.assert_close(state["fc_audioset.weight"], module.model.fc_audioset.weight.detach())
-    assert "classes_num=3" in capsys.readouterr().out  # how to build upstream's class for it
+    printed = capsys.readouterr().out
+    assert "loads only in panns_lightning" in printed  # 32 mel bins (SMALL_FRONTEND)
+    assert "softmax(logit(clipwise_output))" in printed  # single-label: what its probabilities are upstream
 
 
 def test_a_published_file_round_trips_unchanged(tmp_path) -> None:
@@ -151,8 +158,12 @@ def test_panns_inference_audio_tagging_loads_the_export(tmp_path, monkeypatch) -
     ours = build_model("Cnn14", **FRONTEND_DEFAULTS["Cnn14"], classes_num=527)
     randomise_(ours)
     out = tmp_path / "Cnn14.pth"
-    report = export_panns_checkpoint(ours, out, "Cnn14", FRONTEND_DEFAULTS["Cnn14"], seconds=1.0)
-    assert report.notes[0].startswith("panns_inference loads it as it is")
+    names = list(read_label_csv(audioset_csv()).names)
+    card = ModelCard("Cnn14", dict(FRONTEND_DEFAULTS["Cnn14"]), names, "multi-label", 320000)
+    report = export_panns_checkpoint(ours, out, "Cnn14", FRONTEND_DEFAULTS["Cnn14"], seconds=1.0, card=card)
+    assert report.notes[1].startswith("panns_inference loads it as it is")
+    # The card rides beside "model"; panns_inference reads checkpoint["model"] only (below, it loads).
+    assert set(torch.load(out, map_location="cpu", weights_only=True, mmap=True)) == {"model", "model_card"}
     del ours  # the copy to compare with is read back from the file
 
     waveform = (np.random.default_rng(0).standard_normal((2, 32000)) * 0.3).astype(np.float32)

@@ -11,6 +11,7 @@ import torch
 from panns_lightning import inference
 from panns_lightning.inference import AudioTagger, CheckpointLoadError, plan_windows, window_length
 from panns_lightning.labels import read_label_csv
+from panns_lightning.models import reader
 from panns_lightning.training.checkpoints import load_tagging_module
 from test_inference_support import (
     LABEL_NAMES,
@@ -85,23 +86,29 @@ def test_published_file_infers_the_model_and_names_classes_from_the_csv(caplog) 
     assert "no labels CSV" in caplog.text and "class_labels_indices.csv" in caplog.text
 
 
-def test_labels_csv_with_another_class_count_is_refused(tmp_path) -> None:
+def test_a_labels_csv_that_contradicts_the_card_is_refused(tmp_path) -> None:
     csv_path = tmp_path / "labels.csv"
     csv_path.write_text('index,mid,display_name\n0,/m/a,"A"\n1,/m/b,"B"\n', encoding="utf-8")
-    with pytest.raises(CheckpointLoadError, match=r"lists 2 classes but .*cnn6.ckpt has 5"):
+    with pytest.raises(
+        CheckpointLoadError, match=r"cnn6.ckpt: its model card names 5 classes, but the labels given name 2"
+    ):
         AudioTagger(cnn6_checkpoint(), labels_csv=csv_path)
+    rows = "".join(f'{i},/m/{i},"{name}"\n' for i, name in enumerate([*LABEL_NAMES[:4], "Wind"]))
+    csv_path.write_text("index,mid,display_name\n" + rows, encoding="utf-8")
+    with pytest.raises(CheckpointLoadError, match=r"names class 4 'Engine', but the labels given name it 'Wind'"):
+        AudioTagger(cnn6_checkpoint(), labels_csv=csv_path)  # no silent renaming
 
 
 def test_model_name_inference_uses_the_file_name_only_to_break_ties(monkeypatch, tmp_path) -> None:
     tie = (["Cnn14", "Cnn14_DecisionLevelAvg", "Cnn14_DecisionLevelMax"], 1.0)
-    monkeypatch.setattr(inference, "best_matching_models", lambda state: tie)
+    monkeypatch.setattr(reader, "best_matching_models", lambda state: tie)
     assert inference.infer_model_name({}, "Cnn14_DecisionLevelMax_mAP=0.385.pth") == "Cnn14_DecisionLevelMax"
     assert inference.infer_model_name({}, "Cnn14_mAP=0.431.pth") == "Cnn14"
     with pytest.raises(
         CheckpointLoadError, match="fits Cnn14 / Cnn14_DecisionLevelAvg / Cnn14_DecisionLevelMax equally"
     ):
         inference.infer_model_name({}, "weights.pth")
-    monkeypatch.setattr(inference, "best_matching_models", lambda state: (["ResNet22"], 0.4))
+    monkeypatch.setattr(reader, "best_matching_models", lambda state: (["ResNet22"], 0.4))
     with pytest.raises(CheckpointLoadError, match="no zoo model matches.*ResNet22 with 40%"):
         inference.infer_model_name({}, "weights.pth")
 

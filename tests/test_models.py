@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, do_mixup, list_models
-from panns_lightning.models.wavegram import match_frames
+from panns_lightning.models.wavegram import frame_rate_ratio, match_frames
 
 CLASSES = 527
 CONF_MODEL_DIR = Path(__file__).resolve().parents[1] / "conf" / "model"
@@ -334,11 +334,13 @@ def test_wavegram_logmel_runs_at_16khz_hop_160():
 
 def test_match_frames_repeats_then_crops_or_pads():
     features = torch.arange(5.0).reshape(1, 1, 5, 1)
-    assert match_frames(features, 5) is features
-    assert match_frames(features, 11).flatten().tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
+    assert torch.equal(match_frames(features, 5), features)
+    assert frame_rate_ratio(160) == (2, 1) and frame_rate_ratio(320) == (1, 1) and frame_rate_ratio(640) == (1, 2)
+    assert match_frames(features, 11, *frame_rate_ratio(160)).flatten().tolist() == [0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 4]
     assert match_frames(features, 4).flatten().tolist() == [0, 1, 2, 3]
     assert match_frames(features, 6).flatten().tolist() == [0, 1, 2, 3, 4, 4]
-    assert match_frames(torch.arange(8.0).reshape(1, 1, 8, 1), 4).flatten().tolist() == [0.5, 2.5, 4.5, 6.5]
+    eight = torch.arange(8.0).reshape(1, 1, 8, 1)
+    assert match_frames(eight, 4, *frame_rate_ratio(640)).flatten().tolist() == [0.5, 2.5, 4.5, 6.5]
 
 
 def test_spec_augment_stripes_are_constructor_arguments():

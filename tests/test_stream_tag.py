@@ -190,7 +190,7 @@ def test_bad_streams_get_clear_errors() -> None:
         open_pcm_stream(io.BytesIO(b"\0\0\0\0"), sample_format="wav")
     with pytest.raises(StreamFormatError, match="--stdin-rate 16000 contradicts the WAV header"):
         open_pcm_stream(io.BytesIO(piped_wav(np.zeros(8), 8000)), sample_rate=16000)
-    with pytest.raises(StreamFormatError, match="needs its sample rate"):
+    with pytest.raises(StreamFormatError, match="raw PCM carries no sample rate, so it must be given: --stdin-rate"):
         open_pcm_stream(io.BytesIO(b"\0\0"), sample_format="s16le")
     nan = open_pcm_stream(
         io.BytesIO(np.array([0] * 999 + [np.nan], "<f4").tobytes()), sample_format="f32le", sample_rate=10000
@@ -297,6 +297,8 @@ def test_cli_reports_a_cut_off_raw_stream_after_closing_its_events(capsys, monke
         cnn6_checkpoint(),
         "--stdin-format",
         "s16le",
+        "--stdin-rate",
+        MODEL_RATE,
         "--onset",
         0,
         "--onset-hops",
@@ -318,7 +320,7 @@ def test_cli_reads_a_named_file_and_rejects_an_empty_stream(capsys, monkeypatch,
     tops = [line for line in out.splitlines() if " top " in line]
     assert [line.split()[0] for line in tops] == ["1.00", "1.50"]  # the last hop is the partial one at the end
     assert f"tagging {path} (wav s16le, mono, 8000 Hz)" in err
-    empty = ["--stream", "-", "--checkpoint", cnn6_checkpoint(), "--stdin-format", "s16le"]
+    empty = ["--stream", "-", "--checkpoint", cnn6_checkpoint(), "--stdin-format", "s16le", "--stdin-rate", MODEL_RATE]
     code, _, err = run_tag(capsys, monkeypatch, b"", *empty)
     assert code == 1 and "stdin: empty stream (no samples)" in err
 
@@ -353,7 +355,7 @@ def test_cli_through_a_real_pipe(tmp_path: Path) -> None:
     raw.write_bytes(s16le(burst(MODEL_RATE, 1.0, 1.0, 1.0)))
     command = (
         f"cat {shlex.quote(str(raw))} | {shlex.quote(sys.executable)} -m panns_lightning.cli.tag --stream - "
-        f"--checkpoint {shlex.quote(str(cnn6_checkpoint()))} --hop 0.5 --top-k 3"
+        f"--checkpoint {shlex.quote(str(cnn6_checkpoint()))} --stdin-rate {MODEL_RATE} --hop 0.5 --top-k 3"
     )
     env = {"PYTHONPATH": str(SRC), "OMP_NUM_THREADS": "2", "PATH": "/usr/bin:/bin"}
     result = subprocess.run(command, shell=True, capture_output=True, text=True, env=env, timeout=300)

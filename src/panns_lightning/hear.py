@@ -2,8 +2,9 @@
 
 ``hear-validator panns_lightning.hear --model CKPT`` and heareval call three functions:
 
-* :func:`load_model` reads any checkpoint :func:`panns_lightning.inference.load_model` reads (a
-  Lightning ``.ckpt`` from panns-train / panns-finetune, a published ``{"model": ...}`` file) and
+* :func:`load_model` reads any checkpoint the one reader (:mod:`panns_lightning.models.reader`)
+  reads (a Lightning ``.ckpt`` from panns-train / panns-finetune, a ``panns-export --format panns``
+  file, a published ``{"model": ...}`` file; a file with a model card needs no model name) and
   returns a :class:`HearModel` (an ``nn.Module``, always in eval mode) with ``sample_rate``,
   ``scene_embedding_size`` and ``timestamp_embedding_size``. A checkpoint is required: the
   embeddings of random weights mean nothing, so an empty path is an error, not a silent default.
@@ -52,6 +53,7 @@ from torch import nn
 from panns_lightning.inference import MIN_WINDOW_SECONDS, PathLike, plan_windows, window_length
 from panns_lightning.inference import load_model as load_checkpoint
 from panns_lightning.models.cnn import Cnn, CnnDecisionLevel
+from panns_lightning.models.reader import file_kind
 
 logger = logging.getLogger(__name__)
 
@@ -152,7 +154,7 @@ def load_model(
 
     Args:
         model_file_path: a panns_lightning Lightning ``.ckpt`` or a published PANNs ``.pth``.
-        model_name: zoo name for published files whose layout fits several models.
+        model_name: zoo name for published files (no model card) whose layout fits several models.
         sample_rate: the input rate; default the network's when HEAR 2021 has it, else the HEAR
             rate with the simplest ratio to it (see the module docstring).
         timestamp_hop_ms: largest spacing of timestamp embeddings (rounded down to whole frames).
@@ -164,8 +166,15 @@ def load_model(
             "CKPT): a panns-train / panns-finetune .ckpt or a published PANNs .pth; random weights are not "
             "offered because their embeddings mean nothing"
         )
+    kind = file_kind(model_file_path)
+    if kind != "torch":
+        raise ValueError(
+            f"{model_file_path} is an exported {kind} graph; panns_lightning.hear computes timestamp "
+            "embeddings from the network's feature maps: give the .ckpt or the panns-export --format panns .pth"
+        )
     loaded = load_checkpoint(Path(model_file_path), model_name=model_name)
-    network = loaded.model.float().eval()
+    assert loaded.network is not None  # a torch file holds weights
+    network = loaded.network.float().eval()
     if type(network) not in SUPPORTED_NETWORKS:
         raise ValueError(
             f"{model_file_path} holds {loaded.model_name}; panns_lightning.hear computes timestamp embeddings "

@@ -1,12 +1,16 @@
-"""Tag, detect (SED) and embed audio with a trained or published PANNs model.
+"""Tag, detect (SED) and embed audio with a trained, exported or published PANNs model.
 
-:class:`AudioTagger` accepts this project's Lightning checkpoints (model config and labels come
-from the file) and published PANNs files (``{"model": state_dict}`` or a bare state_dict; the
-model name is given or inferred from the key layout, labels come from AudioSet's
-``class_labels_indices.csv``). Every file is read with ``weights_only=True``.
+:class:`AudioTagger` reads any model file through the one reader,
+:func:`panns_lightning.models.reader.load_model`: this project's Lightning checkpoints, its exports
+(``panns-export``: upstream's format with a model card, ONNX, TorchScript) and published PANNs
+files (``{"model": state_dict}`` or a bare state_dict, whose model name is given or inferred and
+whose labels come from AudioSet's ``class_labels_indices.csv``). A file's model card gives the
+network, front end, labels, task and clip length; what users see as probabilities is the card's
+activation of the logits (sigmoid for multi-label, softmax for single-label). Nothing here
+imports Lightning or the training stack.
 
 Long inputs are cut into consecutive, non-overlapping windows of the length the model was trained
-on (10 s unless the checkpoint says otherwise), so memory stays bounded and each window looks like
+on (the card's clip length; 10 s when the file does not say), so memory stays bounded and each window looks like
 a training clip:
 
 * ``clipwise`` probabilities are the **maximum over windows**: a sound present in any window is
@@ -25,9 +29,7 @@ framewise output of the padding is dropped.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
-import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -36,53 +38,28 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 
 from panns_lightning.audio import load_audio, resample
-from panns_lightning.labels import read_label_csv
-from panns_lightning.models import FRONTEND_DEFAULTS, FRONTEND_KEYS, build_model, load_panns_checkpoint, require_finite
-from panns_lightning.models.checkpoint import (
-    CLASSIFIER_BIAS_KEYS,
-    best_matching_models,
-    load_weights_only,
-    read_state_dict,
-    require_checkpoint_file,
+from panns_lightning.models.card import MIN_WINDOW_SECONDS, ModelCard
+from panns_lightning.models.finite import require_finite
+from panns_lightning.models.frontend import LogmelFeatures
+from panns_lightning.models.reader import (
+    CheckpointLoadError,
+    LoadedModel,
+    clip_probabilities,
+    infer_model_name,
 )
-from panns_lightning.models.registry import list_models, unknown_model_message
-from panns_lightning.shardset import ShardSetError, read_manifest
-from panns_lightning.training.checkpoints import checkpoint_kind, load_tagging_module
+from panns_lightning.models.reader import load_model as read_model
+from panns_lightning.models.registry import WAVEFORM_ONLY, list_models
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_WINDOW_SECONDS = 10.0
 """PANNs are trained on 10 s AudioSet clips."""
-MIN_WINDOW_SECONDS = 1.0
-"""Shortest window run through a model: every zoo model accepts 1 s at its paper front end
-(Cnn14's five 2x2 poolings need >= 32 frames, Res1dNet more than 0.5 s of samples)."""
 DEFAULT_TOP_K = 10
 DEFAULT_BATCH_SIZE = 8
 AUDIOSET_CLASSES = 527
 PathLike = str | os.PathLike[str]
-
-
-class CheckpointLoadError(ValueError):
-    """A checkpoint that cannot be turned into a tagger (wrong layout, ambiguous model, labels)."""
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    """A network in eval mode plus what is needed to feed it and to name its outputs."""
-
-    model: nn.Module
-    model_name: str
-    frontend: dict[str, Any]
-    label_names: list[str]
-    clip_samples: int | None
-    """Training clip length in samples when the checkpoint records it."""
-    source: str
-    """``"lightning"`` or ``"panns"`` (published / bare state_dict)."""
-    multilabel: bool = True
-    """False for a model trained single-label (cross-entropy): its probabilities are a softmax."""
 
 
 @dataclass(frozen=True)
@@ -126,16 +103,19 @@ class AudioTagger:
     """Tag, detect and embed audio of any sample rate and channel count.
 
     Args:
-        checkpoint: a panns_lightning Lightning ``.ckpt``, or a published PANNs file
-            (``{"model": state_dict}``) / bare state_dict.
-        model_name: zoo name for published files (inferred from the key layout when omitted;
-            must agree with a Lightning checkpoint's own config when given).
-        labels_csv: AudioSet ``class_labels_indices.csv`` for published files; without it the
-            labels are ``class_0 .. class_{N-1}``. Overrides a Lightning checkpoint's names.
-        device: where the network runs (``"cpu"``, ``"cuda"``, ...).
-        window_seconds: analysis window; default the checkpoint's training clip length when it is
-            recorded, else :data:`DEFAULT_WINDOW_SECONDS`.
-        frontend: front-end overrides for published files (default ``FRONTEND_DEFAULTS[name]``).
+        checkpoint: any model file :func:`panns_lightning.models.reader.load_model` reads: a
+            panns_lightning ``.ckpt``, an export (``.pth`` with a card, ``.onnx``,
+            ``.torchscript.pt``), a published PANNs file (``{"model": state_dict}``) / bare state_dict.
+        model_name: zoo name for files without a card (inferred from the file name or the key
+            layout when omitted); with a card it must agree with it.
+        labels_csv: a ``class_labels_indices.csv`` naming the classes of a file without a card;
+            with a card its names must be the card's.
+        device: where the network runs (``"cpu"``, ``"cuda"``, ...; ONNX runs on the CPU).
+        window_seconds: analysis window; default the card's training clip length when it is
+            recorded, else :data:`DEFAULT_WINDOW_SECONDS`. An exported graph with a fixed time
+            axis takes windows of its own length only.
+        frontend: front-end settings for a file without a card (default ``FRONTEND_DEFAULTS[name]``);
+            with a card each must agree with it.
         batch_size: windows run through the network at once.
     """
 
@@ -153,19 +133,31 @@ class AudioTagger:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.checkpoint = Path(checkpoint)
-        self.loaded = load_model(checkpoint, model_name=model_name, labels_csv=labels_csv, frontend=frontend)
         self.device = torch.device(device)
-        self.model = self.loaded.model.to(self.device).eval()
+        self.loaded = load_model(
+            checkpoint, model_name=model_name, labels_csv=labels_csv, frontend=frontend, device=self.device
+        )
+        self.card: ModelCard = self.loaded.card
+        self.model = self.loaded.network
         self.batch_size = batch_size
-        self.sample_rate = int(self.loaded.frontend["sample_rate"])
-        self.hop_size = int(self.loaded.frontend["hop_size"])
+        self.sample_rate = self.card.sample_rate
+        self.hop_size = self.card.hop_size
+        self.min_samples = self.card.min_samples
+        fixed = self.loaded.fixed_samples
+        if fixed is not None:
+            if window_seconds is not None and window_length(window_seconds, self.sample_rate, self.hop_size) != fixed:
+                raise ValueError(
+                    f"{checkpoint} takes inputs of exactly {fixed} samples (its time axis is fixed), but "
+                    f"window_seconds={window_seconds:g} was given"
+                )
+            self.window_samples = self.min_samples = fixed
+            return
         if window_seconds is None:
-            clip = self.loaded.clip_samples
+            clip = self.card.clip_samples
             window_seconds = clip / self.sample_rate if clip else DEFAULT_WINDOW_SECONDS
         if window_seconds <= 0:
             raise ValueError(f"window_seconds must be positive, got {window_seconds}")
         self.window_samples = window_length(window_seconds, self.sample_rate, self.hop_size)
-        self.min_samples = max(int(math.ceil(MIN_WINDOW_SECONDS * self.sample_rate)), self.hop_size)
 
     # ---- what the model is ------------------------------------------------------------------
     @property
@@ -262,20 +254,27 @@ class AudioTagger:
     def logmel(self, waveform: np.ndarray) -> np.ndarray:
         """``[frames, mel_bins]`` log-mel (dB) of a mono waveform at the model's rate, for plots.
 
-        Uses the model's own STFT and mel filter bank (before ``bn0``), window by window so
-        memory stays bounded; frames line up with :meth:`infer`'s framewise output.
+        The model's own STFT and mel filter bank (before ``bn0``; for an exported graph, the same
+        ones built from its card), window by window so memory stays bounded; frames line up with
+        :meth:`infer`'s framewise output.
         """
-        if not hasattr(self.model, "logmel_extractor"):
-            raise ValueError(f"{self.model_name} has no log-mel front end")
+        features = self._logmel_features()
         windows = plan_windows(waveform.shape[0], self.window_samples)
         pieces = []
         for (start, stop), rows in zip(windows, self._keep_counts(windows, waveform.shape[0])):
             chunk = np.zeros(max(stop - start, self.min_samples), dtype=np.float32)
             chunk[: stop - start] = waveform[start:stop]
-            tensor = torch.from_numpy(chunk).to(self.device)[None]
-            mel = self.model.logmel_extractor(self.model.spectrogram_extractor(tensor))[0, 0]
+            mel = features(torch.from_numpy(chunk)[None])[0, 0]
             pieces.append(mel[:rows].float().cpu().numpy())
         return np.concatenate(pieces)
+
+    @torch.inference_mode()
+    def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
+        """``[B, samples]`` windows at the model's rate → ``[B, classes]`` probabilities (the card's activation)."""
+        batch = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
+        probabilities = self.loaded.probabilities(self.loaded.runner(batch.to(self.device)))
+        require_finite(probabilities, f"{self.model_name}'s clipwise_output")  # never print nan
+        return probabilities.float().cpu().numpy()
 
     # ---- helpers ----------------------------------------------------------------------------
     def _require_sed(self) -> None:
@@ -285,14 +284,23 @@ class AudioTagger:
                 f"{self.model_name} has no framewise output; sound event detection needs one of {sed_models}"
             )
 
+    def _logmel_features(self) -> Any:
+        model = self.model
+        if model is not None and hasattr(model, "logmel_extractor"):
+            return lambda batch: model.logmel_extractor(model.spectrogram_extractor(batch.to(self.device)))
+        if self.model_name in WAVEFORM_ONLY:
+            raise ValueError(f"{self.model_name} has no log-mel front end")
+        frontend = self.card.frontend
+        return LogmelFeatures(**frontend)
+
     @torch.inference_mode()
     def _run_windows(self, audio: np.ndarray, windows: list[tuple[int, int]]) -> dict[str, np.ndarray]:
         length = max(windows[0][1] - windows[0][0], self.min_samples)
         batch = np.zeros((len(windows), length), dtype=np.float32)
         for row, (start, stop) in enumerate(windows):
             batch[row, : stop - start] = audio[start:stop]
-        outputs = dict(self.model(torch.from_numpy(batch).to(self.device)))
-        outputs["clipwise_output"] = class_probabilities(outputs, self.loaded.multilabel)
+        outputs = dict(self.loaded.runner(torch.from_numpy(batch).to(self.device)))
+        outputs["clipwise_output"] = self.loaded.probabilities(outputs)
         require_finite(outputs["clipwise_output"], f"{self.model_name}'s clipwise_output")  # never print nan
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
 
@@ -310,12 +318,15 @@ class AudioTagger:
 
 
 def class_probabilities(outputs: Mapping[str, torch.Tensor], multilabel: bool) -> torch.Tensor:
-    """What a user reads as class probabilities: the sigmoids of a multi-label model, and for one
-    trained single-label (cross-entropy) the softmax of its logits, which is what it was trained
-    to output (its sigmoids rank the same but do not sum to one)."""
-    if multilabel or "logits" not in outputs:
+    """What a user reads as class probabilities from a zoo network's outputs: its sigmoids when it
+    is multi-label, the softmax of its logits when it was trained single-label (cross-entropy).
+    (:func:`panns_lightning.models.reader.clip_probabilities` with a card says it once for every file.)"""
+    if multilabel:
         return outputs["clipwise_output"]
-    return torch.softmax(outputs["logits"].float(), dim=-1)
+    logits = outputs.get("logits")
+    if logits is None:
+        logits = torch.logit(outputs["clipwise_output"].float().clamp(1e-7, 1 - 1e-7))
+    return torch.softmax(logits.float(), dim=-1)
 
 
 def load_model(
@@ -324,30 +335,22 @@ def load_model(
     model_name: str | None = None,
     labels_csv: PathLike | None = None,
     frontend: Mapping[str, Any] | None = None,
+    device: str | torch.device = "cpu",
 ) -> LoadedModel:
-    """Build the eval-mode network a checkpoint holds, with its front end and label names."""
-    path = require_checkpoint_file(checkpoint)
-    content = _peek(path)
-    if isinstance(content, Mapping) and checkpoint_kind(content) != "weights":
-        loaded = _load_lightning(path, content, model_name)
-    else:
-        loaded = _load_published(path, model_name, frontend)
-    if labels_csv is not None:
-        names = list(read_label_csv(labels_csv).names)
-        if len(names) != len(loaded.label_names):
-            raise CheckpointLoadError(
-                f"{labels_csv} lists {len(names)} classes but {path} has {len(loaded.label_names)}"
-            )
-        loaded = dataclasses.replace(loaded, label_names=names)
-    elif loaded.source == "panns":
+    """The runnable model a file holds, with its card (:func:`panns_lightning.models.reader.load_model`).
+
+    A published file without a card and without ``labels_csv`` has its classes named
+    ``class_0 .. class_{N-1}``; that is said once on the log.
+    """
+    loaded = read_model(checkpoint, model_name=model_name, labels_csv=labels_csv, frontend=frontend, device=device)
+    if loaded.card_origin == "none" and labels_csv is None:
+        count = len(loaded.label_names)
         logger.warning(
             "%s: no labels CSV given, so the %d classes are named class_0 .. class_%d%s",
-            path,
-            len(loaded.label_names),
-            len(loaded.label_names) - 1,
-            " (pass AudioSet's class_labels_indices.csv for names)"
-            if len(loaded.label_names) == AUDIOSET_CLASSES
-            else "",
+            loaded.path,
+            count,
+            count - 1,
+            " (pass AudioSet's class_labels_indices.csv for names)" if count == AUDIOSET_CLASSES else "",
         )
     return loaded
 
@@ -373,122 +376,6 @@ def is_sed_model(name: str) -> bool:
     return name.startswith("Cnn14_DecisionLevel")
 
 
-def infer_model_name(state_dict: Mapping[str, torch.Tensor], path: PathLike) -> str:
-    """The zoo model whose key/shape layout ``state_dict`` matches exactly.
-
-    Cnn14 and Cnn14_DecisionLevelMax/Avg share one layout; then the file name decides when it
-    names one of them (upstream files are called ``<Model>_mAP=<x>.pth``), else the caller must.
-    """
-    names, score = best_matching_models(state_dict)
-    if score < 1.0:
-        raise CheckpointLoadError(
-            f"{path}: no zoo model matches the file's keys and shapes exactly (best: "
-            f"{' / '.join(names)} with {score:.0%}); pass the model name"
-        )
-    if len(names) == 1:
-        return names[0]
-    mentioned = [name for name in names if name.lower() in Path(path).name.lower()]
-    if mentioned:
-        chosen = max(mentioned, key=len)
-        logger.info("%s: layout fits %s; chose %s from the file name", path, " / ".join(names), chosen)
-        return chosen
-    raise CheckpointLoadError(
-        f"{path}: the file's layout fits {' / '.join(names)} equally (same weights, different "
-        f"heads); pass the model name (e.g. --model {names[0]})"
-    )
-
-
-# ---- loading helpers ----------------------------------------------------------------------------
-def _peek(path: Path) -> Any:
-    """Read the file weights-only; memory-mapped when the format allows, so peeking is cheap.
-
-    A file that would run code when unpickled raises UnsafeCheckpointError naming it.
-    """
-    return load_weights_only(path, mmap=True)
-
-
-def _load_lightning(path: Path, content: Mapping[str, Any], model_name: str | None) -> LoadedModel:
-    config = dict(content["hyper_parameters"].get("model_config") or {})
-    if model_name is not None and model_name != config.get("name"):
-        raise CheckpointLoadError(
-            f"{path} holds a {config.get('name')!r} model, but model name {model_name!r} was given"
-        )
-    module = load_tagging_module(path, content)
-    return LoadedModel(
-        model=module.model.eval(),
-        model_name=str(config["name"]),
-        frontend={key: config[key] for key in FRONTEND_KEYS if key in config},
-        label_names=list(module.label_names),
-        clip_samples=_training_clip_samples(content),
-        source="lightning",
-        multilabel=bool(getattr(module, "multilabel", True)),
-    )
-
-
-def _training_clip_samples(content: Mapping[str, Any]) -> int | None:
-    """The training clip length: the train crop if one was set, else the train manifest's."""
-    hyper = content.get("hyper_parameters") or {}
-    if hyper.get("clip_samples"):
-        return int(hyper["clip_samples"])
-    data = content.get("datamodule_hyper_parameters") or {}
-    if data.get("train_crop_samples"):
-        return int(data["train_crop_samples"])
-    if data.get("train_dir"):
-        try:
-            return read_manifest(str(data["train_dir"]), check_files=False).clip_samples
-        except ShardSetError:  # moved, deleted or damaged since training: use the default window
-            return None
-    return None
-
-
-def _load_published(path: Path, model_name: str | None, frontend: Mapping[str, Any] | None) -> LoadedModel:
-    state_dict = read_state_dict(path)
-    if model_name is None:
-        model_name = infer_model_name(state_dict, path)
-    elif model_name not in FRONTEND_DEFAULTS:
-        raise CheckpointLoadError(unknown_model_message(model_name))
-    classes = next((int(state_dict[key].shape[0]) for key in CLASSIFIER_BIAS_KEYS if key in state_dict), None)
-    if classes is None:
-        raise CheckpointLoadError(f"{path}: no classifier found (expected one of {', '.join(CLASSIFIER_BIAS_KEYS)})")
-    unknown = sorted(set(frontend or {}) - set(FRONTEND_KEYS))
-    if unknown:
-        raise ValueError(f"unknown front-end settings {unknown}; expected some of {list(FRONTEND_KEYS)}")
-    settings = {**FRONTEND_DEFAULTS[model_name], **(frontend or {})}
-    model = build_model(model_name, **settings, classes_num=classes)
-    expected_mel = _mel_filters(model)
-    load_panns_checkpoint(model, path)
-    _warn_if_other_frontend(path, model_name, expected_mel, _mel_filters(model))
-    return LoadedModel(
-        model=model.eval(),
-        model_name=model_name,
-        frontend=settings,
-        label_names=[f"class_{index}" for index in range(classes)],
-        clip_samples=None,
-        source="panns",
-    )
-
-
-def _mel_filters(model: nn.Module) -> torch.Tensor | None:
-    extractor = getattr(model, "logmel_extractor", None)
-    return None if extractor is None else extractor.melW.detach().clone()
-
-
-def _warn_if_other_frontend(
-    path: Path, model_name: str, expected: torch.Tensor | None, loaded: torch.Tensor | None
-) -> None:
-    """The file carries its mel filter bank: a mismatch means another sample rate / fmin / fmax."""
-    if expected is None or loaded is None or expected.shape != loaded.shape:
-        return
-    if not torch.allclose(expected, loaded, atol=1e-5):
-        logger.warning(
-            "%s: the file's mel filter bank differs from the one %s's front end %s builds; the "
-            "model was probably trained at another sample rate or fmin/fmax (pass frontend=...)",
-            path,
-            model_name,
-            FRONTEND_DEFAULTS[model_name],
-        )
-
-
 def _batches_of_equal_length(windows: list[tuple[int, int]], batch_size: int) -> list[list[tuple[int, int]]]:
     """Group consecutive windows of one length (only the last window can differ)."""
     batches: list[list[tuple[int, int]]] = []
@@ -502,3 +389,24 @@ def _batches_of_equal_length(windows: list[tuple[int, int]], batch_size: int) ->
 
 def _length(window: tuple[int, int]) -> int:
     return window[1] - window[0]
+
+
+__all__ = [
+    "DEFAULT_WINDOW_SECONDS",
+    "MIN_WINDOW_SECONDS",
+    "AudioTagger",
+    "CheckpointLoadError",
+    "InferenceOutput",
+    "LoadedModel",
+    "PathLike",
+    "SedResult",
+    "TagResult",
+    "class_probabilities",
+    "clip_probabilities",
+    "frame_times",
+    "infer_model_name",
+    "is_sed_model",
+    "load_model",
+    "plan_windows",
+    "window_length",
+]

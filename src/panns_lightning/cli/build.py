@@ -22,7 +22,6 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from panns_lightning.cli.config_schema import DEFAULT_DDP_TIMEOUT_S, ConfigError, check_ddp_timeout, speed_options
 from panns_lightning.cli.ddp import ddp_strategy
 from panns_lightning.cli.hydra_app import native_bf16_flag
-from panns_lightning.models import FRONTEND_KEYS
 from panns_lightning.redact import redact
 from panns_lightning.training.fault_tolerance import LAST_CHECKPOINT, AtomicCheckpointIO, continue_loggers, wandb_run_id
 from panns_lightning.training.progress import step_progress_bar
@@ -78,29 +77,22 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
     )
 
 
-def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
+def build_finetune_module(cfg: DictConfig, datamodule: Any, explicit_model_keys: set[str] | None = None) -> Any:
     """FineTuneModule with every TaggingModule option panns-train would pass, plus the ``finetune`` keys.
 
     The TaggingModule options come from :func:`build_module` (one place decides them, and its
     model/data sample-rate check runs here too). With ``finetune.backbone_from_checkpoint`` the
-    model name and front end come from the checkpoint when it is one of ours.
+    model name and front end come from the checkpoint's model card (:func:`model_from_card`).
+    ``explicit_model_keys``: the ``model`` keys given on the command line (default: Hydra's overrides).
     """
-    from panns_lightning.training.checkpoints import checkpoint_model_config
     from panns_lightning.training.finetune import FineTuneModule
 
     finetune = cfg.finetune
     if finetune.checkpoint and not Path(finetune.checkpoint).is_file():
         raise ConfigError(f"finetune.checkpoint={finetune.checkpoint} not found")
     if finetune.checkpoint and finetune.backbone_from_checkpoint:
-        carried = checkpoint_model_config(finetune.checkpoint)
-        if carried is not None:
-            overrides = {key: carried[key] for key in ("name", *FRONTEND_KEYS) if key in carried}
-            changed = {k: v for k, v in overrides.items() if cfg.model.get(k) != v}
-            if changed:
-                log.info("finetune: model name and front end from %s: %s", finetune.checkpoint, changed)
-            cfg = cfg.copy()
-            with open_dict(cfg):
-                cfg.model = OmegaConf.merge(cfg.model, overrides)
+        explicit = command_line_model_keys() if explicit_model_keys is None else explicit_model_keys
+        cfg = model_from_card(cfg, explicit)
     base = build_module(cfg, datamodule)
     options = dict(base.hparams)
     options.pop("multilabel", None)
@@ -114,6 +106,57 @@ def build_finetune_module(cfg: DictConfig, datamodule: Any) -> Any:
         speed=base.speed,
         **options,
     )
+
+
+def model_from_card(cfg: DictConfig, explicit: set[str]) -> DictConfig:
+    """``cfg`` with ``model.name`` and the front end of ``finetune.checkpoint``'s model card.
+
+    A value the recipe set (an experiment's or a model group's default) gives way to the card, said
+    on the log; a value given on the command line (``explicit``) that contradicts the card is a
+    :class:`ConfigError` naming both, never silently replaced. A published file without a card
+    leaves ``model`` as configured (its weights are then checked against it key by key).
+    """
+    from panns_lightning.models.reader import read_card
+
+    try:
+        card = read_card(cfg.finetune.checkpoint)
+    except (OSError, ValueError, RuntimeError) as error:
+        raise ConfigError(f"finetune.checkpoint: {' '.join(str(error).split())}") from None
+    if card is None:
+        return cfg
+    recorded = {"name": card.model, **card.frontend}
+    contradicted = [key for key, value in recorded.items() if key in explicit and cfg.model.get(key) != value]
+    if contradicted:
+        given = ", ".join(f"model.{key}={cfg.model.get(key)}" for key in contradicted)
+        says = ", ".join(f"{key}={recorded[key]}" for key in contradicted)
+        raise ConfigError(
+            f"{given} was given, but finetune.checkpoint={cfg.finetune.checkpoint} holds a model whose card says "
+            f"{says}; drop the override (the card's value is used) or fine-tune another checkpoint"
+        )
+    changed = {key: value for key, value in recorded.items() if cfg.model.get(key) != value}
+    if not changed:
+        return cfg
+    log.info("finetune: model name and front end from %s's model card: %s", cfg.finetune.checkpoint, changed)
+    cfg = cfg.copy()
+    with open_dict(cfg):
+        cfg.model = OmegaConf.merge(cfg.model, changed)
+    return cfg
+
+
+def command_line_model_keys() -> set[str]:
+    """The ``model`` keys this run's command line sets: ``model=X`` names ``name``, ``model.K=V`` names ``K``."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return set()
+    keys = set()
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key == "model":
+            keys.add("name")
+        elif key.startswith("model."):
+            keys.add(key[len("model.") :])
+    return keys
 
 
 def finetune_multilabel(cfg: DictConfig, datamodule: Any) -> bool:

@@ -1,6 +1,6 @@
 """panns-eval: a checkpoint + a shard set → metrics JSON + a printed table.
 
-The checkpoint carries the model config and the label list, so nothing else is needed:
+The checkpoint carries its model card (network, front end, label list, task), so nothing else is needed:
 ``panns-eval ckpt_path=outputs/.../checkpoints/best.ckpt data_dir=data/demo/shards/eval``.
 Every clip of the shard set is scored exactly once (also under DDP).
 """
@@ -34,24 +34,41 @@ def evaluate_checkpoint(
     accelerator: str = "auto",
     devices: int | str = 1,
 ) -> tuple[TaggingScores, list[str]]:
-    """Score a training checkpoint on every clip of a shard set."""
+    """Score a model file on every clip of a shard set.
+
+    The file is read by the one reader (:mod:`panns_lightning.models.reader`), so any torch file
+    with a model card works: a panns-train / panns-finetune ``.ckpt`` or a ``panns-export --format
+    panns`` ``.pth``. Its card gives the network, the labels (which must be the shard set's) and
+    the task.
+    """
     from panns_lightning.data import AudioShardDataModule
-    from panns_lightning.training.checkpoints import load_tagging_module
+    from panns_lightning.models.reader import load_model
+    from panns_lightning.training.module import TaggingModule
 
     try:
-        module = load_tagging_module(ckpt_path)
+        loaded = load_model(ckpt_path)
     except (OSError, ValueError, RuntimeError) as error:
         # Unsafe pickle, missing file, foreign or mismatched checkpoint: one line naming the file.
         raise SystemExit(
             redact(f"panns-eval: cannot load checkpoint {ckpt_path}: {' '.join(str(error).split())}")
         ) from None
+    if loaded.network is None:
+        raise SystemExit(
+            f"panns-eval: {ckpt_path} is an exported {loaded.kind} graph; score the .ckpt or .pth it came from"
+        )
+    card = loaded.card
+    module = TaggingModule(
+        {"name": card.model, **card.frontend, **card.options},
+        [{"index": index, "name": name} for index, name in enumerate(card.labels)],
+        multilabel=card.multilabel,
+        network=loaded.network,
+    )
     datamodule = AudioShardDataModule(
         train_dir=None, val_dir=None, test_dir=str(data_dir), batch_size=batch_size, num_workers=num_workers
     )
-    model_rate = int(module.hparams.model_config["sample_rate"])
-    if int(datamodule.sample_rate) != model_rate:
+    if int(datamodule.sample_rate) != card.sample_rate:
         raise SystemExit(
-            f"panns-eval: {ckpt_path} was trained at {model_rate} Hz but {data_dir} holds "
+            f"panns-eval: {ckpt_path} was trained at {card.sample_rate} Hz but {data_dir} holds "
             f"{datamodule.sample_rate} Hz shards"
         )
     checkpoint_names = module.label_names

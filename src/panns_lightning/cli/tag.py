@@ -93,6 +93,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         payload = {
             "checkpoint": str(args.checkpoint),
             "model": tagger.model_name,
+            "task": tagger.card.task,
+            "probabilities": tagger.card.activation,
             "sample_rate": tagger.sample_rate,
             "window_seconds": tagger.window_seconds,
             "results": results,
@@ -105,12 +107,22 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Tag audio files with a PANNs checkpoint (this project's .ckpt or a published .pth).",
+        description="Tag audio files with a PANNs model file: this project's .ckpt or exports (.pth, .onnx, "
+        ".torchscript.pt, read through their model card), or a published PANNs .pth.",
     )
     parser.add_argument("audio", nargs="*", type=Path, metavar="AUDIO", help="audio files (wav, flac, ogg, mp3, ...)")
-    parser.add_argument("--checkpoint", required=True, type=Path, help="Lightning .ckpt or PANNs {'model': ...} file")
-    parser.add_argument("--model", default=None, help="zoo model name for published files (inferred when omitted)")
-    parser.add_argument("--labels", type=Path, default=None, help="class_labels_indices.csv (published files)")
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        type=Path,
+        help="a .ckpt, an export (.pth / .onnx / .torchscript.pt) or a published .pth",
+    )
+    parser.add_argument(
+        "--model", default=None, help="zoo model name for published files without a model card (inferred when omitted)"
+    )
+    parser.add_argument(
+        "--labels", type=Path, default=None, help="class_labels_indices.csv naming a published file's classes"
+    )
     parser.add_argument(
         "--top-k",
         type=_positive_int,

@@ -1,7 +1,10 @@
 """``panns-tag --stream -``: tag live or endless audio from stdin (or a named pipe), hop by hop.
 
-``ffmpeg -i URL -f s16le -ac 1 -ar 32000 - | panns-tag --stream - --checkpoint best.ckpt`` prints one
-line per event onset and offset (and, with ``--every``, the top labels of the current window).
+``ffmpeg -i URL -f wav -ac 1 - | panns-tag --stream - --checkpoint best.ckpt`` prints one line per
+event onset and offset (and, with ``--every``, the top labels of the current window). A WAV stream's
+header says its rate and channels; raw PCM carries neither, so raw input needs ``--stdin-rate``
+unless the model runs at :data:`DOCUMENTED_RAW_RATE`, the rate the documented raw command sends
+(``ffmpeg ... -f s16le -ac 1 -ar 32000 -``): the rate is never guessed from the model.
 The work is done by :mod:`panns_lightning.streaming`; this module parses options and prints.
 Output lines go to stdout as they happen (flushed); the start and end summaries (the real-time
 factor among them) go to stderr, or to stdout as ``start``/``end`` records with ``--jsonl``.
@@ -30,6 +33,9 @@ if TYPE_CHECKING:  # torch: imported by run(), not by panns-tag --help
     from panns_lightning.streaming.tagger import Hop, StreamTagger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+DOCUMENTED_RAW_RATE = 32000
+"""What the raw PCM command in the docs sends (``-ar 32000``): raw input without --stdin-rate is
+read at this rate only when the model runs at it too."""
 DEFAULT_STREAM_TOP_K = 3
 DEFAULT_ONSET, DEFAULT_OFFSET, DEFAULT_ONSET_HOPS, DEFAULT_OFFSET_HOPS = 0.5, 0.3, 2, 2
 SLOW_WARNING_AFTER_SECONDS = 10.0
@@ -68,7 +74,12 @@ def add_stream_arguments(parser: argparse.ArgumentParser) -> None:
         help="auto (default): WAV when the stream starts with a RIFF header, else raw s16le",
     )
     group.add_argument(
-        "--stdin-rate", type=_positive_int, default=None, metavar="HZ", help="raw PCM rate (default: the model's)"
+        "--stdin-rate",
+        type=_positive_int,
+        default=None,
+        metavar="HZ",
+        help=f"raw PCM rate; required for raw input unless the model runs at {DOCUMENTED_RAW_RATE} Hz "
+        "(a WAV stream's header gives its own: ffmpeg ... -f wav -)",
     )
     group.add_argument(
         "--stdin-channels", type=_positive_int, default=None, metavar="N", help="raw PCM channels, averaged (default 1)"
@@ -183,7 +194,7 @@ def run(args: argparse.Namespace, tagger: Any, prog: str) -> int:
                 sample_format=args.stdin_format or "auto",
                 sample_rate=args.stdin_rate,
                 channels=args.stdin_channels,
-                default_rate=tagger.sample_rate,
+                default_rate=tagger.sample_rate if tagger.sample_rate == DOCUMENTED_RAW_RATE else None,
                 name=name,
             )
         except (OSError, StreamFormatError) as error:

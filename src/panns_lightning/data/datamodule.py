@@ -30,7 +30,7 @@ from panns_lightning.data.remote import HttpOptions
 from panns_lightning.data.spec import StreamSpec
 from panns_lightning.data.stream import ErrorLog, SharedCount, load_manifest, shard_location, shard_urls
 from panns_lightning.data.train_stream import TrainClipStream
-from panns_lightning.redact import redact_hparams
+from panns_lightning.redact import redact, redact_hparams
 from panns_lightning.shardset import Manifest, ShardSetError
 from panns_lightning.shardset.folds import fold_selection
 from panns_lightning.shardset.splits import has_splits, split_selection
@@ -149,6 +149,31 @@ class AudioShardDataModule(pl.LightningDataModule):
         if split not in manifests:
             raise KeyError(f"no {split}_dir was given to AudioShardDataModule")
         return manifests[split]
+
+    def training_data(self) -> dict[str, Any] | None:
+        """What a model card records of the training data (``None`` without a train split).
+
+        The set's name, split, location (credentials removed) and resample method; the clips
+        trained on (after the fold / split selection) and their per-class counts, from the
+        manifest; the clip length the model saw (the train crop when one is set).
+        """
+        if self.dirs.get("train") is None:
+            return None
+        manifest = self.manifest("train")
+        spec = self._stream_spec("train")
+        return {
+            "dataset": manifest.dataset,
+            "split": manifest.split,
+            "location": redact(shard_location(self.dirs["train"] or "")),
+            "num_clips": int(spec.num_clips),
+            "class_counts": [int(count) for count in spec.class_counts],
+            "set_clips": int(manifest.num_clips),
+            "fold": self.fold,
+            "sample_rate": int(manifest.sample_rate),
+            "stored_clip_samples": int(manifest.clip_samples),
+            "clip_samples": int(self.train_crop_samples or manifest.clip_samples),
+            "resample": manifest.resample_method,
+        }
 
     def check_selection(self) -> dict[str, int]:
         """Clips each configured split will read (after ``fold`` / ``use_splits``); ``ShardSetError`` if one has none.

@@ -40,6 +40,9 @@ CLASSIFIER_BIAS_KEYS = ("fc_audioset.bias", "att_block.cla.bias")
 # What torch's weights-only unpickler says when it refuses a file (its wording, torch >= 2.6).
 _REFUSED_GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _REFUSED_OPERAND = re.compile(r"Unsupported operand \d+")
+ZIP_MAGIC = b"PK\x03\x04"
+PICKLE_PROTOCOL_OPCODE = b"\x80"  # protocol >= 2 pickles, torch's legacy format among them
+TORCH_HEAD_BYTES = 64
 
 
 class CheckpointMismatchError(RuntimeError):
@@ -105,7 +108,7 @@ def save_panns_checkpoint(model: nn.Module, path: str | os.PathLike[str]) -> Pat
 def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     """Return the network state_dict stored in ``path``, whichever supported layout it uses."""
     path = Path(path)
-    return _extract_state_dict(load_weights_only(path), path)
+    return extract_state_dict(load_weights_only(path), path)
 
 
 def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> Any:
@@ -116,15 +119,42 @@ def load_weights_only(path: str | os.PathLike[str], *, mmap: bool = False) -> An
     zip-format files (cheap peeks at large files) and falls back to a plain read for legacy ones.
     """
     path = require_checkpoint_file(path)
+    require_torch_file(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and zipfile.is_zipfile(path))
     except pickle.UnpicklingError as error:
         raise UnsafeCheckpointError(_refusal_message(path, error)) from error
-    except (RuntimeError, EOFError, ValueError, KeyError, zipfile.BadZipFile) as error:
+    except Exception as error:  # torch's readers fail on damaged files with many types (IndexError, KeyError, ...)
         raise CheckpointReadError(
             f"{path} cannot be read as a torch checkpoint (truncated, corrupt or not written by "
             f"torch.save): {type(error).__name__}: {_first_line(error)}"
         ) from error
+
+
+def require_torch_file(path: Path) -> None:
+    """A torch file is a zip archive (torch.save's format) or a pickle (the legacy one); say so of anything else.
+
+    Checked on the first bytes, before any unpickler sees the file: a text, JSON or audio file
+    given as a checkpoint gets one line naming it and what it starts with.
+    """
+    with path.open("rb") as stream:
+        head = stream.read(TORCH_HEAD_BYTES)
+    if not head:
+        raise CheckpointReadError(f"{path} is empty (0 bytes), not a checkpoint")
+    if head.startswith(ZIP_MAGIC) or head.startswith(PICKLE_PROTOCOL_OPCODE):
+        return
+    raise CheckpointReadError(
+        f"{path} is not a checkpoint: torch files are zip archives or pickles, this one starts with {head[:16]!r}"
+        f"{' (text)' if _looks_like_text(head) else ''}"
+    )
+
+
+def _looks_like_text(head: bytes) -> bool:
+    try:
+        text = head.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return all(char.isprintable() or char in "\r\n\t" for char in text)
 
 
 def require_checkpoint_file(path: str | os.PathLike[str]) -> Path:
@@ -161,7 +191,8 @@ def _first_line(error: BaseException) -> str:
     return lines[0] if lines else type(error).__name__
 
 
-def _extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
+def extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
+    """The network's state_dict inside a checkpoint's contents (Lightning, ``{"model": ...}`` or bare)."""
     if not isinstance(content, Mapping):
         raise CheckpointMismatchError(
             f"{path}: expected a dict (state_dict, {{'model': ...}} or Lightning checkpoint), "
@@ -213,6 +244,16 @@ def best_matching_models(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[s
     return [name for name, score in scores.items() if score == best], best
 
 
+def fits_layout(name: str, state_dict: Mapping[str, torch.Tensor], frontend: Mapping[str, Any] | None = None) -> bool:
+    """Whether ``state_dict`` has exactly zoo model ``name``'s keys and shapes at its paper front end
+    updated by ``frontend`` (classifier rows, the class count, not compared): one network checked
+    (on the meta device), none of the others built."""
+    layout = _zoo_layout(name, tuple(sorted((frontend or {}).items())))
+    return set(layout) == set(state_dict) and all(
+        _same_layout(key, tuple(state_dict[key].shape), shape) for key, shape in layout.items()
+    )
+
+
 def _same_layout(key: str, given: tuple[int, ...] | None, expected: tuple[int, ...]) -> bool:
     if given is None or len(given) != len(expected):
         return False
@@ -222,9 +263,9 @@ def _same_layout(key: str, given: tuple[int, ...] | None, expected: tuple[int, .
 
 
 @functools.lru_cache(maxsize=None)
-def _zoo_layout(name: str) -> dict[str, tuple[int, ...]]:
+def _zoo_layout(name: str, frontend: tuple[tuple[str, Any], ...] = ()) -> dict[str, tuple[int, ...]]:
     with torch.device("meta"):
-        model = build_model(name, **FRONTEND_DEFAULTS[name], classes_num=527)
+        model = build_model(name, **{**FRONTEND_DEFAULTS[name], **dict(frontend)}, classes_num=527)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
 
 

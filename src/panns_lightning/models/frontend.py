@@ -18,6 +18,8 @@ hold a power spectrum spanning ~100 dB, and |STFT|² overflows fp16).
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 
 import torch
 from torch import nn
@@ -141,16 +143,7 @@ class LogmelFrontEndMixin:
     def _build_extractors(
         self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float, stft: str
     ) -> None:
-        spectrogram = FFTSpectrogram if stft == "fft" else Spectrogram
-        self.spectrogram_extractor = spectrogram(
-            n_fft=window_size,
-            hop_length=hop_size,
-            win_length=window_size,
-            window=STFT_WINDOW,
-            center=STFT_CENTER,
-            pad_mode=STFT_PAD_MODE,
-            freeze_parameters=True,
-        )
+        self.spectrogram_extractor = copy.deepcopy(_spectrogram_prototype(stft, window_size, hop_size))
         self.logmel_extractor = LogmelFilterBank(
             sr=sample_rate,
             n_fft=window_size,
@@ -175,6 +168,44 @@ class LogmelFrontEndMixin:
         if self.training:
             x = self.spec_augmenter(x)
         return mix_if_training(x, mixup_lambda, self.training)
+
+
+class LogmelFeatures(nn.Module):
+    """The log-mel (dB) a zoo network computes before ``bn0``, without the network (plots of exported models)."""
+
+    spectrogram_extractor: Spectrogram
+    logmel_extractor: LogmelFilterBank
+
+    def __init__(
+        self, sample_rate: int, window_size: int, hop_size: int, mel_bins: int, fmin: float, fmax: float
+    ) -> None:
+        super().__init__()
+        LogmelFrontEndMixin._build_extractors(self, sample_rate, window_size, hop_size, mel_bins, fmin, fmax, "conv")  # type: ignore[arg-type]
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` → ``[B, 1, frames, mel_bins]``."""
+        return self.logmel_extractor(self.spectrogram_extractor(waveform.float()))
+
+
+@functools.lru_cache(maxsize=8)
+def _spectrogram_prototype(stft: str, window_size: int, hop_size: int) -> Spectrogram:
+    """One STFT module per setting, copied for every model that needs it.
+
+    torchlibrosa computes its DFT filters with numpy's complex power at construction (about half
+    a second for n_fft=1024 on a CPU); a deep copy of a built one is the same tensors in
+    milliseconds. Every model still gets its own copy (frozen parameters, as upstream).
+    """
+    spectrogram = FFTSpectrogram if stft == "fft" else Spectrogram
+    with torch.device("cpu"):
+        return spectrogram(
+            n_fft=window_size,
+            hop_length=hop_size,
+            win_length=window_size,
+            window=STFT_WINDOW,
+            center=STFT_CENTER,
+            pad_mode=STFT_PAD_MODE,
+            freeze_parameters=True,
+        )
 
 
 def build_spec_augmenter(
@@ -259,7 +290,13 @@ class FFTSpectrogram(Spectrogram):
         self.register_buffer("fft_window", torch.hann_window(win_length, periodic=True), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``."""
+        """``[B, T]`` → power spectrogram ``[B, 1, frames, n_fft // 2 + 1]``.
+
+        While an ONNX export traces it, the spectrum is asked for as real and imaginary parts
+        (``return_complex=False``, same numbers): the exporter maps ``torch.stft`` onto ONNX's STFT
+        operator (opset 17) only in that form, and refuses complex outputs outright.
+        """
+        real_pairs = torch.onnx.is_in_onnx_export()
         spectrum = torch.stft(
             waveform,
             self.n_fft,
@@ -267,7 +304,7 @@ class FFTSpectrogram(Spectrogram):
             window=self.fft_window.to(waveform.dtype),
             center=True,
             pad_mode="reflect",
-            return_complex=True,
+            return_complex=not real_pairs,
         )
-        power = torch.view_as_real(spectrum).square().sum(-1)
+        power = (spectrum if real_pairs else torch.view_as_real(spectrum)).square().sum(-1)
         return power.transpose(1, 2).unsqueeze(1)

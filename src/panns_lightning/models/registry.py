@@ -34,7 +34,8 @@ FRONTEND_KEYS = ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "
 LOGMEL_OPTIONS = frozenset({"stft", "time_drop_width", "time_stripes_num", "freq_drop_width", "freq_stripes_num"})
 #: Options of the Wavegram branch.
 WAVEGRAM_OPTIONS = frozenset({"wave_conv2d"})
-_WAVEFORM_ONLY = frozenset({"LeeNet11", "LeeNet24", "DaiNet19", "Res1dNet31", "Res1dNet51", "Wavegram_Cnn14"})
+#: Models without a log-mel front end (raw waveform in).
+WAVEFORM_ONLY = frozenset({"LeeNet11", "LeeNet24", "DaiNet19", "Res1dNet31", "Res1dNet51", "Wavegram_Cnn14"})
 _WITH_WAVEGRAM = frozenset(wavegram.VARIANTS)
 
 
@@ -74,7 +75,7 @@ def build_model(
 def applicable_options(name: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` without the log-mel / Wavegram options that model ``name`` has no part for."""
     absent = set()
-    if name in _WAVEFORM_ONLY:
+    if name in WAVEFORM_ONLY:
         absent |= LOGMEL_OPTIONS
     if name not in _WITH_WAVEGRAM:
         absent |= WAVEGRAM_OPTIONS

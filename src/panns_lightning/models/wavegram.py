@@ -106,13 +106,14 @@ class WavegramLogmelCnn(WavegramMixin, Cnn):
             **frontend_options,
         )
         self.build_wavegram(freq_bins=mel_bins // 2, wave_conv2d=wave_conv2d)
+        self.frame_ratio = frame_rate_ratio(hop_size)
 
     def forward(self, waveform: torch.Tensor, mixup_lambda: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         wave_features = self.wavegram(waveform)
         x = self.logmel(waveform, mixup_lambda)
         wave_features = mix_if_training(wave_features, mixup_lambda, self.training)
         x = self.conv_block1(x, pool_size=self.pool_sizes[0], pool_type="avg")
-        x = torch.cat((x, match_frames(wave_features, x.shape[2])), dim=1)
+        x = torch.cat((x, match_frames(wave_features, x.shape[2], *self.frame_ratio)), dim=1)
         x = F.dropout(x, p=0.2, training=self.training)
         x = self.run_blocks(x, 2, self.num_blocks)
         return self.clip_outputs(pool_freq_then_time(x))
@@ -153,26 +154,30 @@ class WavegramCnn(WavegramMixin, ConvStackMixin, ClipHeadMixin, nn.Module):
         return self.clip_outputs(pool_freq_then_time(x))
 
 
-def match_frames(features: torch.Tensor, frames: int) -> torch.Tensor:
+def match_frames(features: torch.Tensor, frames: int, repeat: int = 1, average: int = 1) -> torch.Tensor:
     """Resize the time axis (dim 2) of ``features`` to ``frames``, keeping frames aligned.
 
-    A whole-number rate ratio (hop sizes other than 320) is undone first by repeating
-    (faster log-mel) or averaging (slower log-mel) Wavegram frames; the remaining difference,
-    from how each branch rounds the clip length, is cropped or padded with the last frame.
+    The frame-rate ratio of the two branches (a property of ``hop_size``, see
+    :func:`frame_rate_ratio`) is undone first by repeating (``repeat`` > 1: a faster log-mel) or
+    averaging (``average`` > 1: a slower one) Wavegram frames; the remaining difference, from how
+    each branch rounds the clip length, is cropped or padded with the last frame. Written with
+    tensor operations only (no Python branch on a length), so a traced export keeps a dynamic
+    time axis.
     """
-    length = features.shape[2]
-    if length == frames:
-        return features
-    upsample = round(frames / length)
-    downsample = round(length / frames)
-    if upsample > 1:
-        features = features.repeat_interleave(upsample, dim=2)
-    elif downsample > 1:
-        features = F.avg_pool2d(features, kernel_size=(downsample, 1), ceil_mode=True)
-    missing = frames - features.shape[2]
-    if missing > 0:
-        features = torch.cat([features, features[:, :, -1:].expand(-1, -1, missing, -1)], dim=2)
-    return features[:, :, :frames]
+    if repeat > 1:
+        features = features.repeat_interleave(repeat, dim=2)
+    elif average > 1:
+        features = F.avg_pool2d(features, kernel_size=(average, 1), ceil_mode=True)
+    last = features.shape[2] - 1
+    positions = torch.arange(frames, device=features.device).clamp(max=last)
+    return features.index_select(2, positions)
+
+
+def frame_rate_ratio(hop_size: int) -> tuple[int, int]:
+    """``(repeat, average)``: how many log-mel frames one Wavegram frame spans (hop 160: (2, 1)), or
+    the reverse (hop 640: (1, 2)); (1, 1) at upstream's hop of 320 samples."""
+    faster, slower = WAVEGRAM_HOP / hop_size, hop_size / WAVEGRAM_HOP
+    return (round(faster) if faster >= 1.5 else 1), (round(slower) if slower >= 1.5 else 1)
 
 
 VARIANTS: dict[str, Callable[..., nn.Module]] = {

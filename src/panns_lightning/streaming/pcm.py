@@ -229,7 +229,7 @@ def open_pcm_stream(
         if head.startswith(magic):
             raise StreamFormatError(
                 f"{name}: looks like {container}, which is not decoded here; decode it to PCM first, e.g. "
-                "ffmpeg -i INPUT -f s16le -ac 1 -ar 32000 - | panns-tag --stream - ..."
+                "ffmpeg -i INPUT -f wav -ac 1 - | panns-tag --stream - ..."
             )
     info = _raw_info("s16le", sample_rate, channels, default_rate, name)
     logger.warning(
@@ -243,7 +243,10 @@ def open_pcm_stream(
 def _raw_info(fmt: str, rate: int | None, channels: int | None, default_rate: int | None, name: str) -> StreamInfo:
     rate = rate or default_rate
     if rate is None:
-        raise StreamFormatError(f"{name}: raw PCM needs its sample rate (--stdin-rate)")
+        raise StreamFormatError(
+            f"{name}: raw PCM carries no sample rate, so it must be given: --stdin-rate HZ (what ffmpeg's -ar "
+            "sent), or send WAV instead (ffmpeg ... -f wav -), whose header says it"
+        )
     return StreamInfo(
         RAW_FORMATS[fmt], _checked_rate(rate, f"{name}: the raw PCM sample rate"), int(channels or 1), "raw"
     )

@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
 from panns_lightning.streaming.events import Event, EventTracker
@@ -106,15 +105,10 @@ class StreamTagger:
         hop_seconds: float = DEFAULT_HOP_SECONDS,
         tracker: EventTracker | None = None,
     ) -> StreamTagger:
-        """Stream through a loaded :class:`~panns_lightning.inference.AudioTagger`'s network."""
-        from panns_lightning.inference import class_probabilities
+        """Stream through a loaded :class:`~panns_lightning.inference.AudioTagger` (any model file it reads)."""
 
-        model, device, multilabel = tagger.model, tagger.device, tagger.loaded.multilabel
-
-        @torch.inference_mode()
         def clip_probabilities(window: np.ndarray) -> np.ndarray:
-            output = class_probabilities(model(torch.from_numpy(window)[None].to(device)), multilabel)
-            return output[0].float().cpu().numpy()
+            return tagger.window_probabilities(window[None])[0]
 
         return cls(
             clip_probabilities,

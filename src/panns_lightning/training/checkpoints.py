@@ -1,11 +1,14 @@
-"""The one loader of this project's Lightning checkpoints, safely (``weights_only=True``).
+"""Rebuild the training module (``TaggingModule`` / ``FineTuneModule``) a Lightning checkpoint holds.
 
-A checkpoint says what it is: :func:`checkpoint_kind` reads that from its contents (a
+Running a model (tagging, HEAR, export, panns-eval, a fine-tuning backbone) does not come here: the
+one reader of model files is :mod:`panns_lightning.models.reader`, which needs neither Lightning nor
+this package. This module is for code that wants the LightningModule itself, hyper-parameters and
+all. A checkpoint says what it is: :func:`checkpoint_kind` reads that from its contents (a
 ``FineTuneModule``'s hyper-parameters carry ``mode``; a ``TaggingModule``'s carry ``model_config``
 and ``labels``; anything else is plain weights, a published PANNs file or a bare state_dict, for
 ``panns_lightning.models.load_panns_checkpoint``). :func:`load_tagging_module` rebuilds the module
-a Lightning checkpoint was trained with, whichever of the two it is; panns-eval, panns-tag,
-panns-export and :mod:`panns_lightning.inference` all come through here.
+a Lightning checkpoint was trained with, whichever of the two it is, after its model card (or its
+config) has been checked like every reader checks it.
 
 Every read goes through :func:`panns_lightning.models.checkpoint.load_weights_only`: a file that
 would run code when unpickled is refused (:class:`UnsafeCheckpointError`, naming the file) and a
@@ -29,6 +32,7 @@ from panns_lightning.models.checkpoint import (
     StateDictMismatch,
     load_weights_only,
 )
+from panns_lightning.models.reader import lightning_card
 from panns_lightning.training.finetune import FineTuneModule
 from panns_lightning.training.module import TaggingModule
 
@@ -68,6 +72,7 @@ def load_tagging_module(path: str | Path, content: Mapping[str, Any] | None = No
             f"'state_dict', found {sorted(map(str, checkpoint))[:8]}); for published PANNs files use "
             "panns_lightning.models.load_panns_checkpoint"
         )
+    lightning_card(checkpoint, Path(path))  # every value checked before a network is built
     hyper = dict(checkpoint["hyper_parameters"])
     module_class: type[TaggingModule] = TaggingModule
     if kind == "finetune":

@@ -33,13 +33,15 @@ from torch import nn
 from torchmetrics.utilities import dim_zero_cat
 
 from panns_lightning.models.blocks import init_layer
+from panns_lightning.models.card import ModelCard
 from panns_lightning.models.checkpoint import (
     CLASSIFIER_PREFIXES,
     CheckpointMismatchError,
     StateDictMismatch,
     best_matching_models,
-    read_state_dict,
 )
+from panns_lightning.models.reader import ModelFile, read_model_file
+from panns_lightning.models.registry import FRONTEND_KEYS
 from panns_lightning.training.module import TaggingModule
 
 log = logging.getLogger(__name__)
@@ -89,7 +91,10 @@ class FineTuneModule(TaggingModule):
         if hasattr(self.model, "classify_dropped_embedding"):  # clip-head models (not the SED ones)
             self.model.classify_dropped_embedding = bool(head_on_dropped_embedding)
         if checkpoint:
-            load_backbone(self.model, checkpoint)
+            parent = read_model_file(checkpoint)
+            frontend = {key: model_config[key] for key in FRONTEND_KEYS if key in model_config}
+            load_backbone_file(self.model, parent, frontend)
+            self.card_provenance["parent"] = parent_provenance(parent)
         self.reset_head()
         self.frozen_layers = frozen_layer_names(self.model, mode, freeze_until)
         for name in self.frozen_layers:
@@ -159,15 +164,28 @@ class FineTuneModule(TaggingModule):
 def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     """Load every non-classifier tensor of ``path`` into ``model`` strictly; returns what was loaded.
 
+    The file is read once through the one reader (:func:`panns_lightning.models.reader.read_model_file`).
     Raises :class:`CheckpointMismatchError` naming missing / unexpected / mis-shaped keys (and the
-    zoo model the file fits best), or a front end that differs from the model's.
+    zoo model the file fits best), a model card whose network or front end differs from the
+    model's (both values named), or a mel filter bank that differs from the model's.
     """
-    path = Path(path)
-    state = read_state_dict(path)
+    return load_backbone_file(model, read_model_file(path))
+
+
+def load_backbone_file(model: nn.Module, file: ModelFile, frontend: dict[str, Any] | None = None) -> dict[str, Any]:
+    """:func:`load_backbone` from an already read file; ``frontend``: the model's, compared with the file's card."""
+    path, state = file.path, file.state_dict
+    name = getattr(model, "zoo_name", type(model).__name__)
+    if file.kind in ("onnx", "torchscript"):
+        raise CheckpointMismatchError(
+            f"{path} is an exported {file.kind} graph; fine-tuning starts from weights: give the .ckpt or the "
+            "panns-export --format panns .pth"
+        )
+    if file.card is not None:
+        check_backbone_card(file.card, path, name, frontend)
     file_backbone = {k: v for k, v in state.items() if not k.startswith(CLASSIFIER_PREFIXES)}
     model_backbone = {k: v for k, v in model.state_dict().items() if not k.startswith(CLASSIFIER_PREFIXES)}
     mismatch = StateDictMismatch.between(model_backbone, file_backbone)
-    name = getattr(model, "zoo_name", type(model).__name__)
     if mismatch:
         names, score = best_matching_models(state)
         raise CheckpointMismatchError(
@@ -187,6 +205,30 @@ def load_backbone(model: nn.Module, path: str | Path) -> dict[str, Any]:
     model.load_state_dict(file_backbone, strict=False)
     log.info("loaded %d backbone tensors from %s (classifier dropped)", len(file_backbone), path)
     return file_backbone
+
+
+def check_backbone_card(card: ModelCard, path: Path, name: str, frontend: dict[str, Any] | None) -> None:
+    """The file's card must name the model's network and front end; a difference names both values."""
+    if card.model != name:
+        raise CheckpointMismatchError(
+            f"{path}: its model card says model {card.model}, but the model config says {name}"
+        )
+    for key, value in (frontend or {}).items():
+        if key in card.frontend and card.frontend[key] != value:
+            raise CheckpointMismatchError(
+                f"{path}: its model card says {key}={card.frontend[key]}, but the model config says {key}={value}"
+            )
+
+
+def parent_provenance(file: ModelFile) -> dict[str, Any]:
+    """What a fine-tuned model's card records of the checkpoint it started from."""
+    parent: dict[str, Any] = {"file": file.path.name, "kind": file.kind, "has_card": file.card is not None}
+    if file.card is not None:
+        parent["model"] = file.card.model
+        data = file.card.provenance.get("training_data")
+        if isinstance(data, dict):
+            parent["training_data"] = {key: data.get(key) for key in ("dataset", "split", "num_clips")}
+    return parent
 
 
 def frozen_layer_names(model: nn.Module, mode: str, freeze_until: str | None) -> list[str]:

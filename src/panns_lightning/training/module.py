@@ -9,8 +9,10 @@ Adam with PANNs' defaults, and the metrics. The network itself is a plain ``nn.M
 ``build_model`` stored as ``self.model``, so its state_dict keys inside a Lightning checkpoint are
 ``model.<upstream key>``.
 
-A checkpoint alone is enough to evaluate or tag: the hyper-parameters it carries hold the model
-config (name + front end), the label list and the task type, as plain Python values so that the
+A checkpoint alone is enough to evaluate or tag: it carries the model card (``"model_card"``,
+:mod:`panns_lightning.models.card`: network, front end, labels, task and activation, training clip
+length, the training data's name and clip counts, the parent checkpoint when fine-tuned), and the
+hyper-parameters hold the model config and the label list; all plain Python values, so that the
 file loads with ``torch.load(weights_only=True)``. How a process runs (channels-last, compile,
 fused Adam, sync-free step: :class:`~panns_lightning.training.speed.SpeedOptions`) is not saved.
 
@@ -31,8 +33,10 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
+from panns_lightning import __version__
 from panns_lightning.audio import INT16_SCALE
 from panns_lightning.models import build_model, do_mixup
+from panns_lightning.models.card import CARD_KEY, ModelCard, card_from_model_config
 from panns_lightning.training.augment import AugmentOptions, sample_mixup_lambda
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.numerics import NonFiniteGuard, optimizer_skips_on_device
@@ -61,12 +65,14 @@ class TaggingModule(L.LightningModule):
         max_nonfinite_steps: int = 5,
         compile_model: bool = False,
         speed: SpeedOptions | None = None,
+        network: torch.nn.Module | None = None,
         **augment_keywords: Any,
     ) -> None:
         """``augment`` (:class:`AugmentOptions` or its dict) sets mixup, SpecAugment and the waveform
         augmentations. Without it the flat keywords of older checkpoints do (``mixup_enabled``,
         ``mixup_alpha``, ``mixup_on``, ``gain_db``, ``max_shift_seconds``; see
         :meth:`AugmentOptions.from_keywords`) and SpecAugment is what ``model_config`` says.
+        ``network``: an already loaded network for ``model_config`` (panns-eval; not saved), else one is built.
         """
         super().__init__()
         if not labels:
@@ -87,14 +93,19 @@ class TaggingModule(L.LightningModule):
         augment, augment_keywords = options.to_dict(), {}
         # compile_model and speed are how this process runs, not what the weights are: a checkpoint
         # must not make its evaluator compile.
-        self.save_hyperparameters(ignore=["compile_model", "speed"])
+        self.save_hyperparameters(ignore=["compile_model", "speed", "network"])
         speed = speed or SpeedOptions()
         self.speed = speed if not compile_model else dataclasses.replace(speed, compile=True)
         self.waveform_augment = options.waveform_augment(int(model_config.get("sample_rate", 0)))
         self.labels = list(labels)
         self.multilabel = multilabel
         model_kwargs = dict(model_config)  # the saved hyper-parameters keep "name"
-        self.model = build_model(model_kwargs.pop("name"), classes_num=len(labels), **model_kwargs)
+        name = model_kwargs.pop("name")
+        self.model = network if network is not None else build_model(name, classes_num=len(labels), **model_kwargs)
+        # What the model card says beyond the config (filled from the data at fit start, or from a
+        # loaded checkpoint's card): the training data, the clip length, the parent checkpoint.
+        self.card_provenance: dict[str, Any] = {}
+        self.card_clip_samples: int | None = None
         self.val_metrics = TaggingMetrics(len(labels), multilabel)
         self.test_metrics = TaggingMetrics(len(labels), multilabel)
         self.last_val_scores: TaggingScores | None = None
@@ -260,6 +271,37 @@ class TaggingModule(L.LightningModule):
     @property
     def label_names(self) -> list[str]:
         return [str(label.get("name", label.get("mid", i))) for i, label in enumerate(self.labels)]
+
+    def model_card(self) -> ModelCard:
+        """The card every checkpoint of this module carries (``"model_card"``; docs/model_card.md)."""
+        provenance = {**self.card_provenance, "created_by": f"panns_lightning {__version__} {type(self).__name__}"}
+        card = card_from_model_config(
+            self.hparams.model_config,
+            self.label_names,
+            multilabel=self.multilabel,
+            clip_samples=self.card_clip_samples,
+            source=f"{type(self).__name__} model_config",
+            provenance=provenance,
+        )
+        return card.with_artifact("lightning", clipwise_output="sigmoid")
+
+    def on_fit_start(self) -> None:
+        """Note what the card records of the training data (the DataModule's manifest)."""
+        describe = getattr(getattr(self.trainer, "datamodule", None), "training_data", None)
+        data = describe() if callable(describe) else None
+        if data:
+            self.card_provenance["training_data"] = data
+            self.card_clip_samples = int(data["clip_samples"])
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CARD_KEY] = self.model_card().to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """A resumed run keeps the card's provenance and clip length (its data may be read again at fit start)."""
+        card = checkpoint.get(CARD_KEY)
+        if isinstance(card, Mapping):
+            self.card_provenance = {k: v for k, v in dict(card.get("provenance") or {}).items() if k != "created_by"}
+            self.card_clip_samples = card.get("clip_samples")
 
 
 def float_waveform(waveform: torch.Tensor) -> torch.Tensor:
