@@ -127,7 +127,7 @@ def test_ddp_timeout_and_nccl_error_handling_come_from_the_config(monkeypatch: p
     monkeypatch.setenv(NCCL_ERROR_HANDLING, "0")
     with pytest.raises(ConfigError, match="TORCH_NCCL_ASYNC_ERROR_HANDLING=0 .* hang"):
         ddp_strategy("ddp", 42.0)
-    cfg = OmegaConf.create({"trainer": {"ddp_timeout_s": -3}})
+    cfg = OmegaConf.create({"trainer": {"ddp_timeout_s": -3, "max_steps": 10}})
     with pytest.raises(ConfigError, match=r"trainer.ddp_timeout_s must be a number of seconds > 0 .* got -3"):
         validate_train_config(cfg)
 
