@@ -174,8 +174,9 @@ class DecodedClips:
     """Every clip of a shard set decoded into memory, in shard-then-clip order."""
 
     def __init__(self, shard_dir: Path) -> None:
-        from panns_lightning.data.decode import decode_waveform, multi_hot
         from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+        from panns_lightning.labels import multi_hot
+        from panns_lightning.shardset.codec import decode_waveform
         from panns_lightning.shardset.manifest import read_manifest
 
         manifest = read_manifest(shard_dir)

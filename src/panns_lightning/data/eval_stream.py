@@ -13,9 +13,10 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from panns_lightning.data.decode import decode_waveform, multi_hot
 from panns_lightning.data.spec import StreamSpec, current_slot
 from panns_lightning.data.stream import ErrorLog, EvalShardShare, RawClip, eval_shares_for_slot, read_shard
+from panns_lightning.labels import multi_hot
+from panns_lightning.shardset.codec import decode_waveform
 
 
 class EvalClipStream(IterableDataset):

@@ -1,9 +1,9 @@
-"""Shard sets as a stream: list shard URLs, split them, read and decode tar members.
+"""Shard sets as a stream: list shard URLs, split them, read tar members.
 
 A shard set is a directory with ``manifest.json`` and ``shard-*.tar`` (docs/architecture.md; the
 format and its manifest reader live in :mod:`panns_lightning.shardset`). Everything here is plain
 functions and small classes; ``train_stream.py`` and ``eval_stream.py`` turn the stream into batches,
-``decode.py`` turns a member's bytes into samples.
+``shardset.codec`` turns an audio member's bytes into samples.
 
 Tar members are read with :mod:`tarfile` in stream mode over a file object from webdataset's URL
 opener (local paths, ``file:``, ``pipe:`` commands) or, for ``http(s)://``, from :mod:`.remote`

@@ -84,7 +84,6 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
-from panns_lightning.data.decode import decode_samples, multi_hot, samples_to_float
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
@@ -97,6 +96,8 @@ from panns_lightning.data.stream import (
     train_shard_schedule,
     weighted_train_schedule,
 )
+from panns_lightning.labels import multi_hot
+from panns_lightning.shardset.codec import decode_member, samples_to_float
 
 # Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
 # (``diagnostics/simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
@@ -457,7 +458,7 @@ class TrainClipStream(IterableDataset):
         try:
             if clip.audio is None:
                 raise ValueError("clip was read without audio (labels-only stream)")
-            samples = decode_samples(
+            samples = decode_member(
                 clip.audio, storage=spec.storage, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples
             )
             target[:] = multi_hot(clip.labels, spec.num_classes)
@@ -470,7 +471,7 @@ class TrainClipStream(IterableDataset):
         if waveform.dtype == np.int16:
             waveform[...] = samples[start : start + waveform.shape[0]]
         else:
-            samples_to_float(samples[start : start + waveform.shape[0]], waveform)
+            samples_to_float(samples[start : start + waveform.shape[0]], out=waveform)
         return True
 
     def _crop_start(self, length: int, rng: np.random.Generator) -> int:
