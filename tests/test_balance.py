@@ -26,8 +26,9 @@ from panns_lightning.data.diagnostics.balance import (
 )
 from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 from panns_lightning.data.diagnostics.simulate import run_simulation, simulated_label_set
+from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog, RawClip, read_shard
+from panns_lightning.data.tar_reader import RawClip, read_shard
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
 from shard_fixtures import long_tailed_clips, write_shard_set

@@ -13,8 +13,11 @@ from torch.utils.data import DataLoader
 
 from panns_lightning.data.buffer import RepeatShuffleBuffer
 from panns_lightning.data.repeats import ClassBalanceFactor, rotating_round
+from panns_lightning.data.shard_schedule import train_shards_for_slot
+from panns_lightning.data.shard_urls import shard_urls
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
+from panns_lightning.data.tar_reader import RawClip
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
 from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set

@@ -1,4 +1,4 @@
-"""stream.py: manifests, shard URLs, splitting by rank × worker, reading and decoding tar members."""
+"""The stream's parts: shard_urls.py, shard_schedule.py (splitting by rank × worker), tar_reader.py, error_log.py."""
 
 from __future__ import annotations
 
@@ -9,16 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from panns_lightning.data.stream import (
-    BadSampleError,
-    ErrorLog,
+from panns_lightning.data.error_log import BadSampleError, ErrorLog
+from panns_lightning.data.shard_schedule import (
     eval_shares_for_slot,
     even_class_order,
-    read_shard,
-    shard_urls,
     train_shard_schedule,
     train_shards_for_slot,
 )
+from panns_lightning.data.shard_urls import shard_urls
+from panns_lightning.data.tar_reader import read_shard
 from panns_lightning.labels import multi_hot
 from panns_lightning.shardset import ShardSetError, read_manifest
 from panns_lightning.shardset.codec import decode_waveform

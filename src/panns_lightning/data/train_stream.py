@@ -1,7 +1,7 @@
 """The train stream: shards → class-balanced, endless batches (``TrainClipStream``).
 
 The pieces it puts together each have a module: the repeat factors and due positions
-(``repeats.py``), the shuffle buffer (``buffer.py``), the shard schedule (``stream.py``); the
+(``repeats.py``), the shuffle buffer (``buffer.py``), the shard schedule (``shard_schedule.py``); the
 val/test stream is ``eval_stream.py``.
 
 Train (``TrainClipStream``), balanced: a clip read from a shard is emitted ``k`` times, ``k`` an
@@ -23,7 +23,7 @@ many classes as the buffer allows; the copies drawn are the same. Audio is decod
 clip is drawn.
 
 Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
-(``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
+(``shard_schedule.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
 the previous one is expected to have stopped, so every shard is read once per pass across epochs
 (re-permuting every epoch would read some shards each epoch and others rarely when an epoch is
 shorter than a pass). The epoch comes from a :class:`SharedCount` the DataModule sets, so it
@@ -31,7 +31,7 @@ reaches workers whether they are re-created each epoch or persistent.
 
 Epoch ranges (when the manifest gives per-shard class counts): each shard's weight is Σ E over its
 clips, computable from the manifest alone; a pass is split into slot slices of equal weight
-(``stream.weighted_slices``). A copy belongs to the epoch whose position range [e·M, (e+1)·M)
+(``shard_schedule.weighted_slices``). A copy belongs to the epoch whose position range [e·M, (e+1)·M)
 holds its due position (M = the slot's draws per epoch / ρ, ranges offset by one lookback), and
 epoch e starts reading ``copy_window`` draws before its range for the copies still owed by clips
 read at the end of epoch e-1. So copies of a rare clip read late in an epoch are drawn early in
@@ -66,7 +66,7 @@ stratified, as with PANNs, and 90 % unstratified); exact per-class frequencies (
 in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
 once per pass, so over half a pass it has read about half of each class's clips; PANNs' random
 access cycles through every class list at any length). Each slot's shards are ordered so that
-every class's clips arrive at an even rate (``stream.even_class_order``), which keeps per-class
+every class's clips arrive at an even rate (``shard_schedule.even_class_order``), which keeps per-class
 counts over part of a pass close to PANNs'.
 ``balanced=False`` emits every clip once (a plain shuffled stream).
 """
@@ -84,22 +84,17 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
+from panns_lightning.data.error_log import ErrorLog, NoReadableClipsError
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
+from panns_lightning.data.shard_schedule import train_shard_schedule, weighted_train_schedule
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
-from panns_lightning.data.stream import (
-    ErrorLog,
-    NoReadableClipsError,
-    RawClip,
-    SharedCount,
-    read_shard,
-    train_shard_schedule,
-    weighted_train_schedule,
-)
+from panns_lightning.data.tar_reader import RawClip, read_shard
 from panns_lightning.labels import multi_hot
 from panns_lightning.shardset.codec import decode_member, samples_to_float
 
-# Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
+# Reads one shard URL into clips: ``tar_reader.read_shard`` for tar shards; the labels-only simulation
 # (``diagnostics/simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
 ShardReader = Callable[..., Iterator[RawClip]]
 

@@ -31,8 +31,10 @@ from typing import Any
 import numpy as np
 
 from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
+from panns_lightning.data.error_log import ErrorLog
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec
-from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard
+from panns_lightning.data.tar_reader import RawClip, read_shard
 from panns_lightning.data.train_stream import ShardReader, TrainClipStream
 from panns_lightning.shardset import read_manifest
 

@@ -22,8 +22,8 @@ from panns_lightning.data.diagnostics.balance import (
     format_figures,
     read_label_set,
 )
+from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import Manifest, read_manifest
 
