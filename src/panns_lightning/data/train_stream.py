@@ -132,11 +132,10 @@ class TrainClipStream(IterableDataset):
         labels_only: bool = False,
         reader: ShardReader | None = None,
         int16_batches: bool = False,
-        **option_values: Any,
     ) -> None:
-        """``options`` (default :class:`StreamOptions`), with ``option_values`` (e.g. ``batch_size=8``) replacing its fields."""
+        """``options``: batch size, steps, balance, buffer and seed (default :class:`StreamOptions`)."""
         super().__init__()
-        options = dataclasses.replace(options or StreamOptions(), **option_values)
+        options = options if options is not None else StreamOptions()
         if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
             raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
         self.spec = spec
@@ -165,18 +164,9 @@ class TrainClipStream(IterableDataset):
             else None
         )
 
-    # The options the sampler reads most, by name.
-    batch_size = property(lambda self: self.options.batch_size)
-    steps_per_epoch = property(lambda self: self.options.steps_per_epoch)
-    balanced = property(lambda self: self.options.balanced)
-    repeat_scale = property(lambda self: self.options.repeat_scale)
-    shuffle_buffer = property(lambda self: self.options.shuffle_buffer)
-    repeat_spread = property(lambda self: self.options.copy_spread)
-    seed = property(lambda self: self.options.seed)
-
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
-        return self.steps_per_epoch
+        return self.options.steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.value = epoch
@@ -193,14 +183,16 @@ class TrainClipStream(IterableDataset):
         of the uninterrupted run was that worker's.
         """
         epoch = self.epoch.value
-        done = min(self.resume_batches.value, self.steps_per_epoch)
+        done = min(self.resume_batches.value, self.options.steps_per_epoch)
         if done:
             slot = dataclasses.replace(slot, worker=(slot.worker + done) % slot.num_workers)
-        rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
-        jitter = self.shuffle_buffer / self._mean_copies
+        rng = np.random.default_rng(
+            [self.options.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers]
+        )
+        jitter = self.options.shuffle_buffer / self._mean_copies
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
-            capacity=self.shuffle_buffer,
+            capacity=self.options.shuffle_buffer,
             jitter=jitter,
             rng=rng,
             strata=self._strata(jitter),
@@ -212,7 +204,7 @@ class TrainClipStream(IterableDataset):
             if index < skip:
                 self._skip_batch(buffer)
                 continue
-            crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
+            crop_rng = np.random.default_rng([self.options.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
             yield self._next_batch(buffer, crop_rng, unreadable)
 
     def _strata(self, jitter: float) -> ClassStrata | None:
@@ -228,7 +220,7 @@ class TrainClipStream(IterableDataset):
 
     def _batches_skipped_by_worker(self, slot: ReaderSlot) -> int:
         """This slot's share of ``resume_batches``: rank batch i came from worker i mod W."""
-        done = min(self.resume_batches.value, self.steps_per_epoch)
+        done = min(self.resume_batches.value, self.options.steps_per_epoch)
         return max(0, -(-(done - slot.worker) // slot.num_workers))
 
     def _skip_batch(self, buffer: RepeatShuffleBuffer) -> None:
@@ -238,14 +230,14 @@ class TrainClipStream(IterableDataset):
         more clip in its place).
         """
         in_batch: set[str] = set()
-        for _ in range(self.batch_size):
+        for _ in range(self.options.batch_size):
             clip = buffer.next(in_batch)
             if clip is None:
                 raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
             in_batch.add(clip.key)
 
     def _batches_for_worker(self, slot: ReaderSlot) -> int:
-        share, extra = divmod(self.steps_per_epoch, slot.num_workers)
+        share, extra = divmod(self.options.steps_per_epoch, slot.num_workers)
         return share + int(slot.worker < extra)
 
     def _expected_copies_per_shard(self) -> list[float] | None:
@@ -324,7 +316,7 @@ class TrainClipStream(IterableDataset):
 
     def _epoch_range(self, slot: ReaderSlot, epoch: int) -> tuple[float, float, float]:
         """(first position read, start, stop) of the epoch's range along the slot's weighted schedule."""
-        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        span = self._batches_for_worker(slot) * self.options.batch_size / self._mean_copies
         lookback = self.copy_window / self._mean_copies
         # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
         start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
@@ -336,7 +328,7 @@ class TrainClipStream(IterableDataset):
             len(self.spec.urls),
             slot.index,
             slot.count,
-            seed=self.seed,
+            seed=self.options.seed,
             weights=self._shard_weights,
             start=first,
             class_counts=self._shard_class_matrix,
@@ -344,26 +336,26 @@ class TrainClipStream(IterableDataset):
 
     def _count_schedule(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[int, int]]:
         """Without per-shard counts: the epoch starts at the expected number of shards read before it."""
-        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        clips_read = self._batches_for_worker(slot) * self.options.batch_size / self._mean_copies
         clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
         start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
-        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
+        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.options.seed, start=start)
 
     @property
     def _mean_copies(self) -> float:
-        return self.repeat_scale if self.balanced else 1.0
+        return self.options.repeat_scale if self.options.balanced else 1.0
 
     @functools.cached_property
     def copy_window(self) -> float:
         """Draws over which one clip's copies are spread at most (:func:`repeats.copy_window`)."""
-        return copy_window(self._factor, self.repeat_scale, self.repeat_spread, self.batch_size)
+        return copy_window(self._factor, self.options.repeat_scale, self.options.copy_spread, self.options.batch_size)
 
     def _due_positions(self, clip: RawClip, pass_index: int, position: float) -> list[float]:
         return due_positions(
             position,
             self._copies(clip, pass_index),
-            batch_size=self.batch_size,
-            spread=self.repeat_spread,
+            batch_size=self.options.batch_size,
+            spread=self.options.copy_spread,
             window=self.copy_window,
             mean_copies=self._mean_copies,
         )
@@ -400,8 +392,8 @@ class TrainClipStream(IterableDataset):
     def _copies(self, clip: RawClip, pass_index: int) -> int:
         if self._factor is None:
             return 1
-        value = self.repeat_scale * self._factor(clip.labels)
-        return rotating_round(value, clip_phase(self.seed, clip.key), pass_index)
+        value = self.options.repeat_scale * self._factor(clip.labels)
+        return rotating_round(value, clip_phase(self.options.seed, clip.key), pass_index)
 
     def _next_batch(
         self, buffer: RepeatShuffleBuffer, rng: np.random.Generator, unreadable: set[str]
@@ -413,10 +405,10 @@ class TrainClipStream(IterableDataset):
         if not self.labels_only:
             # Decoded straight into the batch: one write per sample, no per-clip copies to stack.
             length = self.crop_samples or self.spec.clip_samples
-            waveform_tensor = batch_tensor(self.batch_size, length, self.waveform_dtype)
+            waveform_tensor = batch_tensor(self.options.batch_size, length, self.waveform_dtype)
             waveforms = waveform_tensor.numpy()
-            targets = np.zeros((self.batch_size, self.spec.num_classes), dtype=np.float32)
-        while len(keys) < self.batch_size:
+            targets = np.zeros((self.options.batch_size, self.spec.num_classes), dtype=np.float32)
+        while len(keys) < self.options.batch_size:
             clip = buffer.next(in_batch)
             if clip is None:
                 raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
