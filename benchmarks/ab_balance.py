@@ -174,8 +174,11 @@ class DecodedClips:
     """Every clip of a shard set decoded into memory, in shard-then-clip order."""
 
     def __init__(self, shard_dir: Path) -> None:
-        from panns_lightning.data.decode import decode_waveform, multi_hot
-        from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+        from panns_lightning.data.error_log import ErrorLog
+        from panns_lightning.data.shard_urls import shard_urls
+        from panns_lightning.data.tar_reader import read_shard
+        from panns_lightning.labels import multi_hot
+        from panns_lightning.shardset.codec import decode_waveform
         from panns_lightning.shardset.manifest import read_manifest
 
         manifest = read_manifest(shard_dir)
@@ -258,7 +261,7 @@ def stream_draws(
     """
     from panns_lightning.data.diagnostics.balance import draw_stream, read_label_set
     from panns_lightning.data.spec import StreamSpec
-    from panns_lightning.data.stream import read_shard
+    from panns_lightning.data.tar_reader import read_shard
     from panns_lightning.shardset.manifest import read_manifest
 
     spec = StreamSpec.from_manifest(read_manifest(shard_dir))

@@ -108,7 +108,9 @@ def write_hdf5(shard_dir: Path, path: Path) -> list[tuple[int, ...]]:
     """The int16 shard set's clips as PANNs' HDF5 (``waveform`` int16 [N, T], ``target`` bool [N, C])."""
     import h5py
 
-    from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+    from panns_lightning.data.error_log import ErrorLog
+    from panns_lightning.data.shard_urls import shard_urls
+    from panns_lightning.data.tar_reader import read_shard
     from panns_lightning.shardset import read_manifest
 
     manifest = read_manifest(shard_dir)

@@ -4,7 +4,7 @@
 
 Four cases, each in a fresh Python process (so peak memory is the case's own): a 10 s clip
 resampled whole (:func:`panns_lightning.audio.resample`, as the converters and ``panns-tag FILE``
-do) and the same 10 s pushed through :class:`panns_lightning.streaming.resample.StreamResampler`
+do) and the same 10 s pushed through :class:`panns_lightning.live.resample.StreamResampler`
 in 0.5 s chunks (as ``panns-tag --stream`` does), each for 44 100 → 32 000 Hz and the coprime
 44 101 → 32 000 Hz. Printed per case: the first call (it builds the filter), the median of the
 next ``--repeats`` calls, and the peak resident memory the case added on top of the imports
@@ -70,7 +70,7 @@ def run_case(kind: str, rate: int, repeats: int, limit_mb: int | None) -> dict[s
     import numpy as np
 
     from panns_lightning import audio
-    from panns_lightning.streaming.resample import StreamResampler
+    from panns_lightning.live.resample import StreamResampler
 
     if limit_mb:
         import resource

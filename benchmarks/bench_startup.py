@@ -35,7 +35,7 @@ MODULES = (
     "panns_lightning.inference",
     "panns_lightning.hear",
     "panns_lightning.export",
-    "panns_lightning.streaming.tagger",
+    "panns_lightning.live.tagger",
 )
 
 

@@ -66,9 +66,9 @@ def bench_library(
     checkpoint: Path, name: str, raw: bytes, input_rate: int, window: float, hop: float, device: str
 ) -> dict[str, float]:
     from panns_lightning.inference import AudioTagger
-    from panns_lightning.streaming.events import EventTracker
-    from panns_lightning.streaming.pcm import open_pcm_stream
-    from panns_lightning.streaming.tagger import StreamTagger
+    from panns_lightning.live.events import EventTracker
+    from panns_lightning.live.pcm import open_pcm_stream
+    from panns_lightning.live.tagger import StreamTagger
 
     tagger = AudioTagger(checkpoint, model_name=name, device=device)
     pcm = open_pcm_stream(io.BytesIO(raw), sample_format="s16le", sample_rate=input_rate)
@@ -107,8 +107,8 @@ def bench_library(
 
 def resample_cost(raw: bytes, input_rate: int, model_rate: int, hop: float) -> float:
     """Seconds per hop spent resampling (the same chunks through a StreamResampler alone)."""
-    from panns_lightning.streaming.pcm import open_pcm_stream
-    from panns_lightning.streaming.resample import StreamResampler
+    from panns_lightning.live.pcm import open_pcm_stream
+    from panns_lightning.live.resample import StreamResampler
 
     resampler = StreamResampler(input_rate, model_rate)
     chunks = list(

@@ -124,14 +124,13 @@ def truncate_file(path: str | Path, keep_fraction: float) -> None:
 def _encoded_sample(clip: FixtureClip, storage: str, sample_rate: int, clip_samples: int) -> dict[str, object]:
     waveform = clip_waveform(clip.key, clip_samples)
     audio_ext = {"int16": "npy", "flac": "flac"}[storage]
+    samples = np.clip(np.round(waveform * 32767), -32768, 32767).astype(np.int16)  # the documented quantisation
+    buffer = io.BytesIO()
     if storage == "int16":
-        buffer = io.BytesIO()
-        np.save(buffer, np.clip(np.round(waveform * 32767), -32768, 32767).astype(np.int16))
-        audio = buffer.getvalue()
+        np.save(buffer, samples)
     else:
-        buffer = io.BytesIO()
-        soundfile.write(buffer, waveform, sample_rate, format="FLAC", subtype="PCM_16")
-        audio = buffer.getvalue()
+        soundfile.write(buffer, samples, sample_rate, format="FLAC", subtype="PCM_16")
+    audio = buffer.getvalue()
     members: dict[str, bytes | None] = {
         audio_ext: audio,
         "json": json.dumps({"labels": clip.labels, "source": f"synthetic/{clip.key}.wav"}).encode(),

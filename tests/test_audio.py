@@ -1,4 +1,4 @@
-"""audio.py: decode every container libsndfile reads, downmix, resample, crop/pad, storage codecs."""
+"""audio.py: decode every container libsndfile reads, downmix, resample, crop/pad (the shard codec: test_codec.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from panns_lightning import audio
 from panns_lightning.audio import AudioDecodeError, load_audio
 
 FORMATS = [
@@ -106,23 +105,3 @@ def test_errors_name_the_file_and_the_problem(tmp_path: Path) -> None:
         assert caught.value.path == str(path)
         assert fragment in caught.value.reason
         assert str(path) in str(caught.value)
-
-
-def test_int16_round_trip_and_clipping() -> None:
-    x = np.array([0.0, 0.5, -0.5, 1.0, -1.0, 1.7, -1.7, 1e-5], dtype=np.float32)
-    encoded = audio.encode_int16(x)
-    assert encoded.dtype == np.int16
-    assert encoded.tolist() == [0, 16384, -16384, 32767, -32767, 32767, -32768, 0]
-    np.testing.assert_allclose(audio.decode_int16(encoded)[:5], x[:5], atol=1 / 32767)
-
-
-def test_flac_and_npy_storage_decode_to_the_same_waveform() -> None:
-    x = np.random.default_rng(0).uniform(-1, 1, 4000).astype(np.float32)
-    from_flac = audio.decode_stored_audio("flac", audio.encode_flac(x, 8000))
-    from_npy = audio.decode_stored_audio("npy", audio.encode_npy(x))
-    np.testing.assert_array_equal(from_flac, from_npy)
-    np.testing.assert_allclose(from_npy, x, atol=0.5 / 32767 + 1e-7)
-    samples, rate = sf.read(io.BytesIO(audio.encode_flac(x, 8000)), dtype="int16")
-    assert rate == 8000 and samples.ndim == 1
-    with pytest.raises(ValueError, match="wav"):
-        audio.decode_stored_audio("wav", b"")

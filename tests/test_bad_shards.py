@@ -14,10 +14,10 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
-from panns_lightning.data.stream import BadSampleError, NoReadableClipsError
+from panns_lightning.data.error_log import BadSampleError, NoReadableClipsError
 from shard_fixtures import FixtureClip, simple_clips, truncate_file, write_shard_set
 
-STREAM_LOG = "panns_lightning.data.stream"
+STREAM_LOG = "panns_lightning.data.error_log"  # ErrorLog logs every skipped clip and shard
 NO_LABELS = json.dumps({"source": "synthetic/nolabels.wav"}).encode()
 
 

@@ -26,8 +26,10 @@ from panns_lightning.data.diagnostics.balance import (
 )
 from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
 from panns_lightning.data.diagnostics.simulate import run_simulation, simulated_label_set
+from panns_lightning.data.error_log import ErrorLog
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog, RawClip, read_shard
+from panns_lightning.data.tar_reader import RawClip, read_shard
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
 from shard_fixtures import long_tailed_clips, write_shard_set
@@ -83,11 +85,13 @@ def production_draws(
                 spec_of(directory),
                 rank=rank,
                 world_size=RANKS,
-                batch_size=batch,
-                steps_per_epoch=steps,
-                balanced=balanced,
-                shuffle_buffer=shuffle_buffer,
-                seed=7,
+                options=StreamOptions(
+                    batch_size=batch,
+                    steps_per_epoch=steps,
+                    balanced=balanced,
+                    shuffle_buffer=shuffle_buffer,
+                    seed=7,
+                ),
                 labels_only=True,
                 reader=RecordingReader(log_dir) if log_dir is not None else None,
             )

@@ -68,7 +68,7 @@ def test_an_error_raised_in_a_dataloader_worker_is_shown_by_its_own_message() ->
     worker_message = (
         "Caught NoReadableClipsError in DataLoader worker process 0.\nOriginal Traceback (most recent call last):\n"
         '  File "x.py", line 1, in f\n    raise NoReadableClipsError(...)\n'
-        f"panns_lightning.data.stream.NoReadableClipsError: train stream: 4 shards, last http://u:{PASSWORD}@h/s.tar\n"
+        f"panns_lightning.data.error_log.NoReadableClipsError: train stream: 4 shards, last http://u:{PASSWORD}@h/s.tar\n"
     )
     assert one_line("panns-train", RuntimeError(worker_message)) == (
         f"panns-train: train stream: 4 shards, last http://u:{MASK}@h/s.tar"

@@ -11,7 +11,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from panns_lightning.data import AudioShardDataModule, StreamEpochCallback
-from panns_lightning.data.stream import BadSampleError
+from panns_lightning.data.error_log import BadSampleError
 from panns_lightning.shardset import ShardSetError
 from shard_fixtures import FixtureClip, simple_clips, write_shard_set
 

@@ -13,6 +13,7 @@ import soundfile as sf
 
 from panns_lightning.cli import prepare
 from panns_lightning.data.eval_stream import EvalClipStream
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.datasets.esc50 import read_esc50, write_synthetic_esc50
 from panns_lightning.shardset import read_manifest
@@ -169,10 +170,7 @@ def test_fold_filter_train_and_test_are_disjoint_and_cover_the_set(tmp_path: Pat
                 train_spec,
                 rank=0,
                 world_size=1,
-                batch_size=4,
-                steps_per_epoch=25,
-                balanced=False,
-                shuffle_buffer=8,
+                options=StreamOptions(batch_size=4, steps_per_epoch=25, balanced=False, shuffle_buffer=8),
                 labels_only=True,
             )
             for k in batch["key"]

@@ -25,7 +25,7 @@ from panns_lightning import audio
 from panns_lightning.datasets import hdf5_rows
 from panns_lightning.datasets.audioset import parse_segments_csv
 from panns_lightning.datasets.custom_csv import read_csv_table
-from panns_lightning.streaming.pcm import MAX_READ_BYTES, StreamFormatError, open_pcm_stream
+from panns_lightning.live.pcm import MAX_READ_BYTES, StreamFormatError, open_pcm_stream
 
 FUZZ = settings(
     max_examples=100,

@@ -32,6 +32,7 @@ import soundfile as sf
 from panns_lightning import audio
 from panns_lightning.cli import prepare
 from panns_lightning.shardset import ClipRecord, ManifestError, read_manifest, shard_key
+from panns_lightning.shardset.codec import decode_waveform
 from panns_lightning.shardset.format import SILENT_MANIFEST_KEY
 from panns_lightning.shardset.writer import write_shards
 
@@ -194,7 +195,12 @@ def stored_clips(out: Path) -> dict[str, np.ndarray]:
             for member in tar:
                 key, extension = member.name.split(".", 1)
                 if extension in ("npy", "flac"):
-                    clips[key] = audio.decode_stored_audio(extension, tar.extractfile(member).read())
+                    clips[key] = decode_waveform(
+                        tar.extractfile(member).read(),
+                        storage=manifest.storage,
+                        sample_rate=manifest.sample_rate,
+                        clip_samples=manifest.clip_samples,
+                    )
     return clips
 
 
@@ -374,7 +380,7 @@ def group_outlives_its_leader(group: int, patience: float = 30.0) -> bool:
     return True
 
 
-def assert_complete_tar(path: Path, clip_samples: int) -> int:
+def assert_complete_tar(path: Path, sample_rate: int, clip_samples: int) -> int:
     """Every member readable to its end, audio and json paired, audio of full length; returns clips."""
     audio_keys, json_keys = set(), set()
     with tarfile.open(path) as tar:
@@ -386,7 +392,9 @@ def assert_complete_tar(path: Path, clip_samples: int) -> int:
                 json.loads(payload)
                 json_keys.add(key)
             else:
-                assert audio.decode_stored_audio(extension, payload).shape == (clip_samples,)
+                storage = {"npy": "int16", "flac": "flac"}[extension]
+                waveform = decode_waveform(payload, storage=storage, sample_rate=sample_rate, clip_samples=clip_samples)
+                assert waveform.shape == (clip_samples,)
                 audio_keys.add(key)
     assert audio_keys == json_keys and audio_keys
     return len(audio_keys)
@@ -416,7 +424,7 @@ def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_over
     names = sorted(p.name for p in out.iterdir())
     shards = [name for name in names if re.fullmatch(r"shard-\d{6}\.tar", name)]
     assert shards and all(re.fullmatch(r"shard-\d{6}\.tar(\.tmp)?", name) for name in names), names
-    assert sum(assert_complete_tar(out / name, 5 * 32000) for name in shards) < KILL_CLIPS
+    assert sum(assert_complete_tar(out / name, 32000, 5 * 32000) for name in shards) < KILL_CLIPS
     with pytest.raises(ManifestError, match="incomplete conversion"):
         read_manifest(out)
 
@@ -434,4 +442,4 @@ def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_over
     manifest = read_manifest(out)
     assert manifest.num_clips == KILL_CLIPS and manifest.storage == "int16"
     assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(s.name for s in manifest.shards)])
-    assert sum(assert_complete_tar(path, 16000) for path in manifest.shard_paths()) == KILL_CLIPS
+    assert sum(assert_complete_tar(path, 16000, 16000) for path in manifest.shard_paths()) == KILL_CLIPS

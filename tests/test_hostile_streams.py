@@ -28,9 +28,9 @@ import torchaudio.functional as AF
 import torchaudio.transforms as AT
 
 from panns_lightning import audio, input_limits
+from panns_lightning.live.pcm import StreamFormatError, open_pcm_stream
+from panns_lightning.live.resample import StreamResampler
 from panns_lightning.polyphase import PolyphaseStream, polyphase_resample
-from panns_lightning.streaming.pcm import StreamFormatError, open_pcm_stream
-from panns_lightning.streaming.resample import StreamResampler
 
 ROOT = Path(__file__).resolve().parents[1]
 MEMORY_LIMIT_KB = 6_000_000

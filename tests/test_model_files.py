@@ -217,12 +217,12 @@ def test_a_training_checkpoint_records_its_clip_length_and_data(tiny_audioset: P
 
 # ---- tagging does not carry the training stack ----------------------------------------------------
 @pytest.mark.slow  # a fresh interpreter
-def test_tagging_hear_streaming_and_export_import_no_training_stack() -> None:
+def test_tagging_hear_live_audio_and_export_import_no_training_stack() -> None:
     modules = [
         "panns_lightning.inference",
         "panns_lightning.hear",
         "panns_lightning.export",
-        "panns_lightning.streaming.tagger",
+        "panns_lightning.live.tagger",
         "panns_lightning.cli.tag",
     ]
     code = f"import sys, {', '.join(modules)}; print(sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'torchmetrics', 'hydra', 'omegaconf') or m.startswith('panns_lightning.training')))"

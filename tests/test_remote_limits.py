@@ -23,8 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.remote import HttpOptions, RemoteReadError, open_http
-from panns_lightning.data.stream import ErrorLog, load_manifest, read_shard
+from panns_lightning.data.shard_urls import load_manifest
+from panns_lightning.data.tar_reader import read_shard
 from panns_lightning.shardset import ShardSetError
 from shard_fixtures import simple_clips, write_shard_set
 from test_shard_trust import first_batch
@@ -187,7 +189,7 @@ def test_a_member_over_max_member_bytes_is_not_read_and_its_clip_is_reported(
 
 
 def test_an_extended_tar_header_over_its_bound_ends_the_shard_unread(tmp_path: Path) -> None:
-    from panns_lightning.data.stream import MAX_TAR_HEADER_BYTES
+    from panns_lightning.data.tar_reader import MAX_TAR_HEADER_BYTES
 
     shard = tmp_path / "pax.tar"
     with tarfile.open(shard, "w", format=tarfile.PAX_FORMAT) as tar:
@@ -203,7 +205,7 @@ def test_an_extended_tar_header_over_its_bound_ends_the_shard_unread(tmp_path: P
 
 def test_the_member_limit_reaches_the_stream_from_the_data_options(tmp_path: Path) -> None:
     """``data.max_member_bytes`` set on the DataModule bounds what its train stream reads."""
-    from panns_lightning.data.stream import NoReadableClipsError
+    from panns_lightning.data.error_log import NoReadableClipsError
 
     directory = write_shard_set(tmp_path / "set", simple_clips(8, 2), [4, 4], num_classes=2)
     assert len(first_batch(str(directory))[0]["key"]) == 4

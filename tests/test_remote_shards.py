@@ -17,8 +17,10 @@ import numpy as np
 import pytest
 
 from http_shard_server import Faults, start_in_thread
+from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.remote import HttpOptions, RemoteReadError, fetch_http, join_url, open_http
-from panns_lightning.data.stream import ErrorLog, read_shard, shard_urls
+from panns_lightning.data.shard_urls import shard_urls
+from panns_lightning.data.tar_reader import read_shard
 from panns_lightning.shardset import ManifestError, ShardSetError
 
 FAST = HttpOptions(timeout=5.0, retries=1, retry_delay=0.0)
@@ -132,7 +134,7 @@ def test_a_shard_set_url_lists_its_shards_under_it() -> None:
 
 
 def test_a_manifest_url_that_fails_or_is_not_json_says_so(served: tuple[str, Path, Faults]) -> None:
-    from panns_lightning.data.stream import load_manifest
+    from panns_lightning.data.shard_urls import load_manifest
 
     base, root, _ = served
     with pytest.raises(ShardSetError, match=r"cannot fetch .*/missing/manifest.json: HTTP 404 Not Found"):

@@ -14,6 +14,7 @@ import soundfile as sf
 from panns_lightning import audio
 from panns_lightning.cli import prepare
 from panns_lightning.shardset import ClipRecord, read_manifest
+from panns_lightning.shardset.codec import encode_int16
 from panns_lightning.shardset.writer import write_shards
 
 LABELS = [{"index": 0, "mid": "/m/a", "name": "a"}]
@@ -77,7 +78,7 @@ def test_the_writer_stores_decimated_audio_and_records_the_method(tmp_path: Path
     assert read_manifest(tmp_path / "dec").resample_method == "decimate"
     with tarfile.open(tmp_path / "dec" / manifest.shards[0].name) as tar:
         stored = np.load(io.BytesIO(tar.extractfile("c.npy").read()))
-    expected = audio.encode_int16(audio.load_audio(source, 32000, clip_samples=8000)[0::2])
+    expected = encode_int16(audio.load_audio(source, 32000, clip_samples=8000)[0::2])
     np.testing.assert_array_equal(stored, expected)
 
     default = write_shards([ClipRecord("c", source, (0,))], tmp_path / "sinc", **options)

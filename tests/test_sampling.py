@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from torch.utils.data import DataLoader
 
 from panns_lightning.data.buffer import RepeatShuffleBuffer
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, rotating_round
+from panns_lightning.data.shard_schedule import train_shards_for_slot
+from panns_lightning.data.shard_urls import shard_urls
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import RawClip, SharedCount, shard_urls, train_shards_for_slot
+from panns_lightning.data.tar_reader import RawClip
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
 from shard_fixtures import FixtureClip, long_tailed_clips, simple_clips, write_shard_set
@@ -57,11 +63,9 @@ def class_shares(directory: Path, *, balanced: bool, draws: int) -> tuple[np.nda
         spec,
         rank=0,
         world_size=1,
-        batch_size=50,
-        steps_per_epoch=draws // 50,
-        balanced=balanced,
-        shuffle_buffer=500,
-        seed=3,
+        options=StreamOptions(
+            batch_size=50, steps_per_epoch=draws // 50, balanced=balanced, shuffle_buffer=500, seed=3
+        ),
         labels_only=True,
     )
     drawn = np.zeros(spec.num_classes)
@@ -142,10 +146,27 @@ def test_buffer_repeats_only_when_nothing_else_is_buffered() -> None:
     assert buffer.next() is None
 
 
-def make_train_stream(directory: Path, *, rank: int, world_size: int, **overrides: object) -> TrainClipStream:
-    options: dict = dict(batch_size=4, steps_per_epoch=7, shuffle_buffer=16, seed=11)
-    options.update(overrides)
-    return TrainClipStream(spec_of(directory), rank=rank, world_size=world_size, **options)
+def make_train_stream(
+    directory: Path,
+    *,
+    rank: int,
+    world_size: int,
+    crop_samples: int | None = None,
+    labels_only: bool = False,
+    **option_fields: Any,
+) -> TrainClipStream:
+    """A stream with small test options; ``option_fields`` replace :class:`StreamOptions` fields."""
+    options = dataclasses.replace(
+        StreamOptions(batch_size=4, steps_per_epoch=7, shuffle_buffer=16, seed=11), **option_fields
+    )
+    return TrainClipStream(
+        spec_of(directory),
+        rank=rank,
+        world_size=world_size,
+        options=options,
+        crop_samples=crop_samples,
+        labels_only=labels_only,
+    )
 
 
 def loader_keys(stream: TrainClipStream, num_workers: int = 2) -> list[list[str]]:
@@ -226,10 +247,7 @@ def test_a_resumed_epoch_continues_with_the_batches_of_the_uninterrupted_one(lon
             spec_of(long_tail),
             rank=1,
             world_size=2,
-            batch_size=8,
-            steps_per_epoch=11,
-            shuffle_buffer=32,
-            seed=3,
+            options=StreamOptions(batch_size=8, steps_per_epoch=11, shuffle_buffer=32, seed=3),
             labels_only=True,
             resume_batches=SharedCount(resume_batches),
         )

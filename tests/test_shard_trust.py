@@ -18,7 +18,7 @@ import pytest
 
 from http_shard_server import Faults, start_in_thread
 from panns_lightning.data import AudioShardDataModule
-from panns_lightning.data.stream import load_manifest
+from panns_lightning.data.shard_urls import load_manifest
 from panns_lightning.shardset import ManifestError, parse_manifest, read_manifest
 from shard_fixtures import simple_clips, write_shard_set
 

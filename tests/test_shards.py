@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from panns_lightning import audio
-from panns_lightning.shardset import ClipRecord, Manifest, ManifestError, SkippedClip, read_manifest
+from panns_lightning.shardset import ClipRecord, Manifest, ManifestError, SkippedClip, codec, read_manifest
+from panns_lightning.shardset.codec import decode_waveform
 from panns_lightning.shardset.writer import (
     DuplicateKeyError,
     NoUsableClipsError,
@@ -101,7 +101,7 @@ def test_mixed_formats_convert_and_failures_are_reported(mixed_sources: list[Cli
     info = json.loads(members["c%2Eclip.json"])
     assert info == {"labels": [2, 0], "source": "c.ogg", "fold": 2}
     for key in "abcde":
-        waveform = audio.decode_stored_audio("npy", members[f"{key}%2Eclip.npy"])
+        waveform = decode_waveform(members[f"{key}%2Eclip.npy"], storage="int16", sample_rate=RATE, clip_samples=CLIP)
         assert waveform.shape == (CLIP,)
         assert 0.4 < np.abs(waveform[200:1800]).max() < 0.6  # mono mean of identical channels keeps the level
         spectrum = np.abs(np.fft.rfft(waveform))
@@ -117,8 +117,8 @@ def test_flac_storage_holds_the_same_samples_as_int16(mixed_sources: list[ClipRe
     flac = tar_members(as_flac.shard_paths()[0])
     for key in "abcde":
         np.testing.assert_array_equal(
-            audio.decode_stored_audio("npy", npy[f"{key}%2Eclip.npy"]),
-            audio.decode_stored_audio("flac", flac[f"{key}%2Eclip.flac"]),
+            decode_waveform(npy[f"{key}%2Eclip.npy"], storage="int16", sample_rate=RATE, clip_samples=CLIP),
+            decode_waveform(flac[f"{key}%2Eclip.flac"], storage="flac", sample_rate=RATE, clip_samples=CLIP),
         )
 
 
@@ -168,15 +168,15 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(
     source = mixed_sources[0].audio_path
     records = [ClipRecord(f"clip{i}", source, (i % 4,)) for i in range(12)]
     calls = {"n": 0}
-    real_encode = audio.encode_npy
+    real_encode = codec.encode_member
 
-    def failing_encode(waveform: np.ndarray) -> bytes:
+    def failing_encode(waveform: np.ndarray, **options: object) -> bytes:
         calls["n"] += 1
         if calls["n"] == 7:  # in the middle of the third shard (3 clips per shard)
             raise KeyboardInterrupt
-        return real_encode(waveform)
+        return real_encode(waveform, **options)
 
-    monkeypatch.setattr(audio, "encode_npy", failing_encode)
+    monkeypatch.setattr(codec, "encode_member", failing_encode)
     out = tmp_path / "out"
     with pytest.raises(KeyboardInterrupt):
         convert(records, out, clips_per_shard=3)
@@ -187,7 +187,7 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(
     with pytest.raises(ManifestError, match="incomplete conversion"):
         read_manifest(out)
 
-    monkeypatch.setattr(audio, "encode_npy", real_encode)
+    monkeypatch.setattr(codec, "encode_member", real_encode)
     with pytest.raises(OutputNotEmptyError, match="--overwrite"):
         convert(records, out, clips_per_shard=3)
     manifest = convert(records, out, clips_per_shard=3, overwrite=True)
@@ -198,22 +198,21 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(
 KILL_SCRIPT = """
 import sys, time
 from pathlib import Path
-from panns_lightning import audio
-from panns_lightning.shardset import ClipRecord
+from panns_lightning.shardset import ClipRecord, codec
 from panns_lightning.shardset.writer import write_shards
 
 source, out, marker = sys.argv[1:]
-real_encode = audio.encode_npy
+real_encode = codec.encode_member
 count = 0
-def slow_encode(x):
+def slow_encode(x, **options):
     global count
     count += 1
     if count == 5:
         Path(marker).touch()  # two shards done, the third one open
     if count >= 5:
         time.sleep(0.2)
-    return real_encode(x)
-audio.encode_npy = slow_encode
+    return real_encode(x, **options)
+codec.encode_member = slow_encode
 records = [ClipRecord(f"clip{i}", source, (i % 4,)) for i in range(40)]
 labels = [{"index": i, "mid": f"/m/{i}", "name": str(i)} for i in range(4)]
 write_shards(records, out, sample_rate=8000, clip_samples=2000, labels=labels, dataset="t", split="s",

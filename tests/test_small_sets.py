@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from panns_lightning.data import run_inspect
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.spec import StreamSpec
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import read_manifest
@@ -50,11 +51,9 @@ def test_training_with_one_step_per_epoch_fills_batches_from_eight_clips(
         StreamSpec.from_manifest(manifest),
         rank=0,
         world_size=1,
-        batch_size=32,
-        steps_per_epoch=1,
-        balanced=balanced,
+        # shuffle_buffer: the spin did not depend on it; a small buffer keeps the test quick
+        options=StreamOptions(batch_size=32, steps_per_epoch=1, balanced=balanced, shuffle_buffer=64),
         labels_only=labels_only,
-        shuffle_buffer=64,  # the spin did not depend on it; a small buffer keeps the test quick
     )
     for epoch in range(2):
         stream.set_epoch(epoch)

@@ -16,7 +16,7 @@ import pytest
 
 from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
 from panns_lightning.data.diagnostics.balance import ClipLabels, draw_panns, draw_stream
-from panns_lightning.data.stream import RawClip
+from panns_lightning.data.tar_reader import RawClip
 
 NUM_CLASSES = 24  # fewer than a batch holds, as in the training A/B (25 classes, batch 32)
 BATCH = 32

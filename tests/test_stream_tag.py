@@ -17,11 +17,11 @@ import soundfile as sf
 
 from panns_lightning.audio import resample
 from panns_lightning.cli import tag
-from panns_lightning.streaming.events import EventTracker
-from panns_lightning.streaming.pcm import StreamFormatError, open_pcm_stream
-from panns_lightning.streaming.resample import StreamResampler
-from panns_lightning.streaming.ring import SampleRing
-from panns_lightning.streaming.tagger import StreamTagger
+from panns_lightning.live.events import EventTracker
+from panns_lightning.live.pcm import StreamFormatError, open_pcm_stream
+from panns_lightning.live.resample import StreamResampler
+from panns_lightning.live.ring import SampleRing
+from panns_lightning.live.tagger import StreamTagger
 from test_inference_support import LABEL_NAMES, SMALL_FRONTEND, cnn6_checkpoint
 
 pytestmark = pytest.mark.usefixtures("two_torch_threads")

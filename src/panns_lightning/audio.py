@@ -1,6 +1,6 @@
-"""Decode, resample and crop audio; encode/decode the two in-shard storage formats.
+"""Decode, resample and crop audio files (the shard members' codec is ``shardset/codec.py``).
 
-This is the only module that touches audio files. Decoding goes through soundfile
+This is the only module that reads audio files. Decoding goes through soundfile
 (libsndfile: wav, flac, ogg, mp3, au, aiff, ...) because torchaudio >= 2.9 no longer decodes;
 resampling goes through torchaudio's sinc resampler (``torchaudio.transforms.Resample``, whose
 filter is built once per rate pair and cached: building it costs more than applying it).
@@ -35,9 +35,6 @@ from panns_lightning.input_limits import SampleRateError, check_sample_rate
 from panns_lightning.polyphase import polyphase_resample, sinc_width
 
 AudioSource = Union[str, os.PathLike, bytes]
-
-INT16_SCALE = 32767
-"""Float ↔ int16 scale shared with upstream PANNs' HDF5 packing (x·32767, read back /32767)."""
 
 RESAMPLE_METHODS = ("sinc", "decimate")
 """``sinc``: band-limited resampling to the target rate (the default). ``decimate``: upstream's way."""
@@ -215,54 +212,6 @@ def fit_length(waveform: np.ndarray, num_samples: int) -> np.ndarray:
     if waveform.shape[0] >= num_samples:
         return waveform[:num_samples]
     return np.pad(waveform, (0, num_samples - waveform.shape[0]))
-
-
-def encode_int16(waveform: np.ndarray) -> np.ndarray:
-    """Float waveform → int16 as ``round(x·32767)``, clipped to the int16 range; int16 input is already stored as is."""
-    if isinstance(waveform, np.ndarray) and waveform.dtype == np.int16:
-        return waveform
-    scaled = np.round(np.asarray(waveform, dtype=np.float64) * INT16_SCALE)
-    return np.clip(scaled, -32768, 32767).astype(np.int16)
-
-
-def decode_int16(samples: np.ndarray) -> np.ndarray:
-    """int16 samples → float32 as ``x / 32767`` (inverse of :func:`encode_int16`)."""
-    return (np.asarray(samples, dtype=np.float32) / INT16_SCALE).astype(np.float32)
-
-
-def encode_flac(waveform: np.ndarray, sample_rate: int) -> bytes:
-    """Mono 16-bit FLAC bytes; quantised exactly like :func:`encode_int16` so both storages agree."""
-    buffer = io.BytesIO()
-    sf.write(buffer, encode_int16(waveform), sample_rate, format="FLAC", subtype="PCM_16")
-    return buffer.getvalue()
-
-
-def decode_flac(payload: bytes) -> np.ndarray:
-    """FLAC bytes → float32 mono (``int16 / 32767``, the inverse of :func:`encode_flac`)."""
-    samples, _ = sf.read(io.BytesIO(payload), dtype="int16", always_2d=True)
-    return decode_int16(samples.mean(axis=1) if samples.shape[1] > 1 else samples[:, 0])
-
-
-def encode_npy(waveform: np.ndarray) -> bytes:
-    """The ``KEY.npy`` shard member: an int16 array in ``np.save`` format."""
-    buffer = io.BytesIO()
-    np.save(buffer, encode_int16(waveform), allow_pickle=False)
-    return buffer.getvalue()
-
-
-def decode_npy(payload: bytes) -> np.ndarray:
-    """The inverse of :func:`encode_npy`: float32 waveform from ``np.save`` int16 bytes."""
-    return decode_int16(np.load(io.BytesIO(payload), allow_pickle=False))
-
-
-def decode_stored_audio(extension: str, payload: bytes) -> np.ndarray:
-    """Decode a shard member by its extension (``npy`` or ``flac``) to a float32 waveform."""
-    extension = extension.lower().lstrip(".")
-    if extension == "npy":
-        return decode_npy(payload)
-    if extension == "flac":
-        return decode_flac(payload)
-    raise ValueError(f"unknown stored audio extension {extension!r}; expected 'npy' or 'flac'")
 
 
 def _describe(source: AudioSource) -> str:

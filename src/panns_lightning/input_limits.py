@@ -3,7 +3,7 @@
 A WAV header, a file's rate, an HDF5 attribute or ``--stdin-rate`` is a number the input picks;
 every buffer that follows (the clip's frames, the resampling filter, the stream's ring) scales
 with it. Every reader checks a rate against one range before it allocates: decoding files
-(:mod:`panns_lightning.audio`), the live stream (:mod:`panns_lightning.streaming.pcm`), HDF5 rows
+(:mod:`panns_lightning.audio`), the live stream (:mod:`panns_lightning.live.pcm`), HDF5 rows
 (:mod:`panns_lightning.datasets.hdf5_rows`) and the converters' ``--sample-rate``.
 
 The range is 1 kHz .. 384 kHz: telephone audio (8 kHz) up to the fastest common audio

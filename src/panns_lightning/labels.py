@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
+import numpy as np
+
 LABEL_CSV_HEADER = ("index", "mid", "display_name")
 
 
@@ -97,3 +99,16 @@ def write_label_csv(labels: LabelSet, path: str | os.PathLike) -> None:
     for index, (mid, name) in enumerate(zip(labels.mids, labels.names)):
         lines.append(f'{index},{mid},"{name.replace(chr(34), chr(34) * 2)}"')
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def multi_hot(labels: Sequence[int], num_classes: int) -> np.ndarray:
+    """Class indices → float32 multi-hot of length ``num_classes`` (a batch's target); ``ValueError`` on an index out of range.
+
+    The indices come from a shard's ``.json`` member, so they are checked, not trusted.
+    """
+    target = np.zeros(num_classes, dtype=np.float32)
+    for index in labels:
+        if not 0 <= index < num_classes:
+            raise ValueError(f"label index {index} outside 0..{num_classes - 1}")
+        target[index] = 1.0
+    return target

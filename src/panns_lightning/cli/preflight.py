@@ -62,7 +62,7 @@ def check_shard_dir(key: str, value: Any, required: bool = False, http: HttpOpti
             raise ConfigError(f"{key} is required: a shard set directory holding {MANIFEST_NAME}")
         return
     if is_http_url(str(value)):
-        from panns_lightning.data.stream import load_manifest  # the stream's imports (torch) only when needed
+        from panns_lightning.data.shard_urls import load_manifest  # the stream's imports (torch) only when needed
 
         try:
             load_manifest(str(value), http or HttpOptions())

@@ -5,7 +5,7 @@ event onset and offset (and, with ``--every``, the top labels of the current win
 header says its rate and channels; raw PCM carries neither, so raw input needs ``--stdin-rate``
 unless the model runs at :data:`DOCUMENTED_RAW_RATE`, the rate the documented raw command sends
 (``ffmpeg ... -f s16le -ac 1 -ar 32000 -``): the rate is never guessed from the model.
-The work is done by :mod:`panns_lightning.streaming`; this module parses options and prints.
+The work is done by :mod:`panns_lightning.live`; this module parses options and prints.
 Output lines go to stdout as they happen (flushed); the start and end summaries (the real-time
 factor among them) go to stderr, or to stdout as ``start``/``end`` records with ``--jsonl``.
 """
@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any, TextIO
 import numpy as np
 
 from panns_lightning.input_limits import SampleRateError, check_sample_rate
-from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
-from panns_lightning.streaming.events import Event, EventTracker
-from panns_lightning.streaming.pcm import STREAM_FORMATS, StreamFormatError, open_pcm_stream
+from panns_lightning.live import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
+from panns_lightning.live.events import Event, EventTracker
+from panns_lightning.live.pcm import STREAM_FORMATS, StreamFormatError, open_pcm_stream
 
 if TYPE_CHECKING:  # torch: imported by run(), not by panns-tag --help
-    from panns_lightning.streaming.tagger import Hop, StreamTagger
+    from panns_lightning.live.tagger import Hop, StreamTagger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 DOCUMENTED_RAW_RATE = 32000
@@ -183,7 +183,7 @@ def run(args: argparse.Namespace, tagger: Any, prog: str) -> int:
     except ValueError as error:
         print(f"{prog}: {error}", file=sys.stderr)
         return EXIT_USAGE
-    from panns_lightning.streaming.tagger import StreamTagger
+    from panns_lightning.live.tagger import StreamTagger
 
     name = "stdin" if args.stream == "-" else str(args.stream)
     with ExitStack() as stack:

@@ -1,7 +1,9 @@
 """Streaming shard sets into Lightning: balanced train stream, exactly-once val/test.
 
-One module per job: ``stream`` (shard URLs, schedules, reading tar members), ``decode`` (member
-bytes → samples), ``remote`` and ``deadline`` (HTTP(S) reads with retries, a deadline, size caps),
+One module per job: ``shard_urls`` (where a set's manifest and shards are), ``shard_schedule``
+(which shards each rank × worker reads), ``tar_reader`` (a shard's clips, audio still encoded:
+``shardset.codec`` decodes it), ``error_log`` and ``shared_count`` (what could not be used,
+counted across workers), ``remote`` and ``deadline`` (HTTP(S) reads with retries, a deadline, size caps),
 ``spec`` (what a stream reads, who reads it), ``options`` (the stream options), ``repeats``
 (repeat factors and due positions), ``buffer`` (the shuffle buffer), ``train_stream``,
 ``eval_stream``, ``datamodule`` (the LightningDataModule and its callbacks). ``diagnostics/``

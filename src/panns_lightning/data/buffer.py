@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from panns_lightning.data.stream import RawClip
+from panns_lightning.data.tar_reader import RawClip
 
 # A drawable copy: [order (due + jitter), tie-breaker, clip, live, heaps it sits in]. A list, not a
 # tuple, so that a copy drawn through one heap can be marked dead in the others (lazy deletion);

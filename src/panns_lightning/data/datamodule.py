@@ -24,11 +24,13 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader
 
+from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.eval_stream import EvalClipStream
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.remote import HttpOptions
+from panns_lightning.data.shard_urls import load_manifest, shard_location, shard_urls
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog, SharedCount, load_manifest, shard_location, shard_urls
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.redact import redact, redact_hparams
 from panns_lightning.shardset import Manifest, ShardSetError

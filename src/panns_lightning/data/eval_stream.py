@@ -1,7 +1,7 @@
 """The val/test stream: every readable clip exactly once over all ranks × workers, in shard order.
 
 Shards in manifest order, split so that all ranks × workers together see every readable clip
-exactly once (``stream.eval_shares_for_slot``); no shuffle, no repeats.
+exactly once (``shard_schedule.eval_shares_for_slot``); no shuffle, no repeats.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import numpy as np
 import torch
 from torch.utils.data import IterableDataset
 
-from panns_lightning.data.decode import decode_waveform, multi_hot
+from panns_lightning.data.error_log import ErrorLog
+from panns_lightning.data.shard_schedule import EvalShardShare, eval_shares_for_slot
 from panns_lightning.data.spec import StreamSpec, current_slot
-from panns_lightning.data.stream import ErrorLog, EvalShardShare, RawClip, eval_shares_for_slot, read_shard
+from panns_lightning.data.tar_reader import RawClip, read_shard
+from panns_lightning.labels import multi_hot
+from panns_lightning.shardset.codec import decode_waveform
 
 
 class EvalClipStream(IterableDataset):

@@ -1,7 +1,7 @@
 """The train stream: shards → class-balanced, endless batches (``TrainClipStream``).
 
 The pieces it puts together each have a module: the repeat factors and due positions
-(``repeats.py``), the shuffle buffer (``buffer.py``), the shard schedule (``stream.py``); the
+(``repeats.py``), the shuffle buffer (``buffer.py``), the shard schedule (``shard_schedule.py``); the
 val/test stream is ``eval_stream.py``.
 
 Train (``TrainClipStream``), balanced: a clip read from a shard is emitted ``k`` times, ``k`` an
@@ -23,7 +23,7 @@ many classes as the buffer allows; the copies drawn are the same. Audio is decod
 clip is drawn.
 
 Shards: pass p reads one permutation of all shards seeded by (seed, p), sliced by rank × worker
-(``stream.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
+(``shard_schedule.train_shard_schedule``); passes follow each other endlessly and each epoch starts where
 the previous one is expected to have stopped, so every shard is read once per pass across epochs
 (re-permuting every epoch would read some shards each epoch and others rarely when an epoch is
 shorter than a pass). The epoch comes from a :class:`SharedCount` the DataModule sets, so it
@@ -31,7 +31,7 @@ reaches workers whether they are re-created each epoch or persistent.
 
 Epoch ranges (when the manifest gives per-shard class counts): each shard's weight is Σ E over its
 clips, computable from the manifest alone; a pass is split into slot slices of equal weight
-(``stream.weighted_slices``). A copy belongs to the epoch whose position range [e·M, (e+1)·M)
+(``shard_schedule.weighted_slices``). A copy belongs to the epoch whose position range [e·M, (e+1)·M)
 holds its due position (M = the slot's draws per epoch / ρ, ranges offset by one lookback), and
 epoch e starts reading ``copy_window`` draws before its range for the copies still owed by clips
 read at the end of epoch e-1. So copies of a rare clip read late in an epoch are drawn early in
@@ -66,7 +66,7 @@ stratified, as with PANNs, and 90 % unstratified); exact per-class frequencies (
 in expectation); coverage of a class's clips within less than a pass (a stream reads a clip only
 once per pass, so over half a pass it has read about half of each class's clips; PANNs' random
 access cycles through every class list at any length). Each slot's shards are ordered so that
-every class's clips arrive at an even rate (``stream.even_class_order``), which keeps per-class
+every class's clips arrive at an even rate (``shard_schedule.even_class_order``), which keeps per-class
 counts over part of a pass close to PANNs'.
 ``balanced=False`` emits every clip once (a plain shuffled stream).
 """
@@ -84,21 +84,17 @@ import torch
 from torch.utils.data import IterableDataset, get_worker_info
 
 from panns_lightning.data.buffer import ClassStrata, RepeatShuffleBuffer
-from panns_lightning.data.decode import decode_samples, multi_hot, samples_to_float
+from panns_lightning.data.error_log import ErrorLog, NoReadableClipsError
 from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.repeats import ClassBalanceFactor, clip_phase, copy_window, due_positions, rotating_round
+from panns_lightning.data.shard_schedule import train_shard_schedule, weighted_train_schedule
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
-from panns_lightning.data.stream import (
-    ErrorLog,
-    NoReadableClipsError,
-    RawClip,
-    SharedCount,
-    read_shard,
-    train_shard_schedule,
-    weighted_train_schedule,
-)
+from panns_lightning.data.tar_reader import RawClip, read_shard
+from panns_lightning.labels import multi_hot
+from panns_lightning.shardset.codec import decode_member, samples_to_float
 
-# Reads one shard URL into clips: ``stream.read_shard`` for tar shards; the labels-only simulation
+# Reads one shard URL into clips: ``tar_reader.read_shard`` for tar shards; the labels-only simulation
 # (``diagnostics/simulate.py``) passes an in-memory reader so that the same sampling code runs at AudioSet scale.
 ShardReader = Callable[..., Iterator[RawClip]]
 
@@ -136,11 +132,10 @@ class TrainClipStream(IterableDataset):
         labels_only: bool = False,
         reader: ShardReader | None = None,
         int16_batches: bool = False,
-        **option_values: Any,
     ) -> None:
-        """``options`` (default :class:`StreamOptions`), with ``option_values`` (e.g. ``batch_size=8``) replacing its fields."""
+        """``options``: batch size, steps, balance, buffer and seed (default :class:`StreamOptions`)."""
         super().__init__()
-        options = dataclasses.replace(options or StreamOptions(), **option_values)
+        options = options if options is not None else StreamOptions()
         if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
             raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
         self.spec = spec
@@ -169,18 +164,9 @@ class TrainClipStream(IterableDataset):
             else None
         )
 
-    # The options the sampler reads most, by name.
-    batch_size = property(lambda self: self.options.batch_size)
-    steps_per_epoch = property(lambda self: self.options.steps_per_epoch)
-    balanced = property(lambda self: self.options.balanced)
-    repeat_scale = property(lambda self: self.options.repeat_scale)
-    shuffle_buffer = property(lambda self: self.options.shuffle_buffer)
-    repeat_spread = property(lambda self: self.options.copy_spread)
-    seed = property(lambda self: self.options.seed)
-
     def __len__(self) -> int:
         """Batches this rank yields per epoch (all its workers together)."""
-        return self.steps_per_epoch
+        return self.options.steps_per_epoch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch.value = epoch
@@ -197,14 +183,16 @@ class TrainClipStream(IterableDataset):
         of the uninterrupted run was that worker's.
         """
         epoch = self.epoch.value
-        done = min(self.resume_batches.value, self.steps_per_epoch)
+        done = min(self.resume_batches.value, self.options.steps_per_epoch)
         if done:
             slot = dataclasses.replace(slot, worker=(slot.worker + done) % slot.num_workers)
-        rng = np.random.default_rng([self.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers])
-        jitter = self.shuffle_buffer / self._mean_copies
+        rng = np.random.default_rng(
+            [self.options.seed, epoch, slot.rank, slot.world_size, slot.worker, slot.num_workers]
+        )
+        jitter = self.options.shuffle_buffer / self._mean_copies
         buffer = RepeatShuffleBuffer(
             self._clips_with_copies(slot, epoch),
-            capacity=self.shuffle_buffer,
+            capacity=self.options.shuffle_buffer,
             jitter=jitter,
             rng=rng,
             strata=self._strata(jitter),
@@ -216,7 +204,7 @@ class TrainClipStream(IterableDataset):
             if index < skip:
                 self._skip_batch(buffer)
                 continue
-            crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
+            crop_rng = np.random.default_rng([self.options.seed, epoch, slot.index, slot.count, index, _CROP_STREAM])
             yield self._next_batch(buffer, crop_rng, unreadable)
 
     def _strata(self, jitter: float) -> ClassStrata | None:
@@ -232,7 +220,7 @@ class TrainClipStream(IterableDataset):
 
     def _batches_skipped_by_worker(self, slot: ReaderSlot) -> int:
         """This slot's share of ``resume_batches``: rank batch i came from worker i mod W."""
-        done = min(self.resume_batches.value, self.steps_per_epoch)
+        done = min(self.resume_batches.value, self.options.steps_per_epoch)
         return max(0, -(-(done - slot.worker) // slot.num_workers))
 
     def _skip_batch(self, buffer: RepeatShuffleBuffer) -> None:
@@ -242,14 +230,14 @@ class TrainClipStream(IterableDataset):
         more clip in its place).
         """
         in_batch: set[str] = set()
-        for _ in range(self.batch_size):
+        for _ in range(self.options.batch_size):
             clip = buffer.next(in_batch)
             if clip is None:
                 raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
             in_batch.add(clip.key)
 
     def _batches_for_worker(self, slot: ReaderSlot) -> int:
-        share, extra = divmod(self.steps_per_epoch, slot.num_workers)
+        share, extra = divmod(self.options.steps_per_epoch, slot.num_workers)
         return share + int(slot.worker < extra)
 
     def _expected_copies_per_shard(self) -> list[float] | None:
@@ -328,7 +316,7 @@ class TrainClipStream(IterableDataset):
 
     def _epoch_range(self, slot: ReaderSlot, epoch: int) -> tuple[float, float, float]:
         """(first position read, start, stop) of the epoch's range along the slot's weighted schedule."""
-        span = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        span = self._batches_for_worker(slot) * self.options.batch_size / self._mean_copies
         lookback = self.copy_window / self._mean_copies
         # Epoch ranges start one lookback in, so that epoch 0 also finds the copies it owes.
         start, stop = lookback + epoch * span, lookback + (epoch + 1) * span
@@ -340,7 +328,7 @@ class TrainClipStream(IterableDataset):
             len(self.spec.urls),
             slot.index,
             slot.count,
-            seed=self.seed,
+            seed=self.options.seed,
             weights=self._shard_weights,
             start=first,
             class_counts=self._shard_class_matrix,
@@ -348,26 +336,26 @@ class TrainClipStream(IterableDataset):
 
     def _count_schedule(self, slot: ReaderSlot, epoch: int) -> Iterator[tuple[int, int]]:
         """Without per-shard counts: the epoch starts at the expected number of shards read before it."""
-        clips_read = self._batches_for_worker(slot) * self.batch_size / self._mean_copies
+        clips_read = self._batches_for_worker(slot) * self.options.batch_size / self._mean_copies
         clips_per_shard = max(self.spec.num_clips, 1) / len(self.spec.urls)
         start = epoch * max(1, math.ceil(clips_read / clips_per_shard))
-        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.seed, start=start)
+        return train_shard_schedule(len(self.spec.urls), slot.index, slot.count, seed=self.options.seed, start=start)
 
     @property
     def _mean_copies(self) -> float:
-        return self.repeat_scale if self.balanced else 1.0
+        return self.options.repeat_scale if self.options.balanced else 1.0
 
     @functools.cached_property
     def copy_window(self) -> float:
         """Draws over which one clip's copies are spread at most (:func:`repeats.copy_window`)."""
-        return copy_window(self._factor, self.repeat_scale, self.repeat_spread, self.batch_size)
+        return copy_window(self._factor, self.options.repeat_scale, self.options.copy_spread, self.options.batch_size)
 
     def _due_positions(self, clip: RawClip, pass_index: int, position: float) -> list[float]:
         return due_positions(
             position,
             self._copies(clip, pass_index),
-            batch_size=self.batch_size,
-            spread=self.repeat_spread,
+            batch_size=self.options.batch_size,
+            spread=self.options.copy_spread,
             window=self.copy_window,
             mean_copies=self._mean_copies,
         )
@@ -404,8 +392,8 @@ class TrainClipStream(IterableDataset):
     def _copies(self, clip: RawClip, pass_index: int) -> int:
         if self._factor is None:
             return 1
-        value = self.repeat_scale * self._factor(clip.labels)
-        return rotating_round(value, clip_phase(self.seed, clip.key), pass_index)
+        value = self.options.repeat_scale * self._factor(clip.labels)
+        return rotating_round(value, clip_phase(self.options.seed, clip.key), pass_index)
 
     def _next_batch(
         self, buffer: RepeatShuffleBuffer, rng: np.random.Generator, unreadable: set[str]
@@ -417,10 +405,10 @@ class TrainClipStream(IterableDataset):
         if not self.labels_only:
             # Decoded straight into the batch: one write per sample, no per-clip copies to stack.
             length = self.crop_samples or self.spec.clip_samples
-            waveform_tensor = batch_tensor(self.batch_size, length, self.waveform_dtype)
+            waveform_tensor = batch_tensor(self.options.batch_size, length, self.waveform_dtype)
             waveforms = waveform_tensor.numpy()
-            targets = np.zeros((self.batch_size, self.spec.num_classes), dtype=np.float32)
-        while len(keys) < self.batch_size:
+            targets = np.zeros((self.options.batch_size, self.spec.num_classes), dtype=np.float32)
+        while len(keys) < self.options.batch_size:
             clip = buffer.next(in_batch)
             if clip is None:
                 raise NoReadableClipsError("train stream ended, but it is endless by design: no shard yielded clips")
@@ -457,7 +445,7 @@ class TrainClipStream(IterableDataset):
         try:
             if clip.audio is None:
                 raise ValueError("clip was read without audio (labels-only stream)")
-            samples = decode_samples(
+            samples = decode_member(
                 clip.audio, storage=spec.storage, sample_rate=spec.sample_rate, clip_samples=spec.clip_samples
             )
             target[:] = multi_hot(clip.labels, spec.num_classes)
@@ -470,7 +458,7 @@ class TrainClipStream(IterableDataset):
         if waveform.dtype == np.int16:
             waveform[...] = samples[start : start + waveform.shape[0]]
         else:
-            samples_to_float(samples[start : start + waveform.shape[0]], waveform)
+            samples_to_float(samples[start : start + waveform.shape[0]], out=waveform)
         return True
 
     def _crop_start(self, length: int, rng: np.random.Generator) -> int:

@@ -21,6 +21,7 @@ import numpy as np
 
 from panns_lightning import audio
 from panns_lightning.input_limits import SampleRateError, check_sample_rate
+from panns_lightning.shardset.codec import samples_to_float
 
 INSTALL_HINT = "pip install 'panns-lightning[hdf5]'"
 LOCATION_SEPARATOR = "::"
@@ -125,9 +126,9 @@ def load_waveform_row(
         step = audio.decimation_step(target_sr)
         if rate == audio.DECIMATE_FROM_RATE:
             return _fit_int16(samples, clip_samples * step)[::step].copy()
-        waveform = audio.resample(audio.decode_int16(samples), rate, audio.DECIMATE_FROM_RATE)
+        waveform = audio.resample(samples_to_float(samples), rate, audio.DECIMATE_FROM_RATE)
         return audio.fit_length(waveform, clip_samples * step)[::step].copy()
-    return audio.fit_length(audio.resample(audio.decode_int16(samples), rate, target_sr), clip_samples)
+    return audio.fit_length(audio.resample(samples_to_float(samples), rate, target_sr), clip_samples)
 
 
 def load_mp3_row(

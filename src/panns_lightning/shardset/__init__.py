@@ -5,6 +5,7 @@ package is the one home of that format, imported by the converters (``datasets/`
 and by the stream (``data/``), which do not import each other:
 
 - :mod:`.format`: names, member layout, manifest entry names (``MANIFEST_NAME``, ``shard_key``);
+- :mod:`.codec`: the one encoder and decoder of audio members (both storages, mono only);
 - :mod:`.manifest`: the typed :class:`Manifest`, :func:`read_manifest` (the only reader) and
   :func:`write_manifest`;
 - :mod:`.records`: what a dataset reader yields (:class:`ClipRecord`) and reports (:class:`SkippedClip`);

@@ -2,7 +2,7 @@
 
 What a shard set on disk is, in constants and two small functions; ``docs/architecture.md``
 ("Shard set on disk") is the prose version. The writer (:mod:`.writer`), the manifest reader
-(:mod:`.manifest`) and the stream (``panns_lightning.data.stream``) all take these facts from
+(:mod:`.manifest`) and the stream's tar reader (``panns_lightning.data.tar_reader``) all take these facts from
 here. Plain Python: importing this module costs nothing.
 """
 

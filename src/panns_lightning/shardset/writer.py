@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from panns_lightning import audio
 from panns_lightning.atomic import atomic_open
+from panns_lightning.shardset import codec
 from panns_lightning.shardset.decode_pool import convert_all
 from panns_lightning.shardset.format import (
     AUDIO_MEMBER_EXTENSION,
@@ -476,9 +477,7 @@ def convert_clip(task: ClipTask | tuple) -> ClipResult:
             )
         if window != task.clip_samples:
             waveform = audio.fit_length(waveform, task.clip_samples)
-        payload = (
-            audio.encode_flac(waveform, task.sample_rate) if task.storage == "flac" else audio.encode_npy(waveform)
-        )
+        payload = codec.encode_member(waveform, storage=task.storage, sample_rate=task.sample_rate)
         return ClipResult(task.position, payload, None, is_silent(waveform))
     except audio.AudioDecodeError as error:
         return ClipResult(task.position, None, error.reason)
@@ -494,4 +493,4 @@ def is_silent(waveform: np.ndarray) -> bool:
     """
     if waveform.dtype == np.int16:
         return not waveform.any()
-    return waveform.size == 0 or float(np.max(np.abs(waveform))) < 0.5 / audio.INT16_SCALE
+    return waveform.size == 0 or float(np.max(np.abs(waveform))) < 0.5 / codec.INT16_SCALE

@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 
 from panns_lightning import __version__
-from panns_lightning.audio import INT16_SCALE
 from panns_lightning.models import build_model, do_mixup
 from panns_lightning.models.card import CARD_KEY, ModelCard, card_from_model_config
+from panns_lightning.shardset.codec import INT16_SCALE
 from panns_lightning.training.augment import AugmentOptions, sample_mixup_lambda
 from panns_lightning.training.metrics import TaggingMetrics, TaggingScores
 from panns_lightning.training.numerics import NonFiniteGuard, optimizer_skips_on_device

@@ -31,8 +31,11 @@ from typing import Any
 import numpy as np
 
 from panns_lightning.data.diagnostics.reference import PannsBalancedSampler
+from panns_lightning.data.error_log import ErrorLog
+from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec
-from panns_lightning.data.stream import ErrorLog, RawClip, SharedCount, read_shard
+from panns_lightning.data.tar_reader import RawClip, read_shard
 from panns_lightning.data.train_stream import ShardReader, TrainClipStream
 from panns_lightning.shardset import read_manifest
 
@@ -206,14 +209,12 @@ def draw_stream(
             spec if spec is not None else label_set.stream_spec(),
             rank=rank,
             world_size=ranks,
-            batch_size=batch_size,
-            steps_per_epoch=steps_per_epoch,
-            balanced=balanced,
-            seed=seed,
+            options=StreamOptions(
+                batch_size=batch_size, steps_per_epoch=steps_per_epoch, balanced=balanced, seed=seed, **stream_options
+            ),
             epoch=shared_epoch,
             labels_only=True,
             reader=reader if reader is not None else ClipLabelsReader(label_set),
-            **stream_options,
         )
         iterators += [stream.iter_slot(ReaderSlot(rank, ranks, worker, workers)) for worker in range(workers)]
     drawn: list[int] = []

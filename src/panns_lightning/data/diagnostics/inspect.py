@@ -22,8 +22,9 @@ from panns_lightning.data.diagnostics.balance import (
     format_figures,
     read_label_set,
 )
+from panns_lightning.data.error_log import ErrorLog
+from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.spec import StreamSpec
-from panns_lightning.data.stream import ErrorLog
 from panns_lightning.data.train_stream import TrainClipStream
 from panns_lightning.shardset import Manifest, read_manifest
 
@@ -201,10 +202,9 @@ def measure_stream(
         spec,
         rank=0,
         world_size=1,
-        batch_size=batch_size,
-        steps_per_epoch=math.ceil(draws / batch_size),
-        balanced=balanced,
-        seed=seed,
+        options=StreamOptions(
+            batch_size=batch_size, steps_per_epoch=math.ceil(draws / batch_size), balanced=balanced, seed=seed
+        ),
         errors=errors,
         labels_only=True,
     )

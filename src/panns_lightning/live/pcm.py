@@ -259,14 +259,6 @@ def _checked_rate(rate: int, what: str) -> int:
         raise StreamFormatError(str(error)) from None
 
 
-def parse_wav_header(stream: BinaryIO, name: str = "stdin") -> StreamInfo:
-    """Read a WAV header from ``stream`` up to the first sample, without seeking."""
-    head = _read_exactly(stream, 4)
-    if head not in (b"RIFF", b"RF64"):
-        raise StreamFormatError(f"{name}: not a WAV stream: it starts with {head!r}, not b'RIFF'")
-    return _read_wav_header(stream, head, name)
-
-
 def _read_wav_header(stream: BinaryIO, riff: bytes, name: str) -> StreamInfo:
     rest = _read_exactly(stream, 8)
     if len(rest) < 8 or rest[4:] != b"WAVE":

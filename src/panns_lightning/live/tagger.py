@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from panns_lightning.streaming import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
-from panns_lightning.streaming.events import Event, EventTracker
-from panns_lightning.streaming.resample import StreamResampler
-from panns_lightning.streaming.ring import SampleRing
+from panns_lightning.live import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
+from panns_lightning.live.events import Event, EventTracker
+from panns_lightning.live.resample import StreamResampler
+from panns_lightning.live.ring import SampleRing
 
 if TYPE_CHECKING:
     from panns_lightning.inference import AudioTagger

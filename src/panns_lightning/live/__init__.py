@@ -1,11 +1,14 @@
-"""Live and endless audio: decode a PCM stream, tag a sliding window every hop, report events once.
+"""Live audio (a microphone, stdin): decode a PCM stream, tag a sliding window every hop, report events once.
+
+"Live" names this package so that it is not confused with the training data's streams
+(``data/``: shard sets read as a stream of clips); here a stream is the bytes on a pipe.
 
 ``pcm.py`` reads raw PCM or a WAV stream from a pipe (numpy only); ``resample.py`` resamples
 chunk by chunk; ``ring.py`` keeps the last window; ``tagger.py`` (``StreamTagger``) runs the model
 every hop; ``events.py`` (``EventTracker``) turns probabilities into onset/offset events with
 hysteresis. ``panns-tag --stream -`` is the command line on top.
 
-Import from the modules (``from panns_lightning.streaming.tagger import StreamTagger``): this
+Import from the modules (``from panns_lightning.live.tagger import StreamTagger``): this
 file imports nothing, so ``panns-tag --help`` does not wait for torch.
 """
 
