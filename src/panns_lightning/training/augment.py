@@ -30,6 +30,8 @@ from typing import Any, Optional
 
 import torch
 
+from panns_lightning.models.frontend import PAPER_FREQ_STRIPES_NUM, PAPER_TIME_DROP_WIDTH, PAPER_TIME_STRIPES_NUM
+
 MIXUP_SITES = ("logmel", "waveform")
 
 
@@ -45,11 +47,11 @@ class MixupOptions:
 @dataclass
 class SpecAugmentOptions:
     enabled: bool = True
-    time_drop_width: int = 64
-    time_stripes_num: int = 2
+    time_drop_width: int = PAPER_TIME_DROP_WIDTH
+    time_stripes_num: int = PAPER_TIME_STRIPES_NUM
     # None: the model's mel_bins // 8 (upstream's per-model width).
     freq_drop_width: Optional[int] = None
-    freq_stripes_num: int = 2
+    freq_stripes_num: int = PAPER_FREQ_STRIPES_NUM
 
     def model_settings(self) -> dict[str, int]:
         """The model-config keys that set SpecAugment in the front end; disabled is zero stripes."""
