@@ -125,31 +125,6 @@ class AugmentOptions:
             ),
         )
 
-    @classmethod
-    def from_keywords(
-        cls,
-        mixup_enabled: bool = True,
-        mixup_alpha: float = 1.0,
-        mixup_on: str = "logmel",
-        gain_db: tuple[float, float] | list[float] | None = None,
-        max_shift_seconds: float = 0.0,
-    ) -> AugmentOptions:
-        """The flat keywords ``TaggingModule`` took before it took this object (and older checkpoints hold).
-
-        SpecAugment is not among them: it was set in the model config directly.
-        """
-        if mixup_on not in MIXUP_SITES:
-            raise ValueError(f"mixup_on must be one of {MIXUP_SITES}, got {mixup_on!r}")
-        return cls(
-            mixup=MixupOptions(enabled=bool(mixup_enabled), alpha=float(mixup_alpha), at=mixup_on),
-            waveform=WaveformOptions(
-                gain=GainOptions(enabled=True, min_db=float(gain_db[0]), max_db=float(gain_db[1]))
-                if gain_db is not None
-                else GainOptions(),
-                time_shift=TimeShiftOptions(enabled=max_shift_seconds != 0, max_seconds=float(max_shift_seconds)),
-            ),
-        )
-
     def waveform_augment(self, sample_rate: int) -> WaveformAugment:
         """The waveform augmentations this config switches on, for clips at ``sample_rate``."""
         gain, shift = self.waveform.gain, self.waveform.time_shift
