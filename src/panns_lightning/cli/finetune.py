@@ -71,6 +71,12 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
         clips,
     )
     module = build_finetune_module(cfg, datamodule)
+    if not cfg.finetune.checkpoint:  # a typo'd or forgotten checkpoint must not pass for fine-tuning
+        log.warning(
+            "finetune.checkpoint is null: training %s from random weights (finetune.checkpoint=PATH starts from "
+            "pretrained ones)",
+            module.hparams["model_config"]["name"],
+        )
     trainer = build_trainer(cfg, build_loggers(cfg))
     # weights_only=True: a resumed checkpoint is read like every other one (no code runs on load).
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
