@@ -63,13 +63,13 @@ def test_spec_augment_defaults_have_one_python_home_that_the_yaml_repeats() -> N
     assert (augmenter.time_dropper.drop_width, augmenter.freq_dropper.drop_width) == (64, 8)
 
 
-def _compose(overrides: list[str]):
+def _compose(overrides: list[str], hydra: bool = True):
     from hydra import compose, initialize_config_dir
 
     from panns_lightning.cli.hydra_app import find_config_dir
 
     with initialize_config_dir(config_dir=find_config_dir(), version_base="1.3"):
-        return compose("train", overrides=overrides, return_hydra_config=True)
+        return compose("train", overrides=overrides, return_hydra_config=hydra)
 
 
 def test_the_monitored_metric_is_one_key_that_checkpointing_and_sweeps_read() -> None:
@@ -89,3 +89,13 @@ def test_the_monitored_metric_is_one_key_that_checkpointing_and_sweeps_read() ->
             if "val/mAP" in code and not code.strip().startswith("optimized_metric:"):
                 typed.append(f"{path.relative_to(REPO)}:{number}")
     assert typed == [], f"name the metric through ${{optimized_metric}}: {typed}"
+
+
+def test_auto_is_only_a_fine_tuning_metric() -> None:
+    import pytest
+
+    from panns_lightning.cli.config_schema import ConfigError, validate_finetune_config, validate_train_config
+
+    with pytest.raises(ConfigError, match="optimized_metric=auto is panns-finetune's"):
+        validate_train_config(_compose(["experiment=demo", "optimized_metric=auto"], hydra=False))
+    assert validate_finetune_config(_compose(["experiment=finetune_custom"], hydra=False)).optimized_metric == "auto"

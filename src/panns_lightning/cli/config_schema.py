@@ -210,6 +210,11 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
     merged = _merge_onto(TrainConfig, cfg)
     _check_values(merged)
+    if not OmegaConf.is_missing(merged, "optimized_metric") and merged.optimized_metric == "auto":
+        raise ConfigError(
+            "optimized_metric=auto is panns-finetune's (mAP or accuracy, from the task); panns-train needs a "
+            "metric name, e.g. optimized_metric=val/mAP"
+        )
     return merged
 
 
