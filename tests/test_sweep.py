@@ -137,6 +137,7 @@ def test_report_sorts_by_the_sweeps_own_optimized_metric(tmp_path: Path) -> None
     (tmp_path / "1" / "fold_result.json").write_text(json.dumps({"optimized_metric": "val/loss"}))
     report = write_sweep_report(tmp_path, plot=False)
     assert report.metric == "val/loss" and [job.name for job in report.jobs] == ["1", "0"]
+    assert write_sweep_report(tmp_path, "auto", plot=False).metric == "val/loss"  # the finetune callback's value
     (tmp_path / "1" / "fold_result.json").write_text(json.dumps({"optimized_metric": "val/accuracy"}))
     with pytest.raises(ValueError, match="pass --metric"):
         write_sweep_report(tmp_path, plot=False)

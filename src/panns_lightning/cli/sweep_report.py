@@ -62,12 +62,13 @@ def write_sweep_report(
 ) -> SweepReport:
     """Collect the sweep's jobs and write the summary files.
 
-    ``metric=None``: the sweep's ``optimized_metric``; ``higher_is_better=None`` guesses from the name.
+    ``metric=None`` (or ``"auto"``, what a panns-finetune sweep's callback is handed): the metric the
+    sweep's jobs optimised; ``higher_is_better=None`` guesses from the name.
     """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory not found: {sweep_dir}")
-    if metric is None:
+    if metric is None or metric == "auto":
         metric = optimized_metric(sweep_dir)
     jobs = collect_jobs(sweep_dir, metric)
     if not jobs:
