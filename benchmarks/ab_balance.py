@@ -407,9 +407,7 @@ def train_one(
         labels=labels,
         multilabel=True,
         lr=args.lr,
-        mixup_enabled=True,
-        mixup_alpha=1.0,
-        mixup_on="logmel",
+        augment={"mixup": {"enabled": True, "alpha": 1.0, "at": "logmel"}},
         speed=SpeedOptions(fused_adam=True, sync_free=True),
     )
     recorder = KeyRecorder()

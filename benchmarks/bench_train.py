@@ -162,7 +162,7 @@ def our_step_fn(
     module = TaggingModule(
         model_config,
         labels,
-        mixup_enabled=False,
+        augment={"mixup": {"enabled": False}},
         speed=SpeedOptions(**{key: speed[key] for key in (*MODULE_LEVERS, "compile_mode") if key in speed}),
     )
     host_batch = waveform

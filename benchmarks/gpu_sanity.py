@@ -67,7 +67,7 @@ def check_bf16_gradient(device: torch.device, failures: list[str]) -> None:
     from panns_lightning.training.module import TaggingModule
 
     config = {"name": "Cnn14", **FRONTEND}
-    module = TaggingModule(config, LABELS, mixup_enabled=False).to(device).eval()
+    module = TaggingModule(config, LABELS, augment={"mixup": {"enabled": False}}).to(device).eval()
     with torch.no_grad():
         module.model.fc_audioset.weight.zero_()
         module.model.fc_audioset.bias.fill_(-3.0)

@@ -9,8 +9,9 @@ from hydra import compose, initialize_config_dir
 from panns_lightning.cli.config_schema import ConfigError, validate_train_config
 from panns_lightning.cli.hydra_app import find_config_dir
 from panns_lightning.models import do_mixup
-from panns_lightning.training.augment import WaveformAugment, random_gain, random_roll
+from panns_lightning.training.augment import AugmentOptions, WaveformAugment, random_gain, random_roll
 from panns_lightning.training.module import TaggingModule
+from panns_lightning.training.speed import SpeedOptions
 
 LABELS = [{"index": i, "mid": f"/m/{i}", "name": f"class{i}"} for i in range(3)]
 MODEL = {
@@ -73,13 +74,17 @@ def test_augment_is_reproducible_from_the_global_seed() -> None:
     assert not WaveformAugment().enabled and torch.equal(WaveformAugment()(waveform), waveform)
 
 
-def _module(**kwargs) -> TaggingModule:
+def _module(mixup_at: str) -> TaggingModule:
     torch.manual_seed(0)
-    return TaggingModule(MODEL, LABELS, gain_db=(-6.0, 6.0), max_shift_seconds=0.25, **kwargs)
+    waveform = {
+        "gain": {"enabled": True, "min_db": -6.0, "max_db": 6.0},
+        "time_shift": {"enabled": True, "max_seconds": 0.25},
+    }
+    return TaggingModule(MODEL, LABELS, augment={"mixup": {"at": mixup_at}, "waveform": waveform})
 
 
 def test_training_step_mixes_waveforms_before_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    module = _module(mixup_on="waveform")
+    module = _module(mixup_at="waveform")
     module.train()
     seen = {}
 
@@ -96,8 +101,8 @@ def test_training_step_mixes_waveforms_before_the_model(monkeypatch: pytest.Monk
 
 
 def test_eval_is_untouched_by_augmentation() -> None:
-    augmented = _module(mixup_on="waveform")
-    plain = TaggingModule(MODEL, LABELS, mixup_enabled=False)
+    augmented = _module(mixup_at="waveform")
+    plain = TaggingModule(MODEL, LABELS, augment={"mixup": {"enabled": False}})
     plain.load_state_dict(augmented.state_dict())
     augmented.eval()
     plain.eval()
@@ -109,10 +114,21 @@ def test_eval_is_untouched_by_augmentation() -> None:
 
 
 def test_checkpoint_hparams_do_not_carry_compile() -> None:
-    module = TaggingModule(MODEL, LABELS, compile_model=True)
-    assert "compile_model" not in module.hparams and module.compile_model
-    with pytest.raises(ValueError, match="mixup_on"):
-        TaggingModule(MODEL, LABELS, mixup_on="spectrum")
+    module = TaggingModule(MODEL, LABELS, speed=SpeedOptions(compile=True))
+    assert "speed" not in module.hparams and module.speed.compile
+    with pytest.raises(ValueError, match="augment.mixup.at"):
+        TaggingModule(MODEL, LABELS, augment={"mixup": {"at": "spectrum"}})
+    with pytest.raises(TypeError, match="plain dict"):
+        TaggingModule(MODEL, LABELS, augment=AugmentOptions())  # type: ignore[arg-type]
+
+
+def test_hparams_are_the_arguments_as_given_and_rebuild_the_same_module() -> None:
+    augment = AugmentOptions.from_dict({"specaugment": {"time_drop_width": 16, "freq_drop_width": 4}}).to_dict()
+    module = TaggingModule(MODEL, LABELS, augment=augment)
+    assert module.hparams["augment"] == augment and module.hparams["model_config"] == MODEL
+    assert module.model.spec_augmenter.time_dropper.drop_width == 16
+    rebuilt = TaggingModule(**module.hparams)
+    assert rebuilt.model.spec_augmenter.freq_dropper.drop_width == 4 and rebuilt.augment == module.augment
 
 
 @pytest.mark.parametrize("preset", ["paper", "none", "strong"])

@@ -217,7 +217,7 @@ def test_lightning_checkpoint_of_another_architecture_is_named(tmp_path):
 
 
 def test_fine_tuned_checkpoint_with_another_class_count_is_named(tmp_path):
-    from panns_lightning.training.checkpoints import load_finetune_module
+    from panns_lightning.training.checkpoints import load_tagging_module
     from panns_lightning.training.finetune import FineTuneModule
     from test_inference_support import LABELS, SMALL_FRONTEND
 
@@ -226,7 +226,7 @@ def test_fine_tuned_checkpoint_with_another_class_count_is_named(tmp_path):
     path = tmp_path / "finetuned.ckpt"
     torch.save({"hyper_parameters": hyper, "state_dict": module.state_dict()}, path)
     with pytest.raises(CheckpointMismatchError, match="the file's classifier has 5 classes, the model expects 3"):
-        load_finetune_module(path)
+        load_tagging_module(path)
 
 
 def test_checkpoint_of_another_lightning_module_is_named(tmp_path):

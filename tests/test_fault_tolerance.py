@@ -169,7 +169,9 @@ def nan_batches(poisoned: set[int], count: int) -> list[dict]:
 
 
 def tiny_module(max_nonfinite_steps: int) -> TaggingModule:
-    return TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False, max_nonfinite_steps=max_nonfinite_steps)
+    return TaggingModule(
+        TINY_CNN6, TINY_LABELS, augment={"mixup": {"enabled": False}}, max_nonfinite_steps=max_nonfinite_steps
+    )
 
 
 def fit(module: TaggingModule, batches: list[dict], tmp_path: Path) -> L.Trainer:

@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from panns_lightning.models import CheckpointMismatchError, build_model, save_panns_checkpoint
-from panns_lightning.training.checkpoints import load_finetune_module
+from panns_lightning.training.checkpoints import load_tagging_module
 from panns_lightning.training.finetune import FineTuneModule, parameter_groups
 from panns_lightning.training.module import TaggingModule
 
@@ -74,7 +74,13 @@ def test_upstream_weights_load_and_the_head_is_new(upstream_file) -> None:
 def test_training_moves_exactly_the_unfrozen_layers(upstream_file, mode: str, freeze_until: str | None) -> None:
     path, reference = upstream_file
     module = FineTuneModule(
-        CONFIG, LABELS, checkpoint=str(path), mode=mode, freeze_until=freeze_until, lr=1e-2, mixup_enabled=True
+        CONFIG,
+        LABELS,
+        checkpoint=str(path),
+        mode=mode,
+        freeze_until=freeze_until,
+        lr=1e-2,
+        augment={"mixup": {"enabled": True}},
     )
     head_before = module.model.fc_audioset.weight.detach().clone()
     fit_a_few_steps(module)
@@ -123,7 +129,8 @@ def test_from_our_lightning_checkpoint_and_back(upstream_file, tmp_path: Path) -
     fit_a_few_steps(module, steps=1)
     tuned = tmp_path / "finetuned.ckpt"
     module.trainer.save_checkpoint(tuned)
-    restored = load_finetune_module(tuned)
+    restored = load_tagging_module(tuned)
+    assert isinstance(restored, FineTuneModule)  # the checkpoint says what it is
     assert restored.label_names == [label["name"] for label in LABELS] and restored.mode == "linear_probe"
     assert torch.equal(restored.model.fc_audioset.weight, module.model.fc_audioset.weight)
     # A fine-tuned checkpoint is itself a backbone for the next fine-tuning (its head is dropped).

@@ -108,3 +108,16 @@ def test_debug_presets_compose_on_an_experiment_and_validate(preset: str) -> Non
     if preset == "overfit":
         assert cfg.data.steps_per_epoch == 1 and cfg.callbacks.stream_epoch is None
         assert not cfg.augment.mixup.enabled and not cfg.augment.specaugment.enabled
+
+
+MAX_SRC_LINES = 600
+
+
+def test_every_file_in_src_is_at_most_600_lines() -> None:
+    """Small modules with one job (a longer file is two jobs; `python scripts/largest.py` lists the largest)."""
+    src = CONF.parent / "src"
+    lengths = {
+        str(path.relative_to(src)): len(path.read_text(encoding="utf-8").splitlines()) for path in src.rglob("*.py")
+    }
+    assert len(lengths) > 50
+    assert {path: n for path, n in lengths.items() if n > MAX_SRC_LINES} == {}

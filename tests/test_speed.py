@@ -44,7 +44,7 @@ def logit_gradient(module: TaggingModule, target: torch.Tensor, bf16: bool) -> f
 
 
 def test_bf16_bce_keeps_the_gradient_of_a_confident_negative_class() -> None:
-    module = confident_module(TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False))
+    module = confident_module(TaggingModule(TINY_CNN6, TINY_LABELS, augment={"mixup": {"enabled": False}}))
     target = torch.zeros(4, 3)
     target[:, 1] = 1.0  # class 0 is a negative at logit 7.5
     fp32 = logit_gradient(module, target, bf16=False)
@@ -63,7 +63,7 @@ def test_the_same_check_catches_a_bf16_sigmoid_head() -> None:
 
 
 def test_bf16_fine_tuning_cross_entropy_keeps_the_gradient() -> None:
-    module = FineTuneModule(TINY_CNN6, TINY_LABELS, multilabel=False, mixup_enabled=False)
+    module = FineTuneModule(TINY_CNN6, TINY_LABELS, multilabel=False, augment={"mixup": {"enabled": False}})
     module = confident_module(module)
     target = torch.zeros(4, 3)
     target[:, 2] = 1.0  # the true class is 2; class 0 is wrong and confident
@@ -264,7 +264,9 @@ def fit(module: TaggingModule, batches: list[dict], tmp_path, callbacks=(), log_
 def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
     augmented = dict(TINY_CNN6, time_drop_width=8, time_stripes_num=2, freq_drop_width=4, freq_stripes_num=2)
-    module = TaggingModule(augmented, TINY_LABELS, mixup_enabled=True, speed=SYNC_FREE)  # mixup and SpecAugment on
+    module = TaggingModule(
+        augmented, TINY_LABELS, augment={"mixup": {"enabled": True}}, speed=SYNC_FREE
+    )  # mixup and SpecAugment on
     fit(module, random_batches(10), tmp_path, callbacks=[counter.callback()], log_every=5)
     log_steps = {4, 9}  # 0-based steps after which Lightning logs (and reads) anyway
     assert [n for step, n in enumerate(counter.per_step) if step not in log_steps] == [0] * 8
@@ -274,7 +276,7 @@ def test_sync_free_steps_read_nothing_from_the_device_between_log_steps(tmp_path
 @pytest.mark.slow
 def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) -> None:
     counter = HostReadCounter(monkeypatch)
-    module = TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False)
+    module = TaggingModule(TINY_CNN6, TINY_LABELS, augment={"mixup": {"enabled": False}})
     fit(module, random_batches(4), tmp_path, callbacks=[counter.callback()], log_every=50)
     assert all(n > 0 for n in counter.per_step)
 
@@ -283,7 +285,9 @@ def test_without_sync_free_every_step_reads_the_device(tmp_path, monkeypatch) ->
 def test_sync_free_guard_skips_on_the_device_and_stops_after_k_in_a_row(tmp_path) -> None:
     from panns_lightning.training.numerics import NonFiniteTrainingError
 
-    module = TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False, max_nonfinite_steps=3, speed=SYNC_FREE)
+    module = TaggingModule(
+        TINY_CNN6, TINY_LABELS, augment={"mixup": {"enabled": False}}, max_nonfinite_steps=3, speed=SYNC_FREE
+    )
     fit(module, random_batches(6, poisoned={1, 4}), tmp_path, log_every=4)
     assert module.nonfinite.skipped == 2
     assert all(torch.isfinite(p).all() for p in module.parameters())
@@ -306,7 +310,9 @@ def test_sync_free_guard_skips_on_the_device_and_stops_after_k_in_a_row(tmp_path
                 for i, state in enumerate(trainer.optimizers[0].state.values()):
                     assert torch.equal(state["exp_avg"], before[f"opt.{i}"])
 
-    module = TaggingModule(TINY_CNN6, TINY_LABELS, mixup_enabled=False, max_nonfinite_steps=3, speed=SYNC_FREE)
+    module = TaggingModule(
+        TINY_CNN6, TINY_LABELS, augment={"mixup": {"enabled": False}}, max_nonfinite_steps=3, speed=SYNC_FREE
+    )
     with pytest.raises(NonFiniteTrainingError, match=r"3 consecutive steps \(3\.\.5\).*b4c0"):
         fit(module, random_batches(8, poisoned={2, 3, 4}), tmp_path, callbacks=[Snapshot()], log_every=4)
 

@@ -124,3 +124,20 @@ def test_optuna_preset_composes() -> None:
     assert cfg.hydra.sweeper._target_.endswith("OptunaSweeper")
     assert cfg.hydra.sweeper.direction == "maximize" and str(cfg.hydra.mode) == "RunMode.MULTIRUN"
     assert "augment.mixup.alpha" in cfg.hydra.sweeper.params
+
+
+def test_report_sorts_by_the_sweeps_own_optimized_metric(tmp_path: Path) -> None:
+    for job, (metric, loss) in enumerate([("val/loss", 0.3), ("auto", 0.1)]):
+        directory = tmp_path / str(job)
+        (directory / ".hydra").mkdir(parents=True)
+        (directory / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump([f"seed={job}"]))
+        (directory / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"optimized_metric": metric}))
+        (directory / "metrics.json").write_text(json.dumps({"val": {"loss": loss}}))
+    # panns-finetune's "auto" is what the job resolved it to (fold_result.json).
+    (tmp_path / "1" / "fold_result.json").write_text(json.dumps({"optimized_metric": "val/loss"}))
+    report = write_sweep_report(tmp_path, plot=False)
+    assert report.metric == "val/loss" and [job.name for job in report.jobs] == ["1", "0"]
+    assert write_sweep_report(tmp_path, "auto", plot=False).metric == "val/loss"  # the finetune callback's value
+    (tmp_path / "1" / "fold_result.json").write_text(json.dumps({"optimized_metric": "val/accuracy"}))
+    with pytest.raises(ValueError, match="pass --metric"):
+        write_sweep_report(tmp_path, plot=False)

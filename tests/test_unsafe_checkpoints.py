@@ -29,7 +29,6 @@ from panns_lightning.models import FRONTEND_DEFAULTS, build_model, load_panns_ch
 from panns_lightning.models.checkpoint import UnsafeCheckpointError, read_state_dict
 from panns_lightning.training.checkpoints import (
     checkpoint_model_config,
-    load_finetune_module,
     load_tagging_module,
     read_checkpoint,
 )
@@ -127,7 +126,6 @@ LOADERS: dict[str, Callable[[Path], Any]] = {
     "read_state_dict": read_state_dict,
     "read_checkpoint": read_checkpoint,
     "load_tagging_module": load_tagging_module,
-    "load_finetune_module": load_finetune_module,
     "checkpoint_model_config": checkpoint_model_config,
     "FineTuneModule(checkpoint=...)": lambda path: FineTuneModule(
         {"name": "Cnn6", **SMALL_FRONTEND}, LABELS, checkpoint=str(path)

@@ -31,14 +31,14 @@ import soundfile as sf
 import torch
 import torchaudio.transforms as AT
 
-from panns_lightning.input_limits import SampleRateError, check_sample_rate
+from panns_lightning.input_limits import PANNS_SAMPLE_RATE, SampleRateError, check_sample_rate
 from panns_lightning.polyphase import polyphase_resample, sinc_width
 
 AudioSource = Union[str, os.PathLike, bytes]
 
 RESAMPLE_METHODS = ("sinc", "decimate")
 """``sinc``: band-limited resampling to the target rate (the default). ``decimate``: upstream's way."""
-DECIMATE_FROM_RATE = 32000
+DECIMATE_FROM_RATE = PANNS_SAMPLE_RATE
 """``decimate`` takes every k-th sample of the clip at this rate (upstream's packing rate)."""
 
 # Extra source frames read past the crop so the resampling filter sees real signal at the end.

@@ -18,6 +18,9 @@ from __future__ import annotations
 import numbers
 import os
 
+PANNS_SAMPLE_RATE = 32_000
+"""Hz. The one home of the PANNs rate: the paper's models, upstream's HDF5 packing and raw-PCM example,
+and the default of every converter and model config (a test finds any other literal 32000 in src/)."""
 MIN_SAMPLE_RATE = 1000
 """Hz. Below this no audio tagger has anything to hear (a 1 kHz rate keeps 0-500 Hz)."""
 DEFAULT_MAX_SAMPLE_RATE = 384_000

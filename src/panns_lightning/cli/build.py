@@ -70,7 +70,7 @@ def build_module(cfg: DictConfig, datamodule: Any) -> Any:
         model_config=model_config,
         labels=list(datamodule.labels),
         multilabel=bool(datamodule.multilabel),
-        augment=AugmentOptions.from_dict(OmegaConf.to_container(cfg.augment, resolve=True)),
+        augment=AugmentOptions.from_dict(OmegaConf.to_container(cfg.augment, resolve=True)).to_dict(),
         speed=speed,
         betas=tuple(optim.pop("betas")),
         **optim,

@@ -21,6 +21,7 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from panns_lightning.data.options import StreamOptions
+from panns_lightning.input_limits import PANNS_SAMPLE_RATE
 from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS, frontend_problems
 from panns_lightning.training.augment import AugmentOptions
 from panns_lightning.training.speed import SpeedOptions
@@ -50,7 +51,7 @@ class DataConfig(StreamOptions, ShardSetsConfig):
 @dataclass
 class ModelConfig:
     name: str = "Cnn14"
-    sample_rate: int = 32000
+    sample_rate: int = PANNS_SAMPLE_RATE
     window_size: int = 1024
     hop_size: int = 320
     mel_bins: int = 64
@@ -93,6 +94,8 @@ class SpeedConfig:
 class TrainConfig:
     task_name: str = "train"
     seed: int = 1234
+    # What best.ckpt, sweepers and sweep reports go by; conf/train.yaml holds its value (one home).
+    optimized_metric: str = MISSING
     # A checkpoint path, "auto" (<run dir>/checkpoints/last.ckpt when it exists) or null.
     ckpt_path: Optional[str] = None
     test: bool = True
@@ -207,6 +210,11 @@ def validate_train_config(cfg: DictConfig) -> DictConfig:
     """Merge ``cfg`` onto the schema: unknown keys and wrong types raise ConfigError naming the key."""
     merged = _merge_onto(TrainConfig, cfg)
     _check_values(merged)
+    if not OmegaConf.is_missing(merged, "optimized_metric") and merged.optimized_metric == "auto":
+        raise ConfigError(
+            "optimized_metric=auto is panns-finetune's (mAP or accuracy, from the task); panns-train needs a "
+            "metric name, e.g. optimized_metric=val/mAP"
+        )
     return merged
 
 

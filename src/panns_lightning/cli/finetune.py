@@ -10,7 +10,7 @@ A shard set with a train / val / test split (``panns-prepare folder`` / ``csv``)
 ``data.train_dir`` / ``val_dir`` / ``test_dir`` reads its split (``data.use_splits``), and the
 result goes to the same ``fold_result.json`` (``fold: null``). The task comes from the manifest
 (multi-label: BCE, scored by mAP; single-label: cross-entropy, accuracy; ``finetune.multilabel``
-overrides it); ``callbacks.model_checkpoint.monitor=auto`` selects on that score and
+overrides it); ``optimized_metric=auto`` selects on that score and
 ``finetune.test_on=auto`` tests the best checkpoint when validation has clips of its own.
 
 The ``finetune`` keys (schema :class:`~panns_lightning.cli.config_schema.FinetuneConfig`):
@@ -71,6 +71,12 @@ def finetune(cfg: DictConfig) -> dict[str, Any]:
         clips,
     )
     module = build_finetune_module(cfg, datamodule)
+    if not cfg.finetune.checkpoint:  # a typo'd or forgotten checkpoint must not pass for fine-tuning
+        log.warning(
+            "finetune.checkpoint is null: training %s from random weights (finetune.checkpoint=PATH starts from "
+            "pretrained ones)",
+            module.hparams["model_config"]["name"],
+        )
     trainer = build_trainer(cfg, build_loggers(cfg))
     # weights_only=True: a resumed checkpoint is read like every other one (no code runs on load).
     trainer.fit(module, datamodule=datamodule, ckpt_path=resolve_ckpt_path(cfg), weights_only=True)
@@ -93,11 +99,14 @@ def headline_metric(multilabel: bool) -> str:
 
 
 def _resolve_auto(cfg: DictConfig, multilabel: bool, separate_val: bool) -> DictConfig:
-    """``monitor=auto`` → ``val/<headline metric>``; ``test_on=auto`` → best with a val split, else last."""
+    """``optimized_metric=auto`` → ``val/<headline metric>`` (no val set: best.ckpt is not chosen on
+    anything); ``test_on=auto`` → best with a val split, else last."""
     checkpoint = (cfg.get("callbacks") or {}).get("model_checkpoint")
     with open_dict(cfg):
-        if checkpoint is not None and checkpoint.get("monitor") == "auto":
-            checkpoint.monitor = f"val/{headline_metric(multilabel)}" if cfg.data.val_dir else None
+        if cfg.optimized_metric == "auto":
+            cfg.optimized_metric = f"val/{headline_metric(multilabel)}"
+            if checkpoint is not None and not cfg.data.val_dir:
+                checkpoint.monitor = None
         if cfg.finetune.test_on == "auto":
             cfg.finetune.test_on = "best" if separate_val else "last"
     return cfg
@@ -132,6 +141,7 @@ def _write_fold_result(
             "tested_weights": tested_weights,
             "global_step": trainer.global_step,
             "test_split": "test" if datamodule.uses_splits("test") else None,
+            "optimized_metric": cfg.optimized_metric,  # resolved: never "auto" here
         },
     )
     write_json_atomic(Path(cfg.paths.output_dir) / RESULT_NAME, payload)

@@ -40,9 +40,9 @@ class RedactionCallback(Callback):
 
 
 class SweepReportCallback(Callback):
-    """``on_multirun_end``: ``panns-sweep-report <hydra.sweep.dir> --metric <metric>``."""
+    """``on_multirun_end``: ``panns-sweep-report <hydra.sweep.dir> --metric <metric>`` (``${optimized_metric}``)."""
 
-    def __init__(self, metric: str = "val/mAP", higher_is_better: bool | None = None, plot: bool = True) -> None:
+    def __init__(self, metric: str, higher_is_better: bool | None = None, plot: bool = True) -> None:
         self.metric = metric
         self.higher_is_better = higher_is_better
         self.plot = plot

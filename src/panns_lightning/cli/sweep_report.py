@@ -1,12 +1,13 @@
 """panns-sweep-report: one table and one figure for a Hydra multirun of panns-train.
 
-    panns-sweep-report outputs/demo/multiruns/2026-01-01_12-00-00 [--metric val/mAP]
+    panns-sweep-report outputs/demo/multiruns/2026-01-01_12-00-00 [--metric val/loss]
 
 Every job directory of the sweep holds ``metrics.json`` (written by ``MetricsJSONWriter``), the
 job's overrides in ``.hydra/overrides.yaml`` and, with the CSV logger, ``csv/metrics.csv``. This
 writes ``sweep_summary.md`` / ``sweep_summary.csv`` (one row per job, best first, the overrides
 that vary across jobs as columns) and ``sweep_summary.png`` (the metric per configuration, and
-validation mAP against step for every job). It also runs at the end of each multirun through
+the metric against step for every job). The metric is the sweep's own ``optimized_metric`` (each
+job's ``.hydra/config.yaml``) unless ``--metric`` names another. It also runs at the end of each multirun through
 :class:`panns_lightning.cli.hydra_callbacks.SweepReportCallback`.
 """
 
@@ -24,8 +25,8 @@ import yaml
 from panns_lightning.cli.entry import console_entry
 
 SUMMARY_NAME = "sweep_summary"
-DEFAULT_METRIC = "val/mAP"
-CURVE_METRIC = "val/mAP"
+# Columns shown after the sort metric when the jobs logged them.
+EXTRA_COLUMNS = ("val/mAP", "val/AUC", "val/d_prime", "test/mAP", "global_step")
 
 
 @dataclass
@@ -54,16 +55,22 @@ class SweepReport:
 
 def write_sweep_report(
     sweep_dir: str | Path,
-    metric: str = DEFAULT_METRIC,
+    metric: str | None = None,
     higher_is_better: bool | None = None,
     out_dir: str | Path | None = None,
     plot: bool = True,
 ) -> SweepReport:
-    """Collect the sweep's jobs and write the summary files; ``higher_is_better=None`` guesses from the name."""
+    """Collect the sweep's jobs and write the summary files.
+
+    ``metric=None`` (or ``"auto"``, what a panns-finetune sweep's callback is handed): the metric the
+    sweep's jobs optimised; ``higher_is_better=None`` guesses from the name.
+    """
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise FileNotFoundError(f"sweep directory not found: {sweep_dir}")
-    jobs = collect_jobs(sweep_dir)
+    if metric is None or metric == "auto":
+        metric = optimized_metric(sweep_dir)
+    jobs = collect_jobs(sweep_dir, metric)
     if not jobs:
         raise FileNotFoundError(
             f"no job of {sweep_dir} has a .hydra/overrides.yaml: is this the sweep dir of a panns-train multirun?"
@@ -82,7 +89,27 @@ def write_sweep_report(
     return report
 
 
-def collect_jobs(sweep_dir: Path) -> list[SweepJob]:
+def optimized_metric(sweep_dir: Path) -> str:
+    """The ``optimized_metric`` the sweep's jobs ran with (their ``.hydra/config.yaml``).
+
+    ``auto`` (panns-finetune: mAP or accuracy, from the task) is what the job resolved it to, as its
+    ``fold_result.json`` records.
+    """
+    found = set()
+    for config_file in sorted(sweep_dir.rglob(".hydra/config.yaml")):
+        value = (yaml.safe_load(config_file.read_text()) or {}).get("optimized_metric")
+        result = config_file.parent.parent / "fold_result.json"
+        if value == "auto" and result.is_file():
+            value = json.loads(result.read_text()).get("optimized_metric")
+        if isinstance(value, str) and value and value != "auto":
+            found.add(value)
+    if len(found) != 1:
+        seen = f"found {sorted(found)}" if found else "no job's .hydra/config.yaml has one"
+        raise ValueError(f"{sweep_dir}: cannot tell the sweep's optimized_metric ({seen}); pass --metric")
+    return found.pop()
+
+
+def collect_jobs(sweep_dir: Path, metric: str) -> list[SweepJob]:
     """Every directory under ``sweep_dir`` holding ``.hydra/overrides.yaml`` is a job (failed ones too)."""
     jobs = []
     for overrides_file in sorted(sweep_dir.rglob(".hydra/overrides.yaml")):
@@ -96,7 +123,7 @@ def collect_jobs(sweep_dir: Path) -> list[SweepJob]:
                 overrides=read_overrides(overrides_file),
                 # metrics.json holds the final scores; the CSV log adds what it lacks (losses).
                 metrics={**read_last_logged(logged), **read_metrics(directory / "metrics.json")},
-                curve=read_curve(logged, CURVE_METRIC),
+                curve=read_curve(logged, metric),
             )
         )
     return jobs
@@ -179,7 +206,7 @@ def split_overrides(jobs: list[SweepJob]) -> tuple[list[str], dict[str, str]]:
 
 def _metric_columns(report: SweepReport) -> list[str]:
     present = {k for job in report.jobs for k in job.metrics}
-    preferred = [report.metric, "val/mAP", "val/AUC", "val/d_prime", "test/mAP", "global_step"]
+    preferred = [report.metric, *EXTRA_COLUMNS]
     return [k for i, k in enumerate(preferred) if k in present and k not in preferred[:i]] or [report.metric]
 
 
@@ -258,8 +285,8 @@ def _write_plot(report: SweepReport, path: Path) -> Path:
             steps, points = zip(*job.curve)
             curves.plot(steps, points, marker="o", markersize=3, label=label)
     curves.set_xlabel("step")
-    curves.set_ylabel(CURVE_METRIC)
-    curves.set_title(f"{CURVE_METRIC} during training")
+    curves.set_ylabel(report.metric)
+    curves.set_title(f"{report.metric} during training")
     if any(job.curve for job in report.jobs):
         curves.legend(fontsize=7)
     figure.tight_layout()
@@ -279,7 +306,9 @@ def main(argv: list[str] | None = None) -> None:
         prog="panns-sweep-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("sweep_dir", type=Path, help="the multirun directory (hydra.sweep.dir)")
-    parser.add_argument("--metric", default=DEFAULT_METRIC, help=f"sort key (default {DEFAULT_METRIC})")
+    parser.add_argument(
+        "--metric", default=None, help="sort key (default: the optimized_metric the sweep ran with, e.g. val/mAP)"
+    )
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--higher-is-better", dest="higher", action="store_true", default=None)
     order.add_argument("--lower-is-better", dest="higher", action="store_false")

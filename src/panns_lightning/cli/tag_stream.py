@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
 
+from panns_lightning import input_limits
 from panns_lightning.input_limits import SampleRateError, check_sample_rate
 from panns_lightning.live import DEFAULT_HOP_SECONDS, DEFAULT_WINDOW_SECONDS, MAX_WINDOW_SECONDS
 from panns_lightning.live.events import Event, EventTracker
@@ -33,7 +34,7 @@ if TYPE_CHECKING:  # torch: imported by run(), not by panns-tag --help
     from panns_lightning.live.tagger import Hop, StreamTagger
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-DOCUMENTED_RAW_RATE = 32000
+DOCUMENTED_RAW_RATE = input_limits.PANNS_SAMPLE_RATE
 """What the raw PCM command in the docs sends (``-ar 32000``): raw input without --stdin-rate is
 read at this rate only when the model runs at it too."""
 DEFAULT_STREAM_TOP_K = 3

@@ -126,8 +126,8 @@ def main(cfg: DictConfig) -> float | None:
             if lost.reporter:
                 print(f"panns-train: {lost}", file=sys.stderr, flush=True)
             raise SystemExit(LOST_RANK_EXIT_CODE) from None
-    # The value a sweeper optimises: validation mAP.
-    return results.get("val/mAP")
+    # The value a sweeper optimises: the config's optimized_metric (conf/train.yaml).
+    return results.get(cfg.optimized_metric)
 
 
 if __name__ == "__main__":

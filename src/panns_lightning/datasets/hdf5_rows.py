@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 
 from panns_lightning import audio
-from panns_lightning.input_limits import SampleRateError, check_sample_rate
+from panns_lightning.input_limits import PANNS_SAMPLE_RATE, SampleRateError, check_sample_rate
 from panns_lightning.shardset.codec import samples_to_float
 
 INSTALL_HINT = "pip install 'panns-lightning[hdf5]'"
 LOCATION_SEPARATOR = "::"
-UPSTREAM_SAMPLE_RATE = 32000
+UPSTREAM_SAMPLE_RATE = PANNS_SAMPLE_RATE
 """Upstream PANNs packs at 32 kHz and records it as the file attribute ``sample_rate``."""
 
 _MAX_OPEN_FILES = 64  # upstream's full training set spans 42 packed files

@@ -213,7 +213,7 @@ def panns_inference_notes(model_name: str, frontend: dict[str, Any], classes: in
             "bytes below which panns_inference 0.1.x replaces checkpoint_path with a download of its own Cnn14"
         ]
     return [
-        f"panns_inference builds {model_name} at 32000 Hz with {PANNS_INFERENCE_CLASSES} AudioSet classes; "
+        f"panns_inference builds {model_name} at {FRONTEND_DEFAULTS[model_name]['sample_rate']} Hz with {PANNS_INFERENCE_CLASSES} AudioSet classes; "
         f"this one has {classes} classes at {frontend['sample_rate']} Hz: pass "
         f"{wrapper}(model=panns_inference.models.{model_name}(... as above), checkpoint_path=...) "
         "(its labels list stays AudioSet's)"

@@ -38,6 +38,20 @@ LOGMEL_AMIN = 1e-10
 LOGMEL_TOP_DB = None
 
 STFT_IMPLEMENTATIONS = ("conv", "fft")
+
+# The paper's SpecAugment: 2 time stripes of up to 63 frames, 2 frequency stripes of up to
+# mel_bins // 8 - 1 bins. The one home of these numbers: the front end's defaults below,
+# training.augment.SpecAugmentOptions and conf/augment/*.yaml (tests/test_one_home.py) take them.
+PAPER_TIME_DROP_WIDTH = 64
+PAPER_TIME_STRIPES_NUM = 2
+PAPER_FREQ_STRIPES_NUM = 2
+PAPER_FREQ_DROP_WIDTH_DIVISOR = 8
+SPEC_AUGMENT_DEFAULTS: dict[str, int | None] = {
+    "time_drop_width": PAPER_TIME_DROP_WIDTH,
+    "time_stripes_num": PAPER_TIME_STRIPES_NUM,
+    "freq_drop_width": None,  # mel_bins // PAPER_FREQ_DROP_WIDTH_DIVISOR of the model at hand
+    "freq_stripes_num": PAPER_FREQ_STRIPES_NUM,
+}
 # Bounds on a front end's settings (frontend_problems): a config or a checkpoint names them, and
 # each becomes an allocation (the conv STFT holds 2 x (n/2 + 1) x n weights: 256 MiB at 8192).
 MAX_SAMPLE_RATE = 384_000
@@ -115,17 +129,14 @@ class LogmelFrontEndMixin:
         mel_bins: int,
         fmin: float,
         fmax: float,
-        time_drop_width: int = 64,
-        time_stripes_num: int = 2,
-        freq_drop_width: int | None = None,
-        freq_stripes_num: int = 2,
         stft: str = "conv",
+        **spec_augment: int | None,
     ) -> None:
         """Register the front-end modules under upstream's attribute names.
 
-        ``freq_drop_width`` defaults to ``mel_bins // 8``: the paper's 8 for 64 mel bins, and
-        upstream's 4 / 16 for its 32 / 128-bin variants. ``stft``: ``"conv"`` (upstream's
-        arithmetic) or ``"fft"`` (same result, far fewer FLOPs; see the module docstring).
+        ``spec_augment``: :func:`build_spec_augmenter`'s stripe settings (the paper's by default).
+        ``stft``: ``"conv"`` (upstream's arithmetic) or ``"fft"`` (same result, far fewer FLOPs;
+        see the module docstring).
         """
         if stft not in STFT_IMPLEMENTATIONS:
             raise ValueError(f"stft must be one of {STFT_IMPLEMENTATIONS}, got {stft!r}")
@@ -134,9 +145,7 @@ class LogmelFrontEndMixin:
         device = "cpu" if torch.get_default_device().type == "meta" else None
         with torch.device(device) if device else contextlib.nullcontext():
             self._build_extractors(sample_rate, window_size, hop_size, mel_bins, fmin, fmax, stft)
-        self.spec_augmenter = build_spec_augmenter(
-            mel_bins, time_drop_width, time_stripes_num, freq_drop_width, freq_stripes_num
-        )
+        self.spec_augmenter = build_spec_augmenter(mel_bins, **spec_augment)
         self.bn0 = nn.BatchNorm2d(mel_bins)
         init_bn(self.bn0)
 
@@ -210,16 +219,19 @@ def _spectrogram_prototype(stft: str, window_size: int, hop_size: int) -> Spectr
 
 def build_spec_augmenter(
     mel_bins: int,
-    time_drop_width: int = 64,
-    time_stripes_num: int = 2,
+    time_drop_width: int = PAPER_TIME_DROP_WIDTH,
+    time_stripes_num: int = PAPER_TIME_STRIPES_NUM,
     freq_drop_width: int | None = None,
-    freq_stripes_num: int = 2,
+    freq_stripes_num: int = PAPER_FREQ_STRIPES_NUM,
 ) -> SpecAugment:
-    """SpecAugment with the paper's stripes (2 time masks of < 64 frames, 2 freq masks)."""
+    """SpecAugment, the paper's stripes by default; ``freq_drop_width`` ``None``: ``mel_bins // 8``.
+
+    That is the paper's 8 for 64 mel bins, and upstream's 4 / 16 for its 32 / 128-bin variants.
+    """
     return SpecAugment(
         time_drop_width=time_drop_width,
         time_stripes_num=time_stripes_num,
-        freq_drop_width=mel_bins // 8 if freq_drop_width is None else freq_drop_width,
+        freq_drop_width=mel_bins // PAPER_FREQ_DROP_WIDTH_DIVISOR if freq_drop_width is None else freq_drop_width,
         freq_stripes_num=freq_stripes_num,
     )
 

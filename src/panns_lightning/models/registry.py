@@ -7,6 +7,8 @@ from typing import Any, Callable
 
 from torch import nn
 
+from panns_lightning.input_limits import PANNS_SAMPLE_RATE
+
 from . import cnn, mobilenet, resnet, waveform_cnn, wavegram
 
 _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
@@ -17,7 +19,7 @@ _CONSTRUCTORS: dict[str, Callable[..., nn.Module]] = {
     **wavegram.VARIANTS,
 }
 
-_PAPER_FRONTEND = dict(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
+_PAPER_FRONTEND = dict(sample_rate=PANNS_SAMPLE_RATE, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000)
 
 #: The paper's front-end settings per model (what its published checkpoint was trained with).
 #: Waveform models (LeeNet, DaiNet, Res1dNet, Wavegram_Cnn14) only use ``sample_rate``.

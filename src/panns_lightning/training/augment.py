@@ -30,6 +30,8 @@ from typing import Any, Optional
 
 import torch
 
+from panns_lightning.models.frontend import PAPER_FREQ_STRIPES_NUM, PAPER_TIME_DROP_WIDTH, PAPER_TIME_STRIPES_NUM
+
 MIXUP_SITES = ("logmel", "waveform")
 
 
@@ -45,11 +47,11 @@ class MixupOptions:
 @dataclass
 class SpecAugmentOptions:
     enabled: bool = True
-    time_drop_width: int = 64
-    time_stripes_num: int = 2
+    time_drop_width: int = PAPER_TIME_DROP_WIDTH
+    time_stripes_num: int = PAPER_TIME_STRIPES_NUM
     # None: the model's mel_bins // 8 (upstream's per-model width).
     freq_drop_width: Optional[int] = None
-    freq_stripes_num: int = 2
+    freq_stripes_num: int = PAPER_FREQ_STRIPES_NUM
 
     def model_settings(self) -> dict[str, int]:
         """The model-config keys that set SpecAugment in the front end; disabled is zero stripes."""
@@ -120,31 +122,6 @@ class AugmentOptions:
             waveform=WaveformOptions(
                 gain=GainOptions(**(waveform.get("gain") or {})),
                 time_shift=TimeShiftOptions(**(waveform.get("time_shift") or {})),
-            ),
-        )
-
-    @classmethod
-    def from_keywords(
-        cls,
-        mixup_enabled: bool = True,
-        mixup_alpha: float = 1.0,
-        mixup_on: str = "logmel",
-        gain_db: tuple[float, float] | list[float] | None = None,
-        max_shift_seconds: float = 0.0,
-    ) -> AugmentOptions:
-        """The flat keywords ``TaggingModule`` took before it took this object (and older checkpoints hold).
-
-        SpecAugment is not among them: it was set in the model config directly.
-        """
-        if mixup_on not in MIXUP_SITES:
-            raise ValueError(f"mixup_on must be one of {MIXUP_SITES}, got {mixup_on!r}")
-        return cls(
-            mixup=MixupOptions(enabled=bool(mixup_enabled), alpha=float(mixup_alpha), at=mixup_on),
-            waveform=WaveformOptions(
-                gain=GainOptions(enabled=True, min_db=float(gain_db[0]), max_db=float(gain_db[1]))
-                if gain_db is not None
-                else GainOptions(),
-                time_shift=TimeShiftOptions(enabled=max_shift_seconds != 0, max_seconds=float(max_shift_seconds)),
             ),
         )
 

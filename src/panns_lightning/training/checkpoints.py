@@ -84,18 +84,6 @@ def load_tagging_module(path: str | Path, content: Mapping[str, Any] | None = No
     return module
 
 
-def load_finetune_module(path: str | Path, content: Mapping[str, Any] | None = None) -> FineTuneModule:
-    """:func:`load_tagging_module` for a checkpoint that must be a fine-tuning one."""
-    checkpoint = dict(content) if content is not None else read_checkpoint(path)
-    if checkpoint_kind(checkpoint) != "finetune":
-        raise ValueError(
-            f"{path} is not a FineTuneModule checkpoint (hyper_parameters lack 'mode'); use load_tagging_module"
-        )
-    module = load_tagging_module(path, checkpoint)
-    assert isinstance(module, FineTuneModule)
-    return module
-
-
 def checkpoint_model_config(path: str | Path) -> dict[str, Any] | None:
     """The model config a panns_lightning checkpoint carries (name + front end), or None for other files.
 

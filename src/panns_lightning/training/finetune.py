@@ -57,7 +57,7 @@ class FineTuneModule(TaggingModule):
 
     ``checkpoint=None`` trains from scratch (the demo's baseline, and how a saved fine-tuned
     checkpoint is rebuilt before its own weights are loaded). Other keyword arguments go to
-    :class:`TaggingModule` (lr, betas, mixup_enabled, ...).
+    :class:`TaggingModule` (lr, betas, augment, ...).
     """
 
     def __init__(

@@ -23,7 +23,6 @@ every ``trainer.log_every_n_steps`` steps, when Lightning logs (and syncs) anywa
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import math
 from collections.abc import Mapping
@@ -61,47 +60,39 @@ class TaggingModule(L.LightningModule):
         weight_decay: float = 0.0,
         amsgrad: bool = True,
         warmup_steps: int = 0,
-        augment: AugmentOptions | Mapping[str, Any] | None = None,
+        augment: Mapping[str, Any] | None = None,
         max_nonfinite_steps: int = 5,
-        compile_model: bool = False,
         speed: SpeedOptions | None = None,
         network: torch.nn.Module | None = None,
-        **augment_keywords: Any,
     ) -> None:
-        """``augment`` (:class:`AugmentOptions` or its dict) sets mixup, SpecAugment and the waveform
-        augmentations. Without it the flat keywords of older checkpoints do (``mixup_enabled``,
-        ``mixup_alpha``, ``mixup_on``, ``gain_db``, ``max_shift_seconds``; see
-        :meth:`AugmentOptions.from_keywords`) and SpecAugment is what ``model_config`` says.
+        """``augment``: the ``augment`` config as a plain dict (:meth:`AugmentOptions.to_dict`, what a
+        checkpoint holds) sets mixup, SpecAugment and the waveform augmentations; a part left out
+        keeps :class:`AugmentOptions`' default, SpecAugment left out is what ``model_config`` says.
+        ``speed``: how this process runs (compile, channels-last, ...; not saved).
         ``network``: an already loaded network for ``model_config`` (panns-eval; not saved), else one is built.
         """
         super().__init__()
+        # The arguments as given are the hyper-parameters, all plain values (weights_only-loadable);
+        # everything below is derived from them again when a checkpoint is rebuilt. speed and network
+        # are how this process runs, not what the weights are: a checkpoint must not make its
+        # evaluator compile.
+        self.save_hyperparameters(ignore=["speed", "network"])
         if not labels:
             raise ValueError("TaggingModule needs the label list (from the shard manifest); got none")
-        model_config = dict(model_config)
         if "name" not in model_config:
             raise ValueError(f"model_config needs a 'name'; got keys {sorted(model_config)}")
-        if augment is None:
-            options = AugmentOptions.from_keywords(**augment_keywords)
-        elif augment_keywords:
-            raise TypeError(f"pass augment or the flat augment keywords, not both (got {sorted(augment_keywords)})")
-        else:
-            options = augment if isinstance(augment, AugmentOptions) else AugmentOptions.from_dict(augment)
-            model_config.update(options.specaugment.model_settings())
-        self.augment = options.check()
-        # save_hyperparameters records this frame's locals: the model config with SpecAugment in it and
-        # the augment config as plain dicts (weights_only-loadable), never the flat keywords.
-        augment, augment_keywords = options.to_dict(), {}
-        # compile_model and speed are how this process runs, not what the weights are: a checkpoint
-        # must not make its evaluator compile.
-        self.save_hyperparameters(ignore=["compile_model", "speed", "network"])
-        speed = speed or SpeedOptions()
-        self.speed = speed if not compile_model else dataclasses.replace(speed, compile=True)
-        self.waveform_augment = options.waveform_augment(int(model_config.get("sample_rate", 0)))
+        if augment is not None and not isinstance(augment, Mapping):
+            raise TypeError(f"augment takes the plain dict (AugmentOptions.to_dict()), got {type(augment).__name__}")
+        self.augment = AugmentOptions.from_dict(augment or {}).check()
+        network_config = dict(model_config)
+        if augment is not None and "specaugment" in augment:
+            network_config.update(self.augment.specaugment.model_settings())
+        self.speed = speed or SpeedOptions()
+        self.waveform_augment = self.augment.waveform_augment(int(network_config.get("sample_rate", 0)))
         self.labels = list(labels)
         self.multilabel = multilabel
-        model_kwargs = dict(model_config)  # the saved hyper-parameters keep "name"
-        name = model_kwargs.pop("name")
-        self.model = network if network is not None else build_model(name, classes_num=len(labels), **model_kwargs)
+        name = network_config.pop("name")
+        self.model = network if network is not None else build_model(name, classes_num=len(labels), **network_config)
         # What the model card says beyond the config (filled from the data at fit start, or from a
         # loaded checkpoint's card): the training data, the clip length, the parent checkpoint.
         self.card_provenance: dict[str, Any] = {}
@@ -149,10 +140,6 @@ class TaggingModule(L.LightningModule):
         if self.speed.compile:
             self.model.compile(mode=self.speed.compile_mode)
         self._model_configured = True
-
-    @property
-    def compile_model(self) -> bool:
-        return self.speed.compile
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         waveform, target = float_waveform(batch["waveform"]), batch["target"]
