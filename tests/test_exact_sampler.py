@@ -23,6 +23,7 @@ from panns_lightning.shardset.clip_index import (
     load_clip_index,
     write_clip_index,
 )
+from panns_lightning.shardset.clip_index import main as clip_index_main
 from panns_lightning.shardset.writer import write_shards
 from shard_fixtures import CLIP_SAMPLES, FixtureClip, clip_waveform, write_shard_set
 
@@ -165,6 +166,9 @@ def test_a_set_converted_before_the_index_gets_it_built_once(tmp_path: Path, cap
     with caplog.at_level(logging.WARNING):
         datamodule(train).train_stream(0, 1)
     assert "building" not in caplog.text  # read, not rebuilt
+    (train / CLIP_INDEX_NAME).unlink()  # the command that indexes a set before it is served over http(s)
+    assert clip_index_main([str(train)]) == 0
+    assert load_clip_index(train, read_manifest(train)).offset.tolist() == stream.index.offset.tolist()
 
 
 def test_a_damaged_or_stale_index_is_refused_with_its_reason(converted: Path, tmp_path: Path) -> None:

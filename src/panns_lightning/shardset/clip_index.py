@@ -326,3 +326,27 @@ class _BoundedTarInfo(tarfile.TarInfo):
         if self.type in self._EXTENDED and self.size > _MAX_TAR_HEADER_BYTES:
             raise tarfile.ReadError(f"an extended tar header of {self.size} bytes before {self.name[:100]!r}")
         return super()._proc_member(tarfile_)  # type: ignore[misc]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m panns_lightning.shardset.clip_index DIR...``: write the index of sets converted before it existed.
+
+    For a set served over http(s), run it where the files are, before serving them.
+    """
+    import argparse
+
+    from panns_lightning.shardset.manifest import read_manifest
+
+    parser = argparse.ArgumentParser(description="Write clip_index.npz for shard sets that have none.")
+    parser.add_argument("directories", nargs="+", type=Path)
+    parser.add_argument("--max-member-bytes", type=int, default=MAX_MEMBER_BYTES)
+    args = parser.parse_args(argv)
+    for directory in args.directories:
+        manifest = read_manifest(directory, check_files=False)
+        index = build_clip_index(directory, manifest, max_member_bytes=args.max_member_bytes)
+        print(f"{write_clip_index(index, directory)}: {index.num_clips} clips in {len(manifest.shards)} shards")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
