@@ -109,9 +109,9 @@ SHARD_ARMS = ("exact", *STREAM_ARMS)  # arms that train through AudioShardDataMo
 AUDIOSET_SHAPE_MODEL = {
     **MODEL,
     "sample_rate": 8000,
-    "window_size": 256,
-    "hop_size": 160,
-    "mel_bins": 32,
+    "window_size": 512,
+    "hop_size": 320,
+    "mel_bins": 64,
     "fmax": 4000,
 }
 TINY_CHANNELS = (16, 32, 64)
@@ -451,7 +451,7 @@ def train_one(
         labels=labels,
         multilabel=True,
         lr=args.lr,
-        mixup_enabled=True,
+        mixup_enabled=not args.no_mixup,
         mixup_alpha=1.0,
         mixup_on="logmel",
         speed=SpeedOptions(fused_adam=True, sync_free=True),
@@ -668,6 +668,7 @@ def main(argv: list[str] | None = None) -> None:
         help="ours: also the repeat spread; 128 puts a rare clip's copies one batch apart, as on AudioSet",
     )
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--no-mixup", action="store_true", help="train without mixup (every arm alike)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--convert-workers", type=int, default=1)
