@@ -255,3 +255,13 @@ def test_http_shard_sets_are_read_with_one_range_request_per_clip(converted: Pat
             next(stream.iter_slot(ReaderSlot(0, 1, 0, 1)))
     finally:
         server.shutdown()
+
+
+def test_dry_run_names_the_shard_of_each_workers_first_clip(converted: Path) -> None:
+    stream = datamodule(converted).train_stream(1, 2)
+    index = stream.index
+    by_key = {index.key(clip): clip for clip in range(index.num_clips)}
+    for worker in range(2):
+        slot = ReaderSlot(1, 2, worker, 2)
+        first_key = next(stream.iter_slot(slot))["key"][0]
+        assert stream.first_shards(slot) == [stream.spec.urls[int(index.shard[by_key[first_key]])]]

@@ -131,11 +131,12 @@ class ExactClipStream(IterableDataset):
             crop_rng = np.random.default_rng([self.seed, epoch, slot.index, slot.count, batch, _CROP_STREAM])
             yield self._batch(clips, anchors, position, sequence, crop_rng, unreadable)
 
-    def draws(self, epoch: int, batch: int) -> np.ndarray:
-        """The clip indices of this rank's ``batch`` of ``epoch``, without reading audio (what tests compare)."""
+    def first_shards(self, slot: ReaderSlot, count: int = 1, epoch: int = 0) -> list[str]:
+        """The shards (URLs) of the first ``count`` clips ``slot`` reads in ``epoch``: what ``dry_run=true`` prints."""
         sequence = BalancedSequence(self.class_members, seed=self.seed)
-        sequence.skip(self.batch_position(epoch, batch))
-        return sequence.draw(self.batch_size)[0]
+        sequence.skip(self.batch_position(epoch, min(slot.worker, self.steps_per_epoch - 1)))
+        clips = sequence.draw(min(count, self.batch_size))[0]
+        return [self.spec.urls[int(self.index.shard[clip])] for clip in clips]
 
     def _batch(
         self,
