@@ -195,6 +195,13 @@ def test_a_damaged_or_stale_index_is_refused_with_its_reason(converted: Path, tm
     with pytest.raises(ClipIndexError, match="reaches past the end of its shard"):
         datamodule(beyond).train_stream(0, 1)
 
+    not_utf8 = copy_set("not_utf8")
+    keys = index.keys.copy()
+    keys[0] = 0xFF
+    write_clip_index(type(index)(**{**index.__dict__, "keys": keys}), not_utf8)
+    with pytest.raises(ClipIndexError, match="a key is not UTF-8"):
+        datamodule(not_utf8).train_stream(0, 1)
+
     oversized = copy_set("oversized")
     with pytest.raises(ClipIndexError, match="max_member_bytes=100"):
         datamodule(oversized, max_member_bytes=100).train_stream(0, 1)

@@ -221,6 +221,10 @@ def _check_index(index: ClipIndex, manifest: Manifest, where: str, max_member_by
             fail(f"{name} offsets are not a non-decreasing list from 0 to {total}")
     if np.any(np.diff(index.key_offsets) > _MAX_KEY_BYTES) or np.any(np.diff(index.key_offsets) == 0):
         fail(f"a key is empty or over {_MAX_KEY_BYTES} bytes")
+    try:
+        index.all_keys()  # every key decodes on its own (offsets do not split a character)
+    except UnicodeDecodeError:
+        fail("a key is not UTF-8")
     values = index.label_values
     if values.size and (values.min() < 0 or values.max() >= manifest.num_classes):
         fail(f"a label index lies outside 0..{manifest.num_classes - 1}")
