@@ -94,6 +94,7 @@ MODEL = {
 
 ARM_NAMES = {
     "panns": "PANNs BalancedTrainSampler (map-style)",
+    "exact": "data.sampler=panns (PANNs' sampler over the shards, random access)",
     "stream-stratified": "ours, stratified (AudioShardDataModule, balanced; the default)",
     "stream": "ours, unstratified (stratify_batches=false; the design before)",
     "stream-replay": "ours' draws replayed (map-style)",
@@ -102,6 +103,18 @@ ARM_NAMES = {
 }
 DIAGNOSTIC_ARMS = ("stream-replay", "stream-spread", "panns-shuffled")
 STREAM_ARMS = {"stream-stratified": True, "stream": False}  # arm → stratify_batches
+SHARD_ARMS = ("exact", *STREAM_ARMS)  # arms that train through AudioShardDataModule
+# --shape audioset (ab_shape.py): 8 kHz, 1 s clips, 527 classes; a tiny CNN (--model tiny) so that
+# 3 arms x 5 seeds fit in ~40 min of a shared 2-core CPU.
+AUDIOSET_SHAPE_MODEL = {
+    **MODEL,
+    "sample_rate": 8000,
+    "window_size": 512,
+    "hop_size": 320,
+    "mel_bins": 64,
+    "fmax": 4000,
+}
+TINY_CHANNELS = (16, 32, 64)
 
 
 # --------------------------------------------------------------------------- data
@@ -298,7 +311,7 @@ def arm_draws(arm: str, seed: int, shard_dir: Path, clips: Any, args: argparse.N
     """
     count = steps * args.batch_size
     window = args.spread_window * args.batch_size
-    if arm in ("panns", "panns-shuffled"):
+    if arm in ("panns", "exact", "panns-shuffled"):
         draws = PannsBatches(clips.labels, clips.num_classes, args.batch_size, seed).sampler.draw(count)
         return shuffled_within(draws, window, seed) if arm == "panns-shuffled" else draws
     draws = stream_draws(shard_dir, clips, seed, args, stratify=arm == "stream-stratified", steps=steps)
@@ -310,12 +323,23 @@ class ClipLabelIndex:
 
     def __init__(self, shard_dir: Path) -> None:
         from panns_lightning.data.diagnostics.balance import read_label_set
+        from panns_lightning.shardset.manifest import read_manifest
 
         label_set = read_label_set(shard_dir)
         assert label_set.keys is not None
+        self.manifest = read_manifest(shard_dir)
         self.keys = list(label_set.keys)
         self.labels = [tuple(labels) for labels in label_set.label_lists()]
         self.num_classes = label_set.num_classes
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def class_counts(self) -> np.ndarray:
+        counts = np.zeros(self.num_classes, dtype=np.int64)
+        for labels in self.labels:
+            counts[list(set(labels))] += 1
+        return counts
 
 
 def batch_presence(
@@ -350,6 +374,28 @@ class PannsBatches:
 
     def __iter__(self) -> Iterator[list[int]]:
         return self.sampler.batches(self.batch_size)
+
+
+def tiny_model(config: dict[str, Any], num_classes: int) -> torch.nn.Module:
+    """``--model tiny``: the zoo's log-mel CNN with 3 blocks of 16/32/64 channels and a 128-wide embedding.
+
+    ~0.1 s per step of 32 one-second 8 kHz clips on one core, ~20x less than Cnn6: the A/B
+    compares samplers, and a model this small still learns the 527 synthetic classes.
+    """
+    from panns_lightning.models.cnn import Cnn
+
+    front = {k: config[k] for k in ("sample_rate", "window_size", "hop_size", "mel_bins", "fmin", "fmax")}
+    extra = {
+        k: config[k] for k in ("time_drop_width", "time_stripes_num", "freq_drop_width", "freq_stripes_num", "stft")
+    }
+    return Cnn(
+        **front,
+        classes_num=num_classes,
+        channels=TINY_CHANNELS,
+        pool_sizes=((2, 2),) * len(TINY_CHANNELS),
+        embedding_size=128,
+        **extra,
+    )
 
 
 # --------------------------------------------------------------------------- training
@@ -402,17 +448,20 @@ def train_one(
 
     L.seed_everything(seed, workers=True, verbose=False)
     labels = list(train_clips.manifest.labels)
+    model_config = dict(AUDIOSET_SHAPE_MODEL if args.shape == "audioset" else MODEL)
     module = TaggingModule(
-        model_config=dict(MODEL),
+        model_config=model_config,
         labels=labels,
         multilabel=True,
         lr=args.lr,
-        augment={"mixup": {"enabled": True, "alpha": 1.0, "at": "logmel"}},
+        augment={"mixup": {"enabled": not args.no_mixup, "alpha": 1.0, "at": "logmel"}},
         speed=SpeedOptions(fused_adam=True, sync_free=True),
     )
+    if args.model == "tiny":
+        module.model = tiny_model(model_config, train_clips.num_classes)
     recorder = KeyRecorder()
     # Complete before the Trainer is built: it copies the list (a callback appended later is never called).
-    callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm in STREAM_ARMS else [recorder]
+    callbacks: list[Any] = [recorder, StreamEpochCallback()] if arm in SHARD_ARMS else [recorder]
     curve = (
         EvalEvery(args.eval_every, eval_clips, f"{arm} seed {seed}", rare) if args.eval_every and eval_clips else None
     )
@@ -433,15 +482,16 @@ def train_one(
         callbacks=callbacks,
     )
     started = time.perf_counter()
-    if arm in STREAM_ARMS:
+    if arm in SHARD_ARMS:
         datamodule = AudioShardDataModule(
             train_dir=str(dirs["train"]),
             batch_size=args.batch_size,
             num_workers=0,
             balanced=True,
+            sampler="panns" if arm == "exact" else "stream",
             steps_per_epoch=args.steps_per_epoch,
             shuffle_buffer=args.shuffle_buffer,
-            stratify_batches=STREAM_ARMS[arm],
+            stratify_batches=STREAM_ARMS.get(arm, True),
             seed=seed,
         )
         trainer.fit(module, datamodule=datamodule)
@@ -492,8 +542,13 @@ def mean_std(values: Sequence[float]) -> str:
     return f"{values.mean():.3f} ± {std:.3f}"
 
 
-# Paired differences the report prints: (arm, baseline), seed by seed.
-PAIRS = [(arm, "panns") for arm in ARM_NAMES if arm != "panns"] + [("stream-stratified", "stream")]
+def pairs(results: list[dict[str, Any]]) -> list[tuple[str, str]]:
+    """Paired differences the report prints, (arm, baseline) seed by seed: against PANNs' map-style arm when
+    the results have it, else against the exact sampler (the AudioSet-shape A/B), and stratified − unstratified."""
+    arms = {r["arm"] for r in results}
+    baseline = "panns" if "panns" in arms else "exact"
+    found = [(arm, baseline) for arm in ARM_NAMES if arm != baseline and arm in arms]
+    return found + [("stream-stratified", "stream")]
 
 
 def rare_presence(result: dict[str, Any]) -> list[float]:
@@ -521,7 +576,7 @@ def report(results: list[dict[str, Any]], seeds: Sequence[int]) -> str:
             f"{presence} | {np.mean([r['seconds'] for r in rows]):.0f} |"
         )
     by_seed = {(r["arm"], r["seed"]): r for r in results}
-    for arm, baseline in PAIRS:
+    for arm, baseline in pairs(results):
         paired = [s for s in seeds if (baseline, s) in by_seed and (arm, s) in by_seed]
         for field, title in (
             ("mAP", "mAP"),
@@ -592,6 +647,13 @@ def with_presence(results: list[dict[str, Any]], args: argparse.Namespace) -> li
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("outputs/ab_balance"), help="data and results folder")
+    parser.add_argument(
+        "--shape",
+        choices=["small", "audioset"],
+        default="small",
+        help="small: the 25-class synthetic set; audioset: 527 classes at AudioSet's long tail (ab_shape.py)",
+    )
+    parser.add_argument("--model", choices=["Cnn6", "tiny"], default="Cnn6", help="tiny: tiny_model()")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--steps-per-epoch", type=int, default=100, help="stream epochs (the sampler is endless)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -607,6 +669,7 @@ def main(argv: list[str] | None = None) -> None:
         help="ours: also the repeat spread; 128 puts a rare clip's copies one batch apart, as on AudioSet",
     )
     parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--no-mixup", action="store_true", help="train without mixup (every arm alike)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--convert-workers", type=int, default=1)
@@ -636,8 +699,16 @@ def main(argv: list[str] | None = None) -> None:
     from panns_lightning.data.diagnostics.balance import gap_stats, rarest_decile
 
     started = time.perf_counter()
-    dirs = build_data(args.work, data_seed=args.data_seed, workers=args.convert_workers)
-    train_clips, eval_clips = DecodedClips(dirs["train"]), DecodedClips(dirs["eval"])
+    if args.shape == "audioset":
+        from ab_shape import build as build_audioset_shape
+
+        dirs = build_audioset_shape(args.work, seed=args.data_seed, workers=args.convert_workers)
+    else:
+        dirs = build_data(args.work, data_seed=args.data_seed, workers=args.convert_workers)
+    # Arms that read the shards need only the train set's keys and labels, not its audio in memory.
+    shard_only = all(arm in SHARD_ARMS for arm in args.arms)
+    train_clips = ClipLabelIndex(dirs["train"]) if shard_only else DecodedClips(dirs["train"])
+    eval_clips = DecodedClips(dirs["eval"])
     counts = train_clips.class_counts()
     rare = rarest_decile(counts)
     present = np.flatnonzero(counts > 0)

@@ -1,6 +1,7 @@
-"""Data throughput: our streamed shards (int16, FLAC) against the upstream PANNs path (HDF5 + index sampler).
+"""Data throughput: our streamed shards (int16, FLAC), PANNs' sampler over the shards by random access
+(``data.sampler=panns``) and the upstream PANNs path (HDF5 + index sampler).
 
-    python benchmarks/bench_data.py [--clips 200] [--seconds 10] [--rate 32000] [--batches 20] [--quick]
+    python benchmarks/bench_data.py [--clips 200] [--seconds 10] [--rate 32000] [--batches 20] [--quick] [--cold]
 
 1. Writes ``--clips`` synthetic clips (random tones + noise, long-tailed labels) as WAV, converts
    them with the real ``shards.write_shards`` into int16 and FLAC shard sets (converter clips/s).
@@ -11,14 +12,22 @@
    them) read by a map-style Dataset (the file opened lazily per worker, waveform / 32767 + target)
    through a torch DataLoader whose batches come from PANNs' BalancedTrainSampler (``reference.py``),
    with the same worker counts.
+4. Exact: the DataModule's train loader with ``sampler="panns"``: the same sampler's draws, each
+   clip read by one ``pread`` at the offset the clip index gives, then decoded as the stream does.
 
-Both paths read files just written, i.e. mostly from the page cache: this compares CPU cost per
-clip, not disks. Prints a table; asserts nothing (speed belongs here, not in tests).
+Warm (default): every path reads files just written, i.e. mostly from the page cache; this
+compares CPU cost per clip, not disks. ``--cold`` adds rows (int16 and HDF5) where every batch is
+requested with the data files dropped from the page cache first (``posix_fadvise(DONTNEED)`` on
+each shard / the HDF5 file, main process): as if the set were far larger than RAM, every clip
+comes from the disk, apart from what the kernel's read-ahead of the same batch brings. With
+workers, batches already prefetched were read before the drop, so worker rows are optimistic.
+Prints a table; asserts nothing (speed belongs here, not in tests).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -85,8 +94,10 @@ def convert(records: list[Any], out: Path, *, seconds: float, rate: int, storage
 # --------------------------------------------------------------------------- our stream
 
 
-def stream_speed(shard_dir: Path, *, workers: int, batches: int, batch_size: int) -> float:
-    """Clips/s of the DataModule's train loader after its first batch."""
+def stream_speed(
+    shard_dir: Path, *, workers: int, batches: int, batch_size: int, sampler: str = "stream", cold: bool = False
+) -> float:
+    """Clips/s of the DataModule's train loader after its first batch (``sampler="panns"``: the exact mode)."""
     from panns_lightning.data import AudioShardDataModule
 
     datamodule = AudioShardDataModule(
@@ -94,11 +105,13 @@ def stream_speed(shard_dir: Path, *, workers: int, batches: int, batch_size: int
         batch_size=batch_size,
         num_workers=workers,
         steps_per_epoch=batches,
+        sampler=sampler,
         # A small buffer keeps reading in the timed part (a big one would be filled before batch 1).
         shuffle_buffer=2 * batch_size,
     )
     datamodule.setup("fit")
-    return _timed(datamodule.train_dataloader())
+    files = sorted(shard_dir.glob("shard-*.tar")) if cold else []
+    return _timed(datamodule.train_dataloader(), before_batch=lambda: drop_from_page_cache(files))
 
 
 # --------------------------------------------------------------------------- upstream-style HDF5
@@ -159,19 +172,41 @@ class BalancedBatches:
         return self.sampler.batches(self.batch_size)
 
 
-def hdf5_speed(path: Path, label_lists: list[tuple[int, ...]], *, workers: int, batches: int, batch_size: int) -> float:
+def hdf5_speed(
+    path: Path, label_lists: list[tuple[int, ...]], *, workers: int, batches: int, batch_size: int, cold: bool = False
+) -> float:
     loader = DataLoader(Hdf5Clips(path), batch_sampler=BalancedBatches(label_lists, batch_size), num_workers=workers)
-    return _timed(loader, limit=batches)
+    return _timed(loader, limit=batches, before_batch=lambda: drop_from_page_cache([path] if cold else []))
+
+
+def drop_from_page_cache(paths: Iterable[Path]) -> None:
+    """Ask the kernel to forget the cached pages of ``paths`` (clean pages go at once; Linux)."""
+    for path in paths:
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.posix_fadvise(descriptor, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(descriptor)
 
 
 # --------------------------------------------------------------------------- helpers
 
 
-def _timed(loader: Iterable[dict[str, Any]], limit: int | None = None) -> float:
+def _timed(loader: Iterable[dict[str, Any]], limit: int | None = None, before_batch: Any = None) -> float:
     """Clips/s over the batches after the first (worker start-up and buffer fill left out)."""
     start, clips = 0.0, 0
     iterator = iter(loader)
-    for index, batch in enumerate(iterator):
+
+    def batches(source: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        while True:
+            if before_batch is not None:
+                before_batch()
+            try:
+                yield next(source)
+            except StopIteration:
+                return
+
+    for index, batch in enumerate(batches(iterator)):
         if index == 0:
             start = time.perf_counter()
             continue
@@ -199,6 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="a sub-minute run: 64 clips, 6 batches of 16")
+    parser.add_argument(
+        "--cold", action="store_true", help="also int16 and HDF5 with the files dropped from the page cache per batch"
+    )
+    parser.add_argument("--dir", type=Path, default=None, help="write the data here (default: a temporary folder)")
     args = parser.parse_args(argv)
     if args.quick:
         args.clips, args.batches, args.batch_size = 64, 6, 16
@@ -209,7 +248,7 @@ def main(argv: list[str] | None = None) -> None:
         f"{args.batches} batches per configuration (first not timed), workers {args.workers}"
     )
     rows: list[tuple[str, str, float, float | None]] = []
-    with tempfile.TemporaryDirectory() as tmp:
+    with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         root = Path(tmp)
         records = write_synthetic_clips(root, args.clips, args.seconds, args.rate)
         shard_dirs = {}
@@ -225,7 +264,15 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(("HDF5 + PANNs sampler", str(workers), hdf5, None))
             for storage in ("int16", "flac"):
                 rows.append((f"stream {storage}", str(workers), stream_speed(shard_dirs[storage], **options), hdf5))
-    print(f"\n{'path':<22} {'workers':>7} {'clips/s':>9} {'vs HDF5':>8}\n{'-' * 49}")
+                exact = stream_speed(shard_dirs[storage], sampler="panns", **options)
+                rows.append((f"exact {storage}", str(workers), exact, hdf5))
+            if args.cold:
+                hdf5 = hdf5_speed(h5_path, label_lists, cold=True, **options)
+                rows.append(("cold HDF5 + PANNs", str(workers), hdf5, None))
+                for sampler, name in (("stream", "cold stream int16"), ("panns", "cold exact int16")):
+                    speed = stream_speed(shard_dirs["int16"], sampler=sampler, cold=True, **options)
+                    rows.append((name, str(workers), speed, hdf5))
+    print(f"\n{'path':<22} {'workers':>7} {'clips/s':>9} {'vs HDF5':>8}\n{'-' * 49}")  # cold rows: vs cold HDF5
     for name, workers, speed, hdf5 in sorted(rows, key=lambda row: (row[0], row[1])):
         ratio = f"{speed / hdf5:7.2f}x" if hdf5 else ""
         print(f"{name:<22} {workers:>7} {speed:9.1f} {ratio:>8}")

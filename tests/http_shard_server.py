@@ -1,8 +1,8 @@
 """A static file server for tests, with faults on demand: some paths answer 404, some are cut.
 
 A cut answer sends the file's full ``Content-Length``, then only its first N bytes, and closes the
-connection: what a dropped download looks like to the client. ``Range: bytes=N-`` is honoured
-(206) unless ``ranges=False``. Run as a process (``python tests/http_shard_server.py ROOT --missing
+connection: what a dropped download looks like to the client. ``Range: bytes=N-`` and ``bytes=N-M`` are
+honoured (206) unless ``ranges=False``. Run as a process (``python tests/http_shard_server.py ROOT --missing
 train/shard-000001.tar --cut eval/shard-000002.tar=40000``; it prints ``PORT <n>`` once listening)
 or in a thread via :func:`start_in_thread`.
 """
@@ -50,16 +50,19 @@ class FaultyFileHandler(BaseHTTPRequestHandler):
             self.send_error(404)
             return
         data = path.read_bytes()
-        start = self._range_start(len(data))
+        size = len(data)
+        start, end = self._range(size)
+        partial_answer = start > 0 or end < size
+        data = data[:end]
         cut = self.faults.cut.get(relative)
         if cut is not None and self.faults.cut_times is not None and earlier >= self.faults.cut_times:
             cut = None
-        self.send_response(206 if start else 200)
+        self.send_response(206 if partial_answer else 200)
         self.send_header("Content-Type", "application/x-tar")
         self.send_header("Content-Length", str(len(data) - start))
         self.send_header("ETag", f'"{len(data)}"')
-        if start:
-            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        if partial_answer:
+            self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}")
         if cut is not None:
             self.send_header("Connection", "close")
         self.end_headers()
@@ -69,12 +72,15 @@ class FaultyFileHandler(BaseHTTPRequestHandler):
         if cut is not None:
             self.close_connection = True
 
-    def _range_start(self, size: int) -> int:
+    def _range(self, size: int) -> tuple[int, int]:
+        """[start, end) asked for by ``Range: bytes=a-`` or ``bytes=a-b``; the whole file otherwise."""
         header = self.headers.get("Range", "")
-        if not (self.faults.ranges and header.startswith("bytes=") and header.endswith("-")):
-            return 0
-        start = int(header[len("bytes=") : -1])
-        return start if 0 < start < size else 0
+        if not (self.faults.ranges and header.startswith("bytes=")):
+            return 0, size
+        first, _, last = header[len("bytes=") :].partition("-")
+        start = int(first)
+        end = min(int(last) + 1, size) if last else size
+        return (start, end) if 0 <= start < end else (0, size)
 
     def log_message(self, format: str, *args) -> None:  # noqa: A002, ANN002 - quiet unless run as a process
         if self.server.verbose:  # type: ignore[attr-defined]

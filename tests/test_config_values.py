@@ -137,3 +137,13 @@ def test_the_cli_prints_one_line_not_a_traceback(tmp_path) -> None:  # noqa: ANN
         "panns-train: trainer.max_steps must be an integer in 1..1000000000 (the run's length; with max_epochs it "
         "stops at whichever comes first), got -1"
     ]
+
+
+def test_the_exact_sampler_refuses_pipe_shards_before_any_work(default_config: DictConfig) -> None:
+    cfg = overridden(overridden(default_config, "data.sampler=panns"), "data.train_urls='pipe:cat shard-{0..3}.tar'")
+    with pytest.raises(
+        ConfigError, match=r"^data\.train_urls: data\.sampler=panns reads clips at random, which a pipe"
+    ):
+        validate_train_config(cfg)
+    with pytest.raises(ConfigError, match=r"^data\.sampler must be one of \['stream', 'panns'\]"):
+        validate_train_config(overridden(default_config, "data.sampler=exact"))

@@ -441,5 +441,7 @@ def test_sigkill_mid_run_leaves_only_complete_shards_and_rerun_refuses_then_over
     assert prepare.main(["esc50", *second_run, "--workers", "0", "--overwrite"]) == 0
     manifest = read_manifest(out)
     assert manifest.num_clips == KILL_CLIPS and manifest.storage == "int16"
-    assert sorted(p.name for p in out.iterdir()) == sorted(["manifest.json", *(s.name for s in manifest.shards)])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        ["clip_index.npz", "manifest.json", *(s.name for s in manifest.shards)]
+    )
     assert sum(assert_complete_tar(path, 16000, 16000) for path in manifest.shard_paths()) == KILL_CLIPS

@@ -76,17 +76,25 @@ def logged_steps(out: Path) -> list[int]:
         return [int(row["step"]) for row in csv.DictReader(handle) if row.get("train/loss")]
 
 
+@pytest.fixture(scope="module", params=["stream", "panns"])
+def sampler(request: pytest.FixtureRequest) -> str:
+    """data.sampler: the shard stream, and PANNs' sampler by random access (its state is in the checkpoint)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def uninterrupted(tiny_audioset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def uninterrupted(tiny_audioset: Path, sampler: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("uninterrupted")
-    run([BIN / "panns-train", *overrides(tiny_audioset, out)])
+    run([BIN / "panns-train", *overrides(tiny_audioset, out, f"data.sampler={sampler}")])
     return out
 
 
 @pytest.mark.slow
-def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninterrupted: Path, tmp_path: Path) -> None:
+def test_sigkill_then_resume_continues_the_same_run(
+    tiny_audioset: Path, sampler: str, uninterrupted: Path, tmp_path: Path
+) -> None:
     out = tmp_path / "run"
-    args = overrides(tiny_audioset, out)
+    args = overrides(tiny_audioset, out, f"data.sampler={sampler}")
     proc = start(args)
     last = out / "checkpoints" / "last.ckpt"
     # Kill once a checkpoint exists and the run has gone on past it, well before its end.
@@ -96,8 +104,11 @@ def test_sigkill_then_resume_continues_the_same_run(tiny_audioset: Path, uninter
     proc.wait()
     killed_at = len(key_lines(out / "keys.txt"))
     assert killed_at < MAX_STEPS
-    checkpoint_step = load(last)["global_step"]
+    checkpoint = load(last)
+    checkpoint_step = checkpoint["global_step"]
     assert 0 < checkpoint_step < killed_at
+    if sampler == "panns":  # the draw position of the next batch: 4 clips per step since the start
+        assert checkpoint["AudioShardDataModule"]["panns_sampler"]["position"] == checkpoint_step * 4
 
     (out / "keys.txt").rename(out / "keys_before_kill.txt")
     run([BIN / "panns-train", *args, "ckpt_path=auto"])

@@ -192,7 +192,8 @@ def test_interrupted_conversion_leaves_no_partial_shard_and_no_manifest(
         convert(records, out, clips_per_shard=3)
     manifest = convert(records, out, clips_per_shard=3, overwrite=True)
     assert manifest.num_clips == 12 and len(manifest.shards) == 4
-    assert sorted(p.name for p in out.iterdir()) == ["manifest.json"] + [f"shard-00000{i}.tar" for i in range(4)]
+    shards = [f"shard-00000{i}.tar" for i in range(4)]
+    assert sorted(p.name for p in out.iterdir()) == ["clip_index.npz", "manifest.json", *shards]
 
 
 KILL_SCRIPT = """

@@ -20,7 +20,7 @@ from typing import Any, Optional
 from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.options import StreamOptions, random_access_problem
 from panns_lightning.input_limits import PANNS_SAMPLE_RATE
 from panns_lightning.models.frontend import STFT_IMPLEMENTATIONS, frontend_problems
 from panns_lightning.training.augment import AugmentOptions
@@ -265,6 +265,8 @@ def _merge_onto(schema: type, cfg: DictConfig) -> DictConfig:
 def _check_values(cfg: DictConfig) -> None:
     """Value checks a type cannot express; each names the key and what it holds."""
     problems = [f"data.{problem}" for problem in _stream_problems(cfg.data)]
+    if cfg.data.sampler == "panns" and random_access_problem(cfg.data.train_urls):
+        problems.append(f"data.train_urls: {random_access_problem(cfg.data.train_urls)}")
     crop = cfg.data.train_crop_seconds
     if crop is not None and not (math.isfinite(crop) and crop > 0):
         problems.append(f"data.train_crop_seconds must be a finite number > 0 or null, got {crop}")

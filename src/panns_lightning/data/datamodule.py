@@ -26,7 +26,9 @@ from torch.utils.data import DataLoader
 
 from panns_lightning.data.error_log import ErrorLog
 from panns_lightning.data.eval_stream import EvalClipStream
-from panns_lightning.data.options import StreamOptions
+from panns_lightning.data.exact_stream import ExactClipStream, restored_sampler_state, sampler_checkpoint_state
+from panns_lightning.data.options import StreamOptions, random_access_problem
+from panns_lightning.data.random_access import load_train_index
 from panns_lightning.data.remote import HttpOptions
 from panns_lightning.data.shard_urls import load_manifest, shard_location, shard_urls
 from panns_lightning.data.shared_count import SharedCount
@@ -90,6 +92,9 @@ class AudioShardDataModule(pl.LightningDataModule):
                 "data.fold (cross-validation) and data.use_splits=true (train/val/test) exclude each other"
             )
         self.options = StreamOptions(**options)
+        problem = random_access_problem(train_urls) if self.options.sampler == "panns" else None
+        if problem is not None:
+            raise ValueError(problem)
         # Record every option, defaults included: save_hyperparameters reads this frame's locals.
         options = dataclasses.asdict(self.options)
         self.save_hyperparameters()
@@ -111,6 +116,11 @@ class AudioShardDataModule(pl.LightningDataModule):
         self._counters_pid = os.getpid()
         self._manifests: dict[str, Manifest] | None = None
         self._rank_and_world: tuple[int, int] | None = None
+        # data.sampler=panns: (epoch, batch, draw position) of a known point and the sequence's
+        # seed; a resumed run takes both from its checkpoint (state_dict / load_state_dict).
+        self._sampler_origin = (0, 0, 0)
+        self._sampler_seed = self.options.seed
+        self._train_index: Any = None
 
     # ----------------------------------------------------------------- what the data is
 
@@ -241,8 +251,10 @@ class AudioShardDataModule(pl.LightningDataModule):
             self.set_resume_batches(batches_done_in_epoch(trainer, self.options.steps_per_epoch))
         return self._loader(self.train_stream(*self._rank_world()))
 
-    def train_stream(self, rank: int, world_size: int) -> TrainClipStream:
+    def train_stream(self, rank: int, world_size: int) -> TrainClipStream | ExactClipStream:
         """The train stream one rank of ``world_size`` reads (its DataLoader workers each take a slot of it)."""
+        if self.options.sampler == "panns":
+            return self._exact_stream(rank, world_size)
         return TrainClipStream(
             self._stream_spec("train"),
             rank=rank,
@@ -254,6 +266,55 @@ class AudioShardDataModule(pl.LightningDataModule):
             errors=self._errors["train"],
             int16_batches=self.int16_batches,
         )
+
+    def _exact_stream(self, rank: int, world_size: int) -> ExactClipStream:
+        """``data.sampler=panns``: PANNs' draws from the train set's clip index (built once for older sets)."""
+        if self._train_index is None:
+            location = str(self.dirs["train"])
+            self._train_index = load_train_index(
+                location, self.manifest("train"), self._http, self.options.max_member_bytes
+            )
+        return ExactClipStream(
+            self._stream_spec("train"),
+            self._train_index,
+            rank=rank,
+            world_size=world_size,
+            options=self.options,
+            crop_samples=self.train_crop_samples,
+            epoch=self._epoch,
+            resume_batches=self._resume_batches,
+            errors=self._errors["train"],
+            int16_batches=self.int16_batches,
+            origin=self._sampler_origin,
+            seed=self._sampler_seed,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        """``data.sampler=panns``: the sampler's seed and draw position of the next batch, for the checkpoint.
+
+        A resumed run goes on from there, also on another number of GPUs; the stream needs no
+        state (its draws are a function of seed, epoch and slot): ``{}``.
+        """
+        trainer = self._trainer_or_none()
+        if self.options.sampler != "panns" or trainer is None:
+            return {}
+        progress = trainer.fit_loop.epoch_loop.batch_progress.current
+        per_step = self.options.batch_size * int(trainer.world_size)
+        return sampler_checkpoint_state(
+            self._sampler_origin,
+            self._sampler_seed,
+            int(trainer.current_epoch),
+            int(progress.processed),
+            steps_per_epoch=self.options.steps_per_epoch,
+            draws_per_step=per_step,
+        )
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the PANNs sampler's state saved by :meth:`state_dict` (nothing for the stream)."""
+        if self.options.sampler == "panns":
+            restored = restored_sampler_state(state_dict, self.options.seed)
+            if restored is not None:
+                self._sampler_seed, self._sampler_origin = restored
 
     def val_dataloader(self) -> DataLoader | list:
         """The val loader; ``[]`` (Lightning's "no loader") when no ``val_dir`` was given."""
@@ -276,9 +337,10 @@ class AudioShardDataModule(pl.LightningDataModule):
         )
         return self._loader(dataset)
 
-    def _loader(self, dataset: TrainClipStream | EvalClipStream) -> DataLoader:
+    def _loader(self, dataset: TrainClipStream | ExactClipStream | EvalClipStream) -> DataLoader:
         # Datasets yield whole batches: batch_size=None turns off DataLoader batching.
-        loader_class = ResumableStreamLoader if isinstance(dataset, TrainClipStream) else DataLoader
+        train = isinstance(dataset, (TrainClipStream, ExactClipStream))
+        loader_class = ResumableStreamLoader if train else DataLoader
         return loader_class(
             dataset,
             batch_size=None,
@@ -457,7 +519,7 @@ class ResumableStreamLoader(DataLoader):
 
     def state_dict(self) -> dict[str, Any]:
         dataset = self.dataset
-        return {"epoch": int(dataset.epoch.value)} if isinstance(dataset, TrainClipStream) else {}
+        return {"epoch": int(dataset.epoch.value)} if isinstance(dataset, (TrainClipStream, ExactClipStream)) else {}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Nothing to restore (see the class docstring)."""

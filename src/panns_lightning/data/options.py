@@ -16,12 +16,20 @@ from typing import Optional
 from panns_lightning.data.remote import DEFAULT_DEADLINE, MAX_SHARD_BYTES, HttpOptions
 from panns_lightning.shardset.format import MAX_MANIFEST_BYTES, MAX_MEMBER_BYTES
 
+SAMPLERS = ("stream", "panns")
+"""``data.sampler``: the balanced shard stream, or PANNs' sampler exactly by random access."""
+
 
 @dataclass
 class StreamOptions:
     """The stream's options (not frozen: OmegaConf builds the config schema from this class).
 
     Attributes:
+        sampler: ``stream`` reads shards in sequence and balances with repeat factors (any
+            storage, ``pipe:`` included); ``panns`` draws PANNs' balanced sampler exactly, one
+            global sequence over all ranks, reading each drawn clip by random access through the
+            clip index (local files or http(s) with Range; not ``pipe:``). docs/balanced_streaming.md
+            says when each is right.
         batch_size: clips per batch (with mixup, pairs of them make one mixed example).
         num_workers: DataLoader worker processes per rank.
         balanced: class-balanced train stream (repeat factors, PANNs-like); false: every clip once per pass.
@@ -51,6 +59,7 @@ class StreamOptions:
         max_shard_bytes: an ``http(s)://`` shard that sends more than this is given up.
     """
 
+    sampler: str = "stream"
     batch_size: int = 32
     num_workers: int = 2
     balanced: bool = True
@@ -78,6 +87,10 @@ class StreamOptions:
     def problems(self) -> list[str]:
         """What is wrong with these values, one line per option naming it (empty: nothing); ``__post_init__`` raises the first."""
         found = []
+        if self.sampler not in SAMPLERS:
+            found.append(f"sampler must be one of {list(SAMPLERS)}, got {self.sampler!r}")
+        elif self.sampler == "panns" and not self.balanced:
+            found.append("sampler=panns is PANNs' balanced sampler: it needs balanced=true (or use sampler=stream)")
         positive = ("batch_size", "steps_per_epoch", "shuffle_buffer", "max_manifest_bytes", "max_member_bytes")
         for name in (*positive, "max_shard_bytes"):
             if getattr(self, name) < 1:
@@ -109,3 +122,15 @@ class StreamOptions:
     def copy_spread(self) -> int:
         """``repeat_spread``, or ``shuffle_buffer`` when it is not set."""
         return self.shuffle_buffer if self.repeat_spread is None else self.repeat_spread
+
+
+def random_access_problem(urls: object) -> str | None:
+    """Why shards at ``urls`` (a ``data.*_urls`` value) cannot be read at random, or None when they can."""
+    patterns = [urls] if isinstance(urls, str) else list(urls or [])  # type: ignore[call-overload]
+    for url in patterns:
+        if str(url).startswith("pipe:"):
+            return (
+                f"data.sampler=panns reads clips at random, which a pipe: command ({str(url)[:60]!r}) cannot do; "
+                "copy the shards to a local disk or serve them over http(s) (Range requests), or use data.sampler=stream"
+            )
+    return None

@@ -32,6 +32,7 @@ from tqdm.auto import tqdm
 from panns_lightning import audio
 from panns_lightning.atomic import atomic_open
 from panns_lightning.shardset import codec
+from panns_lightning.shardset.clip_index import CLIP_INDEX_NAME, ClipIndexBuilder, data_offset_after, write_clip_index
 from panns_lightning.shardset.decode_pool import convert_all
 from panns_lightning.shardset.format import (
     AUDIO_MEMBER_EXTENSION,
@@ -172,6 +173,7 @@ def write_shards(
     ]
     shard_infos: list[ShardInfo] = []
     silent: list[str] = []
+    index = ClipIndexBuilder()  # where each audio member lies, for random access (clip_index.py)
     bar = tqdm(total=len(tasks), unit="clip", desc=f"{dataset}/{split}", disable=not progress, dynamic_ncols=True)
     try:
         results = convert_all(tasks, convert_clip, _failed_clip, workers=workers, timeout=decode_timeout)
@@ -187,9 +189,11 @@ def write_shards(
                 silent,
                 storage,
                 bar,
+                index,
             )
             if info is not None:
                 shard_infos.append(info)
+                index.end_shard((out_dir / info.name).stat().st_size)
     finally:
         bar.close()
 
@@ -225,6 +229,7 @@ def write_shards(
         if set(added) & CORE_KEYS:
             raise ValueError(f"finalize may not override core manifest keys: {sorted(set(added) & CORE_KEYS)}")
         manifest.extra.update(added)
+    write_clip_index(index.finish(), out_dir)  # before the manifest, which marks the set complete
     write_manifest(manifest)
     return manifest
 
@@ -356,7 +361,7 @@ def _refusal(out_dir: Path, entries: Sequence[str]) -> str:
 
 
 def _is_conversion_file(name: str) -> bool:
-    return name.startswith(SHARD_PREFIX) or name.endswith(TEMP_SUFFIX) or name == MANIFEST_NAME
+    return name.startswith(SHARD_PREFIX) or name.endswith(TEMP_SUFFIX) or name in (MANIFEST_NAME, CLIP_INDEX_NAME)
 
 
 def _write_one_shard(
@@ -370,6 +375,7 @@ def _write_one_shard(
     silent: list[str],
     storage: str,
     bar: tqdm,
+    index: ClipIndexBuilder,
 ) -> ShardInfo | None:
     """Write one shard from the ordered result stream; ``None`` if every clip in it failed.
 
@@ -398,6 +404,7 @@ def _write_one_shard(
                         silent.append(member)
                     info = {"labels": [int(c) for c in record.labels], "source": record.source_text, **record.meta}
                     _add_member(tar, f"{member}.{extension}", payload)
+                    index.add(shard_index, data_offset_after(tar, len(payload)), len(payload), record.labels, member)
                     _add_member(tar, f"{member}.json", json.dumps(info, sort_keys=False).encode())
                     for c in set(record.labels):
                         class_counts[c] += 1
