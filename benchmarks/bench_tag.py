@@ -160,7 +160,9 @@ def make_fixtures(work: Path, count: int, seconds: float) -> tuple[Path, list[Pa
         from panns_inference.models import Cnn14
 
         torch.manual_seed(0)
-        model = Cnn14(sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000, classes_num=527)
+        model = Cnn14(
+            sample_rate=32000, window_size=1024, hop_size=320, mel_bins=64, fmin=50, fmax=14000, classes_num=527
+        )
         temporary = checkpoint.with_suffix(".tmp")
         torch.save({"model": model.state_dict()}, temporary)
         os.replace(temporary, checkpoint)
@@ -247,7 +249,11 @@ def print_whole(whole: dict[str, list[dict]], first: dict[str, list[dict]], coun
     ours = rates["ours"]
     print("\n| figure | ours | upstream, 8 per forward | upstream, 1 per forward |")
     print("|---|---|---|---|")
-    print("| whole process, files/s (median, min–max) | " + " | ".join(spread(v) if v else "failed" for v in rates.values()) + " |")
+    print(
+        "| whole process, files/s (median, min–max) | "
+        + " | ".join(spread(v) if v else "failed" for v in rates.values())
+        + " |"
+    )
     for side in ("upstream, 8 per forward", "upstream, 1 per forward"):
         theirs = rates[side]
         if ours and theirs:
@@ -259,7 +265,9 @@ def print_whole(whole: dict[str, list[dict]], first: dict[str, list[dict]], coun
         f"| {spread(latency['upstream, 1 per forward']) if latency['upstream, 1 per forward'] else 'n/a'} |"
     )
     peaks = {side: [r["peak_mib"] for r in runs] for side, runs in whole.items()}
-    print("| peak memory (PSS of the process tree), MiB | " + " | ".join(f"{max(v):.0f}" for v in peaks.values()) + " |")
+    print(
+        "| peak memory (PSS of the process tree), MiB | " + " | ".join(f"{max(v):.0f}" for v in peaks.values()) + " |"
+    )
 
 
 def print_agreement(ours_stdout: str, upstream_stdout: str) -> None:
@@ -289,9 +297,13 @@ def print_model_only(checkpoint: Path, args: argparse.Namespace, env: dict[str, 
             return
         results[side] = json.loads(output.stdout.strip().splitlines()[-1])
     flops, matmul = results["upstream"]["flops"], results["upstream"]["matmul"]
-    print(f"\nmodel only ({args.seconds:g} s windows; Cnn14 {flops / 1e9:.1f} GFLOP per clip; fp32 mm {matmul / 1e9:.0f} GFLOP/s)")
+    print(
+        f"\nmodel only ({args.seconds:g} s windows; Cnn14 {flops / 1e9:.1f} GFLOP per clip; fp32 mm {matmul / 1e9:.0f} GFLOP/s)"
+    )
     print(f"ours: {args.model_args or 'default backend'}\n")
-    print("| batch | ours clips/s | upstream clips/s | ours / upstream | ours, fraction of mm rate | upstream, fraction |")
+    print(
+        "| batch | ours clips/s | upstream clips/s | ours / upstream | ours, fraction of mm rate | upstream, fraction |"
+    )
     print("|---|---|---|---|---|---|")
     for batch in ("1", "8"):
         a, b = results["ours"][batch], results["upstream"][batch]

@@ -124,14 +124,14 @@ def open_tagger(
     return tagger
 
 
-def onnx_model(path: Path, threads: int | None = None) -> LoadedModel:
-    """An ONNX file as a :class:`LoadedModel`: all graph optimisations, ``threads`` intra-op threads
-    (default: onnxruntime's, one per physical core)."""
+def onnx_model(path: Path, threads: int | None = None, level: Any = None) -> LoadedModel:
+    """An ONNX file as a :class:`LoadedModel`: graph optimisation ``level`` (default all),
+    ``threads`` intra-op threads (default: onnxruntime's, one per physical core)."""
     import onnxruntime
 
     options = onnxruntime.SessionOptions()
     options.log_severity_level = 3
-    options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.graph_optimization_level = level or onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
     if threads:
         options.intra_op_num_threads = threads
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
