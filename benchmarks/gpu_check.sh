@@ -58,25 +58,6 @@ stamp "whole loop: panns-train vs bare step"
 $PY benchmarks/bench_loop.py "${LOOP_ARGS[@]}" 2>&1 | grep -v -E "UserWarning|warnings.warn" \
   | tee "$OUT_DIR/bench_loop.txt" || status=1
 stamp "inference: panns-tag over a folder (fp32, bf16), model only"
-TAG_WORK=${TAG_WORK:-/tmp/bench_tag}
-if [ "$SMOKE" = 1 ]; then
-  TAG_FILES=4; TAG_SECONDS=2; TAG_ARGS=(--device cpu --backend torch --batch-size 4 --workers 1); TAG_BATCHES=1,4
-  BACKEND_ARGS=(--device cpu --seconds 2 --repeats 1 --agreement-windows 4 --onnx-cache "$TAG_WORK/onnx")
-else
-  TAG_FILES=256; TAG_SECONDS=10; TAG_ARGS=(--device cuda --batch-size 32); TAG_BATCHES=1,32,64
-  BACKEND_ARGS=(--device cuda --seconds 10 --repeats 3 --agreement-windows 64)
-fi
-PYTHONPATH=$PWD/benchmarks${PYTHONPATH:+:$PYTHONPATH} $PY -c "import sys; from pathlib import Path; from bench_tag import make_fixtures; \
-  Path(sys.argv[1]).mkdir(parents=True, exist_ok=True); make_fixtures(Path(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]))" \
-  "$TAG_WORK" "$TAG_FILES" "$TAG_SECONDS" || status=1
-for precision in 32 bf16; do
-  begin=$(date +%s.%N)
-  $PY -m panns_lightning.cli.tag "$TAG_WORK/clips_${TAG_FILES}x${TAG_SECONDS}s" --checkpoint "$TAG_WORK/Cnn14_random.pth" \
-    "${TAG_ARGS[@]}" --precision $precision --out "$OUT_DIR/tags_$precision.jsonl" 2>&1 | grep -v "no labels CSV" || status=1
-  echo "panns-tag, $TAG_FILES files, precision $precision: $($PY -c "import sys; print(f'{int(sys.argv[1]) / (float(sys.argv[3]) - float(sys.argv[2])):.1f}')" \
-    "$TAG_FILES" "$begin" "$(date +%s.%N)") files/s (whole process)" | tee -a "$OUT_DIR/bench_tag.txt"
-done
-$PY benchmarks/bench_tag_backends.py --checkpoint "$TAG_WORK/Cnn14_random.pth" "${BACKEND_ARGS[@]}" --batches $TAG_BATCHES 2>&1 \
-  | grep -v "no labels CSV" | tee -a "$OUT_DIR/bench_tag.txt" || status=1
+PY=$PY bash benchmarks/gpu_check_tag.sh "$OUT_DIR" || status=1
 stamp "done (exit $status)"
 exit $status
