@@ -40,7 +40,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     tag_stream.check_arguments(parser, args)
     check_arguments(parser, args)
     logging.basicConfig(level=logging.WARNING, format=f"{PROG}: %(message)s")
-    from panns_lightning.tagging.backends import BackendError, default_batch_size, open_tagger
+    from panns_lightning.tagging.backends import BackendError, open_tagger
     from panns_lightning.tagging.prefetch import default_workers
     from panns_lightning.tagging.run import CollectionOptions, tag_files
     from panns_lightning.tagging.sources import collect_inputs
@@ -59,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model_name=args.model,
             labels_csv=args.labels,
             window_seconds=args.window_seconds,
-            batch_size=args.batch_size or default_batch_size(args.device),
+            batch_size=args.batch_size,
             onnx_cache=args.onnx_cache,
             threads=args.threads,
             files=len(paths),
@@ -150,7 +150,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--precision", choices=("32", "bf16"), default="32", help="torch backend: bf16 autocast (default 32)"
     )
     parser.add_argument(
-        "--batch-size", type=_positive_int, default=None, help="windows per forward pass (default 8 on CPU, 32 on GPU)"
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="windows per forward pass (default: CPU 4 with onnxruntime, 8 with torch; GPU 32)",
     )
     parser.add_argument(
         "--workers", type=_non_negative_int, default=None, help="decoding processes (0: in this one; default 1-4)"
