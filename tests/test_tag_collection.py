@@ -18,6 +18,7 @@ from panns_lightning.inference import AudioTagger
 from panns_lightning.tagging import backends
 from panns_lightning.tagging.batcher import WindowBatcher
 from panns_lightning.tagging.prefetch import Prefetcher
+from panns_lightning.tagging.prefetch import decode as real_decode
 from panns_lightning.tagging.sources import collect_inputs
 from panns_lightning.tagging.writers import EmbeddingWriter
 from test_inference_support import cnn6_checkpoint
@@ -175,3 +176,25 @@ def test_collection_options_are_refused_with_stream(capsys) -> None:
         tag.main(["--stream", "-", "--checkpoint", str(cnn6_checkpoint()), "--out", "x.jsonl"])
     assert exit_info.value.code == tag.EXIT_USAGE
     assert "--out does not apply to --stream" in capsys.readouterr().err
+
+
+def decode_or_die(index: int, path: Path, sample_rate: int):
+    """Stands in for a decoder that crashes the process (a native decoder's segfault, the OOM killer)."""
+    import os
+
+    if path.stem.endswith("_dies"):
+        os._exit(3)
+    return real_decode(index, path, sample_rate)
+
+
+def test_a_decoder_process_that_dies_costs_only_its_file(monkeypatch, clips: list[Path], tmp_path: Path) -> None:
+    from panns_lightning.tagging import prefetch
+
+    dying = tmp_path / "clip_dies.wav"
+    dying.write_bytes(clips[0].read_bytes())
+    monkeypatch.setattr(prefetch, "decode", decode_or_die)
+    paths = [clips[0], dying, clips[1], clips[2]]
+    decoded = list(prefetch.Prefetcher(paths, 8000, workers=1, ahead=2))
+    assert [clip.path for clip in decoded] == paths
+    assert decoded[1].waveform is None and "died" in decoded[1].error
+    assert all(clip.waveform is not None for i, clip in enumerate(decoded) if i != 1)

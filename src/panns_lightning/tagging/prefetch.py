@@ -14,6 +14,7 @@ import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,13 +60,12 @@ class Prefetcher:
         self.paths = list(paths)
         self.sample_rate = sample_rate
         self.ahead = ahead
+        self.workers = min(workers, len(self.paths))
         self._next = 0
-        self._pending: deque[Future[DecodedClip]] = deque()
+        self._pending: deque[tuple[int, Future[DecodedClip]]] = deque()
         self._pool: ProcessPoolExecutor | None = None
-        if workers and self.paths:
-            self._pool = ProcessPoolExecutor(
-                max_workers=min(workers, len(self.paths)), mp_context=_context(), initializer=_quiet_worker
-            )
+        if self.workers:
+            self._pool = self._new_pool()
             self._fill()
 
     def __iter__(self) -> Iterator[DecodedClip]:
@@ -75,7 +75,14 @@ class Prefetcher:
                     yield decode(index, path, self.sample_rate)
                 return
             while self._pending:
-                clip = self._pending.popleft().result()
+                index, future = self._pending.popleft()
+                try:
+                    clip = future.result()
+                except BrokenProcessPool:
+                    # A decoder process died (killed for memory, or a crash in a native decoder):
+                    # this file is reported, a new pool takes the files still waiting.
+                    clip = DecodedClip(index, self.paths[index], None, "the decoding process died while reading it")
+                    self._restart()
                 self._fill()
                 yield clip
         finally:
@@ -83,15 +90,28 @@ class Prefetcher:
 
     def close(self) -> None:
         if self._pool is not None:
-            for future in self._pending:
+            for _, future in self._pending:
                 future.cancel()
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
-    def _fill(self) -> None:
+    def _new_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(max_workers=self.workers, mp_context=_context(), initializer=_quiet_worker)
+
+    def _restart(self) -> None:
         assert self._pool is not None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self._pool = self._new_pool()
+        waiting = [index for index, _ in self._pending]
+        self._pending = deque((index, self._submit(index)) for index in waiting)
+
+    def _submit(self, index: int) -> Future[DecodedClip]:
+        assert self._pool is not None
+        return self._pool.submit(decode, index, self.paths[index], self.sample_rate)
+
+    def _fill(self) -> None:
         while len(self._pending) < self.ahead and self._next < len(self.paths):
-            self._pending.append(self._pool.submit(decode, self._next, self.paths[self._next], self.sample_rate))
+            self._pending.append((self._next, self._submit(self._next)))
             self._next += 1
 
 
