@@ -29,7 +29,7 @@ DATA ?= esc50
 CKPT ?=
 FT_SWEEP := outputs/finetune_$(DATA)/multiruns/make-$(shell date +%Y%m%d-%H%M%S)
 
-.PHONY: help install demo demo-data lint test test-fast docs docs-serve bench bench-train bench-data sweep pretrain finetune hear-check clean
+.PHONY: help install demo demo-data lint test test-fast docs docs-serve bench bench-train bench-data bench-tag sweep pretrain finetune hear-check clean
 
 help:
 	@echo "make demo      install, make synthetic AudioSet-format data, train Cnn6 on CPU, evaluate"
@@ -39,6 +39,7 @@ help:
 	@echo "make bench     print throughput figures (converter, stream, train step), make bench-train's table, live tagging's RTF"
 	@echo "make bench-train  panns-train's whole loop vs the bare step: clips/s, ratio, workers needed, GPU util, MFU"
 	@echo "make bench-data  streamed shards (int16/FLAC) vs PANNs-style HDF5 + balanced sampler, clips/s"
+	@echo "make bench-tag   panns-tag over 40 x 10 s files vs upstream's Cnn14 as panns_inference drives it (files/s, latency, memory)"
 	@echo "make pretrain  AudioSet pretraining (needs shards under $(AUDIOSET_SHARDS); GPUS=N; DRY_RUN=1: the plan, no training)"
 	@echo "make sweep     Hydra multirun of the demo over mixup x SpecAugment + sweep_summary.{md,csv,png}"
 	@echo "make finetune  DATA=esc50|gtzan|ravdess CKPT=path: every fold + cv_summary.{json,md} + confusion matrix"
@@ -99,6 +100,11 @@ bench-train: install
 
 bench-data: install
 	$(PY) benchmarks/bench_data.py $(ARGS)
+
+# Whole-process files/s, first-result latency, peak memory and model-only clips/s against upstream's
+# model class (needs the dev extra's panns-inference); ARGS='--rounds 5', '--ours-args "--backend torch"'.
+bench-tag: install
+	nice -n 5 $(PY) benchmarks/bench_tag.py $(ARGS)
 
 sweep: demo-data
 	$(BIN)/panns-train -m experiment=demo trainer.max_steps=$(SWEEP_STEPS) data.steps_per_epoch=$(SWEEP_EPOCH) test=false \

@@ -6,7 +6,9 @@
 #      sync in the training step (torch.cuda.set_sync_debug_mode);
 #   3. benchmarks/bench_train.py: train step, batch 32 x 10 s, each lever on/off, reference rows,
 #      Cnn14 (plus compile) and Wavegram_Logmel_Cnn14;
-#   4. benchmarks/bench_loop.py: panns-train's whole loop vs the bare step, 8 loader workers.
+#   4. benchmarks/bench_loop.py: panns-train's whole loop vs the bare step, 8 loader workers;
+#   5. inference: panns-tag over 256 x 10 s files (random Cnn14, batch 32, fp32 and bf16 autocast,
+#      pinned non-blocking copies) and benchmarks/bench_tag_backends.py's model-only clips/s.
 # Everything is also written under OUT_DIR (default $OUT on the device tool, else outputs/gpu_check).
 #   bash benchmarks/gpu_check.sh [OUT_DIR]
 # GPU_CHECK_SMOKE=1 runs the same pipeline at toy sizes on the CPU (to check the script itself).
@@ -55,5 +57,7 @@ $PY benchmarks/bench_train.py "${TRAIN_ARGS[@]}" --models Wavegram_Logmel_Cnn14 
 stamp "whole loop: panns-train vs bare step"
 $PY benchmarks/bench_loop.py "${LOOP_ARGS[@]}" 2>&1 | grep -v -E "UserWarning|warnings.warn" \
   | tee "$OUT_DIR/bench_loop.txt" || status=1
+stamp "inference: panns-tag over a folder (fp32, bf16), model only"
+PY=$PY bash benchmarks/gpu_check_tag.sh "$OUT_DIR" || status=1
 stamp "done (exit $status)"
 exit $status

@@ -117,6 +117,8 @@ class AudioTagger:
         frontend: front-end settings for a file without a card (default ``FRONTEND_DEFAULTS[name]``);
             with a card each must agree with it.
         batch_size: windows run through the network at once.
+        loaded: the model already read (:mod:`panns_lightning.tagging.backends` opens ONNX
+            sessions with its own settings); ``checkpoint`` then only names it.
     """
 
     def __init__(
@@ -129,14 +131,17 @@ class AudioTagger:
         window_seconds: float | None = None,
         frontend: Mapping[str, Any] | None = None,
         batch_size: int = DEFAULT_BATCH_SIZE,
+        loaded: LoadedModel | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.checkpoint = Path(checkpoint)
         self.device = torch.device(device)
-        self.loaded = load_model(
-            checkpoint, model_name=model_name, labels_csv=labels_csv, frontend=frontend, device=self.device
-        )
+        if loaded is None:
+            loaded = load_model(
+                checkpoint, model_name=model_name, labels_csv=labels_csv, frontend=frontend, device=self.device
+            )
+        self.loaded = loaded
         self.card: ModelCard = self.loaded.card
         self.model = self.loaded.network
         self.batch_size = batch_size
@@ -186,23 +191,35 @@ class AudioTagger:
         """Run the model over ``waveform`` in windows and aggregate (see the module docstring)."""
         audio = self.prepare(waveform, sample_rate)
         windows = plan_windows(audio.shape[0], self.window_samples)
-        clipwise, embeddings, framewise = [], [], []
+        per_window: list[dict[str, np.ndarray]] = []
         for batch in _batches_of_equal_length(windows, self.batch_size):
             outputs = self._run_windows(audio, batch)
-            clipwise.append(outputs["clipwise_output"])
-            embeddings.append(outputs["embedding"])
-            if "framewise_output" in outputs:
-                framewise.extend(self._keep_frames(outputs["framewise_output"], batch, audio.shape[0]))
+            per_window.extend({key: value[row] for key, value in outputs.items()} for row in range(len(batch)))
+        return self.combine(windows, per_window, audio.shape[0])
+
+    def combine(
+        self, windows: list[tuple[int, int]], per_window: list[dict[str, np.ndarray]], total: int
+    ) -> InferenceOutput:
+        """One recording's output from its windows' outputs (in window order; see the module docstring).
+
+        Shared by :meth:`infer` and the batched collection path (:mod:`panns_lightning.tagging`),
+        so both give the same numbers however the windows were batched.
+        """
+        clipwise = np.stack([outputs["clipwise_output"] for outputs in per_window])
+        embeddings = np.stack([outputs["embedding"] for outputs in per_window]).astype(np.float64)
         weights = np.array([stop - start for start, stop in windows], dtype=np.float64)
-        embedding = (np.concatenate(embeddings) * (weights / weights.sum())[:, None]).sum(axis=0)
-        frames = np.concatenate(framewise) if framewise else None
+        embedding = (embeddings * (weights / weights.sum())[:, None]).sum(axis=0)
+        frames = None
+        if "framewise_output" in per_window[0]:
+            counts = self._keep_counts(windows, total)
+            frames = np.concatenate([out["framewise_output"][:n] for out, n in zip(per_window, counts)])
         return InferenceOutput(
-            clipwise=np.concatenate(clipwise).max(axis=0).astype(np.float32),
+            clipwise=clipwise.max(axis=0).astype(np.float32),
             embedding=embedding.astype(np.float32),
             framewise=frames,
             frame_times=None if frames is None else frame_times(frames.shape[0], self.hop_size, self.sample_rate),
             window_starts=np.array([start for start, _ in windows], dtype=np.float64) / self.sample_rate,
-            duration=audio.shape[0] / self.sample_rate,
+            duration=total / self.sample_rate,
             sample_rate=self.sample_rate,
         )
 
@@ -272,7 +289,7 @@ class AudioTagger:
     def window_probabilities(self, windows: np.ndarray) -> np.ndarray:
         """``[B, samples]`` windows at the model's rate → ``[B, classes]`` probabilities (the card's activation)."""
         batch = torch.from_numpy(np.ascontiguousarray(windows, dtype=np.float32))
-        probabilities = self.loaded.probabilities(self.loaded.runner(batch.to(self.device)))
+        probabilities = self.loaded.probabilities(self.loaded.runner(to_device(batch, self.device)))
         require_finite(probabilities, f"{self.model_name}'s clipwise_output")  # never print nan
         return probabilities.float().cpu().numpy()
 
@@ -299,14 +316,17 @@ class AudioTagger:
         batch = np.zeros((len(windows), length), dtype=np.float32)
         for row, (start, stop) in enumerate(windows):
             batch[row, : stop - start] = audio[start:stop]
-        outputs = dict(self.loaded.runner(torch.from_numpy(batch).to(self.device)))
+        return self.run_batch(batch)
+
+    @torch.inference_mode()
+    def run_batch(self, batch: np.ndarray) -> dict[str, np.ndarray]:
+        """``[B, samples]`` equal-length windows (at least ``min_samples``) → every output, numpy float32,
+        ``clipwise_output`` holding the probabilities users see. On CUDA the batch goes through pinned
+        memory with a non-blocking copy, so the host can prepare the next batch meanwhile."""
+        outputs = dict(self.loaded.runner(to_device(torch.from_numpy(batch), self.device)))
         outputs["clipwise_output"] = self.loaded.probabilities(outputs)
         require_finite(outputs["clipwise_output"], f"{self.model_name}'s clipwise_output")  # never print nan
         return {key: value.float().cpu().numpy() for key, value in outputs.items()}
-
-    def _keep_frames(self, framewise: np.ndarray, windows: list[tuple[int, int]], total: int) -> list[np.ndarray]:
-        """Per window, the frames not covered by the next window (and none of the padding)."""
-        return [rows[:count] for rows, count in zip(framewise, self._keep_counts(windows, total))]
 
     def _keep_counts(self, windows: list[tuple[int, int]], total: int) -> list[int]:
         """Frames each window contributes so the concatenation equals one pass: ``total // hop + 1``."""
@@ -315,6 +335,13 @@ class AudioTagger:
             (total_frames if stop == total else stop // self.hop_size) - start // self.hop_size
             for start, stop in windows
         ]
+
+
+def to_device(batch: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``batch`` on ``device``: on CUDA through pinned (page-locked) memory with a non-blocking copy."""
+    if device.type != "cuda":
+        return batch.to(device)
+    return batch.pin_memory().to(device, non_blocking=True)
 
 
 def class_probabilities(outputs: Mapping[str, torch.Tensor], multilabel: bool) -> torch.Tensor:
@@ -408,5 +435,6 @@ __all__ = [
     "is_sed_model",
     "load_model",
     "plan_windows",
+    "to_device",
     "window_length",
 ]

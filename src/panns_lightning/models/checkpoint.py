@@ -13,6 +13,7 @@ objects from a downloaded file would run code.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import os
 import pickle
@@ -29,6 +30,9 @@ from torch import nn
 from panns_lightning.atomic import atomic_open
 
 from .registry import FRONTEND_DEFAULTS, build_model, list_models
+
+LAYOUTS_FILE = Path(__file__).with_name("zoo_layouts.json")
+"""Every zoo model's state_dict keys and shapes at its paper front end (scripts/zoo_layouts.py)."""
 
 logger = logging.getLogger(__name__)
 
@@ -230,14 +234,14 @@ def extract_state_dict(content: object, path: Path) -> dict[str, torch.Tensor]:
 def best_matching_models(state_dict: Mapping[str, torch.Tensor]) -> tuple[list[str], float]:
     """Zoo models whose (key, shape) layout best fits ``state_dict``, and the fitted fraction.
 
-    Candidates are built once per process on the meta device (no memory) with their paper
-    front end; classifier rows (the class count) are not compared. Several names tie when
+    Candidates' layouts at their paper front end come from :data:`LAYOUTS_FILE` (no network is
+    built; scripts/zoo_layouts.py writes it); classifier rows (the class count) are not compared. Several names tie when
     layouts are identical (e.g. Cnn14 and Cnn14_DecisionLevelMax).
     """
     given = {key: tuple(value.shape) for key, value in state_dict.items()}
     scores: dict[str, float] = {}
     for name in list_models():
-        layout = _zoo_layout(name)
+        layout = zoo_layout(name)
         matching = sum(1 for key, shape in layout.items() if _same_layout(key, given.get(key), shape))
         scores[name] = matching / len(set(layout) | set(given))
     best = max(scores.values())
@@ -248,7 +252,7 @@ def fits_layout(name: str, state_dict: Mapping[str, torch.Tensor], frontend: Map
     """Whether ``state_dict`` has exactly zoo model ``name``'s keys and shapes at its paper front end
     updated by ``frontend`` (classifier rows, the class count, not compared): one network checked
     (on the meta device), none of the others built."""
-    layout = _zoo_layout(name, tuple(sorted((frontend or {}).items())))
+    layout = zoo_layout(name, tuple(sorted((frontend or {}).items())))
     return set(layout) == set(state_dict) and all(
         _same_layout(key, tuple(state_dict[key].shape), shape) for key, shape in layout.items()
     )
@@ -262,11 +266,40 @@ def _same_layout(key: str, given: tuple[int, ...] | None, expected: tuple[int, .
     return given == expected
 
 
+def zoo_layout(name: str, frontend: tuple[tuple[str, Any], ...] = ()) -> dict[str, tuple[int, ...]]:
+    """Zoo model ``name``'s keys and shapes: from :data:`LAYOUTS_FILE` at its paper front end, else built."""
+    if not dict(frontend) or dict(frontend).items() <= FRONTEND_DEFAULTS[name].items():
+        recorded = recorded_layouts().get(name)
+        if recorded is not None:
+            return recorded
+    return built_layout(name, frontend)
+
+
 @functools.lru_cache(maxsize=None)
-def _zoo_layout(name: str, frontend: tuple[tuple[str, Any], ...] = ()) -> dict[str, tuple[int, ...]]:
+def built_layout(name: str, frontend: tuple[tuple[str, Any], ...] = ()) -> dict[str, tuple[int, ...]]:
+    """Keys and shapes of zoo model ``name`` built on the meta device (no memory), 527 classes."""
     with torch.device("meta"):
         model = build_model(name, **{**FRONTEND_DEFAULTS[name], **dict(frontend)}, classes_num=527)
     return {key: tuple(value.shape) for key, value in model.state_dict().items()}
+
+
+@functools.lru_cache(maxsize=1)
+def recorded_layouts() -> dict[str, dict[str, tuple[int, ...]]]:
+    """:data:`LAYOUTS_FILE` read once (empty when absent: then every layout is built)."""
+    try:
+        data = json.loads(LAYOUTS_FILE.read_text(encoding="utf-8"))
+    except OSError:
+        return {}
+    return {name: {key: tuple(shape) for key, shape in layout.items()} for name, layout in data.items()}
+
+
+def layouts_json(layouts: Mapping[str, Mapping[str, tuple[int, ...]]]) -> str:
+    """The text of :data:`LAYOUTS_FILE`: one model per line, keys in state_dict order."""
+    lines = [
+        f"{json.dumps(name)}: {json.dumps({k: list(v) for k, v in layout.items()}, separators=(',', ':'))}"
+        for name, layout in sorted(layouts.items())
+    ]
+    return "{\n" + ",\n".join(lines) + "\n}\n"
 
 
 def compare_state_dicts(
