@@ -489,7 +489,10 @@ def train_one(
             num_workers=0,
             balanced=True,
             sampler="panns" if arm == "exact" else "stream",
-            steps_per_epoch=args.steps_per_epoch,
+            # --exact-one-epoch: the exact draws do not depend on epochs; one epoch creates one
+            # loader iterator, as PANNs' arm does, so both take the same draws from torch's
+            # generator (dropout, mixup) and the two arms can be compared bit for bit.
+            steps_per_epoch=args.steps if arm == "exact" and args.exact_one_epoch else args.steps_per_epoch,
             shuffle_buffer=args.shuffle_buffer,
             stratify_batches=STREAM_ARMS.get(arm, True),
             seed=seed,
@@ -670,6 +673,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--no-mixup", action="store_true", help="train without mixup (every arm alike)")
+    parser.add_argument(
+        "--exact-one-epoch", action="store_true", help="the exact arm trains one epoch of --steps (as PANNs' arm)"
+    )
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--data-seed", type=int, default=0)
     parser.add_argument("--convert-workers", type=int, default=1)

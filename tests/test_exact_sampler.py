@@ -272,3 +272,16 @@ def test_dry_run_names_the_shard_of_each_workers_first_clip(converted: Path) -> 
         slot = ReaderSlot(1, 2, worker, 2)
         first_key = next(stream.iter_slot(slot))["key"][0]
         assert stream.first_shards(slot) == [stream.spec.urls[int(index.shard[by_key[first_key]])]]
+
+
+def test_a_run_resumed_on_another_world_size_goes_on_from_the_saved_position(converted: Path) -> None:
+    # Saved by 2 ranks of 4 clips after 5 steps of epoch 0; resumed by 1 rank of 8 clips.
+    state = sampler_checkpoint_state((0, 0, 0), SEED, 0, 5, steps_per_epoch=6, draws_per_step=8)
+    module = datamodule(converted, batch_size=8)
+    module.load_state_dict(state)
+    module.set_resume_batches(5)
+    stream = module.train_stream(0, 1)
+    expected = reference_keys(converted, 8 * 8)
+    assert epoch_keys(stream, 0) == [expected[40:48]]  # the last batch of epoch 0
+    module.set_resume_batches(0)  # as StreamEpochCallback does at an epoch's end
+    assert epoch_keys(stream, 1)[:2] == [expected[48:56], expected[56:64]]
