@@ -18,6 +18,13 @@ from train_fixtures import BIN, DDP_ENV, ddp_overrides, make_tiny_audioset, run
 REFERENCE_PACKAGE = "_panns_inference_reference"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def onnx_cache_in_tmp(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """panns-tag's ONNX cache (``$PANNS_ONNX_CACHE``) in this session's temp folder, never the user's
+    ~/.cache: a test must not leave files in a home folder, nor find an export an earlier run left."""
+    os.environ["PANNS_ONNX_CACHE"] = str(tmp_path_factory.mktemp("onnx_cache"))
+
+
 @pytest.fixture(scope="session")
 def tiny_audioset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 1 s, 16 kHz synthetic AudioSet converted to shards with the real CLI (made once per session)."""

@@ -89,7 +89,7 @@ def test_the_tour_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
             timeout=600,
         )
         assert done.returncode == 0, f"{command}\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-        outputs[program] = done.stdout + done.stderr
+        outputs[program] = outputs.get(program, "") + done.stdout + done.stderr  # panns-tag runs twice
     # Step 5 tags with the fine-tuned model: the classes it names are the fine-tuning set's, not the demo's.
     manifest = json.loads((tmp_path / "data" / "demo_finetune" / "shards" / "manifest.json").read_text())
     finetune_classes = {label["name"] for label in manifest["labels"]}
@@ -98,4 +98,8 @@ def test_the_tour_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     tagged = outputs["panns-tag"]
     assert any(name in tagged for name in finetune_classes), tagged[-2000:]
     assert not any(name in tagged for name in pretrain_classes), tagged[-2000:]
+    # The folder step wrote one JSON line per audio file, each naming fine-tuning classes.
+    lines = (tmp_path / "outputs" / "tour" / "tags.jsonl").read_text().splitlines()
+    assert len(lines) == len(list((tmp_path / "data" / "demo_finetune" / "raw" / "audio").glob("*.wav")))
+    assert all(json.loads(line) and any(name in line for name in finetune_classes) for line in lines)
     assert (tmp_path / "outputs" / "tour" / "model.onnx").stat().st_size > 0
