@@ -255,17 +255,20 @@ class AudioShardDataModule(pl.LightningDataModule):
         """The train stream one rank of ``world_size`` reads (its DataLoader workers each take a slot of it)."""
         if self.options.sampler == "panns":
             return self._exact_stream(rank, world_size)
-        return TrainClipStream(
-            self._stream_spec("train"),
-            rank=rank,
-            world_size=world_size,
-            options=self.options,
-            crop_samples=self.train_crop_samples,
-            epoch=self._epoch,
-            resume_batches=self._resume_batches,
-            errors=self._errors["train"],
-            int16_batches=self.int16_batches,
-        )
+        return TrainClipStream(self._stream_spec("train"), **self._train_stream_arguments(rank, world_size))
+
+    def _train_stream_arguments(self, rank: int, world_size: int) -> dict[str, Any]:
+        """What either train sampler takes from this DataModule for one rank."""
+        return {
+            "rank": rank,
+            "world_size": world_size,
+            "options": self.options,
+            "crop_samples": self.train_crop_samples,
+            "epoch": self._epoch,
+            "resume_batches": self._resume_batches,
+            "errors": self._errors["train"],
+            "int16_batches": self.int16_batches,
+        }
 
     def _exact_stream(self, rank: int, world_size: int) -> ExactClipStream:
         """``data.sampler=panns``: PANNs' draws from the train set's clip index (built once for older sets)."""
@@ -277,14 +280,7 @@ class AudioShardDataModule(pl.LightningDataModule):
         return ExactClipStream(
             self._stream_spec("train"),
             self._train_index,
-            rank=rank,
-            world_size=world_size,
-            options=self.options,
-            crop_samples=self.train_crop_samples,
-            epoch=self._epoch,
-            resume_batches=self._resume_batches,
-            errors=self._errors["train"],
-            int16_batches=self.int16_batches,
+            **self._train_stream_arguments(rank, world_size),
             origin=self._sampler_origin,
             seed=self._sampler_seed,
         )

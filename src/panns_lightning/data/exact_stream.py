@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.utils.data import IterableDataset
 
 from panns_lightning.data.error_log import ErrorLog, NoReadableClipsError
 from panns_lightning.data.exact_sampler import BalancedSequence, draw_position
@@ -37,7 +36,7 @@ from panns_lightning.data.options import StreamOptions
 from panns_lightning.data.random_access import ClipReader
 from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
-from panns_lightning.data.train_stream import batch_tensor
+from panns_lightning.data.train_stream import TrainStreamBase, batch_tensor
 from panns_lightning.shardset.clip_index import ClipIndex, ClipIndexError
 from panns_lightning.shardset.codec import decode_member, samples_to_float
 
@@ -49,7 +48,7 @@ _SUBSTITUTE_STREAM = 0x5B
 _MAX_FAILURES_IN_A_ROW = 1000
 
 
-class ExactClipStream(IterableDataset):
+class ExactClipStream(TrainStreamBase):
     """Endless PANNs-balanced train batches of one rank, ``steps_per_epoch`` per epoch (use ``batch_size=None``)."""
 
     def __init__(
@@ -69,22 +68,20 @@ class ExactClipStream(IterableDataset):
         seed: int | None = None,
     ) -> None:
         """``origin``: (epoch, batch, draw position) of a known point of the run; ``seed`` overrides ``options.seed``."""
-        super().__init__()
-        options = options or StreamOptions()
-        if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
-            raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
-        self.spec = spec
+        super().__init__(
+            spec,
+            rank=rank,
+            world_size=world_size,
+            options=options,
+            crop_samples=crop_samples,
+            epoch=epoch,
+            resume_batches=resume_batches,
+            errors=errors,
+            int16_batches=int16_batches,
+        )
         self.index = index
-        self.rank = rank
-        self.world_size = world_size
-        self.options = options
-        self.crop_samples = crop_samples
-        self.epoch = epoch if epoch is not None else SharedCount()
-        self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
-        self.errors = errors if errors is not None else ErrorLog("train")
-        self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
         self.origin = origin
-        self.seed = options.seed if seed is None else int(seed)
+        self.seed = self.options.seed if seed is None else int(seed)
         keep = None
         if spec.keep_keys is not None:
             keep = np.fromiter((key in spec.keep_keys for key in index.all_keys()), dtype=bool, count=index.num_clips)

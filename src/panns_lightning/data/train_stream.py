@@ -108,7 +108,40 @@ STRATA_DELAY = 2.0
 _MAX_DECODE_FAILURES_IN_A_ROW = 1000
 
 
-class TrainClipStream(IterableDataset):
+class TrainStreamBase(IterableDataset):
+    """What both train samplers (the balanced stream and ``sampler=panns``) hold for one rank: its slot in
+    the world, the options, the crop, the counters shared across workers and the batch dtype."""
+
+    def __init__(
+        self,
+        spec: StreamSpec,
+        *,
+        rank: int,
+        world_size: int,
+        options: StreamOptions | None = None,
+        crop_samples: int | None = None,
+        epoch: SharedCount | None = None,
+        resume_batches: SharedCount | None = None,
+        errors: ErrorLog | None = None,
+        int16_batches: bool = False,
+    ) -> None:
+        super().__init__()
+        options = options if options is not None else StreamOptions()
+        if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
+            raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
+        self.spec = spec
+        self.rank = rank
+        self.world_size = world_size
+        self.options = options
+        self.crop_samples = crop_samples
+        self.epoch = epoch if epoch is not None else SharedCount()
+        # Batches of this epoch the rank already trained on before a resume: skipped, not yielded.
+        self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
+        self.errors = errors if errors is not None else ErrorLog("train")
+        self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
+
+
+class TrainClipStream(TrainStreamBase):
     """Endless, optionally class-balanced train stream; yields ready batches (use ``batch_size=None``).
 
     Each batch is ``{"waveform": float32[B, T], "target": float32[B, C], "key": list[str]}`` with
@@ -134,21 +167,18 @@ class TrainClipStream(IterableDataset):
         int16_batches: bool = False,
     ) -> None:
         """``options``: batch size, steps, balance, buffer and seed (default :class:`StreamOptions`)."""
-        super().__init__()
-        options = options if options is not None else StreamOptions()
-        if crop_samples is not None and not 0 < crop_samples <= spec.clip_samples:
-            raise ValueError(f"train_crop_samples={crop_samples} must be in 1..clip_samples={spec.clip_samples}")
-        self.spec = spec
-        self.rank = rank
-        self.world_size = world_size
-        self.options = options
-        self.crop_samples = crop_samples
-        self.epoch = epoch if epoch is not None else SharedCount()
-        # Batches of this epoch the rank already trained on before a resume: skipped, not yielded.
-        self.resume_batches = resume_batches if resume_batches is not None else SharedCount()
-        self.errors = errors if errors is not None else ErrorLog("train")
+        super().__init__(
+            spec,
+            rank=rank,
+            world_size=world_size,
+            options=options,
+            crop_samples=crop_samples,
+            epoch=epoch,
+            resume_batches=resume_batches,
+            errors=errors,
+            int16_batches=int16_batches,
+        )
         self.labels_only = labels_only
-        self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
         self.reader = (
             reader
             if reader is not None
