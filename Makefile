@@ -21,7 +21,7 @@ FT_ARGS ?=
 # elsewhere (docs/speed.md); DEMO_PRECISION=32-true forces fp32.
 DEMO_PRECISION ?= $${cpu_precision:}
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist, in the dev extras): on 2 cores
-# 608 tests took 4 min 30 s with 2 against 6 min 30 s in one. TEST_WORKERS=0: one process, no xdist.
+# 859 tests took 7 min 06 s with 2 (this round; the Slurm test skipped). TEST_WORKERS=0: one process, no xdist.
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?= $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
