@@ -21,7 +21,7 @@ FT_ARGS ?=
 # elsewhere (docs/speed.md); DEMO_PRECISION=32-true forces fp32.
 DEMO_PRECISION ?= $${cpu_precision:}
 # make test runs the suite in TEST_WORKERS processes (pytest-xdist, in the dev extras): on 2 cores
-# 859 tests took 7 min 06 s with 2 (this round; the Slurm test skipped). TEST_WORKERS=0: one process, no xdist.
+# 860 tests took 6 min 23 s with 2 (this round, a quiet host; the Slurm test skipped). TEST_WORKERS=0: one process, no xdist.
 TEST_WORKERS ?= 2
 PYTEST_ARGS ?= $(if $(filter-out 0,$(TEST_WORKERS)),-n $(TEST_WORKERS))
 
