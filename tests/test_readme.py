@@ -103,3 +103,36 @@ def test_the_tour_runs_in_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     assert len(lines) == len(list((tmp_path / "data" / "demo_finetune" / "raw" / "audio").glob("*.wav")))
     assert all(json.loads(line) and any(name in line for name in finetune_classes) for line in lines)
     assert (tmp_path / "outputs" / "tour" / "model.onnx").stat().st_size > 0
+    check_carded_pth_evaluates_like_its_ckpt(tmp_path, env)
+
+
+def _eval_metrics(output: str) -> list[str]:
+    """The metric lines panns-eval prints (``mAP   0.6602`` ...)."""
+    return [line.strip() for line in output.splitlines() if re.match(r"\s*(mAP|AUC|d-prime)\s+\d", line)]
+
+
+def check_carded_pth_evaluates_like_its_ckpt(root: Path, env: dict[str, str]) -> None:
+    """Beside the tour: step 2's checkpoint exported as upstream's .pth (with its model card) scores what
+    the .ckpt scored in panns-eval, with no flags (the .pth names its network, front end and classes)."""
+    pth = root / "outputs" / "tour" / "model.pth"
+    command = [str(BIN / "panns-export"), "outputs/tour/checkpoints/best.ckpt", "--format", "panns", "--out", str(pth)]
+    subprocess.run(command, cwd=root, env=env, check=True, capture_output=True, timeout=600)
+    scores = []
+    for name, checkpoint in (("ckpt", "outputs/tour/checkpoints/best.ckpt"), ("pth", str(pth))):
+        done = subprocess.run(
+            [
+                str(BIN / "panns-eval"),
+                f"ckpt_path={checkpoint}",
+                "data_dir=data/tour/eval",
+                f"hydra.run.dir=outputs/eval_{name}",
+            ]
+            + TOUR_EXTRA["panns-eval"],
+            cwd=root,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert done.returncode == 0, done.stderr[-3000:]
+        scores.append(_eval_metrics(done.stdout + done.stderr))
+    assert scores[0] and scores[0] == scores[1], scores
