@@ -38,7 +38,7 @@ from panns_lightning.data.shared_count import SharedCount
 from panns_lightning.data.spec import ReaderSlot, StreamSpec, current_slot
 from panns_lightning.data.train_stream import TrainStreamBase, batch_tensor
 from panns_lightning.shardset.clip_index import ClipIndex, ClipIndexError
-from panns_lightning.shardset.codec import decode_member, samples_to_float
+from panns_lightning.shardset.codec import decode_member
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,7 @@ class ExactClipStream(TrainStreamBase):
         assert self.reader is not None
         spec = self.spec
         self.errors.read_samples.add()
+        target[:] = 0.0
         try:
             data = self.reader.read(clip)
             samples = decode_member(
@@ -186,19 +187,11 @@ class ExactClipStream(TrainStreamBase):
             raise  # a stale or wrong index is the set's problem, not one clip's
         except (OSError, ValueError) as exc:
             unreadable.add(clip)
-            target[:] = 0.0
             shard = self.spec.urls[int(self.index.shard[clip])]
             self.errors.sample(shard, self.index.key(clip), f"{type(exc).__name__}: {exc}")
             return False
-        target[:] = 0.0
         target[list(self.index.labels(clip))] = 1.0
-        start = 0
-        if self.crop_samples is not None and self.crop_samples != samples.shape[0]:
-            start = int(rng.integers(samples.shape[0] - self.crop_samples + 1))
-        if waveform.dtype == np.int16:
-            waveform[...] = samples[start : start + waveform.shape[0]]
-        else:
-            samples_to_float(samples[start : start + waveform.shape[0]], waveform)
+        self._write_row(samples, waveform, rng)
         return True
 
 

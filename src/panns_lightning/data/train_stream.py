@@ -140,6 +140,17 @@ class TrainStreamBase(IterableDataset):
         self.errors = errors if errors is not None else ErrorLog("train")
         self.waveform_dtype = np.int16 if int16_batches and spec.storage == "int16" else np.float32
 
+    def _write_row(self, samples: np.ndarray, waveform: np.ndarray, rng: np.random.Generator) -> None:
+        """A decoded clip's int16 samples into its batch row: a random crop (drawn only when cropping)
+        kept as int16 or scaled to float32, whichever the row is."""
+        start = 0
+        if self.crop_samples is not None and self.crop_samples != samples.shape[0]:
+            start = int(rng.integers(samples.shape[0] - self.crop_samples + 1))
+        if waveform.dtype == np.int16:
+            waveform[...] = samples[start : start + waveform.shape[0]]
+        else:
+            samples_to_float(samples[start : start + waveform.shape[0]], out=waveform)
+
 
 class TrainClipStream(TrainStreamBase):
     """Endless, optionally class-balanced train stream; yields ready batches (use ``batch_size=None``).
@@ -484,17 +495,8 @@ class TrainClipStream(TrainStreamBase):
             target[:] = 0.0
             self.errors.sample(clip.shard, clip.key, str(exc))
             return False
-        start = self._crop_start(samples.shape[0], rng)
-        if waveform.dtype == np.int16:
-            waveform[...] = samples[start : start + waveform.shape[0]]
-        else:
-            samples_to_float(samples[start : start + waveform.shape[0]], out=waveform)
+        self._write_row(samples, waveform, rng)
         return True
-
-    def _crop_start(self, length: int, rng: np.random.Generator) -> int:
-        if self.crop_samples is None or self.crop_samples == length:
-            return 0
-        return int(rng.integers(length - self.crop_samples + 1))
 
 
 def batch_tensor(rows: int, columns: int, dtype: type = np.float32) -> torch.Tensor:
